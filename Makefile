@@ -1,0 +1,46 @@
+# Two commands: `make demo` and `make test`. Both create .venv on first use and are
+# fast when it is already up to date (a stamp file per install set).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint typecheck bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.stamp-base: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.stamp-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(VENV)/.stamp-base $@
+
+demo: $(VENV)/.stamp-base
+	@mkdir -p scratch
+	$(BIN)/fanout batch examples/jobs.jsonl -o scratch/results.jsonl --concurrency 16
+	@echo "results: scratch/results.jsonl ($$(wc -l < scratch/results.jsonl) lines)"
+
+test: $(VENV)/.stamp-dev
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.stamp-dev
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(VENV)/.stamp-dev
+	$(BIN)/mypy
+
+bench: $(VENV)/.stamp-dev
+	$(BIN)/python bench/overhead.py --tasks 100000
+	$(BIN)/python bench/wall.py
+	$(BIN)/python bench/ratelimit.py
+	$(BIN)/python bench/serial_vs_parallel.py
+
+clean:
+	rm -rf $(VENV) scratch .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The engine: scheduler, limits, retries, events."""

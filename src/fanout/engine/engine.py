@@ -1,0 +1,904 @@
+"""The engine: a fixed pool of workers running the tasks of any number of runs.
+
+One worker is one slot of the global concurrency limit. A free worker asks the scheduler
+for the best task whose lane, agent and provider meters have room, makes one attempt, and
+hands the outcome to the journal; it never waits for the store. A failed attempt that will
+be retried goes back to the scheduler with a backoff delay, so the wait is spent outside
+any slot. A task is done only when its result is durable: then its event fires, dependents
+may start and its `then` callback may add tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import secrets
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+from fanout.engine.events import (
+    LimiterChanged,
+    RunFinished,
+    RunStarted,
+    TaskFinished,
+    TaskRetrying,
+    TasksAdded,
+    TaskSlow,
+    TaskStarted,
+)
+from fanout.engine.limits import (
+    ERROR,
+    OK,
+    RATE_LIMITED,
+    ConcurrencyMeter,
+    Meter,
+    ProviderLimits,
+    ProviderMeter,
+)
+from fanout.engine.retry import RetryPolicy, describe
+from fanout.engine.run import Run
+from fanout.engine.scheduler import Group, Scheduler
+from fanout.errors import (
+    ConfigError,
+    EmptyOutput,
+    FanoutError,
+    InvalidOutput,
+    Overloaded,
+    PlanError,
+    ProviderError,
+    ProviderTimeout,
+    RateLimited,
+    TruncatedOutput,
+)
+from fanout.providers.base import Completion, Provider, Request, estimate_tokens
+from fanout.store.base import (
+    AttemptFailed,
+    AttemptStarted,
+    MemoryStore,
+    ResultRecorded,
+    RunClosed,
+    RunOpened,
+    Store,
+    TasksAdded as StoreTasksAdded,
+)
+from fanout.store.journal import MAX_BATCH_OPS, Journal
+from fanout.tasks import ErrorInfo, Result, Task, TaskState
+
+DEFAULT_CONCURRENCY = 16
+DEFAULT_TIMEOUT_S = 120.0
+DEFAULT_MAX_TOKENS = 1024
+DEFAULT_AGING_S = 60.0
+DEFAULT_LANE = "default"
+DEFAULT_AGENT = "default"
+TICK_S = 0.25  # slow-task checks and a safety wake-up for parked workers
+YIELD_EVERY = 64  # a worker whose calls finish without yielding gives way this often
+
+RUNNING = TaskState.RUNNING
+READY = TaskState.READY
+WAITING = TaskState.WAITING
+DONE = TaskState.DONE
+FAILED = TaskState.FAILED
+SKIPPED = TaskState.SKIPPED
+CANCELLED = TaskState.CANCELLED
+
+Order = Literal["fifo", "longest_first"]
+
+
+class _Slot:
+    """What one worker is doing: lets cancellation and slow-task checks reach the call."""
+
+    __slots__ = ("cancel_reason", "scope", "slow_reported", "started", "task")
+
+    def __init__(self) -> None:
+        self.task: Task | None = None
+        self.scope: asyncio.Timeout | None = None
+        self.started = 0.0
+        self.cancel_reason: str | None = None
+        self.slow_reported = False
+
+
+class Engine:
+    """Runs tasks concurrently under limits. Use as `async with Engine(...) as engine:`.
+
+    Limits are keyword-only: `concurrency` (workers, the global cap), `lanes` (lane ->
+    limit), `agent_lanes` (agent -> lane), `agent_limits` (agent -> limit inside its lane),
+    `limits` (provider name or "provider:model" -> `ProviderLimits`). `order` is "fifo" or
+    "longest_first" (by `Task.expected_s`, the agent's `expected_s`, or its observed mean).
+    """
+
+    def __init__(
+        self,
+        *,
+        providers: Mapping[str, Provider] | Provider | None = None,
+        provider: str | None = None,
+        model: str = "sim-1",
+        concurrency: int = DEFAULT_CONCURRENCY,
+        lanes: Mapping[str, int] | None = None,
+        agent_lanes: Mapping[str, str] | None = None,
+        agent_limits: Mapping[str, int] | None = None,
+        limits: Mapping[str, ProviderLimits] | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
+        idle_timeout: float | None = None,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        aging_s: float = DEFAULT_AGING_S,
+        order: Order = "fifo",
+        expected_s: Mapping[str, float] | None = None,
+        slow_after_s: float | None = None,
+        store: Store | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ConfigError(f"concurrency={concurrency}: must be at least 1")
+        if order not in ("fifo", "longest_first"):
+            raise ConfigError(f"order={order!r}: use 'fifo' or 'longest_first'")
+        if timeout is not None and timeout <= 0:
+            raise ConfigError(f"timeout={timeout}: must be positive (or None for none)")
+        if idle_timeout is not None and idle_timeout <= 0:
+            raise ConfigError(f"idle_timeout={idle_timeout}: must be positive")
+        if aging_s <= 0:
+            raise ConfigError(f"aging_s={aging_s}: must be positive")
+        if providers is None:
+            from fanout.providers.sim import SimProvider
+
+            providers = {"sim": SimProvider()}
+        elif not isinstance(providers, Mapping):
+            providers = {providers.name: providers}
+        if not providers:
+            raise ConfigError("no provider given")
+        self.providers: dict[str, Provider] = dict(providers)
+        self.default_provider = provider or next(iter(self.providers))
+        if self.default_provider not in self.providers:
+            raise ConfigError(
+                f"provider {self.default_provider!r} is not configured "
+                f"(configured: {', '.join(sorted(self.providers))})"
+            )
+        self.model = model
+        self.concurrency = concurrency
+        self.lanes = dict(lanes or {})
+        for name, lim in self.lanes.items():
+            if lim < 1:
+                raise ConfigError(f"lane {name!r}: limit {lim} must be at least 1")
+        self.agent_lanes = dict(agent_lanes or {})
+        self.agent_limits = dict(agent_limits or {})
+        self.limits = dict(limits or {})
+        self.retry = retry or RetryPolicy()
+        self.timeout = timeout
+        self.idle_timeout = idle_timeout
+        self.max_tokens = max_tokens
+        self.aging_s = aging_s
+        self.order: Order = order
+        self.expected = dict(expected_s or {})
+        self.slow_after_s = slow_after_s
+        self.store: Store = store if store is not None else MemoryStore()
+        self.rng = random.Random(seed)
+        self._observed: dict[str, float] = {}  # agent -> EWMA of attempt latency
+        self._lane_meters: dict[str, ConcurrencyMeter] = {}
+        self._agent_meters: dict[str, ConcurrencyMeter] = {}
+        self.provider_meters: dict[str, ProviderMeter] = {}
+        self._groups: dict[tuple[str, str, str], Group] = {}
+        self._runs: dict[str, Run] = {}
+        self._slots: list[_Slot] = []
+        self._workers: list[asyncio.Task[None]] = []
+        self._ticker: asyncio.Task[None] | None = None
+        self._sched: Scheduler | None = None
+        self._journal: Journal[Task] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fatal: BaseException | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Engine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        if self._loop is not None:
+            return
+        loop = self._loop = asyncio.get_running_loop()
+        self._sched = Scheduler(aging_s=self.aging_s, loop=loop)
+        self._journal = Journal(self.store, self._on_durable, self._on_store_error)
+        self._journal.start()
+        for i in range(self.concurrency):
+            slot = _Slot()
+            self._slots.append(slot)
+            self._workers.append(loop.create_task(self._worker(slot), name=f"fanout-worker-{i}"))
+        self._ticker = loop.create_task(self._tick(), name="fanout-ticker")
+
+    async def aclose(self) -> None:
+        """Cancel unfinished runs, stop the workers, make everything durable."""
+        if self._closed or self._loop is None:
+            self._closed = True
+            return
+        for run in list(self._runs.values()):
+            if not run.done:
+                self.cancel_run(run, "the engine was closed")
+        self._closed = True
+        assert self._sched is not None and self._journal is not None
+        self._sched.close()
+        for w in self._workers:
+            w.cancel()
+        if self._ticker is not None:
+            self._ticker.cancel()
+        await asyncio.gather(*self._workers, self._ticker, return_exceptions=True)
+        if self._fatal is None:
+            await self._journal.flush()
+        await self._journal.aclose()
+        for p in self.providers.values():
+            await p.aclose()
+        await self.store.close()
+
+    # -- submitting -----------------------------------------------------------------------
+
+    def submit(
+        self,
+        tasks: Iterable[Task],
+        *,
+        kind: str = "tasks",
+        run_id: str | None = None,
+        deadline_s: float | None = None,
+        retry_budget: int | None = None,
+        config: Mapping[str, Any] | None = None,
+    ) -> Run:
+        """Start a run of `tasks`; returns at once. Raises `PlanError` (nothing runs) on a
+        dependency cycle, an unknown dependency or a duplicate key."""
+        if self._loop is None or self._closed:
+            raise FanoutError("the engine is not running: use `async with Engine(...)`")
+        if self._fatal is not None:
+            raise FanoutError(f"the run store failed: {self._fatal}")
+        if deadline_s is not None and deadline_s <= 0:
+            raise ConfigError(f"deadline_s={deadline_s}: must be positive")
+        run_id = run_id or _new_run_id()
+        if run_id in self._runs:
+            raise PlanError(f"a run with id {run_id!r} already exists", run_id=run_id)
+        run = Run(self, run_id, kind=kind, retry_budget=retry_budget, config=config or {})
+        task_list = list(tasks)
+        self._plan(run, task_list)  # raises before anything is recorded
+        self._runs[run_id] = run
+        assert self._journal is not None
+        self._journal.append(RunOpened(run_id, kind, time.time(), run.config))
+        run.bus.emit(RunStarted(self._loop.time(), run_id, 0))
+        if deadline_s is not None:
+            run.deadline_handle = self._loop.call_later(
+                deadline_s, self.cancel_run, run, f"run deadline of {deadline_s}s passed"
+            )
+        self._admit(run, task_list)
+        if run.total == 0:
+            self._close_run(run)
+        return run
+
+    async def run(self, tasks: Iterable[Task], **kwargs: Any) -> Run:
+        """Submit and wait: the run is finished when this returns."""
+        run = self.submit(tasks, **kwargs)
+        await run.wait()
+        return run
+
+    def add_tasks(self, run: Run, tasks: list[Task]) -> list[Task]:
+        if run.done or run.status != "running":
+            raise FanoutError(f"run {run.id} has finished; start a new run", run_id=run.id)
+        self._plan(run, tasks)
+        self._admit(run, tasks)
+        return tasks
+
+    def _plan(self, run: Run, tasks: Sequence[Task]) -> None:
+        """Check `tasks` as an addition to `run`: keys unique, dependencies known, no cycle."""
+        new_keys: dict[str, Task] = {}
+        for t in tasks:
+            if t.run is not None:
+                raise PlanError(f"task {t.id} was already submitted", run_id=run.id)
+            if t.has_explicit_key:
+                k = t.key
+                if k in new_keys or k in run.by_key:
+                    raise PlanError(f"two tasks have the key {k!r}: keys must be unique in a run")
+                new_keys[k] = t
+        for t in tasks:
+            pname = t.provider or self.default_provider
+            if pname not in self.providers:
+                raise ConfigError(
+                    f"task {t.key!r} asks for provider {pname!r}, which is not configured "
+                    f"(configured: {', '.join(sorted(self.providers))})"
+                )
+        members = {id(t) for t in tasks}
+        derived: dict[str, Task] | None = None
+        for t in tasks:
+            resolved: list[Task] = []
+            for d in t.depends_on:
+                if isinstance(d, Task):
+                    if id(d) not in members and d.run is not run:
+                        raise PlanError(
+                            f"task {t.key!r} depends on a task that is not in this run",
+                            run_id=run.id,
+                        )
+                    resolved.append(d)
+                    continue
+                dep = new_keys.get(d) or run.by_key.get(d)
+                if dep is None:
+                    if derived is None:  # fall back to derived keys, computed once
+                        derived = {x.key: x for x in tasks}
+                        derived.update({x.key: x for x in run.tasks})
+                    dep = derived.get(d)
+                if dep is None:
+                    raise PlanError(
+                        f"task {t.key!r} depends on {d!r}, which is not a task of this run",
+                        run_id=run.id,
+                    )
+                if dep is t:
+                    raise PlanError(f"task {t.key!r} depends on itself", run_id=run.id)
+                resolved.append(dep)
+            t.depends_on = tuple(resolved)
+        _check_acyclic(tasks, members)
+
+    def _admit(self, run: Run, tasks: list[Task]) -> None:
+        loop = self._loop
+        assert loop is not None and self._journal is not None and self._sched is not None
+        now = loop.time()
+        base = len(run.tasks)
+        lanes: dict[str, int] = {}
+        for i, t in enumerate(tasks):
+            t.run = run
+            t._n = base + i
+            t.state = WAITING
+            self._bind(t)
+            lanes[t.lane or DEFAULT_LANE] = lanes.get(t.lane or DEFAULT_LANE, 0) + 1
+            if t.has_explicit_key:
+                run.by_key[t.key] = t
+        run.tasks.extend(tasks)
+        run.results_by_n.extend([None] * len(tasks))
+        self._journal.append(StoreTasksAdded(run.id, tasks))
+        run.bus.emit(TasksAdded(now, run.id, len(tasks), run.total, lanes))
+        ready: list[Task] = []
+        for t in tasks:
+            left = 0
+            failed_dep: Task | None = None
+            for d in t.depends_on:
+                assert isinstance(d, Task)
+                if d.state.terminal:
+                    if d.state is not DONE and failed_dep is None:
+                        failed_dep = d
+                else:
+                    left += 1
+                    if d.dependents is None:
+                        d.dependents = []
+                    d.dependents.append(t)
+            t.deps_left = left
+            if failed_dep is not None and t.on_dependency_failure == "skip":
+                self._skip_for_dependency(t, failed_dep)
+            elif left == 0:
+                ready.append(t)
+        for t in ready:
+            self._make_ready(t, now)
+
+    def _bind(self, t: Task) -> None:
+        """Resolve provider, model, lane; attach the task to its scheduler group."""
+        pname = t.provider or self.default_provider
+        provider = self.providers[pname]
+        t.provider = pname
+        if t.model is None:
+            t.model = str((t.body or {}).get("model") or self.model)
+        agent = t.agent or DEFAULT_AGENT
+        lane = t.lane or self.agent_lanes.get(agent) or DEFAULT_LANE
+        t.lane = lane
+        lkey = provider.limiter_key(t.model)
+        gkey = (lane, agent, lkey)
+        g = self._groups.get(gkey)
+        if g is None:
+            g = self._groups[gkey] = Group(
+                gkey, self._meters_for(lane, agent, pname, t.model, lkey),
+                lef=self.order == "longest_first",
+            )
+        t.group = g
+
+    def _meters_for(self, lane: str, agent: str, pname: str, model: str, lkey: str) -> list[Meter]:
+        meters: list[Meter] = []
+        lim = self.lanes.get(lane)
+        if lim is not None and lim < self.concurrency:
+            m = self._lane_meters.get(lane)
+            if m is None:
+                m = self._lane_meters[lane] = ConcurrencyMeter(f"lane {lane}", lim)
+            meters.append(m)
+        alim = self.agent_limits.get(agent)
+        if alim is not None:
+            am = self._agent_meters.get(agent)
+            if am is None:
+                am = self._agent_meters[agent] = ConcurrencyMeter(f"agent {agent}", alim)
+            meters.append(am)
+        pm = self.provider_meters.get(lkey)
+        if pm is None:
+            plim = self.limits.get(f"{pname}:{model}") or self.limits.get(pname)
+            plim = plim or ProviderLimits()
+            pm = self.provider_meters[lkey] = ProviderMeter(
+                lkey, plim, default_cap=self.concurrency
+            )
+        meters.append(pm)
+        return meters
+
+    # -- readiness, skipping, finishing ----------------------------------------------------
+
+    def _deps_of(self, t: Task) -> dict[str, Result]:
+        run: Run = t.run
+        out: dict[str, Result] = {}
+        for d in t.depends_on:
+            assert isinstance(d, Task)
+            r = run.results_by_n[d.n]
+            if r is not None:
+                out[d.key] = r
+        return out
+
+    def _make_ready(self, t: Task, now: float) -> None:
+        if t.when is not None:
+            try:
+                selected = t.when(self._deps_of(t))
+            except Exception as exc:
+                self._finalize(t, FAILED, ErrorInfo("permanent", "condition_error", repr(exc)))
+                return
+            if not selected:
+                self._finalize(t, SKIPPED, ErrorInfo("dependency", "not_selected", "not selected"))
+                return
+        g: Group = t.group
+        if self.provider_meters[g.key[2]].tpm is not None and t.est_tokens < 0:
+            t.est_tokens = _estimate(t, self.max_tokens)
+        assert self._sched is not None
+        self._sched.push(t, g, now, self._expected_for(t) if g.lef else 0.0)
+
+    def _expected_for(self, t: Task) -> float:
+        if t.expected_s is not None:
+            return t.expected_s
+        agent = t.agent or DEFAULT_AGENT
+        if agent in self.expected:
+            return self.expected[agent]
+        return self._observed.get(agent, 0.0)
+
+    def _skip_for_dependency(self, t: Task, dep: Task) -> None:
+        why = dep.error.message if dep.error is not None else str(dep.state)
+        self._finalize(
+            t,
+            SKIPPED,
+            ErrorInfo("dependency", "dependency_failed", f"dependency {dep.key} {dep.state}: {why}"),
+        )
+
+    def _finalize(
+        self,
+        t: Task,
+        state: TaskState,
+        error: ErrorInfo | None,
+        result: Result | None = None,
+        duration: float = -1.0,
+    ) -> None:
+        """Record a terminal result; the task becomes terminal once it is durable.
+
+        `duration` is that of the attempt that ended the task, -1 when none did."""
+        if result is None:
+            result = Result(t, state, attempts=t.tries, error=error)
+        t.error = error
+        t.ran_for = duration
+        if t.state is READY:  # leave the ready queue or the retry timer at once
+            t.state = WAITING
+        run: Run = t.run
+        run.results_by_n[t._n] = result
+        assert self._journal is not None
+        self._journal.commit(ResultRecorded(run.id, t._n, result, duration), t)
+
+    def _on_durable(self, tasks: list[Task]) -> None:
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        for t in tasks:
+            run: Run = t.run
+            result = run.results_by_n[t._n]
+            assert result is not None
+            t.state = result.state
+            run.finished += 1
+            run.bus.emit(TaskFinished(now, t, result.state, t.lane or DEFAULT_LANE, t.ran_for, result))
+            deps = t.dependents
+            if deps:
+                t.dependents = None
+                ok = result.state is DONE
+                for d in deps:
+                    if d.state is not WAITING or run.results_by_n[d._n] is not None:
+                        continue
+                    if not ok and d.on_dependency_failure == "skip":
+                        self._skip_for_dependency(d, t)
+                        continue
+                    d.deps_left -= 1
+                    if d.deps_left == 0:
+                        self._make_ready(d, now)
+            if t.then is not None and result.state is DONE:
+                try:
+                    more = t.then(result)
+                    if more:
+                        self.add_tasks(run, list(more))
+                except Exception as exc:
+                    run.callback_errors.append(f"{t.key}: then() raised {exc!r}")
+            if run.finished == run.total:
+                self._close_run(run)
+
+    def _close_run(self, run: Run) -> None:
+        if run.status != "running":
+            return
+        m = run.metrics_
+        if run.cancel_reason is not None:
+            status = "cancelled"
+        elif m.states[FAILED] or m.states[CANCELLED]:
+            status = "failed"
+        else:
+            status = "done"
+        run.status = status
+        if run.deadline_handle is not None:
+            run.deadline_handle.cancel()
+        assert self._journal is not None and self._loop is not None
+        self._journal.append(RunClosed(run.id, status, time.time()))
+        run.bus.emit(RunFinished(self._loop.time(), run.id, status, run.counts()))
+        run.bus.close()
+
+        async def _settle() -> None:
+            assert self._journal is not None
+            await self._journal.flush()
+            run._resolve()
+
+        task = self._loop.create_task(_settle())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _on_store_error(self, exc: BaseException) -> None:
+        if isinstance(exc, asyncio.CancelledError):
+            return
+        self._fatal = exc
+        for run in self._runs.values():
+            if not run.done:
+                run.status = "failed"
+                run.cancel_reason = f"the run store failed: {exc!r}"
+                run._done.set_exception(FanoutError(run.cancel_reason, run_id=run.id))
+                run._done.exception()  # mark retrieved; wait() re-raises it
+
+    # -- cancelling -----------------------------------------------------------------------
+
+    def cancel_run(self, run: Run, reason: str) -> None:
+        if run.done or run.cancel_reason is not None:
+            return
+        run.cancel_reason = reason
+        for t in run.tasks:
+            self.cancel_task(t, reason)
+        if run.finished == run.total:
+            self._close_run(run)
+
+    def cancel_task(self, t: Task, reason: str) -> bool:
+        if t.state.terminal or t.run.results_by_n[t._n] is not None:
+            return False
+        if t.state is RUNNING:
+            for slot in self._slots:
+                if slot.task is t and slot.scope is not None:
+                    slot.cancel_reason = reason
+                    assert self._loop is not None
+                    slot.scope.reschedule(self._loop.time())
+                    return True
+            return False
+        self._finalize(t, CANCELLED, ErrorInfo("cancelled", "cancelled", reason))
+        return True
+
+    # -- workers --------------------------------------------------------------------------
+
+    async def _worker(self, slot: _Slot) -> None:
+        sched = self._sched
+        loop = self._loop
+        journal = self._journal
+        assert sched is not None and loop is not None and journal is not None
+        n = 0
+        while True:
+            picked = sched.pick(loop.time())
+            if picked is None:
+                await sched.wait()
+                continue
+            await self._attempt(picked[0], picked[1], slot)
+            n += 1
+            if n % YIELD_EVERY == 0 or journal.pending > MAX_BATCH_OPS:
+                await asyncio.sleep(0)
+
+    async def _attempt(self, t: Task, g: Group, slot: _Slot) -> None:
+        loop = self._loop
+        journal = self._journal
+        assert loop is not None and journal is not None
+        run: Run = t.run
+        t.state = RUNNING
+        t.tries += 1
+        attempt = t.tries
+        t0 = loop.time()
+        journal.append(AttemptStarted(run.id, t._n, attempt, t0))
+        run.bus.emit(TaskStarted(t0, t, attempt, g.lane))
+        provider = self.providers[t.provider or self.default_provider]
+        timeout = t.timeout if t.timeout is not None else self.timeout
+        completion: Completion | None = None
+        error: BaseException | None = None
+        data: Any = None
+        slot.task = t
+        slot.started = t0
+        slot.cancel_reason = None
+        slot.slow_reported = False
+        try:
+            request = self._request(t, attempt)
+            async with asyncio.timeout(None if timeout is None else t0 + timeout) as scope:
+                slot.scope = scope
+                if provider.streams and self.idle_timeout is not None:
+                    completion = await self._stream(provider, request, scope, t0, timeout)
+                else:
+                    completion = await provider.complete(request)
+            data = _check(t, completion)
+        except TimeoutError as exc:
+            if slot.cancel_reason is not None:
+                error = exc
+            else:
+                idle = getattr(exc, "idle", False)
+                error = ProviderTimeout(
+                    f"no data for {self.idle_timeout}s" if idle else f"no answer within {timeout}s"
+                )
+        except asyncio.CancelledError:
+            slot.task = slot.scope = None
+            raise
+        except Exception as exc:
+            error = exc
+        slot.task = None
+        slot.scope = None
+        t1 = loop.time()
+        duration = t1 - t0
+        if error is None:
+            assert completion is not None
+            tokens = completion.input_tokens + completion.output_tokens
+            for m in g.meters:
+                m.finished(t1, t, OK, tokens)
+            self._observe(t, duration)
+            result = Result(
+                t,
+                DONE,
+                text=completion.text,
+                data=data,
+                finish_reason=completion.finish_reason,
+                model=completion.model or t.model,
+                input_tokens=completion.input_tokens,
+                output_tokens=completion.output_tokens,
+                attempts=attempt,
+                latency_s=duration,
+            )
+            self._finalize(t, DONE, None, result, duration)
+            return
+        rate_limited = isinstance(error, RateLimited | Overloaded)
+        for m in g.meters:
+            m.finished(t1, t, RATE_LIMITED if rate_limited else ERROR, 0)
+        if slot.cancel_reason is not None:
+            info = ErrorInfo("cancelled", "cancelled", slot.cancel_reason)
+            slot.cancel_reason = None
+            self._finalize(t, CANCELLED, info, Result(t, CANCELLED, attempts=attempt, error=info,
+                                                      latency_s=duration), duration)
+            return
+        info = describe(error)
+        retry_after = error.retry_after if isinstance(error, ProviderError) else None
+        if rate_limited and retry_after:
+            pm = self.provider_meters[g.key[2]]
+            pm.pause(t1, retry_after)
+            run.bus.emit(LimiterChanged(t1, pm.key, pm.limit, retry_after))
+        delay = self._retry_delay(t, run, error, info, retry_after)
+        if delay is None:
+            self._finalize(
+                t, FAILED, info,
+                Result(t, FAILED, attempts=attempt, error=info, latency_s=duration), duration,
+            )
+            return
+        run.retries += 1
+        journal.append(AttemptFailed(run.id, t._n, attempt, duration, info))
+        run.bus.emit(TaskRetrying(t1, t, attempt, g.lane, duration, info, delay))
+        assert self._sched is not None
+        if run.cancel_reason is not None:  # cancelled while this attempt ran
+            self._finalize(t, CANCELLED, ErrorInfo("cancelled", "cancelled", run.cancel_reason))
+            return
+        self._sched.push_later(t, g, t1 + delay)
+
+    def _retry_delay(
+        self,
+        t: Task,
+        run: Run,
+        error: BaseException,
+        info: ErrorInfo,
+        retry_after: float | None,
+    ) -> float | None:
+        """Seconds until the next attempt, or None when the task has failed for good."""
+        max_attempts = t.attempts if t.attempts is not None else self.retry.attempts
+        if t.tries >= max_attempts or run.retries >= run.retry_budget:
+            return None
+        if info.error_class == "transient":
+            return self.retry.backoff(t.tries, self.rng, retry_after)
+        if info.error_class == "content" and not t.content_retried:
+            t.content_retried = True
+            if isinstance(error, TruncatedOutput):
+                t.max_tokens = 2 * (t.max_tokens or _body_max_tokens(t) or self.max_tokens)
+            elif isinstance(error, InvalidOutput):
+                t.retry_hint = info.message
+            return 0.0
+        return None
+
+    def _observe(self, t: Task, duration: float) -> None:
+        agent = t.agent or DEFAULT_AGENT
+        prev = self._observed.get(agent)
+        self._observed[agent] = duration if prev is None else prev * 0.8 + duration * 0.2
+
+    async def _stream(
+        self,
+        provider: Provider,
+        request: Request,
+        scope: asyncio.Timeout,
+        t0: float,
+        timeout: float | None,
+    ) -> Completion:
+        """Consume a stream, failing when no chunk arrives within the idle timeout."""
+        assert self._loop is not None and self.idle_timeout is not None
+        hard = None if timeout is None else t0 + timeout
+        idle = self.idle_timeout
+        final: Completion | None = None
+        parts: list[str] = []
+
+        def rearm() -> None:
+            assert self._loop is not None
+            nxt = self._loop.time() + idle
+            scope.reschedule(nxt if hard is None else min(hard, nxt))
+
+        rearm()
+        try:
+            async for item in provider.stream(request):
+                if isinstance(item, Completion):
+                    final = item
+                else:
+                    parts.append(item.text)
+                    rearm()
+        except TimeoutError as exc:
+            assert self._loop is not None
+            exc.idle = hard is None or self._loop.time() < hard - 1e-3  # type: ignore[attr-defined]
+            raise
+        if final is None:
+            final = Completion(text="".join(parts), model=request.model)
+        return final
+
+    def _request(self, t: Task, attempt: int) -> Request:
+        body = t.body
+        extra: dict[str, Any] = {}
+        max_tokens = t.max_tokens
+        temperature = t.temperature
+        if body is not None:
+            messages = list(body.get("messages") or [])
+            if not messages and "prompt" in body:
+                messages = [{"role": "user", "content": str(body["prompt"])}]
+            max_tokens = max_tokens or _body_max_tokens(t)
+            if temperature is None and body.get("temperature") is not None:
+                temperature = float(body["temperature"])
+            extra = {k: v for k, v in body.items() if k not in _BODY_KEYS}
+        else:
+            p = t.prompt
+            if callable(p):
+                p = p(self._deps_of(t))
+            messages = [{"role": "user", "content": p}] if isinstance(p, str) else list(p or [])
+        if t.retry_hint:
+            messages.append(
+                {
+                    "role": "user",
+                    "content": "Your previous answer could not be used: "
+                    f"{t.retry_hint}. Answer again in full, in the required format.",
+                }
+            )
+        return Request(
+            model=t.model or self.model,
+            messages=messages,
+            max_tokens=max_tokens or self.max_tokens,
+            temperature=temperature,
+            json_mode=t.output == "json",
+            extra=extra,
+            attempt=attempt,
+        )
+
+    # -- the ticker: slow tasks, and a safety wake-up ------------------------------------------
+
+    async def _tick(self) -> None:
+        assert self._loop is not None and self._sched is not None
+        while True:
+            await asyncio.sleep(TICK_S)
+            now = self._loop.time()
+            if self.slow_after_s is not None:
+                for slot in self._slots:
+                    t = slot.task
+                    if t is not None and not slot.slow_reported and (
+                        now - slot.started > self.slow_after_s
+                    ):
+                        slot.slow_reported = True
+                        t.run.bus.emit(TaskSlow(now, t, now - slot.started))
+            if self._sched.ready:
+                self._sched.wake_all()
+
+    # -- introspection --------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> Run:
+        try:
+            return self._runs[run_id]
+        except KeyError:
+            raise FanoutError(f"no run {run_id!r} in this engine", run_id=run_id) from None
+
+    @property
+    def runs(self) -> list[Run]:
+        return list(self._runs.values())
+
+
+_BODY_KEYS = frozenset({"model", "messages", "max_tokens", "max_completion_tokens", "temperature"})
+
+
+def _body_max_tokens(t: Task) -> int | None:
+    b = t.body or {}
+    v = b.get("max_tokens") or b.get("max_completion_tokens")
+    return int(v) if v else None
+
+
+def _estimate(t: Task, default_max: int) -> int:
+    p = t.prompt
+    if isinstance(p, str):
+        text = p
+    elif isinstance(p, list):
+        text = " ".join(str(m.get("content", "")) for m in p)
+    elif t.body is not None:
+        text = json.dumps(t.body.get("messages", ""), ensure_ascii=False)
+    else:
+        text = ""
+    return estimate_tokens(text) + (t.max_tokens or _body_max_tokens(t) or default_max)
+
+
+def _check(t: Task, c: Completion) -> Any:
+    """Turn a completion into a content fault when it cannot be used as it is."""
+    if c.finish_reason == "length":
+        raise TruncatedOutput(f"output cut at the token limit ({c.output_tokens} tokens)")
+    text = c.text
+    if not text or not text.strip():
+        raise EmptyOutput("the answer was empty")
+    data = None
+    if t.output == "json":
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise InvalidOutput(f"the answer is not valid JSON ({exc})") from None
+    if t.validate is not None:
+        problem = t.validate(text)
+        if problem:
+            raise InvalidOutput(problem)
+    return data
+
+
+def _check_acyclic(tasks: Sequence[Task], members: set[int]) -> None:
+    """Kahn's algorithm over the new tasks; dependencies on existing tasks cannot cycle."""
+    indeg: dict[int, int] = {}
+    users: dict[int, list[Task]] = {}
+    for t in tasks:
+        n = 0
+        for d in t.depends_on:
+            assert isinstance(d, Task)
+            if id(d) in members:
+                n += 1
+                users.setdefault(id(d), []).append(t)
+        indeg[id(t)] = n
+    stack = [t for t in tasks if indeg[id(t)] == 0]
+    seen = 0
+    while stack:
+        t = stack.pop()
+        seen += 1
+        for u in users.get(id(t), ()):
+            indeg[id(u)] -= 1
+            if indeg[id(u)] == 0:
+                stack.append(u)
+    if seen != len(tasks):
+        cyc = [t.key for t in tasks if indeg[id(t)] > 0][:5]
+        raise PlanError(
+            "the dependencies form a cycle (tasks involved include: "
+            + ", ".join(repr(k) for k in cyc)
+            + "); remove one of the depends_on links"
+        )
+
+
+def _new_run_id() -> str:
+    return "r-" + time.strftime("%m%d") + secrets.token_hex(3)

@@ -1,0 +1,136 @@
+"""`Run`: one submitted set of tasks and the handle a user holds on it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from fanout.engine.events import EventBus, Subscription
+from fanout.metrics import RunMetrics
+from fanout.tasks import Result, Task, TaskState
+
+if TYPE_CHECKING:
+    from fanout.engine.engine import Engine
+
+
+class Run:
+    """A run: its tasks, counts and events. Created by `Engine.submit`."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        run_id: str,
+        *,
+        kind: str,
+        retry_budget: int | None,
+        config: Mapping[str, Any],
+    ) -> None:
+        self.id = run_id
+        self.kind = kind
+        self.config = dict(config)
+        self._engine = engine
+        self.tasks: list[Task] = []
+        self.by_key: dict[str, Task] = {}
+        self.results_by_n: list[Result | None] = []
+        self.bus = EventBus()
+        self.metrics_ = RunMetrics(run_id, engine.concurrency)
+        self.bus.listen(self.metrics_)
+        self.finished = 0  # tasks whose terminal result is durable
+        self.retries = 0
+        self.retry_budget_fixed = retry_budget
+        self.status = "running"
+        self.cancel_reason: str | None = None
+        self.callback_errors: list[str] = []
+        self.deadline_handle: asyncio.TimerHandle | None = None
+        self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    # -- what a user calls ----------------------------------------------------------------
+
+    @property
+    def total(self) -> int:
+        return len(self.tasks)
+
+    @property
+    def done(self) -> bool:
+        return self._done.done()
+
+    async def wait(self) -> dict[str, Any]:
+        """Wait until every task is terminal and durable; return the run's metrics."""
+        await asyncio.shield(self._done)
+        return self.metrics()
+
+    def add(self, tasks: Iterable[Task]) -> list[Task]:
+        """Add tasks to this running run (they may depend on its existing tasks)."""
+        return self._engine.add_tasks(self, list(tasks))
+
+    def cancel(self, reason: str = "cancelled by the user") -> None:
+        """Start nothing new; abort running calls; every unfinished task ends `cancelled`."""
+        self._engine.cancel_run(self, reason)
+
+    def cancel_task(self, task: Task | str, reason: str = "cancelled by the user") -> bool:
+        """Cancel one task (by object, key or id); False if it had already finished."""
+        t = self.find(task) if not isinstance(task, Task) else task
+        return self._engine.cancel_task(t, reason)
+
+    def find(self, ref: str) -> Task:
+        t = self.by_key.get(ref)
+        if t is not None:
+            return t
+        prefix = self.id + "-"
+        if ref.startswith(prefix) and ref[len(prefix) :].isdigit():
+            n = int(ref[len(prefix) :])
+            if n < len(self.tasks):
+                return self.tasks[n]
+        for t in self.tasks:
+            if t.key == ref:
+                return t
+        raise KeyError(f"run {self.id} has no task with key or id {ref!r}")
+
+    async def results(self) -> list[Result]:
+        """The durable results so far, in task order (read from the store)."""
+        return await self._engine.store.results(self.id)
+
+    def result(self, task: Task | str) -> Result | None:
+        t = self.find(task) if not isinstance(task, Task) else task
+        return self.results_by_n[t.n]
+
+    def metrics(self) -> dict[str, Any]:
+        snap = self.metrics_.snapshot(asyncio.get_running_loop().time())
+        snap["retry_budget"] = self.retry_budget
+        if self.cancel_reason:
+            snap["cancel_reason"] = self.cancel_reason
+        if self.callback_errors:
+            snap["callback_errors"] = list(self.callback_errors)
+        return snap
+
+    def events(self, maxsize: int = 10_000) -> Subscription:
+        """`async for event in run.events()`: this run's events from now on, ending with
+        `RunFinished`. A consumer that falls more than `maxsize` behind gets an
+        `EventsDropped` marker in place of what it missed."""
+        if self.done:
+            sub = Subscription(maxsize)
+            sub.close()
+            return sub
+        return self.bus.subscribe(maxsize)
+
+    # -- engine bookkeeping ---------------------------------------------------------------
+
+    @property
+    def retry_budget(self) -> int:
+        return self._engine.retry.budget_for(self.total) if self.retry_budget_fixed is None else (
+            self.retry_budget_fixed
+        )
+
+    def counts(self) -> dict[str, int]:
+        c = {s.value: 0 for s in TaskState}
+        for t in self.tasks:
+            c[t.state.value] += 1
+        return c
+
+    def _resolve(self) -> None:
+        if not self._done.done():
+            self._done.set_result(None)
+
+    def __repr__(self) -> str:
+        return f"Run({self.id!r}, {self.finished}/{self.total} finished, {self.status})"

@@ -1,0 +1,223 @@
+"""The ready structure: which task starts when a worker is free.
+
+Ready tasks live in groups, one per (lane, agent, provider limiter); each group holds one
+queue per priority level (FIFO, or longest-expected-first as a heap). When a worker asks,
+the scheduler looks at the head of every level of every non-empty group whose meters have
+room and starts the one with the highest *effective* priority: its level plus the time it
+has waited divided by `aging_s` (so a low task that waited long enough beats a fresh
+urgent one); ties go to the earlier-queued task. Groups are few (lanes x agents x models),
+so a pick costs a handful of comparisons however many tasks wait.
+
+Tasks that must wait (a retry's backoff) sit in a timer heap and join their group when due.
+When nothing can start, workers park on futures; a timer wakes them at the earliest time a
+budget frees or a delayed task comes due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import math
+from collections import deque
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from fanout.tasks import TaskState
+
+if TYPE_CHECKING:
+    from fanout.engine.limits import Meter
+    from fanout.tasks import Task
+
+INF = math.inf
+LEVELS = (3, 2, 1, 0)  # urgent, high, normal, low
+READY = TaskState.READY
+
+
+class Group:
+    """Ready tasks sharing one set of meters."""
+
+    __slots__ = ("heaps", "key", "lane", "lef", "meters", "queues")
+
+    def __init__(self, key: tuple[str, str, str], meters: Sequence[Meter], *, lef: bool) -> None:
+        self.key = key
+        self.lane = key[0]
+        self.meters = tuple(meters)
+        self.lef = lef
+        self.queues: list[deque[Task]] = [deque() for _ in LEVELS]
+        self.heaps: list[list[tuple[float, int, Task]]] = [[] for _ in LEVELS]
+
+    def push(self, task: Task, expected: float) -> None:
+        if self.lef:
+            heapq.heappush(self.heaps[task.priority], (-expected, task.seq, task))
+        else:
+            self.queues[task.priority].append(task)
+
+    def head(self, level: int) -> Task | None:
+        """The next task of a level, dropping tasks cancelled while they waited."""
+        if self.lef:
+            h = self.heaps[level]
+            while h and h[0][2].state is not READY:
+                heapq.heappop(h)
+            return h[0][2] if h else None
+        q = self.queues[level]
+        while q and q[0].state is not READY:
+            q.popleft()
+        return q[0] if q else None
+
+    def pop(self, level: int) -> None:
+        if self.lef:
+            heapq.heappop(self.heaps[level])
+        else:
+            self.queues[level].popleft()
+
+    def empty(self) -> bool:
+        if self.lef:
+            return not any(self.heaps)
+        return not any(self.queues)
+
+
+class Scheduler:
+    def __init__(self, *, aging_s: float, loop: asyncio.AbstractEventLoop) -> None:
+        if aging_s <= 0:
+            raise ValueError(f"aging_s={aging_s}: must be positive")
+        self._inv_aging = 1.0 / aging_s
+        self._loop = loop
+        self._active: dict[Group, None] = {}  # non-empty groups, in insertion order
+        self._delayed: list[tuple[float, int, Task, Group]] = []
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = INF
+        self._seq = 0
+        self.ready = 0  # tasks queued in groups (including lazily-cancelled ones)
+
+    # -- queueing -------------------------------------------------------------------------
+
+    def push(self, task: Task, group: Group, now: float, expected: float = 0.0) -> None:
+        self._seq += 1
+        task.seq = self._seq
+        task.state = READY
+        task.enqueued_at = now
+        group.push(task, expected)
+        self._active[group] = None
+        self.ready += 1
+        if self._waiters:
+            self._wake_one()
+
+    def push_later(self, task: Task, group: Group, due: float) -> None:
+        """Queue `task` when `due` (loop time) comes: a retry's backoff, outside any slot."""
+        task.state = READY
+        self._seq += 1
+        heapq.heappush(self._delayed, (due, self._seq, task, group))
+        self._arm(due)
+
+    @property
+    def delayed(self) -> int:
+        return len(self._delayed)
+
+    # -- picking --------------------------------------------------------------------------
+
+    def pick(self, now: float) -> tuple[Task, Group] | None:
+        """The task to start now, with its meters already charged; None if none can."""
+        d = self._delayed
+        while d and d[0][0] <= now:
+            _, _, t, g = heapq.heappop(d)
+            if t.state is READY:
+                self.push(t, g, now)
+        best: Task | None = None
+        best_group: Group | None = None
+        best_level = 0
+        best_eff = -INF
+        best_seq = 0
+        soonest = INF
+        empties: list[Group] | None = None
+        inv_aging = self._inv_aging
+        for g in self._active:
+            for level in LEVELS:
+                head = g.head(level)
+                if head is None:
+                    continue
+                eff = level + (now - head.enqueued_at) * inv_aging
+                if eff > best_eff or (eff == best_eff and head.seq < best_seq):
+                    wait = 0.0
+                    for m in g.meters:
+                        w = m.wait_time(now, head)
+                        if w > wait:
+                            wait = w
+                            if w == INF:
+                                break
+                    if wait > 0.0:
+                        if wait < soonest:
+                            soonest = wait
+                        break  # this group's meters are shut for every level
+                    best, best_group, best_level, best_eff, best_seq = (
+                        head,
+                        g,
+                        level,
+                        eff,
+                        head.seq,
+                    )
+            else:
+                if g.empty():
+                    empties = empties or []
+                    empties.append(g)
+        if empties:
+            for g in empties:
+                del self._active[g]
+        if soonest < INF:
+            self._arm(now + soonest)
+        if best is None or best_group is None:
+            if d:
+                self._arm(d[0][0])
+            return None
+        best_group.pop(best_level)
+        self.ready -= 1
+        for m in best_group.meters:
+            m.started(now, best)
+        return best, best_group
+
+    # -- parking workers ------------------------------------------------------------------
+
+    async def wait(self) -> None:
+        fut = self._loop.create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        finally:
+            if not fut.done():
+                fut.cancel()
+                try:
+                    self._waiters.remove(fut)
+                except ValueError:
+                    pass
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+
+    def wake_all(self) -> None:
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+
+    def _arm(self, when: float) -> None:
+        if when >= self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = INF
+        self.wake_all()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.wake_all()

@@ -1,0 +1,1 @@
+"""The run store and the journal that batches writes to it."""
