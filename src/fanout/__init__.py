@@ -1,1 +1,81 @@
-"""fanout."""
+"""fanout: run many LLM agent calls at once, fast and safely.
+
+```python
+async with fanout.Engine(concurrency=32) as engine:
+    run = engine.submit([fanout.Task(p) for p in prompts])
+    await run.wait()
+    results = await run.results()
+```
+"""
+
+from fanout.api import run_batch as run_batch
+from fanout.engine.engine import Engine as Engine
+from fanout.engine.events import Event as Event
+from fanout.engine.events import EventsDropped as EventsDropped
+from fanout.engine.events import LimiterChanged as LimiterChanged
+from fanout.engine.events import RunFinished as RunFinished
+from fanout.engine.events import RunStarted as RunStarted
+from fanout.engine.events import TaskFinished as TaskFinished
+from fanout.engine.events import TaskRetrying as TaskRetrying
+from fanout.engine.events import TasksAdded as TasksAdded
+from fanout.engine.events import TaskSlow as TaskSlow
+from fanout.engine.events import TaskStarted as TaskStarted
+from fanout.engine.limits import ProviderLimits as ProviderLimits
+from fanout.engine.retry import RetryPolicy as RetryPolicy
+from fanout.engine.run import Run as Run
+from fanout.errors import ConfigError as ConfigError
+from fanout.errors import FanoutError as FanoutError
+from fanout.errors import InputError as InputError
+from fanout.errors import PlanError as PlanError
+from fanout.errors import ProviderError as ProviderError
+from fanout.providers.base import CallableProvider as CallableProvider
+from fanout.providers.base import Completion as Completion
+from fanout.providers.base import Provider as Provider
+from fanout.providers.base import Request as Request
+from fanout.providers.sim import SimConfig as SimConfig
+from fanout.providers.sim import SimProvider as SimProvider
+from fanout.store.base import MemoryStore as MemoryStore
+from fanout.store.base import Store as Store
+from fanout.tasks import ErrorInfo as ErrorInfo
+from fanout.tasks import Priority as Priority
+from fanout.tasks import Result as Result
+from fanout.tasks import Task as Task
+from fanout.tasks import TaskState as TaskState
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CallableProvider",
+    "Completion",
+    "ConfigError",
+    "Engine",
+    "ErrorInfo",
+    "Event",
+    "EventsDropped",
+    "FanoutError",
+    "InputError",
+    "LimiterChanged",
+    "MemoryStore",
+    "PlanError",
+    "Priority",
+    "Provider",
+    "ProviderError",
+    "ProviderLimits",
+    "Request",
+    "Result",
+    "RetryPolicy",
+    "Run",
+    "RunFinished",
+    "RunStarted",
+    "SimConfig",
+    "SimProvider",
+    "Store",
+    "Task",
+    "TaskFinished",
+    "TaskRetrying",
+    "TaskSlow",
+    "TaskStarted",
+    "TaskState",
+    "TasksAdded",
+    "run_batch",
+]

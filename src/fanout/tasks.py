@@ -176,7 +176,6 @@ class Task:
         "depends_on",
         "deps_left",
         "enqueued_at",
-        "error",
         "est_tokens",
         "expected_s",
         "group",
@@ -195,7 +194,6 @@ class Task:
         "retry_hint",
         "run",
         "sample",
-        "seq",
         "state",
         "temperature",
         "then",
@@ -271,14 +269,12 @@ class Task:
         self._n = -1
         self.state = TaskState.WAITING
         self.tries = 0
-        self.seq = 0
         self.enqueued_at = 0.0
         self.est_tokens = -1
         self.deps_left = 0
         self.dependents: list[Task] | None = None
-        self.error: ErrorInfo | None = None
         self.content_retried = False
-        self.ran_for = -1.0  # duration of the attempt that ended it; -1 when none did
+        self.ran_for = False  # whether an attempt (not a skip or a cancel in queue) ended it
         self.retry_hint: str | None = None
 
     @property

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import secrets
 import time
@@ -61,6 +62,8 @@ from fanout.store.base import (
     RunClosed,
     RunOpened,
     Store,
+)
+from fanout.store.base import (
     TasksAdded as StoreTasksAdded,
 )
 from fanout.store.journal import MAX_BATCH_OPS, Journal
@@ -72,6 +75,7 @@ DEFAULT_MAX_TOKENS = 1024
 DEFAULT_AGING_S = 60.0
 DEFAULT_LANE = "default"
 DEFAULT_AGENT = "default"
+INF = math.inf
 TICK_S = 0.25  # slow-task checks and a safety wake-up for parked workers
 YIELD_EVERY = 64  # a worker whose calls finish without yielding gives way this often
 
@@ -87,15 +91,19 @@ Order = Literal["fifo", "longest_first"]
 
 
 class _Slot:
-    """What one worker is doing: lets cancellation and slow-task checks reach the call."""
+    """What one worker is doing: lets deadlines, cancellation and slow-task checks reach
+    the call in flight. An attempt is aborted by cancelling the worker's asyncio task with
+    `abort` set, which the worker turns back into an ordinary outcome (`uncancel`)."""
 
-    __slots__ = ("cancel_reason", "scope", "slow_reported", "started", "task")
+    __slots__ = ("abort", "deadline", "idle", "slow_reported", "started", "task", "worker")
 
     def __init__(self) -> None:
         self.task: Task | None = None
-        self.scope: asyncio.Timeout | None = None
+        self.worker: asyncio.Task[None] | None = None
         self.started = 0.0
-        self.cancel_reason: str | None = None
+        self.deadline = INF  # loop time at which the attempt times out
+        self.idle = False  # the deadline is a stream's idle timeout
+        self.abort: str | None = None  # "timeout" or a cancellation reason
         self.slow_reported = False
 
 
@@ -188,6 +196,8 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fatal: BaseException | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._deadline_at = INF
         self._closed = False
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -209,7 +219,8 @@ class Engine:
         for i in range(self.concurrency):
             slot = _Slot()
             self._slots.append(slot)
-            self._workers.append(loop.create_task(self._worker(slot), name=f"fanout-worker-{i}"))
+            slot.worker = loop.create_task(self._worker(slot), name=f"fanout-worker-{i}")
+            self._workers.append(slot.worker)
         self._ticker = loop.create_task(self._tick(), name="fanout-ticker")
 
     async def aclose(self) -> None:
@@ -223,11 +234,15 @@ class Engine:
         self._closed = True
         assert self._sched is not None and self._journal is not None
         self._sched.close()
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
         for w in self._workers:
             w.cancel()
         if self._ticker is not None:
             self._ticker.cancel()
-        await asyncio.gather(*self._workers, self._ticker, return_exceptions=True)
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        if self._ticker is not None:
+            await asyncio.gather(self._ticker, return_exceptions=True)
         if self._fatal is None:
             await self._journal.flush()
         await self._journal.aclose()
@@ -390,7 +405,8 @@ class Engine:
         g = self._groups.get(gkey)
         if g is None:
             g = self._groups[gkey] = Group(
-                gkey, self._meters_for(lane, agent, pname, t.model, lkey),
+                gkey,
+                self._meters_for(lane, agent, pname, t.model, lkey),
                 lef=self.order == "longest_first",
             )
         t.group = g
@@ -456,11 +472,14 @@ class Engine:
         return self._observed.get(agent, 0.0)
 
     def _skip_for_dependency(self, t: Task, dep: Task) -> None:
-        why = dep.error.message if dep.error is not None else str(dep.state)
+        r = dep.run.results_by_n[dep._n]
+        why = r.error.message if r is not None and r.error is not None else str(dep.state)
         self._finalize(
             t,
             SKIPPED,
-            ErrorInfo("dependency", "dependency_failed", f"dependency {dep.key} {dep.state}: {why}"),
+            ErrorInfo(
+                "dependency", "dependency_failed", f"dependency {dep.key} {dep.state}: {why}"
+            ),
         )
 
     def _finalize(
@@ -476,8 +495,7 @@ class Engine:
         `duration` is that of the attempt that ended the task, -1 when none did."""
         if result is None:
             result = Result(t, state, attempts=t.tries, error=error)
-        t.error = error
-        t.ran_for = duration
+        t.ran_for = duration >= 0.0
         if t.state is READY:  # leave the ready queue or the retry timer at once
             t.state = WAITING
         run: Run = t.run
@@ -495,7 +513,10 @@ class Engine:
             assert result is not None
             t.state = result.state
             run.finished += 1
-            run.bus.emit(TaskFinished(now, t, result.state, t.lane or DEFAULT_LANE, t.ran_for, result))
+            duration = result.latency_s if t.ran_for else -1.0
+            run.bus.emit(
+                TaskFinished(now, t, result.state, t.lane or DEFAULT_LANE, duration, result)
+            )
             deps = t.dependents
             if deps:
                 t.dependents = None
@@ -573,10 +594,9 @@ class Engine:
             return False
         if t.state is RUNNING:
             for slot in self._slots:
-                if slot.task is t and slot.scope is not None:
-                    slot.cancel_reason = reason
-                    assert self._loop is not None
-                    slot.scope.reschedule(self._loop.time())
+                if slot.task is t and slot.abort is None and slot.worker is not None:
+                    slot.abort = reason
+                    slot.worker.cancel()
                     return True
             return False
         self._finalize(t, CANCELLED, ErrorInfo("cancelled", "cancelled", reason))
@@ -618,32 +638,39 @@ class Engine:
         data: Any = None
         slot.task = t
         slot.started = t0
-        slot.cancel_reason = None
+        slot.abort = None
         slot.slow_reported = False
+        slot.idle = False
+        if timeout is not None:
+            self._set_deadline(slot, t0 + timeout)
         try:
             request = self._request(t, attempt)
-            async with asyncio.timeout(None if timeout is None else t0 + timeout) as scope:
-                slot.scope = scope
-                if provider.streams and self.idle_timeout is not None:
-                    completion = await self._stream(provider, request, scope, t0, timeout)
-                else:
-                    completion = await provider.complete(request)
-            data = _check(t, completion)
-        except TimeoutError as exc:
-            if slot.cancel_reason is not None:
-                error = exc
+            if provider.streams and self.idle_timeout is not None:
+                completion = await self._stream(provider, request, slot, t0, timeout)
             else:
-                idle = getattr(exc, "idle", False)
-                error = ProviderTimeout(
-                    f"no data for {self.idle_timeout}s" if idle else f"no answer within {timeout}s"
-                )
+                completion = await provider.complete(request)
+            data = _check(t, completion)
         except asyncio.CancelledError:
-            slot.task = slot.scope = None
-            raise
+            reason = _abort_reason(slot)
+            if reason is None:  # the engine is closing
+                slot.task = None
+                raise
+            worker = slot.worker
+            assert worker is not None
+            worker.uncancel()
+            if reason == _TIMEOUT:
+                slot.abort = None
+                error = ProviderTimeout(
+                    f"no data for {self.idle_timeout}s"
+                    if slot.idle
+                    else f"no answer within {timeout}s"
+                )
+            else:
+                error = _Aborted(reason)
         except Exception as exc:
             error = exc
         slot.task = None
-        slot.scope = None
+        slot.deadline = INF
         t1 = loop.time()
         duration = t1 - t0
         if error is None:
@@ -669,11 +696,11 @@ class Engine:
         rate_limited = isinstance(error, RateLimited | Overloaded)
         for m in g.meters:
             m.finished(t1, t, RATE_LIMITED if rate_limited else ERROR, 0)
-        if slot.cancel_reason is not None:
-            info = ErrorInfo("cancelled", "cancelled", slot.cancel_reason)
-            slot.cancel_reason = None
-            self._finalize(t, CANCELLED, info, Result(t, CANCELLED, attempts=attempt, error=info,
-                                                      latency_s=duration), duration)
+        if isinstance(error, _Aborted):
+            slot.abort = None
+            info = ErrorInfo("cancelled", "cancelled", error.reason)
+            result = Result(t, CANCELLED, attempts=attempt, error=info, latency_s=duration)
+            self._finalize(t, CANCELLED, info, result, duration)
             return
         info = describe(error)
         retry_after = error.retry_after if isinstance(error, ProviderError) else None
@@ -684,8 +711,11 @@ class Engine:
         delay = self._retry_delay(t, run, error, info, retry_after)
         if delay is None:
             self._finalize(
-                t, FAILED, info,
-                Result(t, FAILED, attempts=attempt, error=info, latency_s=duration), duration,
+                t,
+                FAILED,
+                info,
+                Result(t, FAILED, attempts=attempt, error=info, latency_s=duration),
+                duration,
             )
             return
         run.retries += 1
@@ -729,37 +759,63 @@ class Engine:
         self,
         provider: Provider,
         request: Request,
-        scope: asyncio.Timeout,
+        slot: _Slot,
         t0: float,
-        timeout: float | None,
+        limit_s: float | None,
     ) -> Completion:
         """Consume a stream, failing when no chunk arrives within the idle timeout."""
-        assert self._loop is not None and self.idle_timeout is not None
-        hard = None if timeout is None else t0 + timeout
+        loop = self._loop
+        assert loop is not None and self.idle_timeout is not None
+        hard = INF if limit_s is None else t0 + limit_s
         idle = self.idle_timeout
         final: Completion | None = None
         parts: list[str] = []
 
         def rearm() -> None:
-            assert self._loop is not None
-            nxt = self._loop.time() + idle
-            scope.reschedule(nxt if hard is None else min(hard, nxt))
+            nxt = loop.time() + idle
+            slot.idle = nxt < hard
+            self._set_deadline(slot, nxt if nxt < hard else hard)
 
         rearm()
-        try:
-            async for item in provider.stream(request):
-                if isinstance(item, Completion):
-                    final = item
-                else:
-                    parts.append(item.text)
-                    rearm()
-        except TimeoutError as exc:
-            assert self._loop is not None
-            exc.idle = hard is None or self._loop.time() < hard - 1e-3  # type: ignore[attr-defined]
-            raise
+        async for item in provider.stream(request):
+            if isinstance(item, Completion):
+                final = item
+            else:
+                parts.append(item.text)
+                rearm()
         if final is None:
             final = Completion(text="".join(parts), model=request.model)
         return final
+
+    # -- deadlines: one timer for all slots, armed at the earliest --------------------------
+
+    def _set_deadline(self, slot: _Slot, when: float) -> None:
+        slot.deadline = when
+        if when < self._deadline_at:
+            if self._deadline_timer is not None:
+                self._deadline_timer.cancel()
+            assert self._loop is not None
+            self._deadline_at = when
+            self._deadline_timer = self._loop.call_at(when, self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        assert self._loop is not None
+        self._deadline_timer = None
+        self._deadline_at = INF
+        now = self._loop.time()
+        soonest = INF
+        for slot in self._slots:
+            d = slot.deadline
+            if d <= now:
+                if slot.task is not None and slot.abort is None and slot.worker is not None:
+                    slot.abort = _TIMEOUT
+                    slot.worker.cancel()
+                slot.deadline = INF
+            elif d < soonest:
+                soonest = d
+        if soonest < INF:
+            self._deadline_at = soonest
+            self._deadline_timer = self._loop.call_at(soonest, self._on_deadline)
 
     def _request(self, t: Task, attempt: int) -> Request:
         body = t.body
@@ -807,8 +863,10 @@ class Engine:
             if self.slow_after_s is not None:
                 for slot in self._slots:
                     t = slot.task
-                    if t is not None and not slot.slow_reported and (
-                        now - slot.started > self.slow_after_s
+                    if (
+                        t is not None
+                        and not slot.slow_reported
+                        and (now - slot.started > self.slow_after_s)
                     ):
                         slot.slow_reported = True
                         t.run.bus.emit(TaskSlow(now, t, now - slot.started))
@@ -826,6 +884,22 @@ class Engine:
     @property
     def runs(self) -> list[Run]:
         return list(self._runs.values())
+
+
+_TIMEOUT = "\x00timeout"  # Slot.abort value for a deadline (cannot collide with a reason)
+
+
+def _abort_reason(slot: _Slot) -> str | None:
+    # read through a call: the type checker cannot see that a cancel set it meanwhile
+    return slot.abort
+
+
+class _Aborted(Exception):
+    """An attempt cancelled on purpose (run or task cancellation)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 _BODY_KEYS = frozenset({"model", "messages", "max_tokens", "max_completion_tokens", "temperature"})

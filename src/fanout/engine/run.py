@@ -118,8 +118,10 @@ class Run:
 
     @property
     def retry_budget(self) -> int:
-        return self._engine.retry.budget_for(self.total) if self.retry_budget_fixed is None else (
-            self.retry_budget_fixed
+        return (
+            self._engine.retry.budget_for(self.total)
+            if self.retry_budget_fixed is None
+            else (self.retry_budget_fixed)
         )
 
     def counts(self) -> dict[str, int]:

@@ -5,8 +5,9 @@ queue per priority level (FIFO, or longest-expected-first as a heap). When a wor
 the scheduler looks at the head of every level of every non-empty group whose meters have
 room and starts the one with the highest *effective* priority: its level plus the time it
 has waited divided by `aging_s` (so a low task that waited long enough beats a fresh
-urgent one); ties go to the earlier-queued task. Groups are few (lanes x agents x models),
-so a pick costs a handful of comparisons however many tasks wait.
+urgent one); ties go to the earlier-queued task, then the earlier-submitted one. Groups
+are few (lanes x agents x models), so a pick costs a handful of comparisons however many
+tasks wait.
 
 Tasks that must wait (a retry's backoff) sit in a timer heap and join their group when due.
 When nothing can start, workers park on futures; a timer wakes them at the earliest time a
@@ -16,6 +17,7 @@ budget frees or a delayed task comes due.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import math
 from collections import deque
@@ -46,9 +48,9 @@ class Group:
         self.queues: list[deque[Task]] = [deque() for _ in LEVELS]
         self.heaps: list[list[tuple[float, int, Task]]] = [[] for _ in LEVELS]
 
-    def push(self, task: Task, expected: float) -> None:
+    def push(self, task: Task, expected: float, seq: int) -> None:
         if self.lef:
-            heapq.heappush(self.heaps[task.priority], (-expected, task.seq, task))
+            heapq.heappush(self.heaps[task.priority], (-expected, seq, task))
         else:
             self.queues[task.priority].append(task)
 
@@ -94,10 +96,9 @@ class Scheduler:
 
     def push(self, task: Task, group: Group, now: float, expected: float = 0.0) -> None:
         self._seq += 1
-        task.seq = self._seq
         task.state = READY
         task.enqueued_at = now
-        group.push(task, expected)
+        group.push(task, expected, self._seq)
         self._active[group] = None
         self.ready += 1
         if self._waiters:
@@ -127,7 +128,7 @@ class Scheduler:
         best_group: Group | None = None
         best_level = 0
         best_eff = -INF
-        best_seq = 0
+        best_tie = (INF, 0)
         soonest = INF
         empties: list[Group] | None = None
         inv_aging = self._inv_aging
@@ -137,7 +138,7 @@ class Scheduler:
                 if head is None:
                     continue
                 eff = level + (now - head.enqueued_at) * inv_aging
-                if eff > best_eff or (eff == best_eff and head.seq < best_seq):
+                if eff > best_eff or (eff == best_eff and (head.enqueued_at, head._n) < best_tie):
                     wait = 0.0
                     for m in g.meters:
                         w = m.wait_time(now, head)
@@ -149,13 +150,8 @@ class Scheduler:
                         if wait < soonest:
                             soonest = wait
                         break  # this group's meters are shut for every level
-                    best, best_group, best_level, best_eff, best_seq = (
-                        head,
-                        g,
-                        level,
-                        eff,
-                        head.seq,
-                    )
+                    best, best_group, best_level, best_eff = head, g, level, eff
+                    best_tie = (head.enqueued_at, head._n)
             else:
                 if g.empty():
                     empties = empties or []
@@ -185,10 +181,8 @@ class Scheduler:
         finally:
             if not fut.done():
                 fut.cancel()
-                try:
+                with contextlib.suppress(ValueError):
                     self._waiters.remove(fut)
-                except ValueError:
-                    pass
 
     def _wake_one(self) -> None:
         while self._waiters:

@@ -120,9 +120,7 @@ class CallableProvider:
             out = self._fn(request)
         if isinstance(out, Completion):
             return out
-        return Completion(
-            text=str(out), model=request.model, latency_s=time.perf_counter() - t0
-        )
+        return Completion(text=str(out), model=request.model, latency_s=time.perf_counter() - t0)
 
     def stream(self, request: Request) -> AsyncIterator[Chunk | Completion]:
         raise NotImplementedError("CallableProvider does not stream")

@@ -75,7 +75,9 @@ class RunClosed:
     ended_at: float  # unix time
 
 
-Op = RunOpened | TasksAdded | AttemptStarted | AttemptFailed | ResultRecorded | SinkAcked | RunClosed
+Op = (
+    RunOpened | TasksAdded | AttemptStarted | AttemptFailed | ResultRecorded | SinkAcked | RunClosed
+)
 
 
 class Store(Protocol):
@@ -100,7 +102,7 @@ class Store(Protocol):
 class _RunData:
     opened: RunOpened
     tasks: list[Task] = field(default_factory=list)
-    results: dict[int, Result] = field(default_factory=dict)
+    results: list[Result | None] = field(default_factory=list)  # by task number
     attempts_started: int = 0
     attempts_failed: list[AttemptFailed] = field(default_factory=list)
     acks: dict[str, int] = field(default_factory=dict)
@@ -126,7 +128,9 @@ class MemoryStore:
             elif isinstance(op, AttemptFailed):
                 runs[op.run_id].attempts_failed.append(op)
             elif isinstance(op, TasksAdded):
-                runs[op.run_id].tasks.extend(op.tasks)
+                data = runs[op.run_id]
+                data.tasks.extend(op.tasks)
+                data.results.extend([None] * len(op.tasks))
             elif isinstance(op, RunOpened):
                 runs[op.run_id] = _RunData(op)
             elif isinstance(op, SinkAcked):
@@ -136,8 +140,7 @@ class MemoryStore:
                 data.status, data.ended_at = op.status, op.ended_at
 
     async def results(self, run_id: str) -> list[Result]:
-        data = self._runs[run_id]
-        return [data.results[n] for n in sorted(data.results)]
+        return [r for r in self._runs[run_id].results if r is not None]
 
     async def sink_position(self, run_id: str, sink: str) -> int:
         return self._runs[run_id].acks.get(sink, -1)
@@ -152,7 +155,7 @@ class MemoryStore:
             "created_at": data.opened.created_at,
             "config": dict(data.opened.config),
             "tasks": len(data.tasks),
-            "results": len(data.results),
+            "results": sum(r is not None for r in data.results),
             "attempts_started": data.attempts_started,
             "attempts_failed": len(data.attempts_failed),
             "status": data.status,

@@ -8,6 +8,7 @@ whose results it held) to `on_durable`. Nothing is reported done before that.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -107,8 +108,6 @@ class Journal(Generic[T]):
         if self._ops:
             await self.flush()
         self._task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        except asyncio.CancelledError:
-            pass
         self._task = None

@@ -1,0 +1,1 @@
+"""Providers: the protocol (`base`) and its implementations (`sim`, ...)."""
