@@ -61,6 +61,7 @@ from fanout.store.base import (
     ResultRecorded,
     RunClosed,
     RunOpened,
+    SinkAcked,
     Store,
 )
 from fanout.store.base import (
@@ -610,7 +611,7 @@ class Engine:
         journal = self._journal
         assert sched is not None and loop is not None and journal is not None
         n = 0
-        while True:
+        while not self._closed:  # an attempt aborted by aclose() swallows its cancel
             picked = sched.pick(loop.time())
             if picked is None:
                 await sched.wait()
@@ -872,6 +873,10 @@ class Engine:
                         t.run.bus.emit(TaskSlow(now, t, now - slot.started))
             if self._sched.ready:
                 self._sched.wake_all()
+
+    def ack(self, run: Run, sink: str, position: int) -> None:
+        assert self._journal is not None
+        self._journal.append(SinkAcked(run.id, sink, position))
 
     # -- introspection --------------------------------------------------------------------
 

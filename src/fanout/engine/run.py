@@ -95,6 +95,10 @@ class Run:
         t = self.find(task) if not isinstance(task, Task) else task
         return self.results_by_n[t.n]
 
+    def ack(self, sink: str, position: int) -> None:
+        """Record in the store that sink `sink` has written this run up to `position`."""
+        self._engine.ack(self, sink, position)
+
     def metrics(self) -> dict[str, Any]:
         snap = self.metrics_.snapshot(asyncio.get_running_loop().time())
         snap["retry_budget"] = self.retry_budget

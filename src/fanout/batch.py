@@ -1,0 +1,442 @@
+"""JSONL batches: input lines -> tasks; results -> one output line per input line.
+
+Input lines are either the OpenAI Batch API form
+    {"custom_id": "q1", "method": "POST", "url": "/v1/chat/completions", "body": {...}}
+or a simple form
+    {"id": "q1", "prompt": "..."}   /   {"id": "q1", "messages": [...]}
+with optional "priority", "lane", "agent", "depends_on", "model", "max_tokens".
+A dependent's prompt may quote a dependency's answer as {{ID}}.
+
+Output lines mirror OpenAI's batch output: {"id", "custom_id", "response": {"status_code",
+"request_id", "body"}, "error"}; exactly one per input line, failures included.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from fanout.errors import InputError
+from fanout.tasks import Priority, Result, Task
+
+Order = Literal["input", "completion"]
+
+SUPPORTED_URLS = ("/v1/chat/completions",)
+_SIMPLE_KEYS = frozenset(
+    {"id", "prompt", "messages", "priority", "lane", "agent", "depends_on", "model", "max_tokens"}
+)
+_BATCH_KEYS = frozenset({"custom_id", "method", "url", "body", "priority", "lane", "depends_on"})
+_PLACEHOLDER = re.compile(r"\{\{([^{}]+)\}\}")
+
+
+@dataclass(slots=True, frozen=True)
+class LineError:
+    """An input line that cannot become a task."""
+
+    line: int  # 1-based line number in the input file
+    custom_id: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        who = f" ({self.custom_id})" if self.custom_id else ""
+        return f"line {self.line}{who}: {self.reason}"
+
+
+@dataclass(slots=True)
+class Batch:
+    """A parsed input file: tasks in input order and the lines that were refused."""
+
+    tasks: list[Task]
+    errors: list[LineError]
+    lines: int  # non-blank input lines: the number of output lines
+
+    def slots(self) -> list[Task | LineError]:
+        """Every non-blank input line, in order, as its task or its error."""
+        out: list[Task | LineError] = [*self.tasks, *self.errors]
+        out.sort(key=_line_of)
+        return out
+
+
+def _line_of(item: Task | LineError) -> int:
+    if isinstance(item, LineError):
+        return item.line
+    assert item.meta is not None
+    return int(item.meta["line"])
+
+
+def read_batch(path: str | os.PathLike[str]) -> Batch:
+    """Parse a JSONL batch file. A missing or unreadable file raises `InputError`; bad lines
+    are collected (with line number and reason), not raised."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{p}: is a directory, not a JSONL file") from None
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read it ({exc.strerror})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{p}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    return parse_lines(text.splitlines())
+
+
+def parse_lines(lines: Iterable[str]) -> Batch:
+    tasks: list[Task] = []
+    errors: list[LineError] = []
+    seen: dict[str, int] = {}
+    count = 0
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        count += 1
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            errors.append(LineError(i, None, f"not valid JSON ({exc.msg} at column {exc.colno})"))
+            continue
+        if not isinstance(obj, dict):
+            errors.append(LineError(i, None, f"a line must be a JSON object, not {_kind(obj)}"))
+            continue
+        cid = obj.get("custom_id", obj.get("id"))
+        cid_s = str(cid) if isinstance(cid, str | int) and not isinstance(cid, bool) else None
+        try:
+            task = _task_from(obj, i, cid_s)
+        except InputError as exc:
+            errors.append(LineError(i, cid_s, exc.message))
+            continue
+        assert cid_s is not None
+        if cid_s in seen:
+            errors.append(
+                LineError(i, cid_s, f"duplicate id {cid_s!r} (first on line {seen[cid_s]})")
+            )
+            continue
+        seen[cid_s] = i
+        tasks.append(task)
+    _check_dependencies(tasks, errors, seen)
+    return Batch(tasks, errors, count)
+
+
+def _kind(v: Any) -> str:
+    return {list: "an array", str: "a string", int: "a number", float: "a number"}.get(
+        type(v), "null" if v is None else type(v).__name__
+    )
+
+
+def _task_from(obj: dict[str, Any], line: int, cid: str | None) -> Task:
+    if "custom_id" in obj or "body" in obj:
+        return _from_batch_form(obj, line, cid)
+    return _from_simple_form(obj, line, cid)
+
+
+def _common(obj: dict[str, Any]) -> dict[str, Any]:
+    kw: dict[str, Any] = {}
+    if "priority" in obj:
+        try:
+            kw["priority"] = Priority.parse(obj["priority"])
+        except (ValueError, AttributeError):
+            raise InputError(
+                f"priority {obj['priority']!r} is not one of urgent, high, normal, low"
+            ) from None
+    for name in ("lane", "agent"):
+        if name in obj:
+            if not isinstance(obj[name], str) or not obj[name]:
+                raise InputError(f'"{name}" must be a non-empty string')
+            kw[name] = obj[name]
+    deps = obj.get("depends_on", [])
+    if isinstance(deps, str):
+        deps = [deps]
+    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+        raise InputError('"depends_on" must be a list of ids')
+    kw["depends_on"] = deps
+    return kw
+
+
+def _from_simple_form(obj: dict[str, Any], line: int, cid: str | None) -> Task:
+    if cid is None:
+        raise InputError('missing "id" (or "custom_id"): every line needs a string id')
+    unknown = sorted(set(obj) - _SIMPLE_KEYS)
+    if unknown:
+        raise InputError(
+            f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_SIMPLE_KEYS))}"
+        )
+    kw = _common(obj)
+    if "model" in obj:
+        if not isinstance(obj["model"], str) or not obj["model"]:
+            raise InputError('"model" must be a non-empty string')
+        kw["model"] = obj["model"]
+    if "max_tokens" in obj:
+        mt = obj["max_tokens"]
+        if not isinstance(mt, int) or isinstance(mt, bool) or mt < 1:
+            raise InputError('"max_tokens" must be a positive integer')
+        kw["max_tokens"] = mt
+    prompt, messages = obj.get("prompt"), obj.get("messages")
+    if (prompt is None) == (messages is None):
+        raise InputError('give exactly one of "prompt" (a string) or "messages" (a list)')
+    if prompt is not None:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InputError('"prompt" must be a non-empty string')
+        content: str | list[dict[str, Any]] = prompt
+    else:
+        content = _check_messages(messages)
+    meta = {"line": line, "custom_id": cid}
+    p: Any = _with_placeholders(content) if kw["depends_on"] else content
+    return Task(p, key=cid, meta=meta, **kw)
+
+
+def _from_batch_form(obj: dict[str, Any], line: int, cid: str | None) -> Task:
+    if cid is None or "custom_id" not in obj:
+        raise InputError('missing "custom_id": every batch line needs a string custom_id')
+    unknown = sorted(set(obj) - _BATCH_KEYS)
+    if unknown:
+        raise InputError(
+            f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_BATCH_KEYS))}"
+        )
+    method = obj.get("method", "POST")
+    if method != "POST":
+        raise InputError(f'"method" must be "POST", not {method!r}')
+    url = obj.get("url", SUPPORTED_URLS[0])
+    if url not in SUPPORTED_URLS:
+        raise InputError(f'"url" {url!r} is not supported; use {", ".join(SUPPORTED_URLS)}')
+    body = obj.get("body")
+    if not isinstance(body, dict):
+        raise InputError('"body" must be a JSON object with "messages"')
+    messages = _check_messages(body.get("messages"))
+    for k in ("max_tokens", "max_completion_tokens"):
+        v = body.get(k)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise InputError(f'"body.{k}" must be a positive integer')
+    kw = _common(obj)
+    meta = {"line": line, "custom_id": cid}
+    if kw["depends_on"]:
+        rest = {k: v for k, v in body.items() if k != "messages"}
+        return Task(
+            _with_placeholders(messages),
+            key=cid,
+            meta=meta,
+            model=rest.get("model"),
+            max_tokens=rest.get("max_tokens") or rest.get("max_completion_tokens"),
+            temperature=rest.get("temperature"),
+            **kw,
+        )
+    return Task(body=body, key=cid, meta=meta, **kw)
+
+
+def _check_messages(messages: Any) -> list[dict[str, Any]]:
+    if not isinstance(messages, list) or not messages:
+        raise InputError('"messages" must be a non-empty list of {"role", "content"} objects')
+    for j, m in enumerate(messages):
+        if not isinstance(m, dict) or "role" not in m or "content" not in m:
+            raise InputError(f'messages[{j}] must be an object with "role" and "content"')
+    return messages
+
+
+def _with_placeholders(
+    content: str | list[dict[str, Any]],
+) -> Callable[[Mapping[str, Result]], str | list[dict[str, Any]]]:
+    """A prompt that replaces {{ID}} with the answer of dependency ID."""
+
+    def fill(text: str, deps: Mapping[str, Result]) -> str:
+        def sub(m: re.Match[str]) -> str:
+            r = deps.get(m.group(1).strip())
+            if r is None:
+                return m.group(0)
+            return r.text if r.ok and r.text is not None else f"[{m.group(1)} failed]"
+
+        return _PLACEHOLDER.sub(sub, text)
+
+    def render(deps: Mapping[str, Result]) -> str | list[dict[str, Any]]:
+        if isinstance(content, str):
+            return fill(content, deps)
+        return [
+            {**m, "content": fill(m["content"], deps)} if isinstance(m["content"], str) else m
+            for m in content
+        ]
+
+    return render
+
+
+def _check_dependencies(tasks: list[Task], errors: list[LineError], seen: dict[str, int]) -> None:
+    """Refuse tasks whose dependencies are not tasks of this batch (cascading)."""
+    while True:
+        ok_ids = {t.key for t in tasks}
+        bad = [
+            t for t in tasks if any(isinstance(d, str) and d not in ok_ids for d in t.depends_on)
+        ]
+        if not bad:
+            return
+        for t in bad:
+            missing = [d for d in t.depends_on if isinstance(d, str) and d not in ok_ids]
+            assert t.meta is not None
+            where = (
+                "was refused" if all(d in seen for d in missing) else "is not an id in this file"
+            )
+            errors.append(
+                LineError(int(t.meta["line"]), t.key, f"depends_on {missing[0]!r}, which {where}")
+            )
+            tasks.remove(t)
+
+
+# -- output ----------------------------------------------------------------------------------
+
+
+def output_line(item: Result | LineError, created: int | None = None) -> dict[str, Any]:
+    """The OpenAI-batch-style output object for one input line."""
+    if isinstance(item, LineError):
+        return {
+            "id": f"batch_req_line{item.line}",
+            "custom_id": item.custom_id,
+            "response": None,
+            "error": {"code": "invalid_line", "message": str(item)},
+        }
+    r = item
+    t = r.task
+    cid = (t.meta or {}).get("custom_id", t.key)
+    rid = f"batch_req_{t.id}"
+    if r.ok:
+        body = {
+            "id": f"chatcmpl-{t.id}",
+            "object": "chat.completion",
+            "created": created if created is not None else int(time.time()),
+            "model": r.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": r.text},
+                    "finish_reason": r.finish_reason,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": r.input_tokens,
+                "completion_tokens": r.output_tokens,
+                "total_tokens": r.input_tokens + r.output_tokens,
+            },
+        }
+        return {
+            "id": rid,
+            "custom_id": cid,
+            "response": {"status_code": 200, "request_id": t.id, "body": body},
+            "error": None,
+        }
+    err = r.error
+    error = {
+        "code": err.kind if err else str(r.state),
+        "message": err.message if err else str(r.state),
+        "class": err.error_class if err else None,
+        "state": str(r.state),
+        "attempts": r.attempts,
+    }
+    response = None
+    if err is not None and err.status is not None:
+        response = {
+            "status_code": err.status,
+            "request_id": t.id,
+            "body": {"error": {"message": err.message, "type": err.kind}},
+        }
+    return {"id": rid, "custom_id": cid, "response": response, "error": error}
+
+
+class AtomicJsonlWriter:
+    """Lines go to a temp file beside the target; `commit()` fsyncs and renames it into
+    place, so a reader sees the old file or the whole new one, never half of one."""
+
+    def __init__(self, target: str | os.PathLike[str]) -> None:
+        self.target = Path(target)
+        parent = self.target.parent
+        if not parent.is_dir():
+            raise InputError(f"{self.target}: the folder {parent} does not exist")
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.target.name}.", suffix=".tmp", dir=parent)
+        self._tmp = Path(tmp)
+        self._f = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
+        self.lines = 0
+
+    def write(self, obj: Mapping[str, Any]) -> None:
+        self._f.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n")
+        self.lines += 1
+
+    def commit(self) -> None:
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+        os.replace(self._tmp, self.target)
+        dfd = os.open(self.target.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def abort(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+def check_output_path(path: str | os.PathLike[str], input_path: str | os.PathLike[str]) -> Path:
+    """Refuse an output path that would overwrite the input or is a folder."""
+    out = Path(path)
+    if out.is_dir():
+        raise InputError(f"-o {out}: is a folder; give a file name such as {out / 'results.jsonl'}")
+    if out.exists() and Path(input_path).exists() and out.resolve() == Path(input_path).resolve():
+        raise InputError(f"-o {out}: is the input file; write the results to another file")
+    if not out.parent.is_dir():
+        raise InputError(f"-o {out}: the folder {out.parent} does not exist")
+    return out
+
+
+class BatchSink:
+    """Writes a batch's output file from its run: one line per input line, refused lines
+    included. In completion order each line is written as its task's result becomes durable
+    (it listens to the run's events, synchronously, so it misses none); in input order the
+    file is written from the store at the end. Either way the file appears whole, by rename.
+    """
+
+    name = "batch-jsonl"
+
+    def __init__(self, batch: Batch, target: str | os.PathLike[str], order: Order) -> None:
+        if order not in ("input", "completion"):
+            raise InputError(f"--order {order!r}: use 'input' or 'completion'")
+        self.batch = batch
+        self.order = order
+        self.writer = AtomicJsonlWriter(target)
+        self._created = int(time.time())
+        if order == "completion":
+            for e in batch.errors:
+                self.writer.write(output_line(e, self._created))
+
+    def attach(self, run: Any) -> None:
+        if self.order == "completion":
+            from fanout.engine.events import TaskFinished
+
+            def on_event(ev: Any) -> None:
+                if isinstance(ev, TaskFinished):
+                    self.writer.write(output_line(ev.result, self._created))
+
+            run.bus.listen(on_event)
+
+    async def finish(self, run: Any) -> int:
+        """Write what is left, put the file in place; returns the number of lines."""
+        try:
+            if self.order == "input":
+                results = {r.task.n: r for r in await run.results()}
+                for item in self.batch.slots():
+                    if isinstance(item, LineError):
+                        self.writer.write(output_line(item, self._created))
+                    else:
+                        r = results.get(item.n)
+                        if r is not None:
+                            self.writer.write(output_line(r, self._created))
+            self.writer.commit()
+        except BaseException:
+            self.writer.abort()
+            raise
+        run.ack(self.name, self.writer.lines)
+        return self.writer.lines

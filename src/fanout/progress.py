@@ -1,0 +1,145 @@
+"""Live progress for a run, and the summary printed at its end.
+
+The display reads the run's events through a bounded subscription (it may fall behind and
+skip some: it only shows recent activity from them) and its counts from the run's metrics,
+which consume the same stream synchronously and never lose an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from typing import Any, TextIO
+
+from rich.console import Console, Group
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+from rich.table import Table
+from rich.text import Text
+
+from fanout.engine.events import TaskRetrying, TaskSlow
+from fanout.engine.run import Run
+
+REFRESH_S = 0.2
+
+
+def _fmt_s(s: float | None) -> str:
+    if s is None:
+        return "-"
+    if s < 1:
+        return f"{s * 1000:.0f} ms"
+    if s < 120:
+        return f"{s:.1f} s"
+    return f"{s / 60:.1f} min"
+
+
+class LiveProgress:
+    """A rich live view: totals, one bar per lane, retries, tokens, ETA, recent retries."""
+
+    def __init__(self, run: Run, console: Console) -> None:
+        self.run = run
+        self.console = console
+        self.recent: deque[str] = deque(maxlen=4)
+        self._bars = Progress(
+            TextColumn("{task.description:>14}"),
+            BarColumn(bar_width=36),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[detail]}"),
+            console=console,
+            expand=False,
+        )
+        self._lane_ids: dict[str, Any] = {}
+
+    def _render(self) -> Group:
+        m = self.run.metrics_
+        loop_now = asyncio.get_running_loop().time()
+        snap = m.snapshot(loop_now)
+        for name, lane in sorted(m.lanes.items()):
+            tid = self._lane_ids.get(name)
+            if tid is None:
+                tid = self._lane_ids[name] = self._bars.add_task(name, total=lane.total, detail="")
+            self._bars.update(
+                tid,
+                total=max(lane.total, 1),
+                completed=lane.done + lane.failed,
+                detail=f"{lane.running} running · {lane.failed} not done",
+            )
+        head = Text.assemble(
+            ("run ", "dim"),
+            (self.run.id, "bold"),
+            f"  done {snap['done']}",
+            f" · running {snap['running']}",
+            f" · waiting {snap['waiting']}",
+            (f" · failed {snap['failed']}", "red" if snap["failed"] else ""),
+            f" · retries {snap['retries']}",
+            f" · tokens {snap['input_tokens'] + snap['output_tokens']:,}",
+            f" · ETA {_fmt_s(snap['eta_s'])}",
+        )
+        parts: list[Any] = [head, self._bars]
+        if self.recent:
+            parts.append(Text("\n".join(self.recent), style="dim"))
+        return Group(*parts)
+
+    async def follow(self) -> None:
+        from rich.live import Live
+
+        events = self.run.events(maxsize=1000)
+        with Live(self._render(), console=self.console, refresh_per_second=5) as live:
+            consumer = asyncio.ensure_future(self._consume(events))
+            try:
+                while not self.run.done:
+                    live.update(self._render())
+                    await asyncio.sleep(REFRESH_S)
+                live.update(self._render())
+            finally:
+                consumer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await consumer
+
+    async def _consume(self, events: Any) -> None:
+        async for ev in events:
+            if isinstance(ev, TaskRetrying):
+                self.recent.append(
+                    f"retry {ev.task.key} attempt {ev.attempt}: {ev.error.kind} "
+                    f"(waiting {_fmt_s(ev.delay)})"
+                )
+            elif isinstance(ev, TaskSlow):
+                self.recent.append(f"slow {ev.task.key}: running for {_fmt_s(ev.elapsed)}")
+
+
+def summary_lines(m: dict[str, Any]) -> list[tuple[str, str]]:
+    """The end-of-run summary as (label, value) rows."""
+    rows = [
+        (
+            "tasks",
+            f"{m['done']} done, {m['failed']} failed, {m['skipped']} skipped, "
+            f"{m['cancelled']} cancelled (of {m['total']})",
+        ),
+        ("wall time", _fmt_s(m["wall_s"])),
+        ("serial estimate", f"{_fmt_s(m['serial_s'])} (sum of attempt durations)"),
+        ("speedup", f"{m['speedup']:.2f}x"),
+        ("utilisation", f"{m['utilisation'] * 100:.0f}% of the concurrency limit"),
+        ("latency", f"p50 {_fmt_s(m['p50_s'])}, p95 {_fmt_s(m['p95_s'])}"),
+        ("retries", _counts(m["retries"], m["retries_by_kind"])),
+        ("failures", _counts(m["failed"], m["failures_by_kind"])),
+        ("tokens", f"{m['input_tokens']:,} in, {m['output_tokens']:,} out"),
+    ]
+    if m.get("cancel_reason"):
+        rows.append(("cancelled", str(m["cancel_reason"])))
+    return rows
+
+
+def _counts(total: int, by_kind: dict[str, int]) -> str:
+    if not by_kind:
+        return str(total)
+    return f"{total} (" + ", ".join(f"{k} {v}" for k, v in sorted(by_kind.items())) + ")"
+
+
+def print_summary(m: dict[str, Any], out: TextIO) -> None:
+    console = Console(file=out, highlight=False, soft_wrap=True)
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    for label, value in summary_lines(m):
+        table.add_row(label, value)
+    console.print(table)
