@@ -101,7 +101,7 @@ def parse_lines(lines: Iterable[str]) -> Batch:
         count += 1
         try:
             obj = json.loads(line)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             errors.append(LineError(i, None, f"not valid JSON ({exc.msg} at column {exc.colno})"))
             continue
         if not isinstance(obj, dict):

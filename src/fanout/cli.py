@@ -193,7 +193,7 @@ def _engine_options(
         raise ConfigError(f"--provider {name!r} is not available in this version; available: sim")
     if timeout <= 0:
         raise ConfigError(f"--timeout {timeout}: must be positive")
-    if rpm is not None and rpm <= 0 or tpm is not None and tpm <= 0:
+    if (rpm is not None and rpm <= 0) or (tpm is not None and tpm <= 0):
         raise ConfigError("--rpm and --tpm must be positive")
     try:
         sim_kwargs: dict[str, Any] = dict(parse_latency(sim_latency)) if sim_latency else {}
