@@ -27,4 +27,5 @@ def test_run_batch_blocking_helper_returns_results_in_order() -> None:
     )
     assert [r.ok for r in results] == [True, True]
     assert results[1].key == "two"
-    assert results[0].text and any("\u4e00" <= c <= "\u9fff" for c in results[0].text)
+    assert results[0].text
+    assert any("\u4e00" <= c <= "\u9fff" for c in results[0].text)
