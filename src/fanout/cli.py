@@ -1,7 +1,8 @@
 """The `fanout` command. Thin: parse arguments, call the library, print.
 
 Exit codes: 0 every task done; 1 some task failed (or the run was cancelled); 2 bad input
-or configuration (nothing was run and nothing written); 130 interrupted.
+or configuration (nothing was run and nothing written); 130 interrupted (the output file is
+still written, unfinished lines marked cancelled; a second Ctrl-C aborts without it).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,6 +23,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+INTERRUPTED = "interrupted by the user (Ctrl-C)"
 
 app = typer.Typer(
     name="fanout",
@@ -136,6 +139,8 @@ def batch(
 
         print_summary(metrics, sys.stdout)
         typer.echo(f"wrote {lines} lines to {out}")
+    if metrics.get("cancel_reason") == INTERRUPTED:
+        raise typer.Exit(EXIT_INTERRUPTED)
     ok = metrics["done"] == metrics["total"] and not parsed.errors
     raise typer.Exit(EXIT_OK if ok else EXIT_FAILED)
 
@@ -152,14 +157,30 @@ async def _run_batch(
     async with Engine(**engine_kwargs) as engine:
         run = engine.submit(tasks, kind="batch", deadline_s=deadline)
         sink.attach(run)
-        if show_progress and sys.stderr.isatty() and tasks:
-            from rich.console import Console
+        loop = asyncio.get_running_loop()
 
-            from fanout.progress import LiveProgress
+        def on_sigint() -> None:
+            # first Ctrl-C: cancel, keep every result already paid for, write the file;
+            # a second one interrupts for good
+            loop.remove_signal_handler(signal.SIGINT)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            _err(
+                "interrupted: cancelling the rest and writing what is done (Ctrl-C again to abort)"
+            )
+            run.cancel(INTERRUPTED)
 
-            await LiveProgress(run, Console(stderr=True)).follow()
-        metrics = await run.wait()
-        lines: int = await sink.finish(run)
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+        try:
+            if show_progress and sys.stderr.isatty() and tasks:
+                from rich.console import Console
+
+                from fanout.progress import LiveProgress
+
+                await LiveProgress(run, Console(stderr=True)).follow()
+            metrics = await run.wait()
+            lines: int = await sink.finish(run)
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
         return metrics, lines
 
 

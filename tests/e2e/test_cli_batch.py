@@ -194,3 +194,49 @@ def test_deadline_cancels_the_rest_and_still_writes_every_line(tmp_path: Path) -
     rows = read_jsonl(out)
     assert len(rows) == 30
     assert {r["error"]["code"] for r in rows if r["error"]} == {"cancelled"}
+
+
+def test_ctrl_c_cancels_keeps_finished_results_and_writes_every_line(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    src = write_jsonl(
+        tmp_path / "in.jsonl", [{"id": f"q{i}", "prompt": f"p{i}"} for i in range(200)]
+    )
+    out = tmp_path / "out.jsonl"
+    e = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fanout",
+            "batch",
+            str(src),
+            "-o",
+            str(out),
+            "--json",
+            "--concurrency",
+            "4",
+            "--sim-latency",
+            "50ms",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=e,
+        cwd=ROOT,
+    )
+    # wait until the run is under way (the simulator note is printed just before it starts)
+    assert proc.stderr is not None
+    assert "simulator" in proc.stderr.readline()
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    rows = read_jsonl(out)
+    assert len(rows) == 200
+    done = [r for r in rows if r["error"] is None]
+    assert len(done) == summary["done"] > 0
+    assert summary["cancelled"] == 200 - len(done) > 0
