@@ -216,6 +216,18 @@ class SimProvider:
             "faults": dict(self._faults),
         }
 
+    def rate_limits(self) -> dict[str, tuple[float, int, float]]:
+        """For each configured limit (`"requests"`, `"tokens"`): its rate per minute, the units
+        admitted right now without waiting, and seconds until the budget is full again."""
+        now = self._clock()
+        out: dict[str, tuple[float, int, float]] = {}
+        limits = (("requests", self._rpm, self.config.rpm), ("tokens", self._tpm, self.config.tpm))
+        for name, gcra, rate in limits:
+            if gcra is not None and rate is not None:
+                used = max(gcra.tat - now, 0.0)
+                out[name] = (rate, int(max(gcra.window - used, 0.0) / gcra.interval + 1e-9), used)
+        return out
+
     def reset_stats(self) -> None:
         self._requests = self._completed = self._rejected = 0
         self._by_hash: dict[str, int] = {}
