@@ -16,12 +16,22 @@ import math
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from fanout.errors import Overloaded, ProviderError, ProviderTimeout, RateLimited, ServerError
+from fanout.errors import (
+    ConfigError,
+    Overloaded,
+    ProviderError,
+    ProviderTimeout,
+    RateLimited,
+    ServerError,
+)
 from fanout.providers.base import Chunk, Completion, Request, estimate_tokens
+
+if TYPE_CHECKING:
+    from fanout.providerspec import ProviderSpec
 
 DEFAULT_SEED = 0
 DEFAULT_BASE_LATENCY_S = 0.05
@@ -496,3 +506,18 @@ def parse_latency(text: str) -> LatencyKwargs:
         else:
             raise ValueError(f"{where}: unknown key {key!r}; allowed: base, per_token, jitter")
     return out
+
+
+def from_spec(
+    name: str, spec: ProviderSpec, *, concurrency: int, env: Mapping[str, str] | None = None
+) -> SimProvider:
+    """Build from a fanout.yaml entry; `options` holds `SimConfig` fields (faults, latency)."""
+    opts = dict(spec.options)
+    if isinstance(opts.get("faults"), str):
+        opts["faults"] = parse_faults(opts["faults"])
+    if isinstance(opts.get("latency"), str):
+        opts.update(parse_latency(opts.pop("latency")))
+    try:
+        return SimProvider(SimConfig(**opts))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"provider {name!r} (sim): options: {exc}") from None

@@ -1,0 +1,167 @@
+"""Anthropic Messages through the official `anthropic` SDK (its retries off, aiohttp
+transport with a pool sized to the concurrency)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from fanout.providers.base import Chunk, Completion, Request
+from fanout.providers.httperrors import from_sdk_error
+from fanout.providers.openai import DEFAULT_POOL, KEEPALIVE_S, SDK_TIMEOUT_S
+
+if TYPE_CHECKING:
+    from fanout.providerspec import ProviderSpec
+
+JSON_HINT = "Answer with one JSON value only, no prose and no code fence."
+
+
+class AnthropicProvider:
+    streams = True
+
+    def __init__(
+        self,
+        *,
+        name: str = "anthropic",
+        api_key: str | None,
+        base_url: str | None = None,
+        pool: int = DEFAULT_POOL,
+    ) -> None:
+        self.name = name
+        self.base_url = base_url
+        self._api_key = api_key
+        self._pool = max(1, pool)
+        self._client: Any = None
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"AnthropicProvider(name={self.name!r}, base_url={self.base_url!r})"
+
+    def _get(self) -> Any:
+        if self._client is None:
+            import anthropic
+            import httpx2
+
+            http = anthropic.DefaultAioHttpClient(
+                limits=httpx2.Limits(
+                    max_connections=self._pool,
+                    max_keepalive_connections=self._pool,
+                    keepalive_expiry=KEEPALIVE_S,
+                ),
+                timeout=SDK_TIMEOUT_S,
+            )
+            self._client = anthropic.AsyncAnthropic(
+                api_key=self._api_key,
+                base_url=self.base_url,
+                max_retries=0,
+                timeout=SDK_TIMEOUT_S,
+                http_client=http,
+            )
+        return self._client
+
+    def limiter_key(self, model: str) -> str:
+        return f"{self.name}:{model}"
+
+    def body(self, request: Request) -> dict[str, Any]:
+        system = [m["content"] for m in request.messages if m.get("role") == "system"]
+        messages = [m for m in request.messages if m.get("role") != "system"]
+        body: dict[str, Any] = {
+            "model": request.model,
+            "max_tokens": request.max_tokens,
+            "messages": messages,
+        }
+        if request.json_mode or request.json_schema is not None:
+            system.append(JSON_HINT)
+        if system:
+            body["system"] = "\n\n".join(str(s) for s in system)
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.json_schema is not None:
+            body["output_config"] = {
+                "format": {"type": "json_schema", "schema": request.json_schema}
+            }
+        for k, v in request.extra.items():
+            body.setdefault(k, v)
+        return body
+
+    async def complete(self, request: Request) -> Completion:
+        client = self._get()
+        t0 = time.perf_counter()
+        try:
+            msg = await client.messages.create(**self.body(request))
+        except Exception as exc:
+            raise _mapped(exc, self.name) from exc
+        text = "".join(getattr(b, "text", "") for b in msg.content if b.type == "text")
+        return Completion(
+            text=text,
+            finish_reason=_finish(msg.stop_reason),
+            input_tokens=msg.usage.input_tokens,
+            output_tokens=msg.usage.output_tokens,
+            model=msg.model or request.model,
+            latency_s=time.perf_counter() - t0,
+        )
+
+    async def stream(self, request: Request) -> AsyncIterator[Chunk | Completion]:
+        client = self._get()
+        t0 = time.perf_counter()
+        parts: list[str] = []
+        stop: str | None = None
+        input_tokens = output_tokens = 0
+        model = request.model
+        try:
+            events = await client.messages.create(**self.body(request), stream=True)
+            async with events:
+                async for ev in events:
+                    kind = ev.type
+                    if kind == "content_block_delta" and ev.delta.type == "text_delta":
+                        parts.append(ev.delta.text)
+                        yield Chunk(ev.delta.text)
+                    elif kind == "message_start":
+                        model = ev.message.model or model
+                        input_tokens = ev.message.usage.input_tokens
+                    elif kind == "message_delta":
+                        stop = ev.delta.stop_reason or stop
+                        output_tokens = ev.usage.output_tokens
+        except Exception as exc:
+            raise _mapped(exc, self.name) from exc
+        yield Completion(
+            text="".join(parts),
+            finish_reason=_finish(stop),
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            model=model,
+            latency_s=time.perf_counter() - t0,
+        )
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+
+def _finish(reason: str | None) -> str:
+    return "length" if reason == "max_tokens" else "stop"
+
+
+def _mapped(exc: Exception, name: str) -> Exception:
+    import anthropic
+
+    if isinstance(exc, anthropic.AnthropicError):
+        return from_sdk_error(exc, name)
+    return exc
+
+
+def from_spec(
+    name: str, spec: ProviderSpec, *, concurrency: int, env: Mapping[str, str] | None = None
+) -> AnthropicProvider:
+    from fanout.errors import ConfigError
+
+    key = spec.api_key(env)
+    if key is None and spec.base_url is None:
+        raise ConfigError(
+            f"provider {name!r} (anthropic) needs api_key_env naming the variable that holds "
+            "your key (e.g. api_key_env: ANTHROPIC_API_KEY)"
+        )
+    return AnthropicProvider(
+        name=name, api_key=key, base_url=spec.base_url, pool=spec.concurrency or concurrency
+    )
