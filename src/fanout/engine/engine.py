@@ -301,6 +301,9 @@ class Engine:
             raise FanoutError(f"run {run.id} has finished; start a new run", run_id=run.id)
         self._plan(run, tasks)
         self._admit(run, tasks)
+        if run.cancel_reason is not None:  # e.g. a `then` of a task that ended as it was cancelled
+            for t in tasks:
+                self.cancel_task(t, run.cancel_reason)
         return tasks
 
     def _plan(self, run: Run, tasks: Sequence[Task]) -> None:
@@ -578,6 +581,10 @@ class Engine:
                 run.cancel_reason = f"the run store failed: {exc!r}"
                 run._done.set_exception(FanoutError(run.cancel_reason, run_id=run.id))
                 run._done.exception()  # mark retrieved; wait() re-raises it
+        for slot in self._slots:  # stop spending: no result can be recorded any more
+            if slot.task is not None and slot.abort is None and slot.worker is not None:
+                slot.abort = "the run store failed"
+                slot.worker.cancel()
 
     # -- cancelling -----------------------------------------------------------------------
 
@@ -597,7 +604,8 @@ class Engine:
             for slot in self._slots:
                 if slot.task is t and slot.abort is None and slot.worker is not None:
                     slot.abort = reason
-                    slot.worker.cancel()
+                    if slot.worker is not asyncio.current_task():  # else: before the call
+                        slot.worker.cancel()
                     return True
             return False
         self._finalize(t, CANCELLED, ErrorInfo("cancelled", "cancelled", reason))
@@ -611,7 +619,8 @@ class Engine:
         journal = self._journal
         assert sched is not None and loop is not None and journal is not None
         n = 0
-        while not self._closed:  # an attempt aborted by aclose() swallows its cancel
+        # not `while True`: an attempt aborted by aclose() swallows its cancel
+        while not self._closed and self._fatal is None:
             picked = sched.pick(loop.time())
             if picked is None:
                 await sched.wait()
@@ -631,7 +640,6 @@ class Engine:
         attempt = t.tries
         t0 = loop.time()
         journal.append(AttemptStarted(run.id, t._n, attempt, t0))
-        run.bus.emit(TaskStarted(t0, t, attempt, g.lane))
         provider = self.providers[t.provider or self.default_provider]
         timeout = t.timeout if t.timeout is not None else self.timeout
         completion: Completion | None = None
@@ -644,7 +652,10 @@ class Engine:
         slot.idle = False
         if timeout is not None:
             self._set_deadline(slot, t0 + timeout)
+        run.bus.emit(TaskStarted(t0, t, attempt, g.lane))  # a listener may cancel it
         try:
+            if slot.abort is not None:
+                raise _Aborted(slot.abort)
             request = self._request(t, attempt)
             if provider.streams and self.idle_timeout is not None:
                 completion = await self._stream(provider, request, slot, t0, timeout)
@@ -726,7 +737,7 @@ class Engine:
         if run.cancel_reason is not None:  # cancelled while this attempt ran
             self._finalize(t, CANCELLED, ErrorInfo("cancelled", "cancelled", run.cancel_reason))
             return
-        self._sched.push_later(t, g, t1 + delay)
+        self._sched.push_later(t, g, t1 + delay, self._expected_for(t) if g.lef else 0.0)
 
     def _retry_delay(
         self,

@@ -1,10 +1,11 @@
 """Typed events, one per transition, and the bus that delivers them.
 
 Listeners registered with `EventBus.listen` are called synchronously for every event (the
-metrics are one: they never lose an event). `EventBus.subscribe` gives an async iterator
-over a bounded queue (progress displays, `run.events()`, the service's SSE): when its
-consumer falls behind, the oldest events are dropped and an `EventsDropped` marker says how
-many, so a slow reader can never slow the engine or grow memory without bound.
+metrics are one: they never lose an event); one that raises is noted in `errors` and never
+stops a run. `EventBus.subscribe` gives an async iterator over a bounded queue (progress
+displays, `run.events()`, the service's SSE): when its consumer falls behind, the oldest
+events are dropped and an `EventsDropped` marker says how many, so a slow reader can never
+slow the engine or grow memory without bound.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from fanout.tasks import Task
 
 DEFAULT_SUBSCRIPTION_SIZE = 10_000
+MAX_LISTENER_ERRORS = 10  # the first few are enough to find a broken listener
 
 
 @dataclass(slots=True, frozen=True)
@@ -161,11 +163,12 @@ class Subscription:
 
 
 class EventBus:
-    __slots__ = ("_listeners", "_subs")
+    __slots__ = ("_listeners", "_subs", "errors")
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
         self._subs: list[Subscription] = []
+        self.errors: list[str] = []  # what listeners raised (a broken one must not stop runs)
 
     def listen(self, fn: Listener) -> None:
         self._listeners.append(fn)
@@ -182,7 +185,11 @@ class EventBus:
 
     def emit(self, event: Event) -> None:
         for fn in self._listeners:
-            fn(event)
+            try:
+                fn(event)
+            except Exception as exc:
+                if len(self.errors) < MAX_LISTENER_ERRORS:
+                    self.errors.append(f"listener {fn!r} raised {exc!r} on {type(event).__name__}")
         for sub in self._subs:
             sub.push(event)
 

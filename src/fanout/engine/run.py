@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from fanout.engine.events import EventBus, Subscription
+from fanout.engine.events import EventBus, RunStarted, Subscription
 from fanout.metrics import RunMetrics
 from fanout.tasks import Result, Task, TaskState
 
@@ -104,19 +104,22 @@ class Run:
         snap["retry_budget"] = self.retry_budget
         if self.cancel_reason:
             snap["cancel_reason"] = self.cancel_reason
-        if self.callback_errors:
-            snap["callback_errors"] = list(self.callback_errors)
+        if self.callback_errors or self.bus.errors:
+            snap["callback_errors"] = self.callback_errors + self.bus.errors
         return snap
 
     def events(self, maxsize: int = 10_000) -> Subscription:
-        """`async for event in run.events()`: this run's events from now on, ending with
-        `RunFinished`. A consumer that falls more than `maxsize` behind gets an
-        `EventsDropped` marker in place of what it missed."""
-        if self.done:
+        """`async for event in run.events()`: this run's `RunStarted`, then its events from
+        now on, ending with `RunFinished`. A consumer that falls more than `maxsize` behind
+        gets an `EventsDropped` marker in place of what it missed."""
+        if self.done or self.status != "running":  # the bus is closed once RunFinished is out
             sub = Subscription(maxsize)
             sub.close()
             return sub
-        return self.bus.subscribe(maxsize)
+        sub = self.bus.subscribe(maxsize)
+        if self.metrics_.started_at is not None:  # emitted inside submit(): replay it
+            sub.push(RunStarted(self.metrics_.started_at, self.id, self.total))
+        return sub
 
     # -- engine bookkeeping ---------------------------------------------------------------
 

@@ -5,9 +5,10 @@ queue per priority level (FIFO, or longest-expected-first as a heap). When a wor
 the scheduler looks at the head of every level of every non-empty group whose meters have
 room and starts the one with the highest *effective* priority: its level plus the time it
 has waited divided by `aging_s` (so a low task that waited long enough beats a fresh
-urgent one); ties go to the earlier-queued task, then the earlier-submitted one. Groups
-are few (lanes x agents x models), so a pick costs a handful of comparisons however many
-tasks wait.
+urgent one); ties go to the earlier-queued task, then the earlier-submitted one. With
+longest-first, the level plus whole aging steps is compared first, then the expected
+duration, so longer tasks start first across agents too. Groups are few (lanes x agents
+x models), so a pick costs a handful of comparisons however many tasks wait.
 
 Tasks that must wait (a retry's backoff) sit in a timer heap and join their group when due.
 When nothing can start, workers park on futures; a timer wakes them at the earliest time a
@@ -33,12 +34,13 @@ if TYPE_CHECKING:
 INF = math.inf
 LEVELS = (3, 2, 1, 0)  # urgent, high, normal, low
 READY = TaskState.READY
+_LEF_MAX = 0.999999  # an expected duration only orders tasks inside one effective level
 
 
 class Group:
     """Ready tasks sharing one set of meters."""
 
-    __slots__ = ("heaps", "key", "lane", "lef", "meters", "queues")
+    __slots__ = ("dropped", "heaps", "key", "lane", "lef", "meters", "queues")
 
     def __init__(self, key: tuple[str, str, str], meters: Sequence[Meter], *, lef: bool) -> None:
         self.key = key
@@ -47,6 +49,7 @@ class Group:
         self.lef = lef
         self.queues: list[deque[Task]] = [deque() for _ in LEVELS]
         self.heaps: list[list[tuple[float, int, Task]]] = [[] for _ in LEVELS]
+        self.dropped = 0  # tasks cancelled while queued, found and dropped by head()
 
     def push(self, task: Task, expected: float, seq: int) -> None:
         if self.lef:
@@ -60,10 +63,12 @@ class Group:
             h = self.heaps[level]
             while h and h[0][2].state is not READY:
                 heapq.heappop(h)
+                self.dropped += 1
             return h[0][2] if h else None
         q = self.queues[level]
         while q and q[0].state is not READY:
             q.popleft()
+            self.dropped += 1
         return q[0] if q else None
 
     def pop(self, level: int) -> None:
@@ -85,7 +90,7 @@ class Scheduler:
         self._inv_aging = 1.0 / aging_s
         self._loop = loop
         self._active: dict[Group, None] = {}  # non-empty groups, in insertion order
-        self._delayed: list[tuple[float, int, Task, Group]] = []
+        self._delayed: list[tuple[float, int, Task, Group, float]] = []
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = INF
@@ -104,11 +109,11 @@ class Scheduler:
         if self._waiters:
             self._wake_one()
 
-    def push_later(self, task: Task, group: Group, due: float) -> None:
+    def push_later(self, task: Task, group: Group, due: float, expected: float = 0.0) -> None:
         """Queue `task` when `due` (loop time) comes: a retry's backoff, outside any slot."""
         task.state = READY
         self._seq += 1
-        heapq.heappush(self._delayed, (due, self._seq, task, group))
+        heapq.heappush(self._delayed, (due, self._seq, task, group, expected))
         self._arm(due)
 
     @property
@@ -121,9 +126,9 @@ class Scheduler:
         """The task to start now, with its meters already charged; None if none can."""
         d = self._delayed
         while d and d[0][0] <= now:
-            _, _, t, g = heapq.heappop(d)
+            _, _, t, g, expected = heapq.heappop(d)
             if t.state is READY:
-                self.push(t, g, now)
+                self.push(t, g, now, expected)
         best: Task | None = None
         best_group: Group | None = None
         best_level = 0
@@ -138,6 +143,9 @@ class Scheduler:
                 if head is None:
                     continue
                 eff = level + (now - head.enqueued_at) * inv_aging
+                if g.lef:  # longest first inside an effective level, across groups too
+                    x = -g.heaps[level][0][0]
+                    eff = math.floor(eff) + min(x / (1.0 + x), _LEF_MAX)
                 if eff > best_eff or (eff == best_eff and (head.enqueued_at, head._n) < best_tie):
                     wait = 0.0
                     for m in g.meters:
@@ -156,6 +164,10 @@ class Scheduler:
                 if g.empty():
                     empties = empties or []
                     empties.append(g)
+        for g in self._active:
+            if g.dropped:
+                self.ready -= g.dropped
+                g.dropped = 0
         if empties:
             for g in empties:
                 del self._active[g]
@@ -169,6 +181,9 @@ class Scheduler:
         self.ready -= 1
         for m in best_group.meters:
             m.started(now, best)
+        if self._waiters and self.ready:
+            # a finished attempt may have freed meters other groups wait on: pass it on
+            self._wake_one()
         return best, best_group
 
     # -- parking workers ------------------------------------------------------------------

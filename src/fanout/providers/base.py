@@ -99,7 +99,10 @@ class CallableProvider:
 
         self.name = name
         self._fn = fn
-        self._is_async = inspect.iscoroutinefunction(fn)
+        # an object with an async __call__ is async too
+        self._is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+            getattr(fn, "__call__", None)  # noqa: B004
+        )
         self._threaded = (not self._is_async) if threaded is None else threaded
 
     def limiter_key(self, model: str) -> str:

@@ -63,8 +63,8 @@ class Journal(Generic[T]):
     async def flush(self) -> None:
         """Wait until everything appended so far is durable."""
         target = self._appended
-        if self._durable >= target:
-            return
+        if self._durable >= target or self._task is None or self._task.done():
+            return  # a dead flusher (the store failed) has reported its error already
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._flush_waiters.append((target, fut))
         if not self._wake.is_set():
