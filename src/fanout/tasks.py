@@ -194,6 +194,7 @@ class Task:
         "retry_hint",
         "run",
         "sample",
+        "schema",
         "state",
         "temperature",
         "then",
@@ -227,6 +228,7 @@ class Task:
         attempts: int | None = None,
         expected_s: float | None = None,
         output: OutputKind = "text",
+        schema: Mapping[str, Any] | None = None,
         validate: Callable[[str], str | None] | None = None,
         meta: Mapping[str, Any] | None = None,
     ) -> None:
@@ -261,6 +263,7 @@ class Task:
         self.attempts = attempts
         self.expected_s = expected_s
         self.output: OutputKind = output
+        self.schema = schema  # JSON Schema sent to the provider for json output
         self.validate = validate
         self.meta = meta
         # runtime state, owned by the engine

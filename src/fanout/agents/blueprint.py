@@ -238,6 +238,7 @@ class Blueprint:
             attempts=self.attempts,
             expected_s=self.expected_s,
             output="json" if self.output == "json" else "text",
+            schema=self.schema if self.output == "json" else None,
             validate=self.check,
             meta={"blueprint": self.name, "blueprint_version": self.version, **(meta or {})},
         )

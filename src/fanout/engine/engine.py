@@ -861,6 +861,7 @@ class Engine:
             max_tokens=max_tokens or self.max_tokens,
             temperature=temperature,
             json_mode=t.output == "json",
+            json_schema=dict(t.schema) if t.schema is not None else None,
             extra=extra,
             attempt=attempt,
         )
@@ -949,6 +950,7 @@ def _check(t: Task, c: Completion) -> Any:
         raise EmptyOutput("the answer was empty")
     data = None
     if t.output == "json":
+        text = _unfence(text)
         try:
             data = json.loads(text)
         except ValueError as exc:
@@ -958,6 +960,16 @@ def _check(t: Task, c: Completion) -> Any:
         if problem:
             raise InvalidOutput(problem)
     return data
+
+
+def _unfence(text: str) -> str:
+    """Models often wrap JSON in a ```json fence even when told not to: take it off."""
+    s = text.strip()
+    if s.startswith("```") and s.endswith("```") and s.count("```") == 2:
+        s = s[3:-3]
+        first, _, rest = s.partition("\n")
+        return rest if first.strip().lower() in ("", "json") else s
+    return text
 
 
 def _check_acyclic(tasks: Sequence[Task], members: set[int]) -> None:
