@@ -545,7 +545,7 @@ def test_text_that_is_not_json_is_retried_with_the_parse_error() -> None:
         "guidance": "想想",
     }
     good = json.dumps({"sub_questions": [item] * 3}, ensure_ascii=False)
-    canned = Canned("```json\n" + good + "\n```", good)
+    canned = Canned("好的，下面是子问题：" + good, good)
     r = canned_run(bp, canned)
     assert r.ok
     assert r.attempts == 2
