@@ -4,7 +4,9 @@ Input lines are either the OpenAI Batch API form
     {"custom_id": "q1", "method": "POST", "url": "/v1/chat/completions", "body": {...}}
 or a simple form
     {"id": "q1", "prompt": "..."}   /   {"id": "q1", "messages": [...]}
-with optional "priority", "lane", "agent", "depends_on", "model", "max_tokens".
+with optional "priority", "lane", "agent", "depends_on", "model", "max_tokens", or a line that
+names an agent blueprint and its inputs instead of a prompt
+    {"id": "q1", "agent": "oral-explanation", "inputs": {"question": "...", "topic": "..."}}
 A dependent's prompt may quote a dependency's answer as {{ID}}.
 
 Output lines mirror OpenAI's batch output: {"id", "custom_id", "response": {"status_code",
@@ -21,16 +23,30 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from fanout.errors import InputError
+from fanout.errors import FanoutError, InputError
 from fanout.tasks import Priority, Result, Task
+
+if TYPE_CHECKING:
+    from fanout.agents import Blueprint
 
 Order = Literal["input", "completion"]
 
 SUPPORTED_URLS = ("/v1/chat/completions",)
 _SIMPLE_KEYS = frozenset(
-    {"id", "prompt", "messages", "priority", "lane", "agent", "depends_on", "model", "max_tokens"}
+    {
+        "id",
+        "prompt",
+        "messages",
+        "inputs",
+        "priority",
+        "lane",
+        "agent",
+        "depends_on",
+        "model",
+        "max_tokens",
+    }
 )
 _BATCH_KEYS = frozenset({"custom_id", "method", "url", "body", "priority", "lane", "depends_on"})
 _PLACEHOLDER = re.compile(r"\{\{([^{}]+)\}\}")
@@ -71,7 +87,9 @@ def _line_of(item: Task | LineError) -> int:
     return int(item.meta["line"])
 
 
-def read_batch(path: str | os.PathLike[str]) -> Batch:
+def read_batch(
+    path: str | os.PathLike[str], blueprints: Mapping[str, Blueprint] | None = None
+) -> Batch:
     """Parse a JSONL batch file. A missing or unreadable file raises `InputError`; bad lines
     are collected (with line number and reason), not raised."""
     p = Path(path)
@@ -87,10 +105,10 @@ def read_batch(path: str | os.PathLike[str]) -> Batch:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InputError(f"{p}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
-    return parse_lines(text.splitlines())
+    return parse_lines(text.splitlines(), blueprints)
 
 
-def parse_lines(lines: Iterable[str]) -> Batch:
+def parse_lines(lines: Iterable[str], blueprints: Mapping[str, Blueprint] | None = None) -> Batch:
     tasks: list[Task] = []
     errors: list[LineError] = []
     seen: dict[str, int] = {}
@@ -110,7 +128,7 @@ def parse_lines(lines: Iterable[str]) -> Batch:
         cid = obj.get("custom_id", obj.get("id"))
         cid_s = str(cid) if isinstance(cid, str | int) and not isinstance(cid, bool) else None
         try:
-            task = _task_from(obj, i, cid_s)
+            task = _task_from(obj, i, cid_s, blueprints)
         except InputError as exc:
             errors.append(LineError(i, cid_s, exc.message))
             continue
@@ -132,10 +150,52 @@ def _kind(v: Any) -> str:
     )
 
 
-def _task_from(obj: dict[str, Any], line: int, cid: str | None) -> Task:
+def _task_from(
+    obj: dict[str, Any], line: int, cid: str | None, blueprints: Mapping[str, Blueprint] | None
+) -> Task:
     if "custom_id" in obj or "body" in obj:
         return _from_batch_form(obj, line, cid)
+    if "inputs" in obj:
+        return _from_agent_form(obj, line, cid, blueprints or {})
     return _from_simple_form(obj, line, cid)
+
+
+def _from_agent_form(
+    obj: dict[str, Any], line: int, cid: str | None, blueprints: Mapping[str, Blueprint]
+) -> Task:
+    if cid is None:
+        raise InputError('missing "id": every line needs a string id')
+    extra = sorted(set(obj) & {"prompt", "messages", "max_tokens"})
+    if extra:
+        raise InputError(f'a line with "inputs" takes its prompt from the agent; drop {extra[0]}')
+    agent = obj.get("agent")
+    if not isinstance(agent, str) or not agent:
+        raise InputError('a line with "inputs" needs "agent": the name of a blueprint')
+    bp = blueprints.get(agent)
+    if bp is None:
+        known = ", ".join(sorted(blueprints)) or "none loaded"
+        raise InputError(f"unknown agent {agent!r}; known agents: {known}")
+    inputs = obj["inputs"]
+    if not isinstance(inputs, dict) or not all(isinstance(k, str) for k in inputs):
+        raise InputError('"inputs" must be an object of named values')
+    kw = _common(obj)
+    kw.pop("agent", None)
+    lane = kw.pop("lane", None)
+    try:
+        task = bp.task(
+            {k: str(v) for k, v in inputs.items()},
+            key=cid,
+            priority=kw.get("priority", Priority.NORMAL),
+            depends_on=kw["depends_on"],
+            meta={"line": line, "custom_id": cid},
+        )
+    except FanoutError as exc:
+        raise InputError(exc.message) from None
+    if lane is not None:
+        task.lane = lane
+    if "model" in obj:
+        task.model = str(obj["model"])
+    return task
 
 
 def _common(obj: dict[str, Any]) -> dict[str, Any]:

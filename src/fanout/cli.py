@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sys
 from pathlib import Path
@@ -33,9 +32,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# providers that later versions add; naming one now is a config error, never a fall-back
-_KEY_VARS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
-
 
 def _err(message: str) -> None:
     typer.echo(f"fanout: {message}", err=True)
@@ -46,19 +42,38 @@ def _root() -> None:
     """Run many LLM agent calls at once, fast and safely."""
 
 
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", help="fanout.yaml to use (default: ./fanout.yaml if present)."),
+]
+
+
 @app.command()
 def batch(
     input: Annotated[Path, typer.Argument(help="JSONL file: one request per line.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write results.")],
-    concurrency: Annotated[int, typer.Option(help="Calls in flight at once.", min=1)] = 16,
+    config: ConfigOpt = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Calls in flight at once (default 16).", min=1)
+    ] = None,
     provider: Annotated[
-        str | None, typer.Option(help="Provider to call (default: the built-in simulator).")
+        str | None,
+        typer.Option(help="Provider: a name from fanout.yaml, or sim, openai, anthropic, command."),
     ] = None,
     model: Annotated[str | None, typer.Option(help="Model for lines that name none.")] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(help="Base URL of an OpenAI-compatible or Anthropic server."),
+    ] = None,
+    command: Annotated[
+        str | None, typer.Option(help='Command for --provider command, e.g. "claude -p".')
+    ] = None,
     rpm: Annotated[float | None, typer.Option(help="Requests per minute budget.")] = None,
     tpm: Annotated[float | None, typer.Option(help="Tokens per minute budget.")] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds per attempt.")] = 120.0,
-    attempts: Annotated[int, typer.Option(help="Attempts per task (1 = no retry).", min=1)] = 3,
+    timeout: Annotated[float | None, typer.Option(help="Seconds per attempt.")] = None,
+    attempts: Annotated[
+        int | None, typer.Option(help="Attempts per task (1 = no retry).", min=1)
+    ] = None,
     deadline: Annotated[
         float | None, typer.Option(help="Seconds for the whole run; the rest is cancelled.")
     ] = None,
@@ -81,24 +96,30 @@ def batch(
 ) -> None:
     """Run every line of a JSONL file; write one result line per input line."""
     from fanout.batch import BatchSink, check_output_path, read_batch
+    from fanout.setup import EngineChoice, engine_setup
 
     try:
         if order not in ("input", "completion"):
             raise ConfigError(f"--order {order!r}: use 'input' or 'completion'")
-        engine_kwargs, note = _engine_options(
-            provider=provider,
-            model=model,
-            rpm=rpm,
-            tpm=tpm,
-            concurrency=concurrency,
-            timeout=timeout,
-            attempts=attempts,
-            sim_latency=sim_latency,
-            sim_faults=sim_faults,
-            seed=seed,
+        setup = engine_setup(
+            EngineChoice(
+                config=config,
+                provider=provider,
+                model=model,
+                base_url=base_url,
+                command=command,
+                rpm=rpm,
+                tpm=tpm,
+                concurrency=concurrency,
+                timeout=timeout,
+                attempts=attempts,
+                sim_latency=sim_latency,
+                sim_faults=sim_faults,
+                seed=seed,
+            )
         )
         out = check_output_path(output, input)
-        parsed = read_batch(input)
+        parsed = read_batch(input, setup.blueprints)
         if parsed.lines == 0:
             raise ConfigError(f"{input}: has no request lines")
         if parsed.errors:
@@ -109,16 +130,19 @@ def batch(
             if strict:
                 _err(f"{len(parsed.errors)} bad line(s); nothing was run (--strict)")
                 raise typer.Exit(EXIT_BAD_INPUT)
-        if note:
-            _err(note)
+        if setup.note:
+            _err(setup.note)
         sink = BatchSink(parsed, out, order)  # type: ignore[arg-type]
     except FanoutError as exc:
         _err(exc.message)
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
+    submit = dict(setup.submit_kwargs)
+    if deadline is not None:
+        submit["deadline_s"] = deadline
     try:
         metrics, lines = asyncio.run(
-            _run_batch(parsed.tasks, sink, engine_kwargs, deadline, progress)
+            _run_batch(parsed.tasks, sink, setup.engine_kwargs, submit, progress)
         )
     except KeyboardInterrupt:
         sink.writer.abort()
@@ -149,13 +173,13 @@ async def _run_batch(
     tasks: list[Any],
     sink: Any,
     engine_kwargs: dict[str, Any],
-    deadline: float | None,
+    submit_kwargs: dict[str, Any],
     show_progress: bool,
 ) -> tuple[dict[str, Any], int]:
     from fanout.engine.engine import Engine
 
     async with Engine(**engine_kwargs) as engine:
-        run = engine.submit(tasks, kind="batch", deadline_s=deadline)
+        run = engine.submit(tasks, kind="batch", **submit_kwargs)
         sink.attach(run)
         loop = asyncio.get_running_loop()
 
@@ -184,61 +208,58 @@ async def _run_batch(
         return metrics, lines
 
 
-def _engine_options(
-    *,
-    provider: str | None,
-    model: str | None,
-    rpm: float | None,
-    tpm: float | None,
-    concurrency: int,
-    timeout: float,
-    attempts: int,
-    sim_latency: str | None,
-    sim_faults: str | None,
-    seed: int,
-) -> tuple[dict[str, Any], str | None]:
-    """Engine keyword arguments from CLI flags, and a one-line note for the user."""
-    from fanout.engine.limits import ProviderLimits
-    from fanout.engine.retry import RetryPolicy
-    from fanout.providers.sim import SimConfig, SimProvider, parse_faults, parse_latency
+agents_app = typer.Typer(help="The agent blueprints: built in, yours, this project's.")
+app.add_typer(agents_app, name="agents")
 
-    note = None
-    name = provider or "sim"
-    if name != "sim":
-        var = _KEY_VARS.get(name)
-        if var is not None and not os.environ.get(var):
-            raise ConfigError(
-                f"--provider {name} needs an API key in the environment variable {var}; "
-                "set it, or leave out --provider to use the built-in simulator"
-            )
-        raise ConfigError(f"--provider {name!r} is not available in this version; available: sim")
-    if timeout <= 0:
-        raise ConfigError(f"--timeout {timeout}: must be positive")
-    if (rpm is not None and rpm <= 0) or (tpm is not None and tpm <= 0):
-        raise ConfigError("--rpm and --tpm must be positive")
+
+@agents_app.command("list")
+def agents_list(config: ConfigOpt = None) -> None:
+    """Every agent blueprint that can be used here, and where it comes from."""
+    from fanout.setup import load_agents
+
     try:
-        sim_kwargs: dict[str, Any] = dict(parse_latency(sim_latency)) if sim_latency else {}
-        faults = parse_faults(sim_faults) if sim_faults else {}
-        sim = SimProvider(SimConfig(seed=seed, faults=faults, **sim_kwargs))
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    if provider is None:
-        note = "no provider configured: using the built-in simulator (sim); see --provider"
-    limits = {}
-    if rpm is not None or tpm is not None:
-        limits[name] = ProviderLimits(rpm=rpm, tpm=tpm)
-    kwargs: dict[str, Any] = {
-        "providers": {"sim": sim},
-        "provider": name,
-        "concurrency": concurrency,
-        "timeout": timeout,
-        "retry": RetryPolicy(attempts=attempts),
-        "limits": limits,
-        "seed": seed,
-    }
-    if model:
-        kwargs["model"] = model
-    return kwargs, note
+        bps = load_agents(config)
+    except FanoutError as exc:
+        _err(exc.message)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    width = max((len(n) for n in bps), default=10)
+    for name, bp in sorted(bps.items()):
+        where = bp.origin if bp.source is None else f"{bp.origin}: {bp.source}"
+        typer.echo(f"{name:<{width}}  {bp.output:<8}  {bp.lane or '-':<21}  {where}")
+        if bp.description:
+            typer.echo(f"{'':<{width}}  {bp.description}")
+
+
+@agents_app.command("show")
+def agents_show(
+    name: Annotated[str, typer.Argument(help="The agent's name.")], config: ConfigOpt = None
+) -> None:
+    """One blueprint: its settings, inputs and prompt."""
+    from fanout.setup import load_agents
+
+    try:
+        bps = load_agents(config)
+    except FanoutError as exc:
+        _err(exc.message)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    bp = bps.get(name)
+    if bp is None:
+        _err(f"unknown agent {name!r}; known agents: {', '.join(sorted(bps))}")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    typer.echo(bp.describe())
+
+
+@app.command(
+    "sim-server", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+def sim_server(ctx: typer.Context) -> None:
+    """Serve the simulator over HTTP on loopback (OpenAI and Anthropic wire formats).
+
+    Flags: --host, --port (8089), --rpm, --tpm, --faults, --latency, --seed, --stats-file.
+    """
+    from fanout.sim_server import main as sim_main
+
+    raise typer.Exit(sim_main(list(ctx.args)))
 
 
 def main() -> None:

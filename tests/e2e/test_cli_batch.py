@@ -131,7 +131,7 @@ def test_without_strict_bad_lines_get_error_lines_and_exit_1(tmp_path: Path) -> 
     ("args", "message"),
     [
         (("--provider", "openai"), "OPENAI_API_KEY"),
-        (("--provider", "nosuch"), "not available"),
+        (("--provider", "nosuch"), "not configured; use one of"),
         (("--sim-faults", "418=0.5"), "418"),
         (("--sim-latency", "fast"), "fast"),
         (("--order", "random"), "--order"),

@@ -179,6 +179,41 @@ class Blueprint:
     def required_inputs(self) -> tuple[str, ...]:
         return tuple(n for n, spec in self.inputs.items() if spec.required)
 
+    def describe(self) -> str:
+        """What `fanout agents show` prints: settings, inputs, checks, then the prompt."""
+        lines = [f"{self.name}  (version {self.version}, {self.origin})"]
+        if self.source is not None:
+            lines.append(f"  file: {self.source}")
+        if self.replaces is not None:
+            lines.append(f"  overrides: {self.replaces}")
+        if self.description:
+            lines.append(f"  {self.description}")
+        settings = {
+            "lane": self.lane,
+            "provider": self.provider,
+            "model": self.model,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "timeout": self.timeout,
+            "attempts": self.attempts,
+            "expected_s": self.expected_s,
+            "output": self.output,
+        }
+        lines.extend(f"  {k}: {v}" for k, v in settings.items() if v is not None)
+        lines.append("  inputs:")
+        for name, spec in self.inputs.items():
+            req = "required" if spec.required else f"optional, default {spec.default!r}"
+            desc = f" - {spec.description}" if spec.description else ""
+            lines.append(f"    {name} ({req}){desc}")
+        if self.validators is not None:
+            lines.append(f"  checks: {self.validators.model_dump(exclude_none=True)}")
+        if self.schema is not None:
+            import json
+
+            lines.append("  schema: " + json.dumps(self.schema, ensure_ascii=False))
+        lines += ["", self.body.rstrip()]
+        return "\n".join(lines)
+
     def render(self, inputs: Mapping[str, Any] | None = None) -> str:
         """The prompt with `inputs` filled in. Raises `InputError` for a missing required
         input or one the blueprint does not declare."""

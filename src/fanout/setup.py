@@ -1,0 +1,172 @@
+"""From a config file and command-line choices to what the engine needs.
+
+One place, used by the CLI (and later the service), so they hold no logic the library
+lacks: which providers to build, their limits, the blueprints with the config's agent
+settings applied, and the one line that says the simulator is answering.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fanout.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fanout.agents import Blueprint
+    from fanout.config import Config
+    from fanout.providerspec import ProviderSpec
+
+DEFAULT_CONCURRENCY = 16
+DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+SIM_NOTE = "no provider configured: using the built-in simulator (sim); see --provider"
+
+
+@dataclass(slots=True, kw_only=True)
+class EngineChoice:
+    """What the user chose on the command line; None means "as configured"."""
+
+    config: Path | None = None
+    provider: str | None = None
+    model: str | None = None
+    base_url: str | None = None
+    command: str | None = None
+    rpm: float | None = None
+    tpm: float | None = None
+    concurrency: int | None = None
+    timeout: float | None = None
+    attempts: int | None = None
+    sim_latency: str | None = None
+    sim_faults: str | None = None
+    seed: int = 0
+
+
+@dataclass(slots=True)
+class Setup:
+    engine_kwargs: dict[str, Any]
+    submit_kwargs: dict[str, Any]
+    blueprints: dict[str, Blueprint]
+    note: str | None = None
+    provider_name: str = "sim"
+    config: Config | None = field(default=None, repr=False)
+
+
+def load_agents(config_path: Path | None = None) -> dict[str, Blueprint]:
+    """Blueprints (package, user dir, project dir) with the config's agent settings."""
+    from fanout.agents import load_blueprints
+    from fanout.config import load_config
+
+    return load_config(config_path).apply_agents(load_blueprints())
+
+
+def engine_setup(choice: EngineChoice) -> Setup:
+    """Engine and submit keyword arguments for `choice`. Raises `ConfigError` for anything
+    that cannot be used, naming it: an unknown provider, a missing key, a bad value."""
+    from fanout.agents import load_blueprints
+    from fanout.config import load_config
+    from fanout.engine.limits import ProviderLimits
+    from fanout.engine.retry import RetryPolicy
+    from fanout.providers import build_provider, provider_types
+
+    cfg = load_config(choice.config)
+    specs = cfg.provider_specs()
+    configured = bool(cfg.providers)
+    name = choice.provider or cfg.default_provider_name
+    if name in specs and not (choice.base_url or choice.command):
+        spec = specs[name]
+    elif name in provider_types():
+        spec = _spec_from_flags(name, choice)
+    else:
+        known = sorted(set(specs) | set(provider_types()))
+        raise ConfigError(f"--provider {name!r} is not configured; use one of: {', '.join(known)}")
+    if (choice.sim_latency or choice.sim_faults) and spec.type != "sim":
+        raise ConfigError("--sim-latency and --sim-faults are for the simulator (--provider sim)")
+    if spec.type == "sim":
+        spec = _sim_spec(spec, choice)
+    for flag, value in (("--rpm", choice.rpm), ("--tpm", choice.tpm)):
+        if value is not None and value <= 0:
+            raise ConfigError(f"{flag} {value}: must be positive")
+    if choice.timeout is not None and choice.timeout <= 0:
+        raise ConfigError(f"--timeout {choice.timeout}: must be positive")
+
+    kw: dict[str, Any] = dict(cfg.engine_kwargs())
+    concurrency = choice.concurrency or (
+        cfg.concurrency if cfg.source is not None else DEFAULT_CONCURRENCY
+    )
+    kw["concurrency"] = concurrency
+    kw["provider"] = name
+    kw["providers"] = {name: build_provider(name, spec, concurrency=concurrency)}
+    model = choice.model or spec.model
+    if model:
+        kw["model"] = model
+    if choice.timeout is not None:
+        kw["timeout"] = choice.timeout
+    if choice.attempts is not None:
+        kw["retry"] = dataclasses.replace(
+            kw.get("retry") or RetryPolicy(), attempts=choice.attempts
+        )
+    limits = dict(kw.get("limits") or {})
+    if choice.rpm is not None or choice.tpm is not None:
+        base = limits.get(name) or ProviderLimits()
+        limits[name] = dataclasses.replace(
+            base,
+            rpm=choice.rpm if choice.rpm is not None else base.rpm,
+            tpm=choice.tpm if choice.tpm is not None else base.tpm,
+        )
+    kw["limits"] = limits
+    kw["seed"] = choice.seed
+    note = SIM_NOTE if spec.type == "sim" and choice.provider is None and not configured else None
+    return Setup(
+        engine_kwargs=kw,
+        submit_kwargs=cfg.submit_kwargs(),
+        blueprints=cfg.apply_agents(load_blueprints()),
+        note=note,
+        provider_name=name,
+        config=cfg,
+    )
+
+
+def _spec_from_flags(kind: str, choice: EngineChoice) -> ProviderSpec:
+    """A provider named by type on the command line (--provider openai --base-url ...)."""
+    import os
+
+    from fanout.providerspec import ProviderSpec
+
+    if choice.base_url is not None and kind not in ("openai", "anthropic"):
+        raise ConfigError(f"--base-url is for --provider openai or anthropic, not {kind}")
+    if kind == "command":
+        if not choice.command:
+            raise ConfigError('--provider command needs --command, e.g. --command "claude -p"')
+        return ProviderSpec(type="command", command=choice.command)
+    if choice.command is not None:
+        raise ConfigError("--command is for --provider command")
+    key_env = DEFAULT_KEY_ENV.get(kind)
+    if key_env is not None and not os.environ.get(key_env):
+        if choice.base_url is None:
+            raise ConfigError(
+                f"--provider {kind} needs an API key in the environment variable {key_env}; "
+                "set it, or give --base-url for a local server, or leave out --provider to "
+                "use the built-in simulator"
+            )
+        key_env = None  # a local server without a key
+    try:
+        return ProviderSpec(type=kind, base_url=choice.base_url, api_key_env=key_env)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ConfigError(f"--provider {kind}: {exc}") from None
+
+
+def _sim_spec(spec: ProviderSpec, choice: EngineChoice) -> ProviderSpec:
+    from fanout.providers.sim import parse_faults, parse_latency
+
+    opts = dict(spec.options)
+    opts.setdefault("seed", choice.seed)
+    try:
+        if choice.sim_latency:
+            opts.update(parse_latency(choice.sim_latency))
+        if choice.sim_faults:
+            opts["faults"] = parse_faults(choice.sim_faults)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return spec.model_copy(update={"options": opts})
