@@ -448,3 +448,55 @@ def test_parse_latency_errors(text: str, words: list[str]) -> None:
 def test_config_errors(kw: dict[str, Any], word: str) -> None:
     with pytest.raises(ValueError, match=word):
         SimConfig(**kw)
+
+
+def test_sim_follows_length_and_table_instructions_like_a_model() -> None:
+    import asyncio
+
+    from fanout.providers.base import Request
+    from fanout.providers.sim import SimConfig, SimProvider
+
+    sim = SimProvider(SimConfig(base_latency_s=0.0, jitter=0.0))
+
+    def ask(prompt: str) -> str:
+        req = Request(
+            model="sim-1", messages=[{"role": "user", "content": prompt}], max_tokens=4000
+        )
+        return asyncio.run(sim.complete(req)).text
+
+    text = ask("请解释逆否命题。Write 800 to 1200 characters (字).")
+    assert 700 <= len(text) <= 1300
+    longer = ask("请解释逆否命题。At least 1500 characters (字).")
+    assert len(longer) >= 1400
+    plain = ask("请解释逆否命题。")
+    assert len(plain) < 400  # no instruction: the configured natural length
+    table = ask("比较逆命题和逆否命题，用一个 Markdown table。")
+    assert "| --- | --- | --- |" in table
+    assert "| --- |" not in plain
+
+
+def test_every_builtin_agent_passes_its_checks_on_the_simulator() -> None:
+    import asyncio
+
+    import fanout
+    from fanout.agents import builtin_blueprints
+
+    bps = builtin_blueprints()
+    inputs = {
+        "question": "什么是逆否命题？",
+        "learner_text": "逆否命题就是把条件和结论都否定再交换，和原命题同真同假。",
+        "topic": "离散数学",
+    }
+    tasks = [bp.task(inputs) for bp in bps.values()]
+    sim = fanout.SimProvider(fanout.SimConfig(base_latency_s=0.0))
+
+    async def main() -> fanout.Run:
+        async with fanout.Engine(providers=sim, concurrency=10) as engine:
+            return await engine.run(tasks)
+
+    run = asyncio.run(main())
+    for t in tasks:
+        r = run.result(t)
+        assert r is not None
+        assert r.ok, (t.agent, r.error)
+        assert r.attempts == 1, t.agent

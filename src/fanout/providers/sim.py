@@ -319,6 +319,10 @@ def _answer(request: Request, prompt: str, cfg: SimConfig) -> tuple[str, str]:
     rng = random.Random(hashlib.blake2b(seed_text.encode(errors="surrogatepass")).digest())
     zh = _CJK_RE.search(prompt) is not None
     target = rng.randint(cfg.min_output_tokens, cfg.max_output_tokens)
+    chars = _requested_chars(prompt)
+    if chars is not None:  # follow a length instruction the way a model roughly would
+        n = rng.randint(*chars)
+        target = n if zh else max(1, n // 4)
     if request.json_schema:
         text = json.dumps(_instance(request.json_schema, rng, zh), ensure_ascii=False)
     elif request.json_schema is not None or request.json_mode:
@@ -326,9 +330,41 @@ def _answer(request: Request, prompt: str, cfg: SimConfig) -> tuple[str, str]:
         text = json.dumps(obj, ensure_ascii=False)
     else:
         text = _prose(rng, target, zh)
+        if _TABLE_RE.search(prompt):
+            text = _table(rng, zh) + "\n\n" + text
     if estimate_tokens(text) > request.max_tokens:
         return _cut(text, request.max_tokens), "length"
     return text, "stop"
+
+
+_UNIT = r"\s*(?:characters|chars|字)"
+_RANGE_RE = re.compile(r"(\d{2,5})\s*(?:to|-|–|—|~|至|到)\s*(\d{2,5})" + _UNIT, re.IGNORECASE)
+_AT_LEAST_RE = re.compile(r"(?:at least|至少)\s*(\d{2,5})" + _UNIT, re.IGNORECASE)
+_TABLE_RE = re.compile(r"markdown table|表格", re.IGNORECASE)
+
+
+def _requested_chars(prompt: str) -> tuple[int, int] | None:
+    """A length the prompt asks for ("800 to 1200 characters", "at least 1500 字")."""
+    if m := _RANGE_RE.search(prompt):
+        lo, hi = sorted((int(m.group(1)), int(m.group(2))))
+        return lo, hi
+    if m := _AT_LEAST_RE.search(prompt):
+        n = int(m.group(1))
+        return n, n + n // 2
+    return None
+
+
+def _table(rng: random.Random, zh: bool, rows: int = 4) -> str:
+    """A small Markdown table, for prompts that ask for one."""
+    cols = 3
+
+    def cell() -> str:
+        return _phrase(rng, zh).replace("|", "/")
+
+    head = "| " + " | ".join(cell() for _ in range(cols)) + " |"
+    sep = "| " + " | ".join("---" for _ in range(cols)) + " |"
+    body = ["| " + " | ".join(cell() for _ in range(cols)) + " |" for _ in range(rows)]
+    return "\n".join([head, sep, *body])
 
 
 def _prose(rng: random.Random, target: int, zh: bool) -> str:
