@@ -138,8 +138,17 @@ class Scheduler:
         empties: list[Group] | None = None
         inv_aging = self._inv_aging
         for g in self._active:
+            queues = None if g.lef else g.queues
             for level in LEVELS:
-                head = g.head(level)
+                if queues is not None:  # FIFO fast path: no call for an empty level
+                    q = queues[level]
+                    if not q:
+                        continue
+                    head = q[0]
+                    if head.state is not READY:
+                        head = g.head(level)
+                else:
+                    head = g.head(level)
                 if head is None:
                     continue
                 eff = level + (now - head.enqueued_at) * inv_aging
@@ -164,7 +173,6 @@ class Scheduler:
                 if g.empty():
                     empties = empties or []
                     empties.append(g)
-        for g in self._active:
             if g.dropped:
                 self.ready -= g.dropped
                 g.dropped = 0

@@ -246,6 +246,8 @@ class SimProvider:
     # -- internals ---------------------------------------------------------------------
 
     def _draw(self, key: str, attempt: int) -> tuple[str | None, float]:
+        if not self._fault_table and not self.config.jitter:
+            return None, 1.0  # nothing to draw: skip seeding a generator per call
         rng = random.Random(f"{self.config.seed}:{key}:{attempt}")
         u = rng.random()
         fault = next((kind for cum, kind in self._fault_table if u < cum), None)
