@@ -140,13 +140,12 @@ class Scheduler:
         for g in self._active:
             queues = None if g.lef else g.queues
             for level in LEVELS:
+                head: Task | None
                 if queues is not None:  # FIFO fast path: no call for an empty level
                     q = queues[level]
                     if not q:
                         continue
-                    head = q[0]
-                    if head.state is not READY:
-                        head = g.head(level)
+                    head = q[0] if q[0].state is READY else g.head(level)
                 else:
                     head = g.head(level)
                 if head is None:

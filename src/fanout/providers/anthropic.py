@@ -1,5 +1,4 @@
-"""Anthropic Messages through the official `anthropic` SDK (its retries off, aiohttp
-transport with a pool sized to the concurrency)."""
+"""Anthropic Messages through the official `anthropic` SDK (see `SdkProvider`)."""
 
 from __future__ import annotations
 
@@ -8,8 +7,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from fanout.providers.base import Chunk, Completion, Request
-from fanout.providers.httperrors import from_sdk_error
-from fanout.providers.openai import DEFAULT_POOL, KEEPALIVE_S, SDK_TIMEOUT_S
+from fanout.providers.sdk import DEFAULT_POOL, SDK_TIMEOUT_S, SdkProvider
 
 if TYPE_CHECKING:
     from fanout.providerspec import ProviderSpec
@@ -17,8 +15,8 @@ if TYPE_CHECKING:
 JSON_HINT = "Answer with one JSON value only, no prose and no code fence."
 
 
-class AnthropicProvider:
-    streams = True
+class AnthropicProvider(SdkProvider):
+    sdk = "anthropic"
 
     def __init__(
         self,
@@ -28,39 +26,16 @@ class AnthropicProvider:
         base_url: str | None = None,
         pool: int = DEFAULT_POOL,
     ) -> None:
-        self.name = name
-        self.base_url = base_url
-        self._api_key = api_key
-        self._pool = max(1, pool)
-        self._client: Any = None
+        super().__init__(name=name, api_key=api_key, base_url=base_url, pool=pool)
 
-    def __repr__(self) -> str:  # never shows the key
-        return f"AnthropicProvider(name={self.name!r}, base_url={self.base_url!r})"
-
-    def _get(self) -> Any:
-        if self._client is None:
-            import anthropic
-            import httpx2
-
-            http = anthropic.DefaultAioHttpClient(
-                limits=httpx2.Limits(
-                    max_connections=self._pool,
-                    max_keepalive_connections=self._pool,
-                    keepalive_expiry=KEEPALIVE_S,
-                ),
-                timeout=SDK_TIMEOUT_S,
-            )
-            self._client = anthropic.AsyncAnthropic(
-                api_key=self._api_key,
-                base_url=self.base_url,
-                max_retries=0,
-                timeout=SDK_TIMEOUT_S,
-                http_client=http,
-            )
-        return self._client
-
-    def limiter_key(self, model: str) -> str:
-        return f"{self.name}:{model}"
+    def _make_client(self, module: Any, http: Any) -> Any:
+        return module.AsyncAnthropic(
+            api_key=self._api_key,
+            base_url=self.base_url,
+            max_retries=0,
+            timeout=SDK_TIMEOUT_S,
+            http_client=http,
+        )
 
     def body(self, request: Request) -> dict[str, Any]:
         system = [m["content"] for m in request.messages if m.get("role") == "system"]
@@ -90,7 +65,7 @@ class AnthropicProvider:
         try:
             msg = await client.messages.create(**self.body(request))
         except Exception as exc:
-            raise _mapped(exc, self.name) from exc
+            raise self._mapped(exc) from exc
         text = "".join(getattr(b, "text", "") for b in msg.content if b.type == "text")
         return Completion(
             text=text,
@@ -123,7 +98,7 @@ class AnthropicProvider:
                         stop = ev.delta.stop_reason or stop
                         output_tokens = ev.usage.output_tokens
         except Exception as exc:
-            raise _mapped(exc, self.name) from exc
+            raise self._mapped(exc) from exc
         yield Completion(
             text="".join(parts),
             finish_reason=_finish(stop),
@@ -133,22 +108,9 @@ class AnthropicProvider:
             latency_s=time.perf_counter() - t0,
         )
 
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
-
 
 def _finish(reason: str | None) -> str:
     return "length" if reason == "max_tokens" else "stop"
-
-
-def _mapped(exc: Exception, name: str) -> Exception:
-    import anthropic
-
-    if isinstance(exc, anthropic.AnthropicError):
-        return from_sdk_error(exc, name)
-    return exc
 
 
 def from_spec(

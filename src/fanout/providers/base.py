@@ -132,6 +132,28 @@ class CallableProvider:
         return None
 
 
+def chat_body(request: Request) -> dict[str, Any]:
+    """The OpenAI Chat Completions body for `request`: what the openai adapter sends, and
+    the simulator's canonical form (its request hash and fault draws are keyed on it)."""
+    body: dict[str, Any] = {
+        "model": request.model,
+        "messages": request.messages,
+        "max_tokens": request.max_tokens,
+    }
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.json_schema:
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "answer", "schema": request.json_schema, "strict": False},
+        }
+    elif request.json_schema is not None or request.json_mode:
+        body["response_format"] = {"type": "json_object"}
+    for k, v in request.extra.items():
+        body.setdefault(k, v)
+    return body
+
+
 def estimate_tokens(text: str) -> int:
     """Local token estimate: a CJK character is about one token, other text about four
     characters a token. No tokenizer files are needed."""

@@ -13,20 +13,17 @@ from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from fanout.errors import ConfigError
-from fanout.providers.base import Chunk, Completion, Request
-from fanout.providers.httperrors import from_sdk_error
+from fanout.providers.base import Chunk, Completion, Request, chat_body
+from fanout.providers.sdk import DEFAULT_POOL, SDK_TIMEOUT_S, SdkProvider
 
 if TYPE_CHECKING:
     from fanout.providerspec import ProviderSpec
 
-DEFAULT_POOL = 64
-KEEPALIVE_S = 60.0
-SDK_TIMEOUT_S = 3600.0  # the engine enforces attempt and idle timeouts itself
 LOCAL_KEY = "not-needed"  # local servers (Ollama, vLLM...) accept any key
 
 
-class OpenAIProvider:
-    streams = True
+class OpenAIProvider(SdkProvider):
+    sdk = "openai"
 
     def __init__(
         self,
@@ -36,58 +33,19 @@ class OpenAIProvider:
         base_url: str | None = None,
         pool: int = DEFAULT_POOL,
     ) -> None:
-        self.name = name
-        self.base_url = base_url
-        self._api_key = api_key or LOCAL_KEY
-        self._pool = max(1, pool)
-        self._client: Any = None
+        super().__init__(name=name, api_key=api_key or LOCAL_KEY, base_url=base_url, pool=pool)
 
-    def __repr__(self) -> str:  # never shows the key
-        return f"OpenAIProvider(name={self.name!r}, base_url={self.base_url!r})"
-
-    def _get(self) -> Any:
-        if self._client is None:
-            import httpx2
-            import openai
-
-            http = openai.DefaultAioHttpClient(
-                limits=httpx2.Limits(
-                    max_connections=self._pool,
-                    max_keepalive_connections=self._pool,
-                    keepalive_expiry=KEEPALIVE_S,
-                ),
-                timeout=SDK_TIMEOUT_S,
-            )
-            self._client = openai.AsyncOpenAI(
-                api_key=self._api_key,
-                base_url=self.base_url,
-                max_retries=0,
-                timeout=SDK_TIMEOUT_S,
-                http_client=http,
-            )
-        return self._client
-
-    def limiter_key(self, model: str) -> str:
-        return f"{self.name}:{model}"
+    def _make_client(self, module: Any, http: Any) -> Any:
+        return module.AsyncOpenAI(
+            api_key=self._api_key,
+            base_url=self.base_url,
+            max_retries=0,
+            timeout=SDK_TIMEOUT_S,
+            http_client=http,
+        )
 
     def body(self, request: Request) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": request.model,
-            "messages": request.messages,
-            "max_tokens": request.max_tokens,
-        }
-        if request.temperature is not None:
-            body["temperature"] = request.temperature
-        if request.json_schema is not None:
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "answer", "schema": request.json_schema, "strict": False},
-            }
-        elif request.json_mode:
-            body["response_format"] = {"type": "json_object"}
-        for k, v in request.extra.items():
-            body.setdefault(k, v)
-        return body
+        return chat_body(request)
 
     async def complete(self, request: Request) -> Completion:
         client = self._get()
@@ -95,7 +53,7 @@ class OpenAIProvider:
         try:
             resp = await client.chat.completions.create(**self.body(request))
         except Exception as exc:
-            raise _mapped(exc, self.name) from exc
+            raise self._mapped(exc) from exc
         choice = resp.choices[0] if resp.choices else None
         usage = resp.usage
         return Completion(
@@ -130,7 +88,7 @@ class OpenAIProvider:
                             parts.append(text)
                             yield Chunk(text)
         except Exception as exc:
-            raise _mapped(exc, self.name) from exc
+            raise self._mapped(exc) from exc
         yield Completion(
             text="".join(parts),
             finish_reason=_finish(finish),
@@ -140,22 +98,9 @@ class OpenAIProvider:
             latency_s=time.perf_counter() - t0,
         )
 
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
-
 
 def _finish(reason: str | None) -> str:
     return "length" if reason == "length" else "stop"
-
-
-def _mapped(exc: Exception, name: str) -> Exception:
-    import openai
-
-    if isinstance(exc, openai.OpenAIError):
-        return from_sdk_error(exc, name)
-    return exc
 
 
 def from_spec(

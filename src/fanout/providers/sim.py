@@ -28,7 +28,7 @@ from fanout.errors import (
     RateLimited,
     ServerError,
 )
-from fanout.providers.base import Chunk, Completion, Request, estimate_tokens
+from fanout.providers.base import Chunk, Completion, Request, chat_body, estimate_tokens
 
 if TYPE_CHECKING:
     from fanout.providerspec import ProviderSpec
@@ -162,23 +162,7 @@ class SimProvider:
         return f"sim:{model}"
 
     def body(self, request: Request) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": request.model,
-            "messages": request.messages,
-            "max_tokens": request.max_tokens,
-        }
-        if request.temperature is not None:
-            body["temperature"] = request.temperature
-        if request.json_schema:
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "answer", "schema": request.json_schema},
-            }
-        elif request.json_schema is not None or request.json_mode:
-            body["response_format"] = {"type": "json_object"}
-        for k, v in request.extra.items():
-            body.setdefault(k, v)
-        return body
+        return chat_body(request)
 
     def request_hash(self, request: Request) -> str:
         """The key of `stats()["by_request_hash"]`: sha256 hex of the canonical JSON body."""
