@@ -176,7 +176,8 @@ class SimProvider:
         t0 = time.perf_counter()
         key, fault, done, latency = self._prepare(request)
         await self._fail(fault, latency)
-        await asyncio.sleep(latency)
+        # the time spent making the answer is part of the modelled latency, as a server's is
+        await asyncio.sleep(max(0.0, latency - (time.perf_counter() - t0)))
         return self._finish(key, done, t0)
 
     async def stream(self, request: Request) -> AsyncIterator[Chunk | Completion]:
