@@ -292,13 +292,12 @@ def test_variable_names_are_accepted(tmp_path: Path, name: str) -> None:
         ("agents:\n  x:\n", "agents.x: expected a mapping of keys to values, got an empty value"),
         (
             "providers:\n  x: {model: m}\n",
-            "providers.x.type: required but missing (one of: openai, anthropic, command, "
-            "python, sim)",
+            "providers.x: `type` is required; one of: anthropic, command, openai, python, sim",
         ),
         (
             "providers:\n  x: {type: gemini}\n",
-            "providers.x.type: 'gemini' is not allowed; use one of 'openai', 'anthropic', "
-            "'command', 'python' or 'sim'",
+            "providers.x.type: 'gemini' is not a provider type; known: anthropic, command, "
+            "openai, python, sim (a plugin adds one through the fanout.providers entry points)",
         ),
         (
             "providers:\n  claude: {type: command}\n",
@@ -356,3 +355,42 @@ def test_empty_sections_and_replaced_lanes(tmp_path: Path) -> None:
     assert cfg.provider_specs() == {"anthropic": ProviderSpec(type="anthropic")}
     cfg = load_config(write(tmp_path, "lanes: {fast: 9}\n"), env=NO_ENV)
     assert cfg.lanes == {"fast": 9}  # a lanes section replaces the seed notes' defaults
+
+
+def test_a_plugin_provider_type_from_entry_points_is_configurable_and_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.metadata
+    import sys
+    import types
+
+    from fanout.providers import build_provider
+    from fanout.providers.base import CallableProvider
+
+    plugin = types.ModuleType("fanout_test_plugin")
+
+    def from_spec(name: str, spec: object, *, concurrency: int, env: object = None) -> object:
+        return CallableProvider(lambda req: "来自插件", name=name)
+
+    plugin.from_spec = from_spec  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "fanout_test_plugin", plugin)
+    ep = importlib.metadata.EntryPoint(
+        name="echo", value="fanout_test_plugin:from_spec", group="fanout.providers"
+    )
+    real = importlib.metadata.entry_points
+
+    def fake(**kw: object) -> object:
+        if kw.get("group") == "fanout.providers":
+            return [ep]
+        return real(**kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("fanout.providers.entry_points", fake)
+    cfg_file = tmp_path / "fanout.yaml"
+    cfg_file.write_text("providers:\n  mine: {type: echo}\n", encoding="utf-8")
+    cfg = load_config(cfg_file)
+    spec = cfg.provider_specs()["mine"]
+    provider = build_provider("mine", spec, concurrency=4)
+    assert provider.name == "mine"
+    cfg_file.write_text("providers:\n  mine: {type: nosuch}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"'nosuch' is not a provider type; known: .*echo"):
+        load_config(cfg_file)

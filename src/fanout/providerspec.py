@@ -32,7 +32,7 @@ class ProviderSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    type: ProviderType
+    type: str  # a built-in type (ProviderType) or one a plugin registers
     base_url: str | None = None
     api_key_env: str | None = None
     model: str | None = None
@@ -44,6 +44,28 @@ class ProviderSpec(BaseModel):
     callable: str | None = None
     timeout: float | None = Field(default=None, gt=0)
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _has_type(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "type" not in data:
+            from fanout.providers import provider_types
+
+            raise ValueError(f"`type` is required; one of: {', '.join(sorted(provider_types()))}")
+        return data
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        from fanout.providers import provider_types
+
+        known = provider_types()
+        if value not in known:
+            raise ValueError(
+                f"{value!r} is not a provider type; known: {', '.join(sorted(known))} "
+                "(a plugin adds one through the fanout.providers entry points)"
+            )
+        return value
 
     @field_validator("api_key_env")
     @classmethod
