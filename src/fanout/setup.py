@@ -152,7 +152,7 @@ def _spec_from_flags(kind: str, choice: EngineChoice) -> ProviderSpec:
             )
         key_env = None  # a local server without a key
     try:
-        return ProviderSpec(type=kind, base_url=choice.base_url, api_key_env=key_env)  # type: ignore[arg-type]
+        return ProviderSpec(type=kind, base_url=choice.base_url, api_key_env=key_env)
     except ValueError as exc:
         raise ConfigError(f"--provider {kind}: {exc}") from None
 
