@@ -11,12 +11,11 @@ may start and its `then` callback may add tasks.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import random
 import secrets
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from fanout.engine.events import (
@@ -38,12 +37,18 @@ from fanout.engine.limits import (
     ProviderLimits,
     ProviderMeter,
 )
+from fanout.engine.plan import plan
+from fanout.engine.request import (
+    body_max_tokens,
+    build_request,
+    check_completion,
+    estimate,
+)
 from fanout.engine.retry import RetryPolicy, describe
 from fanout.engine.run import Run
 from fanout.engine.scheduler import Group, Scheduler
 from fanout.errors import (
     ConfigError,
-    EmptyOutput,
     FanoutError,
     InvalidOutput,
     Overloaded,
@@ -53,7 +58,7 @@ from fanout.errors import (
     RateLimited,
     TruncatedOutput,
 )
-from fanout.providers.base import Completion, Provider, Request, estimate_tokens
+from fanout.providers.base import Completion, Provider, Request
 from fanout.store.base import (
     AttemptFailed,
     AttemptStarted,
@@ -276,7 +281,8 @@ class Engine:
             raise PlanError(f"a run with id {run_id!r} already exists", run_id=run_id)
         run = Run(self, run_id, kind=kind, retry_budget=retry_budget, config=config or {})
         task_list = list(tasks)
-        self._plan(run, task_list)  # raises before anything is recorded
+        # raises before anything is recorded
+        plan(run, task_list, self.providers, self.default_provider)
         self._runs[run_id] = run
         assert self._journal is not None
         self._journal.append(RunOpened(run_id, kind, time.time(), run.config))
@@ -299,61 +305,12 @@ class Engine:
     def add_tasks(self, run: Run, tasks: list[Task]) -> list[Task]:
         if run.done or run.status != "running":
             raise FanoutError(f"run {run.id} has finished; start a new run", run_id=run.id)
-        self._plan(run, tasks)
+        plan(run, tasks, self.providers, self.default_provider)
         self._admit(run, tasks)
         if run.cancel_reason is not None:  # e.g. a `then` of a task that ended as it was cancelled
             for t in tasks:
                 self.cancel_task(t, run.cancel_reason)
         return tasks
-
-    def _plan(self, run: Run, tasks: Sequence[Task]) -> None:
-        """Check `tasks` as an addition to `run`: keys unique, dependencies known, no cycle."""
-        new_keys: dict[str, Task] = {}
-        for t in tasks:
-            if t.run is not None:
-                raise PlanError(f"task {t.id} was already submitted", run_id=run.id)
-            if t.has_explicit_key:
-                k = t.key
-                if k in new_keys or k in run.by_key:
-                    raise PlanError(f"two tasks have the key {k!r}: keys must be unique in a run")
-                new_keys[k] = t
-        for t in tasks:
-            pname = t.provider or self.default_provider
-            if pname not in self.providers:
-                raise ConfigError(
-                    f"task {t.key!r} asks for provider {pname!r}, which is not configured "
-                    f"(configured: {', '.join(sorted(self.providers))})"
-                )
-        members = {id(t) for t in tasks}
-        derived: dict[str, Task] | None = None
-        for t in tasks:
-            resolved: list[Task] = []
-            for d in t.depends_on:
-                if isinstance(d, Task):
-                    if id(d) not in members and d.run is not run:
-                        raise PlanError(
-                            f"task {t.key!r} depends on a task that is not in this run",
-                            run_id=run.id,
-                        )
-                    resolved.append(d)
-                    continue
-                dep = new_keys.get(d) or run.by_key.get(d)
-                if dep is None:
-                    if derived is None:  # fall back to derived keys, computed once
-                        derived = {x.key: x for x in tasks}
-                        derived.update({x.key: x for x in run.tasks})
-                    dep = derived.get(d)
-                if dep is None:
-                    raise PlanError(
-                        f"task {t.key!r} depends on {d!r}, which is not a task of this run",
-                        run_id=run.id,
-                    )
-                if dep is t:
-                    raise PlanError(f"task {t.key!r} depends on itself", run_id=run.id)
-                resolved.append(dep)
-            t.depends_on = tuple(resolved)
-        if any(t.depends_on for t in tasks):
-            _check_acyclic(tasks, members)
 
     def _admit(self, run: Run, tasks: list[Task]) -> None:
         loop = self._loop
@@ -464,7 +421,7 @@ class Engine:
                 return
         g: Group = t.group
         if self.provider_meters[g.key[2]].tpm is not None and t.est_tokens < 0:
-            t.est_tokens = _estimate(t, self.max_tokens)
+            t.est_tokens = estimate(t, self.max_tokens)
         assert self._sched is not None
         self._sched.push(t, g, now, self._expected_for(t) if g.lef else 0.0)
 
@@ -657,12 +614,14 @@ class Engine:
         try:
             if slot.abort is not None:
                 raise _Aborted(slot.abort)
-            request = self._request(t, attempt)
+            request = build_request(
+                t, attempt, model=self.model, max_tokens=self.max_tokens, deps=self._deps_of(t)
+            )
             if provider.streams and self.idle_timeout is not None:
                 completion = await self._stream(provider, request, slot, t0, timeout)
             else:
                 completion = await provider.complete(request)
-            data = _check(t, completion)
+            data = check_completion(t, completion)
         except asyncio.CancelledError:
             reason = _abort_reason(slot)
             if reason is None:  # the engine is closing
@@ -757,7 +716,7 @@ class Engine:
         if info.error_class == "content" and not t.content_retried:
             t.content_retried = True
             if isinstance(error, TruncatedOutput):
-                t.max_tokens = 2 * (t.max_tokens or _body_max_tokens(t) or self.max_tokens)
+                t.max_tokens = 2 * (t.max_tokens or body_max_tokens(t) or self.max_tokens)
             elif isinstance(error, InvalidOutput):
                 t.retry_hint = info.message
             return 0.0
@@ -830,43 +789,6 @@ class Engine:
             self._deadline_at = soonest
             self._deadline_timer = self._loop.call_at(soonest, self._on_deadline)
 
-    def _request(self, t: Task, attempt: int) -> Request:
-        body = t.body
-        extra: dict[str, Any] = {}
-        max_tokens = t.max_tokens
-        temperature = t.temperature
-        if body is not None:
-            messages = list(body.get("messages") or [])
-            if not messages and "prompt" in body:
-                messages = [{"role": "user", "content": str(body["prompt"])}]
-            max_tokens = max_tokens or _body_max_tokens(t)
-            if temperature is None and body.get("temperature") is not None:
-                temperature = float(body["temperature"])
-            extra = {k: v for k, v in body.items() if k not in _BODY_KEYS}
-        else:
-            p = t.prompt
-            if callable(p):
-                p = p(self._deps_of(t))
-            messages = [{"role": "user", "content": p}] if isinstance(p, str) else list(p or [])
-        if t.retry_hint:
-            messages.append(
-                {
-                    "role": "user",
-                    "content": "Your previous answer could not be used: "
-                    f"{t.retry_hint}. Answer again in full, in the required format.",
-                }
-            )
-        return Request(
-            model=t.model or self.model,
-            messages=messages,
-            max_tokens=max_tokens or self.max_tokens,
-            temperature=temperature,
-            json_mode=t.output == "json",
-            json_schema=dict(t.schema) if t.schema is not None else None,
-            extra=extra,
-            attempt=attempt,
-        )
-
     # -- the ticker: slow tasks, and a safety wake-up ------------------------------------------
 
     async def _tick(self) -> None:
@@ -918,89 +840,6 @@ class _Aborted(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-_BODY_KEYS = frozenset({"model", "messages", "max_tokens", "max_completion_tokens", "temperature"})
-
-
-def _body_max_tokens(t: Task) -> int | None:
-    b = t.body or {}
-    v = b.get("max_tokens") or b.get("max_completion_tokens")
-    return int(v) if v else None
-
-
-def _estimate(t: Task, default_max: int) -> int:
-    p = t.prompt
-    if isinstance(p, str):
-        text = p
-    elif isinstance(p, list):
-        text = " ".join(str(m.get("content", "")) for m in p)
-    elif t.body is not None:
-        text = json.dumps(t.body.get("messages", ""), ensure_ascii=False)
-    else:
-        text = ""
-    return estimate_tokens(text) + (t.max_tokens or _body_max_tokens(t) or default_max)
-
-
-def _check(t: Task, c: Completion) -> Any:
-    """Turn a completion into a content fault when it cannot be used as it is."""
-    if c.finish_reason == "length":
-        raise TruncatedOutput(f"output cut at the token limit ({c.output_tokens} tokens)")
-    text = c.text
-    if not text or not text.strip():
-        raise EmptyOutput("the answer was empty")
-    data = None
-    if t.output == "json":
-        text = _unfence(text)
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise InvalidOutput(f"the answer is not valid JSON ({exc})") from None
-    if t.validate is not None:
-        problem = t.validate(text)
-        if problem:
-            raise InvalidOutput(problem)
-    return data
-
-
-def _unfence(text: str) -> str:
-    """Models often wrap JSON in a ```json fence even when told not to: take it off."""
-    s = text.strip()
-    if s.startswith("```") and s.endswith("```") and s.count("```") == 2:
-        s = s[3:-3]
-        first, _, rest = s.partition("\n")
-        return rest if first.strip().lower() in ("", "json") else s
-    return text
-
-
-def _check_acyclic(tasks: Sequence[Task], members: set[int]) -> None:
-    """Kahn's algorithm over the new tasks; dependencies on existing tasks cannot cycle."""
-    indeg: dict[int, int] = {}
-    users: dict[int, list[Task]] = {}
-    for t in tasks:
-        n = 0
-        for d in t.depends_on:
-            assert isinstance(d, Task)
-            if id(d) in members:
-                n += 1
-                users.setdefault(id(d), []).append(t)
-        indeg[id(t)] = n
-    stack = [t for t in tasks if indeg[id(t)] == 0]
-    seen = 0
-    while stack:
-        t = stack.pop()
-        seen += 1
-        for u in users.get(id(t), ()):
-            indeg[id(u)] -= 1
-            if indeg[id(u)] == 0:
-                stack.append(u)
-    if seen != len(tasks):
-        cyc = [t.key for t in tasks if indeg[id(t)] > 0][:5]
-        raise PlanError(
-            "the dependencies form a cycle (tasks involved include: "
-            + ", ".join(repr(k) for k in cyc)
-            + "); remove one of the depends_on links"
-        )
 
 
 def _new_run_id() -> str:
