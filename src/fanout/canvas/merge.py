@@ -1,0 +1,300 @@
+"""Our additions onto a canvas, as a pure plan: which note, which node, which edge, where.
+
+`merge_results` takes a canvas as it is on disk now and the results to write, and returns a
+copy of it with, per (target, agent): a file node (id `node_id_for(target, agent)`) and an
+edge target → node labelled with the agent. A node or edge with our id that is already
+there is kept as it is (the learner may have moved or recoloured it): that is what makes a
+rerun add nothing. Nothing else in the canvas changes, except the optional recolouring of
+the question nodes of a scored target. It reads the notes folder (to reuse a note a killed
+run left behind) but writes nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from fanout.canvas.layout import DEFAULT_GAP, DEFAULT_NODE_SIZE, place_nodes
+from fanout.canvas.model import Canvas, Node, Rect, normalize_colour
+from fanout.canvas.naming import (
+    DEFAULT_NAMESPACE,
+    edge_id_for,
+    is_our_id,
+    node_id_for,
+    note_file_name,
+    safe_component,
+    short_id_for,
+)
+from fanout.canvas.safefile import DEFAULT_KEEP_BACKUPS, DEFAULT_LOCK_TIMEOUT_S
+from fanout.canvas.vault import is_inside, resolve_in_vault, vault_path
+from fanout.errors import ConfigError
+
+#: the colour of the file nodes we add (the spec's cyan; the original system's AI output)
+DEFAULT_NOTE_COLOUR = "5"
+#: verdict -> colour for recolouring question nodes, in the original system's palette
+ORIGINAL_VERDICT_COLOURS: Mapping[str, str] = {
+    "not_understood": "1",
+    "partial": "3",
+    "mastered": "2",
+}
+#: the same in the JSON Canvas spec's palette (red, yellow... : 1 red, 2 orange, 4 green)
+SPEC_VERDICT_COLOURS: Mapping[str, str] = {"not_understood": "1", "partial": "2", "mastered": "4"}
+
+
+@dataclass(frozen=True, slots=True)
+class NoteResult:
+    """One agent's answer for one target: written as a note, a file node and an edge."""
+
+    target_id: str
+    agent: str
+    text: str
+    #: a heading for the note (`# title` above the text), if any
+    title: str | None = None
+    #: a scoring verdict (e.g. "partial"); recolours the target's questions if enabled
+    verdict: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WriteOptions:
+    #: vault-relative folder for the notes; default `<canvas folder>/<canvas name>-explanations`
+    notes_dir: str | None = None
+    #: colour of the new file nodes (None: no colour)
+    node_colour: str | None = DEFAULT_NOTE_COLOUR
+    node_size: tuple[int, int] = DEFAULT_NODE_SIZE
+    gap: int = DEFAULT_GAP
+    #: part of every id we make; two namespaces never touch each other's nodes
+    namespace: str = DEFAULT_NAMESPACE
+    #: verdict -> colour for the question nodes pointing at a scored target; None: off
+    recolour: Mapping[str, str] | None = None
+    keep_backups: int = DEFAULT_KEEP_BACKUPS
+    #: fanout's data dir for locks and backups (default `safefile.data_dir()`)
+    data_dir: Path | None = None
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S
+    #: tries of a write that fails with an OS error before giving up
+    attempts: int = 3
+    #: times we re-read and merge again when the canvas changes under us
+    max_merges: int = 20
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedNote:
+    target_id: str
+    agent: str
+    node_id: str
+    edge_id: str
+    #: the note file (absolute) and its vault-relative path as the file node stores it
+    path: Path
+    vault_path: str
+    rect: Rect
+    node_action: Literal["add", "keep"]
+    edge_action: Literal["add", "keep"]
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedResult:
+    target_id: str
+    agent: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.target_id} / {self.agent}: {self.reason}"
+
+
+@dataclass(slots=True)
+class WritePlan:
+    """The canvas with our additions (not written), and what goes where."""
+
+    canvas: Canvas
+    notes: list[PlannedNote] = field(default_factory=list)
+    skipped: list[SkippedResult] = field(default_factory=list)
+    #: (node id, new colour) of recoloured question nodes
+    recoloured: list[tuple[str, str]] = field(default_factory=list)
+
+
+def render_note(result: NoteResult) -> str:
+    """The note's exact text: the result's text, under `# title` if it has one."""
+    return f"# {result.title}\n\n{result.text}" if result.title else result.text
+
+
+def notes_folder(canvas_path: Path, vault_root: Path, notes_dir: str | None) -> Path:
+    """The folder the notes go in; `ConfigError` if it would leave the vault."""
+    if notes_dir is None:
+        name = safe_component(canvas_path.stem, max_bytes=80, fallback="canvas") + "-explanations"
+        folder = Path(canvas_path).absolute().parent / name
+    else:
+        resolved = resolve_in_vault(vault_root, notes_dir.strip("/") or ".")
+        if resolved is None:
+            raise ConfigError(f"notes folder {notes_dir!r} is not inside the vault {vault_root}")
+        folder = resolved
+    if not is_inside(vault_root, folder):
+        raise ConfigError(f"notes folder {folder} is not inside the vault {vault_root}")
+    return folder
+
+
+def merge_results(
+    disk: Canvas,
+    results: Sequence[NoteResult],
+    *,
+    canvas_path: Path,
+    vault_root: Path,
+    options: WriteOptions,
+) -> WritePlan:
+    """`disk` plus our notes' nodes and edges (a deep copy; `disk` is not changed)."""
+    canvas = Canvas(copy.deepcopy(disk.data), path=disk.path, style=disk.style)
+    plan = WritePlan(canvas)
+    folder = notes_folder(canvas_path, vault_root, options.notes_dir)
+    ns = options.namespace
+    claimed: set[str] = set()
+    pending: list[_Pending] = []
+    seen: set[tuple[str, str]] = set()
+    for result in results:
+        if (result.target_id, result.agent) in seen:
+            raise ValueError(f"two results for target {result.target_id!r} and {result.agent!r}")
+        seen.add((result.target_id, result.agent))
+        target = canvas.node(result.target_id)
+        if target is None:
+            plan.skipped.append(_skip(result, "the target node is no longer on the canvas"))
+            continue
+        if target.rect is None:
+            plan.skipped.append(_skip(result, "the target node has no position"))
+            continue
+        node_id = node_id_for(result.target_id, result.agent, ns)
+        ours = canvas.node(node_id)
+        if ours is not None and (not isinstance(ours.raw, dict) or ours.type != "file"):
+            plan.skipped.append(_skip(result, f"node id {node_id} is taken by another node"))
+            continue
+        short = short_id_for(result.target_id, result.agent, ns)
+        path = _note_path(result, target, ours, short, folder, vault_root, claimed)
+        claimed.add(str(path).casefold())
+        edge_id = edge_id_for(result.target_id, result.agent, ns)
+        has_edge = any(e.id == edge_id for e in canvas.edges)
+        pending.append(_Pending(result, target.rect, node_id, edge_id, path, ours, has_edge))
+    width, height = options.node_size
+    obstacles = [r for n in canvas.nodes if (r := n.rect) is not None]
+    size = (float(width), float(height))
+    spots = iter(
+        place_nodes(
+            obstacles, [(p.anchor, size) for p in pending if p.ours is None], gap=options.gap
+        )
+    )
+    new_edges: list[dict[str, Any]] = []
+    for p in pending:
+        rel = vault_path(vault_root, p.path)
+        from_side, to_side = "right", "left"
+        if p.ours is None:
+            spot = next(spots)
+            rect, from_side, to_side = spot.rect, spot.from_side, spot.to_side
+            canvas.append_node(_file_node(p.node_id, rel, rect, options.node_colour))
+        else:
+            rect = p.ours.rect or Rect(0, 0, width, height)
+            if p.ours.file != rel:
+                p.ours.raw["file"] = rel
+        if not p.has_edge:
+            new_edges.append(_edge(p, from_side, to_side))
+        plan.notes.append(
+            PlannedNote(
+                p.result.target_id,
+                p.result.agent,
+                p.node_id,
+                p.edge_id,
+                p.path,
+                rel,
+                rect,
+                "keep" if p.ours else "add",
+                "keep" if p.has_edge else "add",
+            )
+        )
+        verdict = p.result.verdict
+        if verdict and options.recolour and verdict in options.recolour:
+            _recolour(canvas, p.result.target_id, options.recolour[verdict], ns, plan)
+    for raw in new_edges:
+        canvas.append_edge(raw)
+    return plan
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    result: NoteResult
+    anchor: Rect
+    node_id: str
+    edge_id: str
+    path: Path
+    ours: Node | None
+    has_edge: bool
+
+
+def _skip(result: NoteResult, reason: str) -> SkippedResult:
+    return SkippedResult(result.target_id, result.agent, reason)
+
+
+def _note_path(
+    result: NoteResult,
+    target: Node,
+    ours: Node | None,
+    short: str,
+    folder: Path,
+    vault_root: Path,
+    claimed: set[str],
+) -> Path:
+    # 1. the note our node already points at (Obsidian updates it when a note is moved)
+    if ours is not None and ours.file and ours.file.lower().endswith(".md"):
+        existing = resolve_in_vault(vault_root, ours.file)
+        if existing is not None and str(existing).casefold() not in claimed:
+            return existing
+    # 2. a note with our short id that a run killed before its canvas write left behind
+    if folder.is_dir():
+        for leftover in sorted(folder.glob(f"*-{short}.md")):
+            if leftover.is_file() and str(leftover).casefold() not in claimed:
+                return leftover
+    # 3. a new name
+    text = target.text or PurePosixPath(target.file or "").stem or target.label or ""
+    attempt = 1
+    while True:
+        candidate = folder / note_file_name(result.agent, text, short, attempt=attempt)
+        taken = str(candidate).casefold() in claimed
+        if not taken and (candidate.is_file() or not candidate.exists()):
+            return candidate
+        attempt += 1
+
+
+def _file_node(node_id: str, rel: str, rect: Rect, colour: str | None) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "id": node_id,
+        "type": "file",
+        "file": rel,
+        "x": int(rect.x),
+        "y": int(rect.y),
+        "width": int(rect.width),
+        "height": int(rect.height),
+    }
+    if colour is not None:
+        raw["color"] = colour
+    return raw
+
+
+def _edge(p: _Pending, from_side: str, to_side: str) -> dict[str, Any]:
+    return {
+        "id": p.edge_id,
+        "fromNode": p.result.target_id,
+        "fromSide": from_side,
+        "toNode": p.node_id,
+        "toSide": to_side,
+        "label": p.result.agent,
+    }
+
+
+def _recolour(canvas: Canvas, target_id: str, colour: str, ns: str, plan: WritePlan) -> None:
+    for edge in canvas.valid_edges():
+        if edge.to_node != target_id:
+            continue
+        node = canvas.node(edge.from_node or "")
+        if node is None or not node.valid or node.type not in ("text", "file"):
+            continue
+        if is_our_id(node.id, ns) or node.id == target_id:
+            continue
+        if normalize_colour(node.raw.get("color")) != normalize_colour(colour):
+            node.raw["color"] = colour
+            plan.recoloured.append((node.id or "", colour))

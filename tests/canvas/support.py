@@ -1,0 +1,128 @@
+"""Canvases for the tests: a realistic study canvas, and helpers to write and compare them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "original-system"
+SHARED_FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "original-system"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "vault"
+
+
+def study_canvas() -> dict[str, Any]:
+    """Material -> question -> the learner's yellow explanation, in a group, plus every type."""
+    return {
+        "nodes": [
+            {
+                "id": "g1",
+                "type": "group",
+                "x": -50,
+                "y": -50,
+                "width": 1500,
+                "height": 900,
+                "label": "第一章 命题逻辑",
+                "background": "图片/背景.png",
+                "backgroundStyle": "cover",
+                "color": "#A0C4FF",
+                "分组备注": {"层级": 1},
+            },
+            {
+                "id": "m1",
+                "type": "text",
+                "text": "命题逻辑基础\n\n原命题：若 p 则 q；逆否命题：若非 q 则非 p。",
+                "x": 0,
+                "y": 0,
+                "width": 400,
+                "height": 300,
+                "color": "2",
+            },
+            {
+                "id": "q1",
+                "type": "text",
+                "text": "什么是逆否命题？它与原命题等价吗？",
+                "x": 500,
+                "y": 0,
+                "width": 400,
+                "height": 200,
+                "color": "1",
+            },
+            {
+                "id": "y1",
+                "type": "text",
+                "text": "逆否命题就是把条件和结论都否定再交换，它和原命题同真同假。",
+                "x": 500,
+                "y": 300,
+                "width": 400,
+                "height": 200,
+                "color": "3",
+                "自定义": [1, 2.5, None, True],
+            },
+            {
+                "id": "f1",
+                "type": "file",
+                "file": "笔记/命题逻辑.md",
+                "subpath": "#逆否命题",
+                "x": 1000,
+                "y": 0,
+                "width": 400,
+                "height": 400,
+            },
+            {
+                "id": "l1",
+                "type": "link",
+                "url": "https://zh.wikipedia.org/wiki/逆否命題",
+                "x": 1000,
+                "y": 500,
+                "width": 400,
+                "height": 200,
+                "color": "6",
+            },
+        ],
+        "edges": [
+            {
+                "id": "e1",
+                "fromNode": "m1",
+                "fromSide": "right",
+                "fromEnd": "none",
+                "toNode": "q1",
+                "toSide": "left",
+                "toEnd": "arrow",
+                "color": "#ff8800",
+                "label": "出自",
+            },
+            {
+                "id": "e2",
+                "fromNode": "q1",
+                "fromSide": "bottom",
+                "toNode": "y1",
+                "toSide": "top",
+                "label": "个人理解",
+                "未知字段": "保留",
+            },
+            {"id": "e3", "fromNode": "f1", "toNode": "q1", "color": "4"},
+        ],
+        "画布元数据": {"版本": 2, "作者": "小明"},
+    }
+
+
+def write_canvas(folder: Path, name: str, data: dict[str, Any], indent: str | int = "\t") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=indent), encoding="utf-8")
+    return path
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def assert_kept(before: dict[str, Any], after: dict[str, Any]) -> None:
+    """Everything `before` held is in `after` unchanged; only nodes/edges may be appended."""
+    for key, value in before.items():
+        if key in ("nodes", "edges"):
+            assert after[key][: len(value)] == value, key
+        else:
+            assert after[key] == value, key
+    assert list(after)[: len(before)] == list(before)
