@@ -587,38 +587,6 @@ def test_a_cut_off_explanation_is_a_content_fault() -> None:
     )
 
 
-def test_json_agents_get_their_schema_and_pass_on_the_simulator_first_time() -> None:
-    import asyncio
-
-    import fanout
-    from fanout.agents import builtin_blueprints
-
-    bps = builtin_blueprints()
-    inputs = {
-        "question": "什么是逆否命题？",
-        "learner_text": "逆否命题就是把条件和结论都否定再交换，和原命题同真同假。",
-        "topic": "离散数学",
-    }
-    names = ["scoring-agent", "basic-decomposition", "deep-decomposition"]
-    tasks = [bps[n].task(inputs) for n in names]
-    sim = fanout.SimProvider(fanout.SimConfig(base_latency_s=0.001))
-
-    async def main() -> fanout.Run:
-        async with fanout.Engine(providers=sim, concurrency=3) as engine:
-            return await engine.run(tasks)
-
-    run = asyncio.run(main())
-    for t in tasks:
-        r = run.result(t)
-        assert r is not None
-        assert r.ok, (t.agent, r.error)
-        assert r.attempts == 1
-        assert bps[t.agent or ""].check(r.text or "") is None
-    score = run.result(tasks[0])
-    assert score is not None
-    assert 0 <= score.data["total"] <= 100
-
-
 def test_engine_takes_a_json_answer_out_of_a_code_fence() -> None:
     import asyncio
 

@@ -500,3 +500,9 @@ def test_every_builtin_agent_passes_its_checks_on_the_simulator() -> None:
         assert r is not None
         assert r.ok, (t.agent, r.error)
         assert r.attempts == 1, t.agent
+        if t.output == "json":  # the schema reached the simulator: data, not a retry
+            assert t.schema is not None
+            assert isinstance(r.data, dict)
+    score = run.result(next(t for t in tasks if t.agent == "scoring-agent"))
+    assert score is not None
+    assert 0 <= score.data["total"] <= 100
