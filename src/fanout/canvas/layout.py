@@ -1,8 +1,9 @@
 """Placing new nodes: near their target, overlapping nothing, the same way every time.
 
 Around each target lies a lattice of slots the size of the new node, `gap` apart: column 1
-starts `gap` right of the target, row 1 `gap` below it, column/row 0 align with its left/top
-edge, negative ones go left/up. Slots are tried ring by ring (Chebyshev distance from the
+starts `gap` right of the target, column 0 is the target's own (its slots start `gap` below
+or above it), negative columns go left; in the side columns row 0 is level with the
+target's top. Slots are tried ring by ring (Chebyshev distance from the
 target), inside a ring right before below before left before above, nearest first. The first
 slot whose rectangle, grown by `gap / 2`, touches no existing node (groups included) and no
 node placed before wins. If the first `max_rings` rings are full, the node goes in a free row
@@ -124,7 +125,10 @@ def place_nodes(
         for r in range(1, max_rings + 1):
             for i, j in _ring(r):
                 x = round(_axis(anchor.x, anchor.width, width, gap, i))
-                y = round(_axis(anchor.y, anchor.height, height, gap, j))
+                if i == 0:  # the target's own column: rows start below/above it
+                    y = round(_axis(anchor.y, anchor.height, height, gap, j))
+                else:  # side columns: a stack of new nodes level with the target's top
+                    y = round(anchor.y + j * (height + gap))
                 rect = Rect(x, y, width, height)
                 if not index.hits(rect.inflate(margin)):
                     found = Placement(rect, *_sides(i, j))

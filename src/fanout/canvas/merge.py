@@ -125,7 +125,7 @@ def notes_folder(canvas_path: Path, vault_root: Path, notes_dir: str | None) -> 
         name = safe_component(canvas_path.stem, max_bytes=80, fallback="canvas") + "-explanations"
         folder = Path(canvas_path).absolute().parent / name
     else:
-        resolved = resolve_in_vault(vault_root, notes_dir.strip("/") or ".")
+        resolved = resolve_in_vault(vault_root, notes_dir.rstrip("/") or ".")
         if resolved is None:
             raise ConfigError(f"notes folder {notes_dir!r} is not inside the vault {vault_root}")
         folder = resolved

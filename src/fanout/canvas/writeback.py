@@ -39,7 +39,7 @@ from fanout.canvas.merge import (
     merge_results,
     render_note,
 )
-from fanout.canvas.model import Canvas, CanvasWarning, CanvasWriteError
+from fanout.canvas.model import Canvas, CanvasWarning, CanvasWriteError, Rect
 from fanout.canvas.safefile import (
     atomic_write,
     canvas_lock,
@@ -68,6 +68,8 @@ class NoteWrite:
     vault_path: str
     node_id: str
     edge_id: str
+    #: where the file node is (for a kept node: where the learner left it)
+    rect: Rect
     note: Literal["created", "updated", "unchanged"]
     node: Literal["added", "kept"]
     edge: Literal["added", "kept"]
@@ -252,6 +254,7 @@ def _note_write(n: PlannedNote, action: Literal["created", "updated", "unchanged
         n.vault_path,
         n.node_id,
         n.edge_id,
+        n.rect,
         action,
         "added" if n.node_action == "add" else "kept",
         "added" if n.edge_action == "add" else "kept",
