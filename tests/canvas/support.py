@@ -126,3 +126,29 @@ def assert_kept(before: dict[str, Any], after: dict[str, Any]) -> None:
         else:
             assert after[key] == value, key
     assert list(after)[: len(before)] == list(before)
+
+
+def assert_no_overlap(path: Path, notes: list[tuple[str, str]]) -> None:
+    """Each new node `(node id, target id)` shares no area with any other node, except that it
+    may lie wholly inside a group that also holds its target."""
+    from fanout.canvas import load_canvas
+    from fanout.canvas.layout import overlapping_pairs
+
+    canvas = load_canvas(path)
+    target_of = dict(notes)
+    nodes = [n for n in canvas.nodes if n.rect is not None]
+    rects = [n.rect for n in nodes if n.rect is not None]
+    for a, b in overlapping_pairs(rects):
+        first, second = nodes[a], nodes[b]
+        if first.id not in target_of and second.id not in target_of:
+            continue  # the file's own nodes (a group and its members) may overlap
+        new, other = (first, second) if first.id in target_of else (second, first)
+        assert other.id not in target_of, f"two new nodes overlap: {new.id} {other.id}"
+        assert other.type == "group", f"new node {new.id} overlaps node {other.id}"
+        target = canvas.node(target_of[new.id or ""])
+        assert target is not None
+        assert target.rect is not None
+        assert other.rect is not None
+        assert new.rect is not None
+        assert other.rect.contains(new.rect), f"{new.id} cuts across group {other.id}"
+        assert other.rect.contains(target.rect), f"{new.id} sits in another group {other.id}"

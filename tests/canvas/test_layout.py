@@ -17,7 +17,7 @@ from fanout.canvas import (
 )
 from fanout.canvas.layout import overlapping_pairs
 
-from .support import write_canvas
+from .support import assert_no_overlap, write_canvas
 
 AGENTS = ("oral-explanation", "memory-anchor", "comparison-table")
 
@@ -84,13 +84,8 @@ def test_100_targets_times_3_agents_overlap_nothing_and_stay_near(vault: Path) -
     assert len(report.notes) == 300
     canvas = load_canvas(path)
     assert len(canvas.nodes) == 201 + 300
-    all_rects = [n.rect for n in canvas.nodes if n.rect is not None]
-    new = all_rects[201:]
-    # only old nodes overlap old ones (the group holds its row); the group is a node like
-    # any other, so nothing new cuts into it either
-    for a, b in overlapping_pairs(all_rects):
-        assert a < 201, (a, b)
-        assert b < 201, (a, b)
+    assert_no_overlap(path, [(n.node_id, n.target_id) for n in report.notes])
+    new = [n.rect for n in canvas.nodes[201:] if n.rect is not None]
     assert len(new) == 300
     # packed tighter than a note: there is no room inside the grid, so they hug its outside
     outside = sorted(gap_between(r, Rect(0, 0, 4720, 4140)) for r in new)
@@ -113,6 +108,31 @@ def test_with_room_around_each_target_its_notes_are_adjacent(vault: Path) -> Non
         assert target is not None
         assert gap_between(target, note.rect) <= 440, note  # next to it, or one slot away
     assert overlapping_pairs([r for r in by_id.values() if r is not None]) == []
+
+
+def test_a_note_may_join_its_targets_group_but_never_cut_across_one(vault: Path) -> None:
+    roomy = {"id": "宽", "type": "group", "label": "宽敞的组", "x": 0, "y": 0, "width": 1400,
+             "height": 900}  # fmt: skip
+    tight = {"id": "窄", "type": "group", "label": "紧凑的组", "x": 1500, "y": 0, "width": 500,
+             "height": 300}  # fmt: skip
+    data = {
+        "nodes": [
+            roomy,
+            tight,
+            {"id": "a", "type": "text", "text": "宽敞组里的理解", "x": 40, "y": 40, "width": 400,
+             "height": 200, "color": "3"},
+            {"id": "b", "type": "text", "text": "紧凑组里的理解", "x": 1540, "y": 40, "width": 400,
+             "height": 200, "color": "3"},
+        ]
+    }  # fmt: skip
+    path = write_canvas(vault, "分组.canvas", data)
+    report = write_results(path, [NoteResult(t, ag, "解释") for t in ("a", "b") for ag in AGENTS])
+    assert_no_overlap(path, [(n.node_id, n.target_id) for n in report.notes])
+    group = Rect(0, 0, 1400, 900)
+    inside = [group.contains(n.rect) for n in report.notes if n.target_id == "a"]
+    assert inside == [True, True, True]  # all three fit in the roomy group
+    small = Rect(1500, 0, 500, 300)
+    assert not any(small.overlaps(n.rect) for n in report.notes if n.target_id == "b")
 
 
 def test_placement_is_deterministic(vault: Path) -> None:

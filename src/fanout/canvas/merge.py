@@ -173,13 +173,11 @@ def merge_results(
         has_edge = any(e.id == edge_id for e in canvas.edges)
         pending.append(_Pending(result, target.rect, node_id, edge_id, path, ours, has_edge))
     width, height = options.node_size
-    obstacles = [r for n in canvas.nodes if (r := n.rect) is not None]
+    obstacles = [r for n in canvas.nodes if (r := n.rect) is not None and n.type != "group"]
+    groups = [r for n in canvas.nodes if (r := n.rect) is not None and n.type == "group"]
     size = (float(width), float(height))
-    spots = iter(
-        place_nodes(
-            obstacles, [(p.anchor, size) for p in pending if p.ours is None], gap=options.gap
-        )
-    )
+    requests = [(p.anchor, size) for p in pending if p.ours is None]
+    spots = iter(place_nodes(obstacles, requests, groups=groups, gap=options.gap))
     new_edges: list[dict[str, Any]] = []
     for p in pending:
         rel = vault_path(vault_root, p.path)

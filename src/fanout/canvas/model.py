@@ -110,10 +110,17 @@ def normalize_colour(colour: object) -> str | None:
     return None
 
 
+#: coordinates beyond this are treated as missing (no real canvas is that big)
+MAX_COORDINATE = 1e12
+
+
 def _num(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    if isinstance(value, int) and abs(value) > MAX_COORDINATE:
+        return None
+    number = float(value)
+    return number if abs(number) <= MAX_COORDINATE else None  # also rejects NaN
 
 
 def _str(raw: object, key: str) -> str | None:
@@ -255,7 +262,7 @@ def _node_problems(raw: object) -> list[str]:
         problems.append(f"has type {kind!r}, not one of {', '.join(NODE_TYPES)}")
     for key in ("x", "y", "width", "height"):
         if _num(raw.get(key)) is None:
-            problems.append(f"has no number `{key}`")
+            problems.append(f"has no usable number `{key}`")
     needed = REQUIRED_BY_TYPE.get(kind) if isinstance(kind, str) else None
     if needed and not isinstance(raw.get(needed), str):
         problems.append(f"is a {kind} node without `{needed}`")
