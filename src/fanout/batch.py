@@ -20,7 +20,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -249,7 +249,7 @@ def _from_simple_form(obj: dict[str, Any], line: int, cid: str | None) -> Task:
     else:
         content = _check_messages(messages)
     meta = {"line": line, "custom_id": cid}
-    p: Any = _with_placeholders(content) if kw["depends_on"] else content
+    p: Any = Placeholders(content) if kw["depends_on"] else content
     return Task(p, key=cid, meta=meta, **kw)
 
 
@@ -280,7 +280,7 @@ def _from_batch_form(obj: dict[str, Any], line: int, cid: str | None) -> Task:
     if kw["depends_on"]:
         rest = {k: v for k, v in body.items() if k != "messages"}
         return Task(
-            _with_placeholders(messages),
+            Placeholders(messages),
             key=cid,
             meta=meta,
             model=rest.get("model"),
@@ -300,29 +300,35 @@ def _check_messages(messages: Any) -> list[dict[str, Any]]:
     return messages
 
 
-def _with_placeholders(
-    content: str | list[dict[str, Any]],
-) -> Callable[[Mapping[str, Result]], str | list[dict[str, Any]]]:
-    """A prompt that replaces {{ID}} with the answer of dependency ID."""
+class Placeholders:
+    """A prompt that replaces {{ID}} with the answer of dependency ID. It describes itself
+    (`to_spec`), so the run store can keep it and a resumed run can rebuild it."""
 
-    def fill(text: str, deps: Mapping[str, Result]) -> str:
-        def sub(m: re.Match[str]) -> str:
-            r = deps.get(m.group(1).strip())
-            if r is None:
-                return m.group(0)
-            return r.text if r.ok and r.text is not None else f"[{m.group(1)} failed]"
+    __slots__ = ("content",)
 
-        return _PLACEHOLDER.sub(sub, text)
+    def __init__(self, content: str | list[dict[str, Any]]) -> None:
+        self.content = content
 
-    def render(deps: Mapping[str, Result]) -> str | list[dict[str, Any]]:
+    def to_spec(self) -> dict[str, Any]:
+        return {"kind": "placeholders", "content": self.content}
+
+    def __call__(self, deps: Mapping[str, Result]) -> str | list[dict[str, Any]]:
+        def fill(text: str) -> str:
+            def sub(m: re.Match[str]) -> str:
+                r = deps.get(m.group(1).strip())
+                if r is None:
+                    return m.group(0)
+                return r.text if r.ok and r.text is not None else f"[{m.group(1)} failed]"
+
+            return _PLACEHOLDER.sub(sub, text)
+
+        content = self.content
         if isinstance(content, str):
-            return fill(content, deps)
+            return fill(content)
         return [
-            {**m, "content": fill(m["content"], deps)} if isinstance(m["content"], str) else m
+            {**m, "content": fill(m["content"])} if isinstance(m["content"], str) else m
             for m in content
         ]
-
-    return render
 
 
 def _check_dependencies(tasks: list[Task], errors: list[LineError], seen: dict[str, int]) -> None:

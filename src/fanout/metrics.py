@@ -3,27 +3,39 @@
 wall time, serial estimate (sum of attempt durations), speedup (serial / wall), concurrency
 utilisation (busy slot-seconds / (wall x slots)), throughput, p50/p95 latency (overall and per
 agent), retries, tokens, failures by error kind, peak memory.
+
+A resumed run's metrics start from what the store holds of its earlier segments
+(`RunMetrics.seed`), and `metrics_from_snapshot` computes a stored run's figures with the
+same code, so `fanout report RUN` and `run.metrics()` give the same numbers: sums of
+durations use `math.fsum` (exact, so the order in which attempts are added cannot matter),
+wall times are summed segment by segment in the same order. Answers from the result cache
+(done with no attempt) count as done but add no latency and no tokens.
 """
 
 from __future__ import annotations
 
+import math
 import resource
 import sys
 from array import array
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fanout.engine.events import (
     Event,
     RunFinished,
     RunStarted,
     TaskFinished,
+    TaskInterrupted,
     TaskRetrying,
     TasksAdded,
     TaskSlow,
     TaskStarted,
 )
 from fanout.tasks import TaskState
+
+if TYPE_CHECKING:
+    from fanout.store.base import RunSnapshot
 
 
 def percentile(values: array[float] | list[float], q: float) -> float:
@@ -68,12 +80,16 @@ class RunMetrics:
         self.retries = 0
         self.retries_by_kind: Counter[str] = Counter()
         self.failures_by_kind: Counter[str] = Counter()
-        self.busy_s = 0.0
+        self.durations: array[float] = array("d")  # of every attempt that ended
         self.latencies: array[float] = array("d")
         self.latencies_by_agent: dict[str, array[float]] = {}
         self.input_tokens = 0
         self.output_tokens = 0
         self.slow = 0
+        self.cached = 0
+        self.interrupted = 0
+        self.prior_wall_s = 0.0  # earlier segments of a resumed run
+        self.prior_slot_s = 0.0  # their wall x concurrency
 
     def _lane(self, name: str) -> LaneCounts:
         lc = self.lanes.get(name)
@@ -94,7 +110,7 @@ class RunMetrics:
             self._lane(ev.lane).running -= 1
             self.retries += 1
             self.retries_by_kind[ev.error.kind] += 1
-            self.busy_s += ev.duration
+            self.durations.append(ev.duration)
         elif isinstance(ev, TasksAdded):
             self.total = ev.total
             self.add_lane_totals(ev.lanes)
@@ -103,6 +119,11 @@ class RunMetrics:
             self.total = ev.total
         elif isinstance(ev, TaskSlow):
             self.slow += 1
+        elif isinstance(ev, TaskInterrupted):
+            self.running -= 1
+            self._lane(ev.lane).running -= 1
+            self.interrupted += 1
+            self.durations.append(ev.duration)
         elif isinstance(ev, RunFinished):
             self.ended_at = ev.t
             self.status = ev.status
@@ -115,22 +136,62 @@ class RunMetrics:
         if ev.duration >= 0.0:  # ended by an attempt (else: skipped or cancelled while queued)
             self.running -= 1
             lane.running -= 1
-            self.busy_s += ev.duration
+            self.durations.append(ev.duration)
+        self._result(state, r.attempts, r.latency_s, ev.task.agent, lane, r.error)
+        self.input_tokens += r.input_tokens if r.attempts else 0
+        self.output_tokens += r.output_tokens if r.attempts else 0
+
+    def _result(
+        self,
+        state: TaskState,
+        attempts: int,
+        latency_s: float,
+        agent: str | None,
+        lane: LaneCounts,
+        error: Any,
+    ) -> None:
         if state is TaskState.DONE:
             lane.done += 1
-            self.latencies.append(r.latency_s)
-            agent = ev.task.agent
+            if not attempts:  # from the cache: no call, no latency
+                self.cached += 1
+                return
+            self.latencies.append(latency_s)
             if agent is not None:
                 arr = self.latencies_by_agent.get(agent)
                 if arr is None:
                     arr = self.latencies_by_agent[agent] = array("d")
-                arr.append(r.latency_s)
+                arr.append(latency_s)
         else:
             lane.failed += 1
-            if state is TaskState.FAILED and r.error is not None:
-                self.failures_by_kind[r.error.kind] += 1
-        self.input_tokens += r.input_tokens
-        self.output_tokens += r.output_tokens
+            if state is TaskState.FAILED and error is not None:
+                self.failures_by_kind[error.kind] += 1
+
+    def seed(self, snap: RunSnapshot, dropped: set[int] | None = None) -> None:
+        """Start from what `snap` holds: its attempts, its results (but those in `dropped`:
+        they run again) and its segments' wall time."""
+        tasks = snap.tasks
+        for seg in snap.segments:
+            w = seg.wall
+            self.prior_wall_s += w
+            self.prior_slot_s += w * seg.concurrency
+        for _n, _attempt, outcome, kind, duration in snap.attempts:
+            self.attempts += 1
+            self.durations.append(duration or 0.0)
+            if outcome == "error":
+                self.retries += 1
+                self.retries_by_kind[kind or "error"] += 1
+            elif outcome is None or outcome == "interrupted":
+                self.interrupted += 1
+        for n, r in snap.results.items():
+            if dropped and n in dropped:
+                continue
+            st = tasks[n] if n < len(tasks) else None
+            self.states[r.state] += 1
+            lane = self._lane((st.lane if st else None) or "default")
+            self._result(r.state, r.attempts, r.latency_s, st.agent if st else None, lane, r.error)
+            if r.attempts:
+                self.input_tokens += r.input_tokens
+                self.output_tokens += r.output_tokens
 
     def add_lane_totals(self, lanes: dict[str, int]) -> None:
         for name, n in lanes.items():
@@ -142,9 +203,12 @@ class RunMetrics:
 
     def snapshot(self, now: float) -> dict[str, Any]:
         """The figures so far (final once the run has finished)."""
-        start = self.started_at if self.started_at is not None else now
-        end = self.ended_at if self.ended_at is not None else now
-        wall = max(end - start, 1e-9)
+        seg = 0.0
+        if self.started_at is not None:
+            seg = (self.ended_at if self.ended_at is not None else now) - self.started_at
+        wall = max(self.prior_wall_s + seg, 1e-9)
+        slot_s = max(self.prior_slot_s + seg * self.concurrency, 1e-9)
+        busy = math.fsum(self.durations)
         finished = self.finished
         remaining = self.total - finished
         rate = finished / wall
@@ -159,9 +223,9 @@ class RunMetrics:
             "running": self.running,
             "waiting": max(0, remaining - self.running),
             "wall_s": round(wall, 4),
-            "serial_s": round(self.busy_s, 4),
-            "speedup": round(self.busy_s / wall, 3),
-            "utilisation": round(self.busy_s / (wall * self.concurrency), 4),
+            "serial_s": round(busy, 4),
+            "speedup": round(busy / wall, 3),
+            "utilisation": round(busy / slot_s, 4),
             "throughput_per_s": round(rate, 2),
             "p50_s": round(percentile(self.latencies, 50), 4),
             "p95_s": round(percentile(self.latencies, 95), 4),
@@ -176,8 +240,24 @@ class RunMetrics:
             "retries_by_kind": dict(self.retries_by_kind),
             "failures_by_kind": dict(self.failures_by_kind),
             "slow": self.slow,
+            "cached": self.cached,
+            "interrupted": self.interrupted,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "eta_s": round(remaining / rate, 1) if rate > 0 and remaining > 0 else None,
             "peak_rss_mb": round(peak_rss_mb(), 1),
         }
+
+
+def metrics_from_snapshot(snap: RunSnapshot) -> dict[str, Any]:
+    """A stored run's figures, as `run.metrics()` gives them (see the module docstring)."""
+    conc = snap.segments[-1].concurrency if snap.segments else 1
+    m = RunMetrics(snap.run_id, max(1, conc))
+    m.total = len(snap.tasks)
+    for st in snap.tasks:
+        m._lane(st.lane or "default").total += 1
+    m.seed(snap)
+    m.status = snap.status
+    out = m.snapshot(0.0)
+    out.pop("peak_rss_mb")
+    return out

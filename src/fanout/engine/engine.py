@@ -18,11 +18,13 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
+from fanout.engine.cache import CacheGate, request_keys
 from fanout.engine.events import (
     LimiterChanged,
     RunFinished,
     RunStarted,
     TaskFinished,
+    TaskInterrupted,
     TaskRetrying,
     TasksAdded,
     TaskSlow,
@@ -44,9 +46,11 @@ from fanout.engine.request import (
     check_completion,
     estimate,
 )
+from fanout.engine.resume import resume_run, run_settings
 from fanout.engine.retry import RetryPolicy, describe
 from fanout.engine.run import Run
 from fanout.engine.scheduler import Group, Scheduler
+from fanout.engine.watch import watch
 from fanout.errors import (
     ConfigError,
     FanoutError,
@@ -60,7 +64,10 @@ from fanout.errors import (
 )
 from fanout.providers.base import Completion, Provider, Request
 from fanout.store.base import (
+    CACHE_NONE,
+    CACHE_STORE,
     AttemptFailed,
+    AttemptInterrupted,
     AttemptStarted,
     MemoryStore,
     ResultRecorded,
@@ -73,6 +80,7 @@ from fanout.store.base import (
     TasksAdded as StoreTasksAdded,
 )
 from fanout.store.journal import MAX_BATCH_OPS, Journal
+from fanout.store.spec import task_spec
 from fanout.tasks import ErrorInfo, Result, Task, TaskState
 
 DEFAULT_CONCURRENCY = 16
@@ -80,6 +88,7 @@ DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_MAX_TOKENS = 1024
 DEFAULT_AGING_S = 60.0
 DEFAULT_LANE = "default"
+DEFAULT_CACHE_TTL_S = 30 * 86400.0
 DEFAULT_AGENT = "default"
 INF = math.inf
 TICK_S = 0.25  # slow-task checks and a safety wake-up for parked workers
@@ -142,6 +151,8 @@ class Engine:
         expected_s: Mapping[str, float] | None = None,
         slow_after_s: float | None = None,
         store: Store | None = None,
+        cache: bool = False,
+        cache_ttl_s: float | None = DEFAULT_CACHE_TTL_S,
         seed: int | None = None,
     ) -> None:
         if concurrency < 1:
@@ -154,6 +165,8 @@ class Engine:
             raise ConfigError(f"idle_timeout={idle_timeout}: must be positive")
         if aging_s <= 0:
             raise ConfigError(f"aging_s={aging_s}: must be positive")
+        if cache_ttl_s is not None and cache_ttl_s <= 0:
+            raise ConfigError(f"cache_ttl_s={cache_ttl_s}: must be positive (or None: no expiry)")
         if providers is None:
             from fanout.providers.sim import SimProvider
 
@@ -187,6 +200,13 @@ class Engine:
         self.expected = dict(expected_s or {})
         self.slow_after_s = slow_after_s
         self.store: Store = store if store is not None else MemoryStore()
+        # a store that outlives the process keeps task specs and cache keys (for resume)
+        self._persistent = bool(getattr(self.store, "persistent", False))
+        self.cache = cache
+        self.cache_ttl_s = cache_ttl_s
+        self._gate: CacheGate | None = None
+        self.owner = secrets.token_hex(8)  # this engine's name on the runs it leases
+        self._watcher: asyncio.Task[None] | None = None
         self.rng = random.Random(seed)
         self._observed: dict[str, float] = {}  # agent -> EWMA of attempt latency
         self._lane_meters: dict[str, ConcurrencyMeter] = {}
@@ -228,15 +248,38 @@ class Engine:
             slot.worker = loop.create_task(self._worker(slot), name=f"fanout-worker-{i}")
             self._workers.append(slot.worker)
         self._ticker = loop.create_task(self._tick(), name="fanout-ticker")
+        if self.cache:
+            self._gate = CacheGate(self, self.cache_ttl_s)
+            self._gate.start()
+        if self._persistent:
+            self._watcher = loop.create_task(watch(self), name="fanout-watch")
 
     async def aclose(self) -> None:
         """Cancel unfinished runs, stop the workers, make everything durable."""
         if self._closed or self._loop is None:
             self._closed = True
             return
+        interrupted = []
         for run in list(self._runs.values()):
-            if not run.done:
+            if run.done:
+                continue
+            if run.interrupting:  # stop what runs now; the run stays resumable
+                self._stop_running(run)
+                interrupted.append(run)
+            else:
                 self.cancel_run(run, "the engine was closed")
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+        if self._gate is not None:
+            await self._gate.aclose()
+        if interrupted:  # let the stopped attempts record themselves (bounded: 1 s)
+            for _ in range(100):
+                if not any(s.task is not None and s.task.run.interrupting for s in self._slots):
+                    break
+                await asyncio.sleep(0.01)
+            for run in interrupted:
+                self._close_run(run, "interrupted")
         self._closed = True
         assert self._sched is not None and self._journal is not None
         self._sched.close()
@@ -285,7 +328,20 @@ class Engine:
         plan(run, task_list, self.providers, self.default_provider)
         self._runs[run_id] = run
         assert self._journal is not None
-        self._journal.append(RunOpened(run_id, kind, time.time(), run.config))
+        if self._persistent:
+            self._journal.append(
+                RunOpened(
+                    run_id,
+                    kind,
+                    time.time(),
+                    run.config,
+                    run_settings(self, task_list),
+                    self.owner,
+                    self.concurrency,
+                )
+            )
+        else:
+            self._journal.append(RunOpened(run_id, kind, time.time(), run.config))
         run.bus.emit(RunStarted(self._loop.time(), run_id, 0))
         if deadline_s is not None:
             run.deadline_handle = self._loop.call_later(
@@ -295,6 +351,35 @@ class Engine:
         if run.total == 0:
             self._close_run(run)
         return run
+
+    async def resume(
+        self,
+        run_id: str,
+        tasks: Iterable[Task] | None = None,
+        *,
+        reconfigure: bool = False,
+        blueprints: Mapping[str, Any] | None = None,
+        config: Mapping[str, Any] | None = None,
+        retry_budget: int | None = None,
+    ) -> Run:
+        """Go on with a stored run (the engine needs a persistent store, e.g. `SqliteStore`).
+
+        Finished tasks keep their stored results and are not sent again; the rest run.
+        `tasks`: the run's tasks again (same keys), for tasks the store cannot rebuild
+        (callable prompts, `when`/`then`); None rebuilds every task from the store, with
+        `blueprints` for tasks made from agent blueprints. Raises `ConfigError` when the
+        settings results depend on (providers, model, blueprints) changed, unless
+        `reconfigure`: then the tasks whose request changed run again. Raises `RunBusy`
+        while another live process runs it."""
+        return await resume_run(
+            self,
+            run_id,
+            None if tasks is None else list(tasks),
+            reconfigure=reconfigure,
+            blueprints=blueprints,
+            config=config,
+            retry_budget=retry_budget,
+        )
 
     async def run(self, tasks: Iterable[Task], **kwargs: Any) -> Run:
         """Submit and wait: the run is finished when this returns."""
@@ -314,8 +399,17 @@ class Engine:
 
     def _admit(self, run: Run, tasks: list[Task]) -> None:
         loop = self._loop
-        assert loop is not None and self._journal is not None and self._sched is not None
+        assert loop is not None and self._journal is not None
+        # a spec is taken before `_bind` fills in defaults: a resume applies its own
+        specs = [task_spec(t) for t in tasks] if self._persistent else None
+        lanes = self._attach(run, tasks)
+        self._journal.append(StoreTasksAdded(run.id, tasks, specs))
         now = loop.time()
+        run.bus.emit(TasksAdded(now, run.id, len(tasks), run.total, lanes))
+        self._release(tasks, now)
+
+    def _attach(self, run: Run, tasks: list[Task]) -> dict[str, int]:
+        """Number, bind and register `tasks` in `run`; returns how many each lane got."""
         base = len(run.tasks)
         lanes: dict[str, int] = {}
         for i, t in enumerate(tasks):
@@ -328,10 +422,14 @@ class Engine:
                 run.by_key[t.key] = t
         run.tasks.extend(tasks)
         run.results_by_n.extend([None] * len(tasks))
-        self._journal.append(StoreTasksAdded(run.id, tasks))
-        run.bus.emit(TasksAdded(now, run.id, len(tasks), run.total, lanes))
+        return lanes
+
+    def _release(self, tasks: list[Task], now: float) -> None:
+        """Link `tasks` to their dependencies; queue those that can start."""
         ready: list[Task] = []
         for t in tasks:
+            if t.state.terminal:  # a resumed run's finished task
+                continue
             left = 0
             failed_dep: Task | None = None
             for d in t.depends_on:
@@ -419,11 +517,42 @@ class Engine:
             if not selected:
                 self._finalize(t, SKIPPED, ErrorInfo("dependency", "not_selected", "not selected"))
                 return
+        if t.run.interrupting:
+            return  # stays waiting: a resume starts it
+        gate = self._gate
+        if gate is not None:
+            try:
+                keys = self._keys_of(t)
+            except Exception as exc:  # a prompt callable that raises
+                self._finalize(t, FAILED, ErrorInfo("permanent", "prompt_error", repr(exc)))
+                return
+            gate.admit(t, keys[0])
+            return
+        self._enqueue(t, now)
+
+    def _enqueue(self, t: Task, now: float | None = None) -> None:
+        """Queue `t` to be sent."""
+        if t.run.interrupting:
+            return
         g: Group = t.group
         if self.provider_meters[g.key[2]].tpm is not None and t.est_tokens < 0:
             t.est_tokens = estimate(t, self.max_tokens)
-        assert self._sched is not None
-        self._sched.push(t, g, now, self._expected_for(t) if g.lef else 0.0)
+        assert self._sched is not None and self._loop is not None
+        when = self._loop.time() if now is None else now
+        self._sched.push(t, g, when, self._expected_for(t) if g.lef else 0.0)
+
+    def _keys_of(self, t: Task) -> tuple[bytes, bytes]:
+        """The task's (cache key, request hash), computed once per process from its first
+        request here (before any retry changes it)."""
+        run: Run = t.run
+        keys = run.keys.get(t._n)
+        if keys is None:
+            request = build_request(
+                t, 1, model=self.model, max_tokens=self.max_tokens, deps=self._deps_of(t)
+            )
+            provider = self.providers[t.provider or self.default_provider]
+            keys = run.keys[t._n] = request_keys(provider, request, t)
+        return keys
 
     def _expected_for(self, t: Task) -> float:
         if t.expected_s is not None:
@@ -451,6 +580,7 @@ class Engine:
         error: ErrorInfo | None,
         result: Result | None = None,
         duration: float = -1.0,
+        cache: int = CACHE_NONE,
     ) -> None:
         """Record a terminal result; the task becomes terminal once it is durable.
 
@@ -463,12 +593,20 @@ class Engine:
         run: Run = t.run
         run.results_by_n[t._n] = result
         assert self._journal is not None
-        self._journal.commit(ResultRecorded(run.id, t._n, result, duration), t)
+        keys = run.keys.pop(t._n, None) if run.keys else None
+        if keys is None:
+            op = ResultRecorded(run.id, t._n, result, duration)
+        else:
+            if cache == CACHE_NONE and self._gate is not None and state is DONE:
+                cache = CACHE_STORE
+            op = ResultRecorded(run.id, t._n, result, duration, keys[0], keys[1], cache)
+        self._journal.commit(op, t)
 
     def _on_durable(self, tasks: list[Task]) -> None:
         loop = self._loop
         assert loop is not None
         now = loop.time()
+        gate = self._gate
         for t in tasks:
             run: Run = t.run
             result = run.results_by_n[t._n]
@@ -479,6 +617,8 @@ class Engine:
             run.bus.emit(
                 TaskFinished(now, t, result.state, t.lane or DEFAULT_LANE, duration, result)
             )
+            if gate is not None and gate.led:
+                gate.on_durable(t, result)
             deps = t.dependents
             if deps:
                 t.dependents = None
@@ -502,11 +642,13 @@ class Engine:
             if run.finished == run.total:
                 self._close_run(run)
 
-    def _close_run(self, run: Run) -> None:
+    def _close_run(self, run: Run, status: str | None = None) -> None:
         if run.status != "running":
             return
         m = run.metrics_
-        if run.cancel_reason is not None:
+        if status is not None:
+            pass
+        elif run.cancel_reason is not None:
             status = "cancelled"
         elif m.states[FAILED] or m.states[CANCELLED]:
             status = "failed"
@@ -515,9 +657,12 @@ class Engine:
         run.status = status
         if run.deadline_handle is not None:
             run.deadline_handle.cancel()
+        if run.grace_handle is not None:
+            run.grace_handle.cancel()
         assert self._journal is not None and self._loop is not None
-        self._journal.append(RunClosed(run.id, status, time.time()))
         run.bus.emit(RunFinished(self._loop.time(), run.id, status, run.counts()))
+        wall = (m.ended_at or 0.0) - (m.started_at or 0.0)
+        self._journal.append(RunClosed(run.id, status, time.time(), wall))
         run.bus.close()
 
         async def _settle() -> None:
@@ -528,6 +673,46 @@ class Engine:
         task = self._loop.create_task(_settle())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    # -- interrupting: stop starting, let what runs finish, stay resumable ------------------
+
+    def interrupt(self, run: Run, grace_s: float | None = None) -> None:
+        """Start nothing new in `run`; let running calls finish, stopping those still
+        running after `grace_s` (None: wait for them; 0: stop them now). Unfinished tasks
+        get no result: the run ends "interrupted" and `resume` goes on with them."""
+        if run.done or run.status != "running":
+            return
+        assert self._loop is not None
+        if not run.interrupting:
+            run.interrupting = True
+            gate = self._gate
+            for t in run.tasks:
+                if t.state is READY:  # leaves the ready queue or the retry timer
+                    t.state = WAITING
+                if gate is not None and t in gate.led and t.state is not RUNNING:
+                    gate.abandon(t)
+        if grace_s is not None:
+            if run.grace_handle is not None:
+                run.grace_handle.cancel()
+            run.grace_handle = self._loop.call_later(grace_s, self._stop_running, run)
+        self._check_interrupted(run)
+
+    def _stop_running(self, run: Run) -> None:
+        for slot in self._slots:
+            t = slot.task
+            if t is not None and t.run is run and slot.abort is None and slot.worker is not None:
+                slot.abort = _INTERRUPT
+                if slot.worker is not asyncio.current_task():
+                    slot.worker.cancel()
+
+    def _check_interrupted(self, run: Run) -> None:
+        """Close an interrupted run once none of its attempts is running."""
+        if not run.interrupting or run.status != "running" or run.cancel_reason is not None:
+            return
+        for slot in self._slots:
+            if slot.task is not None and slot.task.run is run:
+                return
+        self._close_run(run, "interrupted")
 
     def _on_store_error(self, exc: BaseException) -> None:
         if isinstance(exc, asyncio.CancelledError):
@@ -583,7 +768,10 @@ class Engine:
             if picked is None:
                 await sched.wait()
                 continue
-            await self._attempt(picked[0], picked[1], slot)
+            t = picked[0]
+            await self._attempt(t, picked[1], slot)
+            if t.run.interrupting:
+                self._check_interrupted(t.run)
             n += 1
             if n % YIELD_EVERY == 0 or journal.pending > MAX_BATCH_OPS:
                 await asyncio.sleep(0)
@@ -597,7 +785,7 @@ class Engine:
         t.tries += 1
         attempt = t.tries
         t0 = loop.time()
-        journal.append(AttemptStarted(run.id, t._n, attempt, t0))
+        journal.append(AttemptStarted(run.id, t._n, attempt, time.time()))
         provider = self.providers[t.provider or self.default_provider]
         timeout = t.timeout if t.timeout is not None else self.timeout
         completion: Completion | None = None
@@ -617,6 +805,8 @@ class Engine:
             request = build_request(
                 t, attempt, model=self.model, max_tokens=self.max_tokens, deps=self._deps_of(t)
             )
+            if self._persistent and t._n not in run.keys:  # its first request here
+                run.keys[t._n] = request_keys(provider, request, t)
             if provider.streams and self.idle_timeout is not None:
                 completion = await self._stream(provider, request, slot, t0, timeout)
             else:
@@ -670,6 +860,13 @@ class Engine:
             m.finished(t1, t, RATE_LIMITED if rate_limited else ERROR, 0)
         if isinstance(error, _Aborted):
             slot.abort = None
+            if error.reason == _INTERRUPT:  # back to waiting, for a resume to start again
+                t.state = WAITING
+                journal.append(AttemptInterrupted(run.id, t._n, attempt, duration))
+                run.bus.emit(TaskInterrupted(t1, t, attempt, g.lane, duration))
+                if self._gate is not None and t in self._gate.led:
+                    self._gate.abandon(t)
+                return
             info = ErrorInfo("cancelled", "cancelled", error.reason)
             result = Result(t, CANCELLED, attempts=attempt, error=info, latency_s=duration)
             self._finalize(t, CANCELLED, info, result, duration)
@@ -696,6 +893,9 @@ class Engine:
         assert self._sched is not None
         if run.cancel_reason is not None:  # cancelled while this attempt ran
             self._finalize(t, CANCELLED, ErrorInfo("cancelled", "cancelled", run.cancel_reason))
+            return
+        if run.interrupting:  # the retry waits for a resume
+            t.state = WAITING
             return
         self._sched.push_later(t, g, t1 + delay, self._expected_for(t) if g.lef else 0.0)
 
@@ -827,6 +1027,7 @@ class Engine:
 
 
 _TIMEOUT = "\x00timeout"  # Slot.abort value for a deadline (cannot collide with a reason)
+_INTERRUPT = "\x00interrupt"  # Slot.abort value for an interrupt's stop
 
 
 def _abort_reason(slot: _Slot) -> str | None:

@@ -71,6 +71,15 @@ class TaskRetrying(TaskEvent):
 
 
 @dataclass(slots=True, frozen=True)
+class TaskInterrupted(TaskEvent):
+    """An attempt stopped by an interrupt: the task waits for the run to be resumed."""
+
+    attempt: int
+    lane: str
+    duration: float
+
+
+@dataclass(slots=True, frozen=True)
 class TaskFinished(TaskEvent):
     """The task reached a terminal state and its result is durable."""
 
@@ -97,7 +106,7 @@ class LimiterChanged(Event):
 @dataclass(slots=True, frozen=True)
 class RunFinished(Event):
     run_id: str
-    status: str  # done | failed | cancelled
+    status: str  # done | failed | cancelled | interrupted
     counts: dict[str, int]
 
 

@@ -43,6 +43,11 @@ class Run:
         self.cancel_reason: str | None = None
         self.callback_errors: list[str] = []
         self.deadline_handle: asyncio.TimerHandle | None = None
+        self.grace_handle: asyncio.TimerHandle | None = None
+        self.interrupting = False  # interrupt(): start nothing new, stay resumable
+        #: (cache key, request hash) of tasks between their first request and their result
+        self.keys: dict[int, tuple[bytes, bytes]] = {}
+        self.resumed = False
         self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # -- what a user calls ----------------------------------------------------------------
@@ -63,6 +68,11 @@ class Run:
     def add(self, tasks: Iterable[Task]) -> list[Task]:
         """Add tasks to this running run (they may depend on its existing tasks)."""
         return self._engine.add_tasks(self, list(tasks))
+
+    def interrupt(self, grace_s: float | None = None) -> None:
+        """Start nothing new; let running calls finish (stopping them after `grace_s`);
+        the run ends "interrupted" and `engine.resume(run.id)` goes on with it."""
+        self._engine.interrupt(self, grace_s)
 
     def cancel(self, reason: str = "cancelled by the user") -> None:
         """Start nothing new; abort running calls; every unfinished task ends `cancelled`."""
@@ -89,7 +99,11 @@ class Run:
 
     async def results(self) -> list[Result]:
         """The durable results so far, in task order (read from the store)."""
-        return await self._engine.store.results(self.id)
+        return await self._engine.store.results(self.id, self.tasks)
+
+    async def sink_position(self, sink: str) -> int:
+        """Where sink `sink` acknowledged it had got to in this run (-1 when never)."""
+        return await self._engine.store.sink_position(self.id, sink)
 
     def result(self, task: Task | str) -> Result | None:
         t = self.find(task) if not isinstance(task, Task) else task

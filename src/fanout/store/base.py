@@ -3,17 +3,21 @@
 The interface is async and batched: `write(ops)` returns when every op in the batch is
 durable. The engine never awaits a single transition on the hot path; its `Journal` groups
 them and learns when each batch is durable. `MemoryStore` keeps everything in this process
-(the default for library use and the seam's first implementation); the SQLite store of a
-later issue implements the same protocol.
+(the default for library use); `SqliteStore` (store/sqlite.py) keeps it in a file, so a run
+can be resumed after a crash, and holds the result cache.
+
+Ops are idempotent: applying a batch twice leaves the store as applying it once.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from fanout.tasks import ErrorInfo, Result, Task
+from fanout.errors import FanoutError
+from fanout.tasks import ErrorInfo, Result, Task, TaskState
 
 
 @dataclass(slots=True, frozen=True)
@@ -22,12 +26,28 @@ class RunOpened:
     kind: str
     created_at: float  # unix time
     config: Mapping[str, Any]
+    settings: Mapping[str, Any] = field(default_factory=dict)  # what results depend on
+    owner: str | None = None  # the lease holder (see `Lease`)
+    concurrency: int = 0
+
+
+@dataclass(slots=True, frozen=True)
+class RunResumed:
+    """A stored run goes on in this process: a new segment, the lease taken."""
+
+    run_id: str
+    t: float  # unix time
+    config: Mapping[str, Any]
+    settings: Mapping[str, Any]
+    owner: str
+    concurrency: int
 
 
 @dataclass(slots=True, frozen=True)
 class TasksAdded:
     run_id: str
     tasks: Sequence[Task]
+    specs: Sequence[str | None] | None = None  # JSON per task (store/spec.py), when kept
 
 
 @dataclass(slots=True, frozen=True)
@@ -35,7 +55,7 @@ class AttemptStarted:
     run_id: str
     n: int
     attempt: int
-    t: float
+    t: float  # unix time
 
 
 @dataclass(slots=True, frozen=True)
@@ -50,13 +70,41 @@ class AttemptFailed:
 
 
 @dataclass(slots=True, frozen=True)
+class AttemptInterrupted:
+    """An attempt stopped by an interrupt (Ctrl-C): the task goes back to waiting."""
+
+    run_id: str
+    n: int
+    attempt: int
+    duration: float
+
+
+#: `ResultRecorded.cache`: how the result relates to the result cache
+CACHE_NONE = 0  # not cached (no cache, or not a done result)
+CACHE_STORE = 1  # a fresh answer: store it in the cache under `cache_key`
+CACHE_HIT = 2  # the answer came from the cache (or from an identical request in flight)
+
+
+@dataclass(slots=True, frozen=True)
 class ResultRecorded:
     """The task's terminal state and result (its last attempt's outcome included)."""
 
     run_id: str
     n: int
     result: Result
-    duration: float
+    duration: float  # of the attempt that ended it; -1 when none did
+    cache_key: bytes | None = None
+    request_hash: bytes | None = None  # sha256 of the canonical body (the sim-server's hash)
+    cache: int = CACHE_NONE
+
+
+@dataclass(slots=True, frozen=True)
+class ResultsDropped:
+    """Forget these tasks' results (on resume: cancelled or skipped ones, or the ones a
+    `--reconfigure` re-runs), so they run again."""
+
+    run_id: str
+    ns: Sequence[int]
 
 
 @dataclass(slots=True, frozen=True)
@@ -69,24 +117,146 @@ class SinkAcked:
 
 
 @dataclass(slots=True, frozen=True)
+class Heartbeat:
+    """The lease holder is alive: extend its lease, note the time (a crash's wall time)."""
+
+    run_id: str
+    owner: str
+    t: float  # unix time
+    until: float  # unix time the lease lasts to
+
+
+@dataclass(slots=True, frozen=True)
 class RunClosed:
     run_id: str
-    status: str
+    status: str  # done | failed | cancelled | interrupted
     ended_at: float  # unix time
+    wall_s: float = -1.0  # this segment's wall time, as the run's metrics measured it
 
 
 Op = (
-    RunOpened | TasksAdded | AttemptStarted | AttemptFailed | ResultRecorded | SinkAcked | RunClosed
+    RunOpened
+    | RunResumed
+    | TasksAdded
+    | AttemptStarted
+    | AttemptFailed
+    | AttemptInterrupted
+    | ResultRecorded
+    | ResultsDropped
+    | SinkAcked
+    | Heartbeat
+    | RunClosed
 )
 
 
+@dataclass(slots=True, frozen=True)
+class Lease:
+    """Who runs a run: a process claims it before it starts or resumes it."""
+
+    owner: str  # a random token per engine
+    pid: int
+    host: str
+    until: float  # unix time
+
+
+class RunBusy(FanoutError):
+    """The run is being run by another live process."""
+
+
+@dataclass(slots=True)
+class StoredTask:
+    n: int
+    key: str
+    lane: str | None
+    agent: str | None
+    spec: str | None  # JSON (store/spec.py), None when the task could not be stored
+
+
+@dataclass(slots=True)
+class StoredResult:
+    """A result row: everything of a `Result` but its task."""
+
+    n: int
+    state: TaskState
+    text: str | None
+    data: Any
+    finish_reason: str | None
+    model: str | None
+    input_tokens: int
+    output_tokens: int
+    attempts: int
+    latency_s: float
+    error: ErrorInfo | None
+    duration: float
+    cache_key: bytes | None = None
+
+    def to_result(self, task: Task) -> Result:
+        return Result(
+            task,
+            self.state,
+            text=self.text,
+            data=self.data,
+            finish_reason=self.finish_reason,
+            model=self.model,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            attempts=self.attempts,
+            latency_s=self.latency_s,
+            error=self.error,
+        )
+
+
+@dataclass(slots=True)
+class Segment:
+    """One process's stretch of a run (a run resumed twice has three)."""
+
+    started_at: float
+    last_seen: float | None
+    wall_s: float | None  # measured by the engine; None when the process died
+    concurrency: int
+
+    @property
+    def wall(self) -> float:
+        if self.wall_s is not None:
+            return self.wall_s
+        return max(0.0, (self.last_seen or self.started_at) - self.started_at)
+
+
+@dataclass(slots=True)
+class RunSnapshot:
+    """A stored run, as much as resuming or reporting it needs."""
+
+    run_id: str
+    kind: str
+    status: str
+    created_at: float
+    config: dict[str, Any]
+    settings: dict[str, Any]
+    tasks: list[StoredTask]
+    results: dict[int, StoredResult]
+    #: every attempt, by task and number: (n, attempt, outcome, error kind, duration);
+    #: outcome None: running when its process stopped (it never ended)
+    attempts: list[tuple[int, int, str | None, str | None, float | None]]
+    acks: dict[str, int]
+    segments: list[Segment]
+    lease: Lease | None = None
+    cancel_requested: str | None = None
+
+    def tries(self) -> dict[int, int]:
+        """n -> attempts made so far (the highest attempt number)."""
+        return {a[0]: a[1] for a in self.attempts}
+
+
 class Store(Protocol):
+    #: True when runs outlive the process (resume, leases, cancel from another process)
+    persistent: bool
+
     async def write(self, ops: Sequence[Op]) -> None:
         """Apply a batch of ops; every one is durable when this returns."""
         ...
 
-    async def results(self, run_id: str) -> list[Result]:
-        """The run's recorded results, by task number."""
+    async def results(self, run_id: str, tasks: Sequence[Task] | None = None) -> list[Result]:
+        """The run's recorded results, by task number (attached to `tasks[n]` if given)."""
         ...
 
     async def sink_position(self, run_id: str, sink: str) -> int:
@@ -94,6 +264,22 @@ class Store(Protocol):
         ...
 
     async def run_info(self, run_id: str) -> dict[str, Any] | None: ...
+
+    async def snapshot(self, run_id: str) -> RunSnapshot | None:
+        """Everything needed to resume or report `run_id`; None if unknown."""
+        ...
+
+    async def claim(self, run_id: str, lease: Lease) -> None:
+        """Take the run's lease; raises `RunBusy` while another live process holds it."""
+        ...
+
+    async def cancel_requests(self, run_ids: Sequence[str]) -> dict[str, str]:
+        """Cancellations asked for from elsewhere (`fanout cancel`): run id -> reason."""
+        ...
+
+    async def cache_get(self, keys: Sequence[bytes], newer_than: float) -> dict[bytes, Any]:
+        """Cached answers (`StoredResult`) for `keys` stored after `newer_than` (unix)."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -111,10 +297,14 @@ class _RunData:
 
 
 class MemoryStore:
-    """A store that lives as long as the process: what the engine uses when none is given."""
+    """A store that lives as long as the process: what the engine uses when none is given.
+    Its result cache (used only when the engine is asked for one) is a dict."""
+
+    persistent = False
 
     def __init__(self) -> None:
         self._runs: dict[str, _RunData] = {}
+        self._cache: dict[bytes, tuple[float, StoredResult]] = {}
         self.batches = 0  # how many write() calls: lets tests see grouping
 
     async def write(self, ops: Sequence[Op]) -> None:
@@ -123,6 +313,8 @@ class MemoryStore:
         for op in ops:
             if isinstance(op, ResultRecorded):
                 runs[op.run_id].results[op.n] = op.result
+                if op.cache == CACHE_STORE and op.cache_key is not None:
+                    self._cache[op.cache_key] = (time.time(), _stored(op))
             elif isinstance(op, AttemptStarted):
                 runs[op.run_id].attempts_started += 1
             elif isinstance(op, AttemptFailed):
@@ -138,8 +330,12 @@ class MemoryStore:
             elif isinstance(op, RunClosed):
                 data = runs[op.run_id]
                 data.status, data.ended_at = op.status, op.ended_at
+            elif isinstance(op, ResultsDropped):
+                data = runs[op.run_id]
+                for n in op.ns:
+                    data.results[n] = None
 
-    async def results(self, run_id: str) -> list[Result]:
+    async def results(self, run_id: str, tasks: Sequence[Task] | None = None) -> list[Result]:
         return [r for r in self._runs[run_id].results if r is not None]
 
     async def sink_position(self, run_id: str, sink: str) -> int:
@@ -162,5 +358,41 @@ class MemoryStore:
             "ended_at": data.ended_at,
         }
 
+    async def snapshot(self, run_id: str) -> RunSnapshot | None:
+        return None  # runs do not outlive the process: nothing to resume
+
+    async def claim(self, run_id: str, lease: Lease) -> None:
+        return None
+
+    async def cancel_requests(self, run_ids: Sequence[str]) -> dict[str, str]:
+        return {}
+
+    async def cache_get(self, keys: Sequence[bytes], newer_than: float) -> dict[bytes, Any]:
+        out: dict[bytes, Any] = {}
+        for k in keys:
+            hit = self._cache.get(k)
+            if hit is not None and hit[0] > newer_than:
+                out[k] = hit[1]
+        return out
+
     async def close(self) -> None:
         return None
+
+
+def _stored(op: ResultRecorded) -> StoredResult:
+    r = op.result
+    return StoredResult(
+        op.n,
+        r.state,
+        r.text,
+        r.data,
+        r.finish_reason,
+        r.model,
+        r.input_tokens,
+        r.output_tokens,
+        r.attempts,
+        r.latency_s,
+        r.error,
+        op.duration,
+        op.cache_key,
+    )

@@ -1,0 +1,276 @@
+"""Resuming a stored run: its tasks rebuilt (or matched to the ones given, by key), its
+finished results loaded, the rest run.
+
+What a resume keeps and what it runs again:
+- done and failed tasks keep their stored results: they are not sent again, and their
+  dependents see them; cancelled and skipped tasks run again (nothing was paid for them);
+- attempts that were running when the last process stopped are recorded as interrupted;
+  attempt counts and the retry budget carry on from where they were;
+- the settings results depend on (providers and their base URLs, the default model and
+  max_tokens, blueprint versions) are compared with the stored ones, and each finished
+  task's cache key is computed again: if anything changed, the resume fails and says what,
+  unless `reconfigure`, which re-runs exactly the tasks whose key changed (and the tasks
+  that depend on them, since their input changes with them).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from fanout.engine.cache import request_keys
+from fanout.engine.events import RunStarted, TasksAdded
+from fanout.engine.plan import plan
+from fanout.engine.request import build_request
+from fanout.engine.run import Run
+from fanout.errors import ConfigError, FanoutError, PlanError
+from fanout.store.base import (
+    Lease,
+    ResultsDropped,
+    RunResumed,
+    RunSnapshot,
+    StoredTask,
+)
+from fanout.store.base import TasksAdded as StoreTasksAdded
+from fanout.store.queries import HOST, LEASE_S
+from fanout.store.spec import task_from_spec, task_spec
+from fanout.tasks import Result, Task, TaskState
+
+if TYPE_CHECKING:
+    from fanout.engine.engine import Engine
+
+RERUN = frozenset({TaskState.CANCELLED, TaskState.SKIPPED})
+MAX_LISTED = 5
+
+
+def run_settings(engine: Engine, tasks: Sequence[Task]) -> dict[str, Any]:
+    """What a run's results depend on besides its tasks: kept with the run, compared on
+    resume. (Concurrency, limits, timeouts and retries may change freely.)"""
+    blueprints: dict[str, Any] = {}
+    for t in tasks:
+        meta = t.meta
+        if meta:
+            name = meta.get("blueprint")
+            if name is not None:
+                blueprints[str(name)] = meta.get("blueprint_version")
+    return {
+        "providers": {
+            name: {"type": type(p).__name__, "base_url": getattr(p, "base_url", None)}
+            for name, p in sorted(engine.providers.items())
+        },
+        "provider": engine.default_provider,
+        "model": engine.model,
+        "max_tokens": engine.max_tokens,
+        "blueprints": dict(sorted(blueprints.items())),
+    }
+
+
+def settings_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What changed between two `run_settings`, one phrase per change."""
+    out: list[str] = []
+    for name, was in (old.get("providers") or {}).items():
+        now = (new.get("providers") or {}).get(name)
+        if now is None:
+            out.append(f"provider {name!r} is no longer configured")
+            continue
+        for field in ("type", "base_url"):
+            if was.get(field) != now.get(field):
+                out.append(f"provider {name!r} {field}: {was.get(field)} -> {now.get(field)}")
+    for field in ("provider", "model", "max_tokens"):
+        if field in old and old.get(field) != new.get(field):
+            out.append(f"default {field}: {old.get(field)} -> {new.get(field)}")
+    new_bps = new.get("blueprints") or {}
+    for name, was in (old.get("blueprints") or {}).items():
+        if name in new_bps and new_bps[name] != was:
+            out.append(f"blueprint {name!r}: version {was} -> {new_bps[name]}")
+    return out
+
+
+def match_tasks(
+    snap: RunSnapshot,
+    given: Sequence[Task] | None,
+    blueprints: Mapping[str, Any] | None,
+) -> tuple[list[Task], int]:
+    """The run's tasks in stored order (then any new ones given); returns them and how
+    many were stored."""
+    stored = snap.tasks
+    if [st.n for st in stored] != list(range(len(stored))):
+        raise FanoutError(f"run {snap.run_id}: its stored tasks are not numbered 0..n-1")
+    by_key: dict[str, Task] = {}
+    if given is not None:
+        for t in given:
+            if t.key in by_key:
+                raise PlanError(f"two tasks have the key {t.key!r}: keys must be unique")
+            by_key[t.key] = t
+    out: list[Task] = []
+    unbuildable: list[str] = []
+    for st in stored:
+        mine = by_key.pop(st.key, None)
+        out.append(mine if mine is not None else _rebuild(st, snap, blueprints, unbuildable))
+    if unbuildable:
+        shown = ", ".join(repr(k) for k in unbuildable[:MAX_LISTED])
+        raise FanoutError(
+            f"run {snap.run_id}: {len(unbuildable)} unfinished task(s) cannot be rebuilt from "
+            f"the store (their prompts or callbacks are Python callables: {shown}); resume "
+            "it from Python with the same tasks: engine.resume(run_id, tasks=[...])",
+            run_id=snap.run_id,
+        )
+    return out + list(by_key.values()), len(stored)
+
+
+def _rebuild(
+    st: StoredTask, snap: RunSnapshot, blueprints: Mapping[str, Any] | None, bad: list[str]
+) -> Task:
+    if st.spec is not None:
+        return task_from_spec(st.spec, st.key, blueprints)
+    r = snap.results.get(st.n)
+    if r is None or r.state in RERUN:
+        bad.append(st.key)
+    # a finished task needs no prompt: a stand-in that carries its key and result
+    return Task("", key=st.key, lane=st.lane, agent=st.agent)
+
+
+def changed_tasks(
+    engine: Engine, snap: RunSnapshot, tasks: Sequence[Task], loaded: Mapping[int, Result]
+) -> set[int]:
+    """Numbers of loaded tasks whose request (cache key) is not what it was, with the
+    loaded tasks that depend on them."""
+    changed: set[int] = set()
+    for n in sorted(loaded):
+        stored = snap.results[n].cache_key
+        t = tasks[n]
+        if stored is None or (t.prompt == "" and t.body is None):
+            continue
+        deps: dict[str, Result] = {}
+        for d in t.depends_on:
+            assert isinstance(d, Task)
+            r = loaded.get(d._n)
+            if r is not None:
+                deps[d.key] = r
+        if callable(t.prompt) and len(deps) < len(t.depends_on):
+            continue  # cannot render it without its dependencies' answers
+        try:
+            request = build_request(
+                t, 1, model=engine.model, max_tokens=engine.max_tokens, deps=deps, retry=False
+            )
+            provider = engine.providers[t.provider or engine.default_provider]
+            key = request_keys(provider, request, t)[0]
+        except Exception:
+            continue
+        if key != stored:
+            changed.add(n)
+    grew = bool(changed)
+    while grew:
+        grew = False
+        for n in loaded:
+            if n in changed:
+                continue
+            if any(isinstance(d, Task) and d._n in changed for d in tasks[n].depends_on):
+                changed.add(n)
+                grew = True
+    return changed
+
+
+async def resume_run(
+    engine: Engine,
+    run_id: str,
+    given: list[Task] | None,
+    *,
+    reconfigure: bool,
+    blueprints: Mapping[str, Any] | None,
+    config: Mapping[str, Any] | None,
+    retry_budget: int | None,
+) -> Run:
+    loop = engine._loop
+    journal = engine._journal
+    if loop is None or journal is None or engine._closed:
+        raise FanoutError("the engine is not running: use `async with Engine(...)`")
+    if not engine._persistent:
+        raise ConfigError(
+            "resume needs a store that outlives the process: Engine(store=SqliteStore())"
+        )
+    if run_id in engine._runs:
+        raise PlanError(f"run {run_id} is already running in this engine", run_id=run_id)
+    snap = await engine.store.snapshot(run_id)
+    if snap is None:
+        raise FanoutError(f"no run {run_id!r} in the run store ({engine.store})", run_id=run_id)
+    await engine.store.claim(run_id, Lease(engine.owner, os.getpid(), HOST, time.time() + LEASE_S))
+    task_list, stored = match_tasks(snap, given, blueprints)
+    run = Run(
+        engine,
+        run_id,
+        kind=snap.kind,
+        retry_budget=retry_budget,
+        config=snap.config if config is None else config,
+    )
+    run.resumed = True
+    try:
+        plan(run, task_list, engine.providers, engine.default_provider)
+        specs = [task_spec(t) for t in task_list[stored:]]
+        lanes = engine._attach(run, task_list)
+        loaded = {
+            n: sr.to_result(task_list[n])
+            for n, sr in snap.results.items()
+            if n < stored and sr.state not in RERUN
+        }
+        dropped = {n for n in snap.results if n not in loaded}
+        changed = changed_tasks(engine, snap, task_list, loaded)
+        settings = run_settings(engine, task_list)
+        problems = settings_changes(snap.settings, settings)
+        if (changed or problems) and not reconfigure:
+            raise ConfigError(_changed_message(run_id, problems, changed, task_list, len(loaded)))
+    except BaseException:
+        for t in task_list:  # the caller may submit them again
+            t.run, t._n, t.group = None, -1, None
+        raise
+    for n in changed:
+        del loaded[n]
+    dropped |= changed
+    engine._runs[run_id] = run
+    journal.append(
+        RunResumed(run_id, time.time(), run.config, settings, engine.owner, engine.concurrency)
+    )
+    if dropped:
+        journal.append(ResultsDropped(run_id, sorted(dropped)))
+    if len(task_list) > stored:
+        journal.append(StoreTasksAdded(run_id, task_list[stored:], specs))
+    tries = snap.tries()
+    for t in task_list[:stored]:
+        t.tries = tries.get(t._n, 0)
+    for n, r in loaded.items():
+        task_list[n].state = r.state
+        run.results_by_n[n] = r
+        run.finished += 1
+    run.retries = sum(1 for a in snap.attempts if a[2] == "error")
+    run.metrics_.seed(snap, dropped)
+    now = loop.time()
+    run.bus.emit(RunStarted(now, run_id, 0))
+    run.bus.emit(TasksAdded(now, run_id, len(task_list), run.total, lanes))
+    engine._release(task_list, now)
+    if run.finished == run.total:
+        engine._close_run(run)
+    return run
+
+
+def _changed_message(
+    run_id: str, problems: list[str], changed: set[int], tasks: Sequence[Task], kept: int
+) -> str:
+    parts = [f"run {run_id} was started with other settings"]
+    if problems:
+        parts.append(": " + "; ".join(problems[:MAX_LISTED]))
+        if len(problems) > MAX_LISTED:
+            parts.append(f" (and {len(problems) - MAX_LISTED} more)")
+    if changed:
+        keys = ", ".join(repr(tasks[n].key) for n in sorted(changed)[:MAX_LISTED])
+        parts.append(
+            f". {len(changed)} finished task(s) would now send a different request ({keys}"
+            f"{', ...' if len(changed) > MAX_LISTED else ''})"
+        )
+    parts.append(
+        f". Resume with --reconfigure (Python: reconfigure=True) to re-run "
+        f"{'those ' + str(len(changed)) + ' task(s)' if changed else 'nothing already finished'}"
+        f" and keep the other {kept - len(changed)} result(s), or start a new run"
+    )
+    return "".join(parts)

@@ -1,0 +1,157 @@
+"""The store's schema, as ordered named migrations (like simonw/llm's `m001_initial`, ...).
+
+Each migration is a function of a connection; `migrate` applies the ones not yet recorded in
+`_migrations`, in order, each in its own transaction with its record, so a crash mid-way
+leaves the file at a migration boundary. Never edit a migration that has shipped: add one.
+
+Tables (child tables are keyed by the run's integer `rid`, WITHOUT ROWID, so a task costs
+its few rows and no separate index):
+
+- `runs`: one per run: id, kind, status, config snapshot (JSON), settings (what results
+  depend on: providers, default model, blueprint versions), the lease (owner, pid, host,
+  until) and a cancellation asked for from another process.
+- `segments`: one per process that ran the run (the first, then each resume): start, last
+  heartbeat, wall time and concurrency; the report's wall time is their sum.
+- `tasks`: (rid, n) -> key, lane, agent, spec (JSON to rebuild the task on resume).
+- `attempts`: (rid, n, attempt) -> start, duration, outcome (done | failed | cancelled |
+  error | interrupted; NULL while running), error class and kind, tokens.
+- `results`: (rid, n) -> terminal state, text, data, usage, latency, error, the cache key
+  and the sha256 of the request body.
+- `acks`: (rid, sink) -> position.
+- `cache`: key (sha256) -> an answer and when it was stored.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+def m001_initial(db: sqlite3.Connection) -> None:
+    db.execute(
+        """CREATE TABLE runs (
+            rid INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL,
+            status TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            ended_at REAL,
+            config TEXT NOT NULL,
+            settings TEXT NOT NULL,
+            total INTEGER NOT NULL DEFAULT 0,
+            lease_owner TEXT,
+            lease_pid INTEGER,
+            lease_host TEXT,
+            lease_until REAL,
+            cancel_requested TEXT
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE segments (
+            rid INTEGER NOT NULL,
+            seq INTEGER NOT NULL,
+            started_at REAL NOT NULL,
+            last_seen REAL,
+            wall_s REAL,
+            concurrency INTEGER NOT NULL,
+            PRIMARY KEY (rid, seq)
+        ) WITHOUT ROWID"""
+    )
+    db.execute(
+        """CREATE TABLE tasks (
+            rid INTEGER NOT NULL,
+            n INTEGER NOT NULL,
+            key TEXT NOT NULL,
+            lane TEXT,
+            agent TEXT,
+            spec TEXT,
+            PRIMARY KEY (rid, n)
+        ) WITHOUT ROWID"""
+    )
+    db.execute(
+        """CREATE TABLE attempts (
+            rid INTEGER NOT NULL,
+            n INTEGER NOT NULL,
+            attempt INTEGER NOT NULL,
+            started_at REAL,
+            duration REAL,
+            outcome TEXT,
+            error_class TEXT,
+            error_kind TEXT,
+            tokens INTEGER,
+            PRIMARY KEY (rid, n, attempt)
+        ) WITHOUT ROWID"""
+    )
+    db.execute(
+        """CREATE TABLE results (
+            rid INTEGER NOT NULL,
+            n INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            text TEXT,
+            data TEXT,
+            finish_reason TEXT,
+            model TEXT,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            attempts INTEGER NOT NULL,
+            latency REAL NOT NULL,
+            error TEXT,
+            duration REAL NOT NULL,
+            finished_at REAL NOT NULL,
+            cached INTEGER NOT NULL,
+            cache_key BLOB,
+            request_hash BLOB,
+            PRIMARY KEY (rid, n)
+        ) WITHOUT ROWID"""
+    )
+    db.execute(
+        """CREATE TABLE acks (
+            rid INTEGER NOT NULL,
+            sink TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            PRIMARY KEY (rid, sink)
+        ) WITHOUT ROWID"""
+    )
+    db.execute(
+        """CREATE TABLE cache (
+            key BLOB PRIMARY KEY,
+            created_at REAL NOT NULL,
+            text TEXT,
+            data TEXT,
+            finish_reason TEXT,
+            model TEXT,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            latency REAL NOT NULL
+        ) WITHOUT ROWID"""
+    )
+    db.execute("CREATE INDEX runs_by_created ON runs (created_at)")
+
+
+#: every migration, in order; the name is what `_migrations` records
+MIGRATIONS: tuple[tuple[str, Migration], ...] = (("m001_initial", m001_initial),)
+
+
+def migrate(db: sqlite3.Connection) -> list[str]:
+    """Apply the migrations `db` lacks; returns their names. `db` must be in autocommit
+    mode (isolation_level=None): each migration runs in its own IMMEDIATE transaction."""
+    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
+    applied: list[str] = []
+    for name, fn in MIGRATIONS:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            # checked inside the write lock: another process may have just applied it
+            if db.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone():
+                db.execute("COMMIT")
+                continue
+            fn(db)
+            db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        applied.append(name)
+    return applied
