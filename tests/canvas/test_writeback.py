@@ -8,7 +8,6 @@ import json
 import sys
 import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -163,7 +162,7 @@ def test_the_canvas_changed_before_the_swap_is_merged_again(
 ) -> None:
     calls = []
 
-    def obsidian_edits(path: Path) -> None:
+    def obsidian_edits(path: Path, new: bytes) -> None:
         if not calls:
             data = read_json(path)
             data["nodes"].append(
@@ -192,19 +191,18 @@ def test_the_canvas_changed_before_the_swap_is_merged_again(
 def test_a_write_that_slips_in_just_before_the_swap_is_handed_back(
     canvas: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_backup = wb.save_backup
+    real_exchange = wb.exchange
     slipped: list[bool] = []
 
-    def backup_then_someone_writes(path: Path, content: bytes, **kw: Any) -> Path | None:
-        saved = real_backup(path, content, **kw)
-        if not slipped:  # after our last hash check, before the swap
+    def someone_writes_then_swap(tmp: Path, path: Path) -> bool:
+        if not slipped:  # after our last hash check, just before the swap
             data = read_json(path)
             data["edges"].append({"id": "插队", "fromNode": "m1", "toNode": "y1"})
             write_canvas(path.parent, path.name, data)
             slipped.append(True)
-        return saved
+        return real_exchange(tmp, path)
 
-    monkeypatch.setattr(wb, "save_backup", backup_then_someone_writes)
+    monkeypatch.setattr(wb, "exchange", someone_writes_then_swap)
     report = write_results(canvas, results())
     edges = [e["id"] for e in read_json(canvas)["edges"]]
     assert "插队" in edges

@@ -6,10 +6,10 @@ The protocol of `write_results`, under the canvas's cross-process lock:
 2. write each note atomically and read it back: its bytes must be the result's text;
 3. write the merged canvas to a temp file beside it and fsync it;
 4. hash the canvas on disk once more: if it changed since step 1, go back to 1;
-5. back the old canvas up in the data dir, swap the temp file in (Linux: an atomic exchange
-   that hands back what it replaced: if that is not what we merged onto, someone wrote in
-   the last instant, so we swap it straight back and go to 1; elsewhere: `os.replace`),
-   fsync the folder;
+5. swap the temp file in (Linux: an atomic exchange that hands back what it replaced: if
+   that is not what we merged onto, someone wrote in the last instant, so we swap it
+   straight back and go to 1; elsewhere: `os.replace`), fsync the folder; back up the
+   canvas as read in step 1 to the data dir;
 6. read the canvas back: it must be what we wrote, or (if someone wrote since) still hold
    our nodes and edges; else go to 1.
 
@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -54,8 +55,8 @@ from fanout.errors import InputError
 
 T = TypeVar("T")
 
-#: a test seam: called with the canvas path just before the last hash check
-_before_swap: Callable[[Path], None] | None = None
+#: a test seam: called with the canvas path and the new content before the last hash check
+_before_swap: Callable[[Path, bytes], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +211,8 @@ def _commit(path: Path, results: Sequence[NoteResult], opts: WriteOptions) -> Wr
             if done:
                 _remove_unused(created, {n.path for n in plan.notes})
                 return report
+            # it changed under us: let a burst of edits (an editor saving) settle a little
+            time.sleep(min(0.002 * 2**merge, 0.2) * random.uniform(0.5, 1.0))
         raise CanvasWriteError(
             f"{path}: the canvas kept changing while we wrote ({opts.max_merges} merges); "
             "nothing was lost, nothing of ours was written: try again"
@@ -268,10 +271,9 @@ def _swap_in(
     tmp = _retry(opts, "write a temp file", path, lambda: write_temp(path, new))
     try:
         if _before_swap is not None:
-            _before_swap(path)
+            _before_swap(path, new)
         if _sha(path.read_bytes()) != _sha(disk):
             return None  # changed since we read it: merge onto the new content
-        backup = save_backup(path, disk, keep=opts.keep_backups, base=opts.data_dir)
         if _retry(opts, "replace the canvas", path, lambda: exchange(tmp, path)):
             if tmp.read_bytes() != disk:
                 _give_back(tmp, path, new)
@@ -279,6 +281,9 @@ def _swap_in(
         else:
             _retry(opts, "replace the canvas", path, lambda: os.replace(tmp, path))
         fsync_dir(path.parent)
+        # the backup is of what we read, still in memory: writing it after the swap keeps
+        # the window between the last check and the swap as short as it can be
+        backup = save_backup(path, disk, keep=opts.keep_backups, base=opts.data_dir)
         return backup if _verify(path, new, plan) else None
     finally:
         with contextlib.suppress(OSError):
