@@ -135,7 +135,7 @@ def test_generated_canvases_keep_everything_through_a_write_back(
         )
         agents = pick.draw(st.lists(st.sampled_from(["口语解释", "memory-anchor", "😀"]),
                                     min_size=1, max_size=2, unique=True))  # fmt: skip
-        results = [NoteResult(t, a, f"{a}：关于 {t} 的解释\n\n" + "详" * 50) for t in chosen
+        results = [NoteResult(t, a, f"{a}：关于 {t!a} 的解释\n\n" + "详" * 50) for t in chosen
                    for a in agents]  # fmt: skip
         event(f"results: {min(len(results), 5)}+" if results else "results: 0")
         report = write_results(path, results)

@@ -182,6 +182,7 @@ def test_the_canvas_changed_before_the_swap_is_merged_again(
     monkeypatch.setattr(wb, "_before_swap", obsidian_edits)
     report = write_results(canvas, results())
     assert report.merges == 2
+    assert {n.note for n in report.notes} == {"created"}  # not "unchanged" the 2nd time
     ids = [n["id"] for n in read_json(canvas)["nodes"]]
     assert "新" in ids
     assert all(n.node_id in ids for n in report.notes)
@@ -296,3 +297,19 @@ def test_a_canvas_without_edges_gets_them_and_keeps_its_own_keys(vault: Path) ->
     assert list(data) == ["someOtherField", "nodes", "edges"]
     assert data["nodes"][0] == yellow
     assert [e["fromNode"] for e in data["edges"]] == ["y1"]
+
+
+def test_a_symlinked_canvas_stays_a_symlink(vault: Path, tmp_path: Path) -> None:
+    real = write_canvas(tmp_path / "别处", "真身.canvas", study_canvas())
+    link = vault / "链接.canvas"
+    link.symlink_to(real)
+    report = write_results(link, results()[:1])
+    assert link.is_symlink()
+    assert read_json(real)["nodes"][-1]["id"] == report.notes[0].node_id
+    assert report.notes[0].path.parent == vault / "链接-explanations"  # the vault it is in
+
+
+def test_a_result_that_is_not_unicode_is_skipped(canvas: Path) -> None:
+    report = write_results(canvas, [*results()[:1], NoteResult("q1", "坏", "半个\ud800字符")])
+    assert [s.agent for s in report.skipped] == ["坏"]
+    assert len(report.notes) == 1

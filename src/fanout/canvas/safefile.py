@@ -128,12 +128,21 @@ def _mode_of(path: Path) -> int:
         return 0o644
 
 
-def remove_stale_temps(path: Path) -> None:
-    """Temp files a killed writer left beside `path` (call under the canvas lock)."""
+def remove_stale_temps(path: Path, *, min_age_s: float = 0.0) -> None:
+    """Temp files a killed writer left beside `path` (call under the canvas lock).
+
+    `path` may be a folder: then every temp file of ours in it at least `min_age_s` old.
+    """
+    if path.is_dir():
+        folder, pattern = path, f".*{_TMP_MARK}*"
+    else:
+        folder, pattern = path.parent, f".{_glob_escape(path.name)}{_TMP_MARK}*"
+    now = time.time()
     with contextlib.suppress(OSError):
-        for leftover in path.parent.glob(f".{_glob_escape(path.name)}{_TMP_MARK}*"):
+        for leftover in folder.glob(pattern):
             with contextlib.suppress(OSError):
-                leftover.unlink()
+                if now - leftover.lstat().st_mtime >= min_age_s:
+                    leftover.unlink()
 
 
 def _glob_escape(name: str) -> str:
@@ -236,7 +245,7 @@ def restore(
     """
     from fanout.canvas.io import parse_canvas  # io imports nothing from here; keep it lazy
 
-    path = Path(canvas_path)
+    path = Path(os.path.realpath(canvas_path))
     backups = list_backups(path, base=base)
     if backup is None:
         if not backups:

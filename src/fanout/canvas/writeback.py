@@ -38,6 +38,7 @@ from fanout.canvas.merge import (
     WriteOptions,
     WritePlan,
     merge_results,
+    notes_folder,
     render_note,
 )
 from fanout.canvas.model import Canvas, CanvasWarning, CanvasWriteError, Rect
@@ -54,6 +55,7 @@ from fanout.canvas.vault import find_vault_root, is_inside
 from fanout.errors import InputError
 
 T = TypeVar("T")
+NoteAction = Literal["created", "updated", "unchanged"]
 
 #: a test seam: called with the canvas path and the new content before the last hash check
 _before_swap: Callable[[Path, bytes], None] | None = None
@@ -71,7 +73,7 @@ class NoteWrite:
     edge_id: str
     #: where the file node is (for a kept node: where the learner left it)
     rect: Rect
-    note: Literal["created", "updated", "unchanged"]
+    note: NoteAction
     node: Literal["added", "kept"]
     edge: Literal["added", "kept"]
 
@@ -127,7 +129,7 @@ def write_results(
     bad = [r for r in results if not (_is_utf8(r.text) and _is_utf8(r.title or ""))]
     good = [r for r in results if _is_utf8(r.text) and _is_utf8(r.title or "")]
     with canvas_lock(path, timeout=opts.lock_timeout, base=opts.data_dir):
-        remove_stale_temps(path)
+        remove_stale_temps(Path(os.path.realpath(path)))
         report = _commit(path, good, opts)
     report.skipped.extend(
         SkippedResult(r.target_id, r.agent, "text has a lone surrogate: not Unicode") for r in bad
@@ -187,26 +189,34 @@ def _read_canvas(path: Path) -> tuple[bytes, Canvas]:
 def _commit(path: Path, results: Sequence[NoteResult], opts: WriteOptions) -> WriteReport:
     report = WriteReport(canvas_path=path)
     vault = find_vault_root(path)
+    # read and replace the file itself: replacing a symlink would cut it off its target
+    file = Path(os.path.realpath(path))
     created: list[Path] = []
     texts = {(r.target_id, r.agent): render_note(r) for r in results}
+    first_action: dict[Path, NoteAction] = {}
+    # note temp files a killed run left (other runs may be writing theirs: only old ones)
+    remove_stale_temps(notes_folder(path, vault, opts.notes_dir), min_age_s=600)
     done = False
     try:
         for merge in range(1, max(opts.max_merges, 1) + 1):
             report.merges = merge
-            disk, canvas = _read_canvas(path)
+            disk, canvas = _read_canvas(file)
             report.warnings = list(canvas.warnings)
             plan = merge_results(canvas, results, canvas_path=path, vault_root=vault, options=opts)
-            actions = [
-                _write_note(n, texts[(n.target_id, n.agent)], vault, created, opts)
-                for n in plan.notes
-            ]
-            report.notes = [_note_write(n, a) for n, a in zip(plan.notes, actions, strict=True)]
+            report.notes = []
+            for note in plan.notes:
+                action = _write_note(
+                    note, texts[(note.target_id, note.agent)], vault, created, opts
+                )
+                # after a re-merge a note we wrote a moment ago reads "unchanged": say what we did
+                action = first_action.setdefault(note.path, action)
+                report.notes.append(_note_write(note, action))
             report.skipped = list(plan.skipped)
             report.recoloured = list(plan.recoloured)
             new = dump_bytes(plan.canvas)
             if new == disk:
                 done = True
-            elif (backup := _swap_in(path, disk, new, plan, opts)) is not None:
+            elif (backup := _swap_in(file, disk, new, plan, opts)) is not None:
                 report.backup, report.changed, done = backup, True, True
             if done:
                 _remove_unused(created, {n.path for n in plan.notes})
@@ -215,16 +225,16 @@ def _commit(path: Path, results: Sequence[NoteResult], opts: WriteOptions) -> Wr
             time.sleep(min(0.002 * 2**merge, 0.2) * random.uniform(0.5, 1.0))
         raise CanvasWriteError(
             f"{path}: the canvas kept changing while we wrote ({opts.max_merges} merges); "
-            "nothing was lost, nothing of ours was written: try again"
+            "it is as it was: try again"
         )
     finally:
         if not done:
-            _remove_unreferenced(path, created)
+            _remove_unreferenced(file, vault, created)
 
 
 def _write_note(
     note: PlannedNote, text: str, vault: Path, created: list[Path], opts: WriteOptions
-) -> Literal["created", "updated", "unchanged"]:
+) -> NoteAction:
     data = text.encode("utf-8")
     if not is_inside(vault, note.path.parent) and note.path.parent.exists():
         raise CanvasWriteError(f"{note.path}: outside the vault {vault}; not written")
@@ -249,7 +259,7 @@ def _write_note(
     return "created" if before is None else "updated"
 
 
-def _note_write(n: PlannedNote, action: Literal["created", "updated", "unchanged"]) -> NoteWrite:
+def _note_write(n: PlannedNote, action: NoteAction) -> NoteWrite:
     return NoteWrite(
         n.target_id,
         n.agent,
@@ -318,15 +328,14 @@ def _remove_unused(created: list[Path], used: set[Path]) -> None:
                 note.unlink()
 
 
-def _remove_unreferenced(path: Path, created: list[Path]) -> None:
+def _remove_unreferenced(file: Path, vault: Path, created: list[Path]) -> None:
     """After a failed write, the notes this call created that the canvas does not use."""
     if not created:
         return
     try:
-        canvas = parse_canvas(path.read_bytes(), path=path)
+        canvas = parse_canvas(file.read_bytes(), path=file)
     except (OSError, InputError):
         return  # cannot tell which are used: keep them all
-    vault = find_vault_root(path)
     used = {os.path.abspath(vault / n.file) for n in canvas.nodes if n.file}
     for note in created:
         if os.path.abspath(note) not in used:
