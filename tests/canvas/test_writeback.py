@@ -313,3 +313,17 @@ def test_a_result_that_is_not_unicode_is_skipped(canvas: Path) -> None:
     report = write_results(canvas, [*results()[:1], NoteResult("q1", "坏", "半个\ud800字符")])
     assert [s.agent for s in report.skipped] == ["坏"]
     assert len(report.notes) == 1
+
+
+def test_a_deleted_edge_of_ours_comes_back_facing_its_node(canvas: Path) -> None:
+    report = write_results(canvas, results()[:1])
+    data = read_json(canvas)
+    node = data["nodes"][-1]
+    node["x"], node["y"] = -2000, 0  # the learner moved the note to the left
+    data["edges"].pop()  # and deleted our edge
+    write_canvas(canvas.parent, canvas.name, data)
+    again = write_results(canvas, results()[:1])
+    assert [(n.node, n.edge) for n in again.notes] == [("kept", "added")]
+    edge = read_json(canvas)["edges"][-1]
+    assert edge["id"] == report.notes[0].edge_id
+    assert (edge["fromSide"], edge["toSide"]) == ("left", "right")

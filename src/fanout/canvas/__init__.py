@@ -45,6 +45,9 @@ Rules
   updated where it is. The note's text is exactly the result's (under `# title` if given).
 - New nodes are appended to `nodes`, edges to `edges`; nothing else in the file changes,
   except question nodes recoloured by a verdict when `recolour` maps it (off by default).
+  They are placed near their target (right, then below, ring by ring) overlapping no node;
+  a note may sit inside a group that holds its target, never across or in another group.
+  Our nodes and edges already on the canvas are kept where and as the learner left them.
 - Locks: `<data>/locks/<canvas key>.lock`; backups: `<data>/canvas-backups/<canvas key>/`;
   `<data>` is `$FANOUT_HOME` or the user data dir (`safefile.data_dir()`), never the vault.
 """

@@ -188,6 +188,7 @@ def merge_results(
             canvas.append_node(_file_node(p.node_id, rel, rect, options.node_colour))
         else:
             rect = p.ours.rect or Rect(0, 0, width, height)
+            from_side, to_side = _facing_sides(p.anchor, rect)
             if p.ours.file != rel:
                 p.ours.raw["file"] = rel
         if not p.has_edge:
@@ -282,6 +283,15 @@ def _edge(p: _Pending, from_side: str, to_side: str) -> dict[str, Any]:
         "toSide": to_side,
         "label": p.result.agent,
     }
+
+
+def _facing_sides(target: Rect, node: Rect) -> tuple[str, str]:
+    """The sides an edge from `target` to `node` should leave and enter by."""
+    dx = (node.x + node.width / 2) - (target.x + target.width / 2)
+    dy = (node.y + node.height / 2) - (target.y + target.height / 2)
+    if abs(dx) >= abs(dy):
+        return ("right", "left") if dx >= 0 else ("left", "right")
+    return ("bottom", "top") if dy >= 0 else ("top", "bottom")
 
 
 def _recolour(canvas: Canvas, target_id: str, colour: str, ns: str, plan: WritePlan) -> None:

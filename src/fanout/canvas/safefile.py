@@ -1,8 +1,8 @@
 """Files that are never half-written: the canvas lock, atomic replace, backups.
 
-- The data dir is `$FANOUT_HOME`, else `$XDG_DATA_HOME/fanout`, else `~/.local/share/fanout`
-  (`~/Library/Application Support/fanout` on macOS). Nothing of ours goes into the vault
-  except the notes and the canvas itself (and, for a moment, hidden temp files beside them).
+- The data dir is `$FANOUT_HOME`, else the user data dir (`$XDG_DATA_HOME/fanout` or
+  `~/.local/share/fanout`; `~/Library/Application Support/fanout` on macOS). Nothing of ours
+  goes into the vault but the notes and the canvas (and, for a moment, hidden temp files).
 - One lock per canvas: `fcntl.flock` on `<data>/locks/<key>.lock`, where key is the canvas's
   name plus a hash of its real path. It holds across processes and threads, and the OS
   releases it when a process dies, even by SIGKILL.
@@ -35,14 +35,17 @@ _TMP_MARK = ".fanout-tmp-"
 
 
 def data_dir() -> Path:
-    """Where fanout keeps its own files (backups, locks)."""
+    """Where fanout keeps its own files; the same place as the run store's
+    (`fanout.store.sqlite.data_dir`): `FANOUT_HOME`, else the platform's user data dir."""
     if home := os.environ.get("FANOUT_HOME"):
         return Path(home).expanduser()
-    if xdg := os.environ.get("XDG_DATA_HOME"):
-        return Path(xdg).expanduser() / "fanout"
     if sys.platform == "darwin":
         return Path.home() / "Library" / "Application Support" / "fanout"
-    return Path.home() / ".local" / "share" / "fanout"
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA")
+        return (Path(base) if base else Path.home() / "AppData" / "Local") / "fanout"
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "fanout"
 
 
 def canvas_key(canvas_path: str | Path) -> str:

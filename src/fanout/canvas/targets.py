@@ -180,7 +180,8 @@ def find_targets(
         if reason:
             sel.skipped.append(Skipped(node.id, reason))
             continue
-        assert node.id is not None and node.rect is not None
+        if node.id is None or node.rect is None:  # cannot happen for a valid node
+            continue
         text = node.text or ""
         if node.type == "file":
             note = read_note(root, node.file or "", node.subpath)
@@ -231,7 +232,8 @@ def colour_hint(
     out: set[str] = set()
     for edge in canvas.valid_edges():
         into[edge.to_node or ""].append(edge)
-        out.add(edge.from_node or "")
+        if not is_our_id(edge.to_node, namespace):  # our notes hang off learner nodes
+            out.add(edge.from_node or "")
     looks = Counter[str]()
     for node in canvas.nodes:
         if not node.valid or node.type != "text" or node.color in (None, want):
