@@ -119,16 +119,9 @@ def write_temp(path: Path, data: bytes) -> Path:
             tmp.unlink()
         raise
     os.close(fd)
-    with contextlib.suppress(OSError):
-        os.chmod(tmp, _mode_of(path))
+    with contextlib.suppress(OSError):  # a replaced file keeps its mode; a new one: umask's
+        os.chmod(tmp, path.stat().st_mode & 0o777)
     return tmp
-
-
-def _mode_of(path: Path) -> int:
-    try:
-        return path.stat().st_mode & 0o777
-    except OSError:
-        return 0o644
 
 
 def remove_stale_temps(path: Path, *, min_age_s: float = 0.0) -> None:
