@@ -39,15 +39,24 @@ _CANON: Callable[[Any], str] = json.JSONEncoder(
 DONE = TaskState.DONE
 
 
+_heads: dict[tuple[Any, ...], bytes] = {}  # the key's head, by its parts: built once
+
+
 def request_keys(provider: Provider, request: Request, t: Task) -> tuple[bytes, bytes]:
     """(cache key, request hash) of `request` as `provider` would send it for task `t`."""
     body = provider.body(request)
     body_hash = hashlib.sha256(_CANON(body).encode("utf-8", "surrogatepass")).digest()
     meta = t.meta
     version = meta.get("blueprint_version") if meta else None
-    base_url = getattr(provider, "base_url", None)
-    head = _CANON([provider.name, type(provider).__name__, base_url, version, t.sample])
-    return hashlib.sha256(head.encode("utf-8", "surrogatepass") + body_hash).digest(), body_hash
+    hk = (provider.name, type(provider), getattr(provider, "base_url", None), version, t.sample)
+    head = _heads.get(hk)
+    if head is None:
+        text = _CANON([hk[0], hk[1].__name__, hk[2], version, t.sample])
+        head = text.encode("utf-8", "surrogatepass")
+        if len(_heads) > 4096:
+            _heads.clear()
+        _heads[hk] = head
+    return hashlib.sha256(head + body_hash).digest(), body_hash
 
 
 def cached_result(t: Task, hit: StoredResult | Result) -> Result:

@@ -79,7 +79,7 @@ from fanout.store.base import (
 from fanout.store.base import (
     TasksAdded as StoreTasksAdded,
 )
-from fanout.store.journal import MAX_BATCH_OPS, Journal
+from fanout.store.journal import HIGH_WATER_OPS, MAX_BATCH_OPS, Journal
 from fanout.store.spec import task_spec
 from fanout.tasks import ErrorInfo, Result, Task, TaskState
 
@@ -774,7 +774,10 @@ class Engine:
                 self._check_interrupted(t.run)
             n += 1
             if n % YIELD_EVERY == 0 or journal.pending > MAX_BATCH_OPS:
-                await asyncio.sleep(0)
+                if journal.pending > HIGH_WATER_OPS:
+                    await journal.room()
+                else:
+                    await asyncio.sleep(0)
 
     async def _attempt(self, t: Task, g: Group, slot: _Slot) -> None:
         loop = self._loop

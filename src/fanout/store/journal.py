@@ -24,6 +24,9 @@ T = TypeVar("T")
 
 #: a batch is written at this size even if the loop has not yielded yet
 MAX_BATCH_OPS = 4096
+#: past this many ops waiting, workers wait for the store (`room()`): memory stays bounded
+#: when results come faster than the disk takes them
+HIGH_WATER_OPS = 65536
 
 
 class Journal(Generic[T]):
@@ -42,6 +45,7 @@ class Journal(Generic[T]):
         self._appended = 0
         self._durable = 0
         self._flush_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._room: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._interval = float(getattr(store, "commit_interval_s", 0.0) or 0.0)
         self._group = int(getattr(store, "commit_group_ops", 0) or 0)
@@ -68,6 +72,13 @@ class Journal(Generic[T]):
     def pending(self) -> int:
         return len(self._ops)
 
+    async def room(self) -> None:
+        """Wait until the store has caught up below `HIGH_WATER_OPS` waiting ops."""
+        while len(self._ops) > HIGH_WATER_OPS and self._task is not None and not self._task.done():
+            if self._room is None:
+                self._room = asyncio.Event()
+            await self._room.wait()
+
     async def flush(self) -> None:
         """Wait until everything appended so far is durable."""
         target = self._appended
@@ -90,6 +101,8 @@ class Journal(Generic[T]):
                 try:
                     await self._store.write(ops)
                 except BaseException as exc:  # the store is broken: the engine must stop
+                    if self._room is not None:
+                        self._room.set()
                     self._on_error(exc)
                     if isinstance(exc, asyncio.CancelledError):
                         raise
@@ -100,6 +113,9 @@ class Journal(Generic[T]):
                     self._on_durable(tokens)
                 if self._flush_waiters:
                     self._release_waiters()
+                if self._room is not None:
+                    self._room.set()
+                    self._room = None
                 if self._interval and len(self._ops) < self._group:
                     wait = began + self._interval - time.monotonic()
                     if wait > 0:

@@ -12,7 +12,8 @@ its few rows and no separate index):
   until) and a cancellation asked for from another process.
 - `segments`: one per process that ran the run (the first, then each resume): start, last
   heartbeat, wall time and concurrency; the report's wall time is their sum.
-- `tasks`: (rid, n) -> key, lane, agent, spec (JSON to rebuild the task on resume).
+- `tasks`: (rid, n) -> key, lane, agent, spec (JSON to rebuild the task on resume). The key
+  is NULL when it was derived (not given) and the spec is kept: derived again from the spec.
 - `attempts`: (rid, n, attempt) -> start, duration, outcome (done | failed | cancelled |
   error | interrupted; NULL while running), error class and kind, tokens.
 - `results`: (rid, n) -> terminal state, text, data, usage, latency, error, the cache key
@@ -64,7 +65,7 @@ def m001_initial(db: sqlite3.Connection) -> None:
         """CREATE TABLE tasks (
             rid INTEGER NOT NULL,
             n INTEGER NOT NULL,
-            key TEXT NOT NULL,
+            key TEXT,
             lane TEXT,
             agent TEXT,
             spec TEXT,

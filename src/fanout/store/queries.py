@@ -99,7 +99,7 @@ class _RunRef:
 
 def stub_tasks(db: sqlite3.Connection, run_id: str) -> list[Task]:
     """Tasks good enough to label results (key, lane, agent, meta): never to run."""
-    from fanout.store.spec import spec_meta
+    from fanout.store.spec import spec_key, spec_meta
 
     rid = rid_of(db, run_id)
     if rid is None:
@@ -109,6 +109,8 @@ def stub_tasks(db: sqlite3.Connection, run_id: str) -> list[Task]:
     for n, key, lane, agent, spec in db.execute(
         "SELECT n, key, lane, agent, spec FROM tasks WHERE rid = ? ORDER BY n", (rid,)
     ):
+        if key is None:
+            key = spec_key(spec)
         t = Task("", key=key, lane=lane, agent=agent, meta=spec_meta(spec) or None)
         t.run = ref
         t._n = n
@@ -200,8 +202,10 @@ def load_snapshot(db: sqlite3.Connection, run_id: str) -> RunSnapshot | None:
         return None
     rid = row[0]
     lease = None if row[6] is None else Lease(row[6], row[7], row[8], row[9])
+    from fanout.store.spec import spec_key
+
     tasks = [
-        StoredTask(n, key, lane, agent, spec)
+        StoredTask(n, key if key is not None else spec_key(spec), lane, agent, spec)
         for n, key, lane, agent, spec in db.execute(
             "SELECT n, key, lane, agent, spec FROM tasks WHERE rid = ? ORDER BY n", (rid,)
         )

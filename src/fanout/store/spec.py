@@ -104,6 +104,20 @@ def spec_meta(spec: str | None) -> dict[str, Any]:
     return dict(meta) if isinstance(meta, dict) else {}
 
 
+def spec_key(spec: str) -> str:
+    """The key of the task `spec` describes, when it was derived (not given)."""
+    from fanout.tasks import derive_key
+
+    d = json.loads(spec)
+    if d.get("key") is not None:
+        return str(d["key"])
+    if d.get("blueprint") is not None:
+        t = Task("", agent=d["blueprint"], inputs=d.get("inputs") or {})
+        t.partition, t.sample = d.get("partition"), d.get("sample", 0)
+        return derive_key(t)
+    return task_from_spec(spec, "").key
+
+
 def task_from_spec(spec: str, key: str, blueprints: Mapping[str, Blueprint] | None = None) -> Task:
     """Rebuild a task from `task_spec`'s JSON. Raises `ConfigError` when it names a
     blueprint that is not available here."""

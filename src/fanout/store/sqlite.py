@@ -243,7 +243,7 @@ class SqliteStore:
                     assert isinstance(op, ResultRecorded)
                     rid = rids.get(op.run_id) or self._rid(db, op.run_id)
                     r = op.result
-                    state = r.state.value
+                    state = r.state  # a StrEnum: sqlite3 takes it as its text
                     if op.duration >= 0.0:
                         err = r.error
                         ends.append(
@@ -267,7 +267,9 @@ class SqliteStore:
                     specs = op.specs
                     for i, t in enumerate(op.tasks):
                         spec = specs[i] if specs is not None else None
-                        tasks.append((rid, t._n, t.key, t.lane, t.agent, spec))
+                        # a derived key is derived again from the spec on resume: not kept
+                        key = t.key if t.has_explicit_key or spec is None else None
+                        tasks.append((rid, t._n, key, t.lane, t.agent, spec))
                     if op.tasks:
                         top = op.tasks[-1]._n + 1
                         totals[rid] = max(totals.get(rid, 0), top)
@@ -402,7 +404,7 @@ def _result_row(rid: int, op: ResultRecorded, now: float) -> tuple[Any, ...]:
     return (
         rid,
         op.n,
-        r.state.value,
+        r.state,
         r.text,
         None if r.data is None else _dumps(r.data),
         r.finish_reason,
