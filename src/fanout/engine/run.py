@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -114,7 +115,11 @@ class Run:
         self._engine.ack(self, sink, position)
 
     def metrics(self) -> dict[str, Any]:
-        snap = self.metrics_.snapshot(asyncio.get_running_loop().time())
+        try:
+            now = asyncio.get_running_loop().time()
+        except RuntimeError:  # after asyncio.run() returned: the loop's clock is monotonic
+            now = time.monotonic()
+        snap = self.metrics_.snapshot(now)
         snap["retry_budget"] = self.retry_budget
         if self.cancel_reason:
             snap["cancel_reason"] = self.cancel_reason

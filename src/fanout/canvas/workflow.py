@@ -1,0 +1,293 @@
+"""`fanout canvas`: a canvas in, its marked nodes explained by agents in parallel, the
+explanations back on the canvas as notes, file nodes and labelled edges.
+
+`plan_canvas` turns a canvas into tasks (one per target and agent, or with `smart`,
+scoring first and then the agents its verdict calls for, as one DAG: every follower
+depends on the target's scoring samples and runs only when the median verdict selects
+it). `CanvasSink` writes each target's notes as soon as all of its tasks have ended,
+batching the targets that finish together into one locked merge of the canvas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fanout import aggregate
+from fanout.aggregate import SCORING_AGENT, Mode
+from fanout.canvas.io import load_canvas
+from fanout.canvas.merge import NoteResult, WriteOptions
+from fanout.canvas.model import Canvas
+from fanout.canvas.targets import Selection, Target, find_targets
+from fanout.canvas.writeback import WriteReport, write_results_async
+from fanout.engine.events import Event, TaskFinished
+from fanout.errors import ConfigError
+from fanout.tasks import Priority, Result, Task, TaskState
+
+#: which agents a scoring verdict calls for (configurable)
+DEFAULT_SMART: dict[str, tuple[str, ...]] = {
+    "not_understood": ("clarification-path", "oral-explanation", "basic-decomposition"),
+    "partial": ("memory-anchor", "comparison-table", "verification-question-agent"),
+    "mastered": ("verification-question-agent",),
+}
+KEY_SEP = "/"
+
+
+@dataclass(slots=True)
+class CanvasJob:
+    """A canvas turned into tasks; nothing has run or been written."""
+
+    path: Path
+    canvas: Canvas
+    selection: Selection
+    agents: tuple[str, ...]
+    smart: bool
+    samples: int
+    tasks: list[Task]
+    smart_map: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+    @property
+    def targets(self) -> list[Target]:
+        return self.selection.targets
+
+
+def task_key(target_id: str, agent: str, sample: int | None = None) -> str:
+    """Stable task key: a rerun or a resume finds the same call under the same key."""
+    base = f"{target_id}{KEY_SEP}{agent}"
+    return base if sample is None else f"{base}#{sample}"
+
+
+def plan_canvas(
+    path: str | Path,
+    blueprints: Mapping[str, Any],
+    *,
+    agents: Sequence[str] | None = None,
+    smart: bool | None = None,
+    colour: str = "3",
+    ids: Sequence[str] | None = None,
+    group: str | None = None,
+    samples: int = 1,
+    smart_map: Mapping[str, Sequence[str]] | None = None,
+) -> CanvasJob:
+    """Read the canvas and plan the run. Raises `InputError` for a bad canvas and
+    `ConfigError` for an unknown agent or a bad option; writes nothing."""
+    if samples < 1:
+        raise ConfigError(f"--samples {samples}: at least 1")
+    smart = (not agents) if smart is None else smart
+    mapping = dict(smart_map or DEFAULT_SMART)
+    wanted: list[str] = list(agents or [])
+    if smart:
+        for names in mapping.values():
+            wanted.extend(n for n in names if n not in wanted)
+        if SCORING_AGENT not in wanted:
+            wanted.insert(0, SCORING_AGENT)
+    unknown = [a for a in wanted if a not in blueprints]
+    if unknown:
+        raise ConfigError(
+            f"unknown agent {unknown[0]!r}; known agents: {', '.join(sorted(blueprints))}"
+        )
+    if not wanted:
+        raise ConfigError("no agents chosen: give --agents a,b or --smart")
+    p = Path(path)
+    canvas = load_canvas(p)
+    sel = find_targets(canvas, colour=colour, ids=list(ids) if ids else None, group=group)
+    tasks: list[Task] = []
+    for target in sel.targets:
+        tasks.extend(_tasks_for(target, blueprints, wanted, smart, samples, mapping))
+    return CanvasJob(p, canvas, sel, tuple(wanted), smart, samples, tasks, mapping)
+
+
+def _tasks_for(
+    target: Target,
+    blueprints: Mapping[str, Any],
+    wanted: Sequence[str],
+    smart: bool,
+    samples: int,
+    mapping: Mapping[str, Sequence[str]],
+) -> list[Task]:
+    inputs = target.inputs()
+    tid = target.node_id
+
+    def meta(agent: str, sample: int | None = None) -> dict[str, Any]:
+        m: dict[str, Any] = {"target": tid, "agent": agent}
+        if sample is not None:
+            m["sample"] = sample
+        return m
+
+    def make(agent: str, **kw: Any) -> Task:
+        bp = blueprints[agent]
+        bp_inputs = {k: v for k, v in inputs.items() if k in bp.inputs}
+        task: Task = bp.task(bp_inputs, partition=tid, **kw)
+        return task
+
+    out: list[Task] = []
+    if not smart:
+        for agent in wanted:
+            if agent == SCORING_AGENT and samples > 1:
+                out += [
+                    make(agent, key=task_key(tid, agent, i), sample=i, meta=meta(agent, i))
+                    for i in range(samples)
+                ]
+            else:
+                out.append(make(agent, key=task_key(tid, agent), meta=meta(agent)))
+        return out
+    scores = [
+        make(
+            SCORING_AGENT,
+            key=task_key(tid, SCORING_AGENT, i if samples > 1 else None),
+            sample=i,
+            priority=Priority.HIGH,  # it decides what follows: start it first
+            meta=meta(SCORING_AGENT, i if samples > 1 else None),
+        )
+        for i in range(samples)
+    ]
+    out += scores
+    for agent in wanted:
+        if agent == SCORING_AGENT:
+            continue
+        verdicts = frozenset(v for v, names in mapping.items() if agent in names)
+        out.append(
+            make(
+                agent,
+                key=task_key(tid, agent),
+                depends_on=scores,
+                on_dependency_failure="run",  # decide on the samples that succeeded
+                when=_selected_by(verdicts),
+                meta=meta(agent),
+            )
+        )
+    return out
+
+
+def _selected_by(verdicts: frozenset[str]) -> Any:
+    def when(deps: Mapping[str, Result]) -> bool:
+        return median_verdict(deps.values()) in verdicts
+
+    return when
+
+
+def median_verdict(samples: Any) -> str | None:
+    """The verdict of the median total of the scoring samples that succeeded."""
+    totals = [
+        float(r.data["total"])
+        for r in samples
+        if r.ok and isinstance(r.data, Mapping) and isinstance(r.data.get("total"), int | float)
+    ]
+    return aggregate.verdict_for(statistics.median(totals)) if totals else None
+
+
+def documents_for(results: Sequence[Result], mode: Mode) -> list[aggregate.Document]:
+    """A target's results (every task of it, in plan order) as the documents to write."""
+    scoring = [r for r in results if r.task.agent == SCORING_AGENT]
+    by_agent: dict[str, Result] = {}
+    for r in results:
+        agent = r.task.agent or ""
+        if agent != SCORING_AGENT and r.state is not TaskState.SKIPPED:
+            by_agent[agent] = r
+    score_docs: list[aggregate.Document] = []
+    if len(scoring) > 1 or (mode == "score" and scoring):
+        summary = aggregate.score_summary(scoring)
+        score_docs = [summary] if summary is not None else []
+    elif scoring:
+        score_docs = aggregate.individual({SCORING_AGENT: scoring[0]})
+    if mode == "score":
+        return score_docs
+    if mode == "merged":
+        merged_in = {SCORING_AGENT: scoring[0], **by_agent} if len(scoring) == 1 else by_agent
+        docs = aggregate.merged(merged_in)
+        return (score_docs if len(scoring) > 1 else []) + docs
+    if mode == "decomposition":
+        report = aggregate.decomposition_report(by_agent)
+        rest = {a: r for a, r in by_agent.items() if a not in aggregate.DECOMPOSITION_AGENTS}
+        return score_docs + report + aggregate.individual(rest)
+    return score_docs + aggregate.individual(by_agent)
+
+
+@dataclass(slots=True)
+class SinkReport:
+    reports: list[WriteReport] = field(default_factory=list)
+    written_targets: int = 0
+    write_s: float = 0.0  # time spent writing the canvas and notes
+
+    @property
+    def notes(self) -> list[Any]:
+        return [n for r in self.reports for n in r.notes]
+
+
+class CanvasSink:
+    """Writes a target's documents once every task of it has ended; targets that end while
+    a write is under way go together in the next one (one lock, one merge, one replace)."""
+
+    name = "canvas"
+
+    def __init__(self, job: CanvasJob, mode: Mode, options: WriteOptions | None = None) -> None:
+        if mode not in aggregate.MODES:
+            raise ConfigError(f"--aggregate {mode!r}: use one of {', '.join(aggregate.MODES)}")
+        self.job = job
+        self.mode: Mode = mode
+        self.options = options or WriteOptions()
+        self.report = SinkReport()
+        self._left: dict[str, int] = {}
+        for t in job.tasks:
+            part = t.partition or ""
+            self._left[part] = self._left.get(part, 0) + 1
+        self._results: dict[str, list[Result]] = {}
+        self._pending: list[NoteResult] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+        self._closing = False
+
+    def attach(self, run: Any) -> None:
+        run.bus.listen(self._on_event)
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+
+    def _on_event(self, ev: Event) -> None:
+        if not isinstance(ev, TaskFinished):
+            return
+        part = ev.task.partition or ""
+        self._results.setdefault(part, []).append(ev.result)
+        self._left[part] -= 1
+        if self._left[part] == 0:
+            self._queue_target(part)
+
+    def _queue_target(self, part: str) -> None:
+        order = {id(t): i for i, t in enumerate(self.job.tasks)}
+        results = sorted(self._results.pop(part, []), key=lambda r: order.get(id(r.task), 0))
+        for doc in documents_for(results, self.mode):
+            self._pending.append(NoteResult(part, doc.name, doc.text, doc.title, doc.verdict))
+        self.report.written_targets += 1
+        self._wake.set()
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch, self._pending = self._pending, []
+                t0 = loop.time()
+                try:
+                    report = await write_results_async(self.job.path, batch, self.options)
+                except Exception as exc:  # the canvas is as it was; report it at the end
+                    self._error = exc
+                    return
+                finally:
+                    self.report.write_s += loop.time() - t0
+                self.report.reports.append(report)
+            if self._closing:
+                return
+
+    async def finish(self) -> SinkReport:
+        """Write whatever is pending, then stop; raise what a write raised."""
+        self._closing = True
+        self._wake.set()
+        if self._writer is not None:
+            await self._writer
+        if self._error is not None:
+            raise self._error
+        return self.report
