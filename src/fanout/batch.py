@@ -478,6 +478,10 @@ class BatchSink:
             for e in batch.errors:
                 self.writer.write(output_line(e, self._created))
 
+    def line(self, result: Result) -> dict[str, Any]:
+        """The output line of `result`."""
+        return output_line(result, self._created)
+
     def attach(self, run: Any) -> None:
         if self.order == "completion":
             from fanout.engine.events import TaskFinished

@@ -196,7 +196,7 @@ def test_deadline_cancels_the_rest_and_still_writes_every_line(tmp_path: Path) -
     assert {r["error"]["code"] for r in rows if r["error"]} == {"cancelled"}
 
 
-def test_ctrl_c_cancels_keeps_finished_results_and_writes_every_line(tmp_path: Path) -> None:
+def test_ctrl_c_leaves_the_run_resumable_and_resume_writes_every_line(tmp_path: Path) -> None:
     import signal
     import time
 
@@ -226,17 +226,29 @@ def test_ctrl_c_cancels_keeps_finished_results_and_writes_every_line(tmp_path: P
         env=e,
         cwd=ROOT,
     )
-    # wait until the run is under way (the simulator note is printed just before it starts)
+    # the first line names the run (and how to resume it) as it starts
     assert proc.stderr is not None
-    assert "simulator" in proc.stderr.readline()
+    first = proc.stderr.readline()
+    assert first.startswith("run r-"), first
+    run_id = first.split()[1]
+    assert f"(resume with: fanout resume {run_id})" in first
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
-    assert "interrupted" in stderr
+    assert f"resume with: fanout resume {run_id}" in stderr
     summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["status"] == "interrupted"
+    assert 0 < summary["done"] < 200
+    assert summary["cancelled"] == 0  # nothing was given up: the rest waits for a resume
+    assert not out.exists()  # the file is written once, when the run ends
+    p = fanout("runs", "--json")
+    row = next(r for r in json.loads(p.stdout) if r["run_id"] == run_id)
+    assert (row["status"], row["done"]) == ("interrupted", summary["done"])
+    p = fanout("resume", run_id, "--json")
+    assert p.returncode == 0, p.stderr
+    again = json.loads(p.stdout.strip().splitlines()[-1])
+    assert again["done"] == 200
     rows = read_jsonl(out)
-    assert len(rows) == 200
-    done = [r for r in rows if r["error"] is None]
-    assert len(done) == summary["done"] > 0
-    assert summary["cancelled"] == 200 - len(done) > 0
+    assert [r["custom_id"] for r in rows] == [f"q{i}" for i in range(200)]
+    assert all(r["error"] is None for r in rows)

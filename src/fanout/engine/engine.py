@@ -319,7 +319,7 @@ class Engine:
             raise FanoutError(f"the run store failed: {self._fatal}")
         if deadline_s is not None and deadline_s <= 0:
             raise ConfigError(f"deadline_s={deadline_s}: must be positive")
-        run_id = run_id or _new_run_id()
+        run_id = run_id or new_run_id()
         if run_id in self._runs:
             raise PlanError(f"a run with id {run_id!r} already exists", run_id=run_id)
         run = Run(self, run_id, kind=kind, retry_budget=retry_budget, config=config or {})
@@ -1046,5 +1046,6 @@ class _Aborted(Exception):
         self.reason = reason
 
 
-def _new_run_id() -> str:
+def new_run_id() -> str:
+    """A new run id: `r-` + month and day + 6 random hex digits."""
     return "r-" + time.strftime("%m%d") + secrets.token_hex(3)

@@ -1,0 +1,92 @@
+"""What `fanout runs`, `fanout status` and `fanout report` print, from the store.
+
+`run_report` computes a stored run's metrics with the code `run.metrics()` uses
+(`metrics_from_snapshot`), so the report of a run and the summary its process printed give
+the same numbers.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Any
+
+from fanout.metrics import metrics_from_snapshot
+from fanout.progress import _fmt_s, summary_lines
+from fanout.store.queries import load_snapshot
+
+
+def run_report(db: sqlite3.Connection, run_id: str) -> dict[str, Any] | None:
+    snap = load_snapshot(db, run_id)
+    if snap is None:
+        return None
+    from fanout.store.overview import display_status
+
+    m = metrics_from_snapshot(snap)
+    m["status"] = display_status(snap.status, snap.lease)
+    m["kind"] = snap.kind
+    m["segments"] = len(snap.segments)
+    return m
+
+
+def report_lines(m: dict[str, Any]) -> list[tuple[str, str]]:
+    """The report as (label, value) rows: the run summary, then latency per agent."""
+    rows = [("run", f"{m['run_id']} ({m.get('kind', '-')}, {m['status']})")]
+    rows += summary_lines(m)
+    if m.get("cached"):
+        rows.append(("from the cache", f"{m['cached']} answers (no call, no tokens)"))
+    if m.get("interrupted"):
+        rows.append(("interrupted", f"{m['interrupted']} attempts (run again on resume)"))
+    if m.get("segments", 1) > 1:
+        rows.append(("segments", f"{m['segments']} (the first run and each resume)"))
+    for agent, p50 in m.get("p50_by_agent", {}).items():
+        p95 = m["p95_by_agent"][agent]
+        rows.append((f"  {agent}", f"p50 {_fmt_s(p50)}, p95 {_fmt_s(p95)}"))
+    return rows
+
+
+def _when(t: float | None) -> str:
+    return "-" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def format_runs(rows: list[dict[str, Any]]) -> list[str]:
+    head = f"{'run':<16} {'kind':<8} {'status':<11} {'done/total':>13} {'failed':>7}  "
+    head += f"{'started':<19} {'wall':>9}"
+    out = [head]
+    for r in rows:
+        done = f"{r['done']}/{r['total']}"
+        out.append(
+            f"{r['run_id']:<16} {r['kind']:<8} {r['status']:<11} {done:>13} {r['failed']:>7}  "
+            f"{_when(r['started']):<19} {_fmt_s(r['wall_s']):>9}"
+        )
+    return out
+
+
+def format_status(st: dict[str, Any]) -> list[str]:
+    states = st["states"]
+    order = ("done", "running", "waiting", "failed", "skipped", "cancelled")
+    counts = ", ".join(f"{k} {states[k]}" for k in order if states.get(k))
+    out = [
+        f"run {st['run_id']} ({st['kind']}): {st['status']}",
+        f"tasks: {counts or 'none'} (of {st['total']})",
+    ]
+    for lane, c in st["lanes"].items():
+        lane_counts = ", ".join(f"{k} {c[k]}" for k in order if c.get(k))
+        out.append(f"  lane {lane}: {lane_counts}")
+    by_kind = ", ".join(f"{k} {v}" for k, v in sorted(st["retries_by_kind"].items()))
+    out.append(f"retries: {st['retries']}" + (f" ({by_kind})" if by_kind else ""))
+    errors = ", ".join(f"{k} {v}" for k, v in sorted(st["errors_by_class"].items()))
+    out.append(f"errors by class: {errors or 'none'}")
+    out.append(f"tokens: {st['input_tokens']:,} in, {st['output_tokens']:,} out")
+    if st["cached"]:
+        out.append(f"from the cache: {st['cached']}")
+    out.append(f"started {_when(st['started'])}, wall {_fmt_s(st['wall_s'])}")
+    if st["eta_s"] is not None:
+        out.append(f"ETA: {_fmt_s(st['eta_s'])}")
+    if st["process"]:
+        out.append(f"running in process {st['process']['pid']} on {st['process']['host']}")
+    elif st["status"] in ("crashed", "interrupted", "cancelled"):
+        out.append(f"resume with: fanout resume {st['run_id']}")
+    if st["cancel_requested"]:
+        out.append(f"cancel asked: {st['cancel_requested']}")
+    return out
