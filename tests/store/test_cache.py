@@ -1,0 +1,131 @@
+"""The result cache: identical requests are sent once, a second identical run sends none."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from pathlib import Path
+
+from fanout import CallableProvider, Engine, MemoryStore, Request, Task
+from fanout.store import queries
+from fanout.store.sqlite import SqliteStore
+from tests.engine.support import arun
+
+
+class Counter:
+    def __init__(self, fail: set[str] | None = None) -> None:
+        self.calls: list[str] = []
+        self.fail = fail or set()
+
+    async def __call__(self, req: Request) -> str:
+        text = req.prompt_text()
+        self.calls.append(text)
+        await asyncio.sleep(0.002)
+        if text in self.fail:
+            from fanout.errors import BadRequest
+
+            raise BadRequest("no")
+        return f"answer to {text}"
+
+    def engine(self, store: object, **kw: object) -> Engine:
+        return Engine(providers=CallableProvider(self, name="py"), store=store, cache=True, **kw)  # type: ignore[arg-type]
+
+
+def tasks() -> list[Task]:
+    return [
+        Task("same", key="a"),
+        Task("same", key="b"),  # the same request: sent once, shared
+        Task("same", key="vote-1", sample=1),  # another sample index: its own call
+        Task("other", key="c"),
+        Task(lambda deps: f"after {deps['a'].text}", key="d", depends_on=["a"]),
+    ]
+
+
+def test_identical_requests_are_sent_once_and_a_second_run_sends_none(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+
+    async def main() -> None:
+        first = Counter()
+        async with first.engine(SqliteStore(path)) as e:
+            run = e.submit(tasks())
+            m = await run.wait()
+            assert all(r.ok for r in await run.results())
+        assert sorted(first.calls) == ["after answer to same", "other", "same", "same"]
+        assert m["cached"] == 1
+        second = Counter()
+        async with second.engine(SqliteStore(path)) as e:
+            run = e.submit(tasks())
+            m = await run.wait()
+            results = await run.results()
+        assert second.calls == []
+        assert m["cached"] == 5
+        assert (m["input_tokens"], m["p50_s"], m["attempts"]) == (0, 0.0, 0)
+        assert [r.text for r in results] == [
+            "answer to same",
+            "answer to same",
+            "answer to same",
+            "answer to other",
+            "answer to after answer to same",
+        ]
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            stats = queries.cache_stats(db)
+        assert stats["entries"] == 4  # same (sample 0), same (sample 1), other, after
+        assert stats["hits"] == 6
+
+    arun(main)
+
+
+def test_without_the_cache_every_task_is_sent(tmp_path: Path) -> None:
+    async def main() -> None:
+        for _ in range(2):
+            c = Counter()
+            async with Engine(
+                providers=CallableProvider(c, name="py"), store=SqliteStore(tmp_path / "s.db")
+            ) as e:
+                await (e.submit(tasks())).wait()
+            assert len(c.calls) == 5
+
+    arun(main)
+
+
+def test_answers_older_than_the_ttl_are_not_used(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+
+    async def main() -> None:
+        for expected in (4, 0):
+            c = Counter()
+            async with c.engine(SqliteStore(path), cache_ttl_s=3600) as e:
+                await e.submit(tasks()).wait()
+            assert len(c.calls) == expected
+        with contextlib.closing(sqlite3.connect(path)) as db, db:
+            db.execute("UPDATE cache SET created_at = created_at - 7200")
+        c = Counter()
+        async with c.engine(SqliteStore(path), cache_ttl_s=3600) as e:
+            await e.submit(tasks()).wait()
+        assert len(c.calls) == 4
+
+    arun(main)
+
+
+def test_a_failed_leader_lets_one_follower_try_in_its_turn(tmp_path: Path) -> None:
+    async def main() -> None:
+        c = Counter(fail={"bad"})
+        async with c.engine(MemoryStore()) as e:
+            run = e.submit([Task("bad", key=f"k{i}") for i in range(3)])
+            m = await run.wait()
+        assert c.calls == ["bad", "bad", "bad"]  # one at a time, never together
+        assert m["failed"] == 3
+
+    arun(main)
+
+
+def test_the_cache_also_works_with_the_memory_store() -> None:
+    async def main() -> None:
+        c = Counter()
+        async with c.engine(MemoryStore()) as e:
+            await e.submit(tasks()).wait()
+            await e.submit(tasks()).wait()
+        assert len(c.calls) == 4
+
+    arun(main)
