@@ -1,0 +1,34 @@
+"""kill -9 at random moments, resume each time: every task ends with one result and nothing
+that was committed is ever sent again (the checks are bench/crash.py's; it does 50 kills)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests.e2e.test_cli_batch import ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def _crash_bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("fanout_bench_crash", ROOT / "bench" / "crash.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ten_kills_and_resumes_lose_nothing_and_repeat_no_committed_call(tmp_path: Path) -> None:
+    crash = _crash_bench()
+    campaign, figures = crash.campaign(tmp_path, tasks=2000, kills=10, concurrency=16, seed=4)
+    assert campaign.kills == 10
+    assert figures["committed_answered_again"] == 0
+    assert figures["integrity"] == "ok"
+    assert figures["completions"] <= 2000 + 10 * 16
