@@ -10,6 +10,7 @@ worker pool itself). Calls wait for budget, never rejected for it.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,6 +26,20 @@ ERROR = "error"
 DEFAULT_BURST_S = 0.5  # a client-side burst of half a second of budget: under any server's 1 s
 AIMD_DECREASE_FACTOR = 0.5
 AIMD_COOLDOWN_S = 1.0  # one halving per second at most: a burst of 429s is one signal
+#: the learned request rate (see `ProviderMeter`): successes are counted over this window...
+RATE_WINDOW_S = 1.0
+#: ...or, when it holds fewer, over the span of this many (fewer in all: nothing to learn)
+RATE_MIN_SAMPLES = 8
+#: after a 429, pace at this share of the rate the provider was admitting calls at
+RATE_DECREASE_FACTOR = 0.9
+#: then climb: each success adds this many calls/s (+10 % a second while paced) back up to
+#: the rate last admitted, or while no full window of it has been seen (the start of a run)...
+RATE_INCREASE = 0.1
+#: ...and only this many above it (+1 % a second), so 429s come seldom
+RATE_PROBE = 0.01
+RATE_COOLDOWN_S = 1.0  # one cut per window at most: the 429s of calls already sent are stale
+#: a Retry-After that reopens within this many calls (at the admitted rate) marks a rate limit
+RATE_EDGE_CALLS = 2.0
 
 
 class Meter(Protocol):
@@ -106,18 +121,46 @@ class Gcra:
 
 
 class ProviderMeter:
-    """One provider+model(+key): RPM and TPM budgets, a concurrency cap, adaptive concurrency
-    (AIMD: halve on 429/overload, add 1/limit on success) and pauses asked by `Retry-After`."""
+    """One provider+model(+key): RPM and TPM budgets, a concurrency cap, pauses asked by
+    `Retry-After`, and when `adaptive`:
+
+    - adaptive concurrency (AIMD: halve on 429/overload, add 1/limit on success);
+    - a learned request rate. A 429 whose Retry-After reopens the provider within about one
+      call (`RATE_EDGE_CALLS` at the rate it was admitting our calls) says that its request
+      budget is spent, and the rate it was admitting our calls at is the best measure of that
+      budget: our successes over the last `RATE_WINDOW_S`, or over the last
+      `RATE_MIN_SAMPLES` when they are fewer. So then (once per `RATE_COOLDOWN_S`) the meter
+      starts spacing calls evenly at `RATE_DECREASE_FACTOR` times that rate, climbs back
+      quickly to it (`RATE_INCREASE` calls/s per success), then slowly above it
+      (`RATE_PROBE`) until the next such 429.
+
+    Without the learned rate, every Retry-After pause ends with all the queued calls starting
+    at once, and all but one of them are rejected again: most requests become 429s and tasks
+    run out of attempts. Concurrency cannot do this job: one call at a time is already over a
+    budget of 20 calls/s when an answer takes less than 50 ms. A long Retry-After (an
+    overloaded server, a token budget, "come back in a second") teaches no rate: were the
+    rate cut after each, the pauses would drag the measured rate, and so the pace, down.
+    """
 
     __slots__ = (
+        "_ceiling",
+        "_first_ok",
+        "_last_cut",
         "_last_decrease",
+        "_pace_tat",
+        "_recent",
+        "_win_n",
+        "_win_prev",
+        "_win_start",
         "adaptive",
         "cap",
         "decreases",
         "inflight",
         "key",
         "limit",
+        "pace_rate",
         "paused_until",
+        "rate_cuts",
         "rpm",
         "tpm",
     )
@@ -133,11 +176,25 @@ class ProviderMeter:
         self.paused_until = 0.0
         self._last_decrease = -INF
         self.decreases = 0
+        self.pace_rate: float | None = None  # learned calls/s; None until the first 429
+        self._pace_tat = 0.0  # when the pacer lets the next call start
+        self._last_cut = -INF
+        self._ceiling = INF  # the admitted rate measured at the last cut (INF: unknown)
+        self._first_ok = INF
+        self.rate_cuts = 0
+        # successes per RATE_WINDOW_S: a sliding-window counter (this window and the last),
+        # and the times of the last few, for rates under RATE_MIN_SAMPLES per window
+        self._recent: deque[float] = deque(maxlen=RATE_MIN_SAMPLES)
+        self._win_start = 0.0
+        self._win_n = 0
+        self._win_prev = 0
 
     def wait_time(self, now: float, task: Task) -> float:
         if self.inflight >= int(self.limit):
             return INF
         w = self.paused_until - now
+        if self.pace_rate is not None and self._pace_tat - now > w:
+            w = self._pace_tat - now
         if self.rpm is not None:
             w = max(w, self.rpm.wait_time(now))
         if self.tpm is not None:
@@ -146,6 +203,8 @@ class ProviderMeter:
 
     def started(self, now: float, task: Task) -> None:
         self.inflight += 1
+        if self.pace_rate is not None:
+            self._pace_tat = max(self._pace_tat, now) + 1.0 / self.pace_rate
         if self.rpm is not None:
             self.rpm.charge(now, 1.0)
         if self.tpm is not None:
@@ -157,22 +216,65 @@ class ProviderMeter:
             self.tpm.refund(task.est_tokens - tokens)
         if not self.adaptive:
             return
-        if outcome == RATE_LIMITED:
-            if now - self._last_decrease >= AIMD_COOLDOWN_S:
-                self.limit = max(1.0, self.limit * AIMD_DECREASE_FACTOR)
-                self._last_decrease = now
-                self.decreases += 1
-        elif outcome == OK and self.limit < self.cap:
-            self.limit = min(self.cap, self.limit + 1.0 / self.limit)
+        if outcome == OK:
+            if now - self._win_start >= RATE_WINDOW_S:
+                self._roll(now)
+            self._win_n += 1
+            self._recent.append(now)
+            if self.pace_rate is not None:
+                self.pace_rate += RATE_INCREASE if self.pace_rate < self._ceiling else RATE_PROBE
+            elif now < self._first_ok:
+                self._first_ok = now
+            if self.limit < self.cap:
+                self.limit = min(self.cap, self.limit + 1.0 / self.limit)
+        elif outcome == RATE_LIMITED and now - self._last_decrease >= AIMD_COOLDOWN_S:
+            self.limit = max(1.0, self.limit * AIMD_DECREASE_FACTOR)
+            self._last_decrease = now
+            self.decreases += 1
+
+    def admitted_rate(self, now: float) -> float | None:
+        """Calls/s the provider admitted lately (our successes): over the last
+        `RATE_WINDOW_S` when it holds at least `RATE_MIN_SAMPLES`, else over the span of the
+        last `RATE_MIN_SAMPLES`; None when there have not been that many."""
+        if now - self._win_start >= RATE_WINDOW_S:
+            self._roll(now)
+        share = 1.0 - (now - self._win_start) / RATE_WINDOW_S
+        count = self._win_prev * share + self._win_n
+        if count >= RATE_MIN_SAMPLES:
+            return count / RATE_WINDOW_S
+        recent = self._recent
+        if len(recent) < RATE_MIN_SAMPLES:
+            return None
+        return (len(recent) - 1) / max(now - recent[0], RATE_WINDOW_S)
+
+    def _roll(self, now: float) -> None:
+        windows = math.floor((now - self._win_start) / RATE_WINDOW_S)
+        self._win_prev = self._win_n if windows == 1 else 0
+        self._win_n = 0
+        self._win_start += windows * RATE_WINDOW_S
 
     def pause(self, now: float, seconds: float) -> None:
-        """Hold every call of this provider+model until `now + seconds` (Retry-After)."""
+        """Hold every call of this provider+model until `now + seconds` (Retry-After); learn
+        the provider's rate when the pause ends within about one call (see the class)."""
         self.paused_until = max(self.paused_until, now + seconds)
+        if not self.adaptive or now - self._last_cut < RATE_COOLDOWN_S:
+            return
+        admitted = self.admitted_rate(now)
+        if admitted is None or seconds * admitted > RATE_EDGE_CALLS:
+            return  # too few successes, or a long pause: nothing to learn about the rate
+        rate = RATE_DECREASE_FACTOR * admitted
+        if self.pace_rate is None or rate < self.pace_rate:
+            self.pace_rate = rate
+        # a window that began before our first success under-counts the rate
+        self._ceiling = admitted if now - self._first_ok >= RATE_WINDOW_S else INF
+        self._last_cut = now
+        self.rate_cuts += 1
 
     def __repr__(self) -> str:
+        pace = "" if self.pace_rate is None else f", pace={self.pace_rate:.2f}/s"
         return (
             f"ProviderMeter({self.key!r}, limit={self.limit:.1f}/{self.cap:.0f}, "
-            f"inflight={self.inflight})"
+            f"inflight={self.inflight}{pace})"
         )
 
 

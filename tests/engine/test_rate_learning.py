@@ -1,0 +1,114 @@
+"""The provider meter's learned request rate: after a 429 that reopens within about one call,
+calls are spaced at the rate the provider was admitting them, so a Retry-After pause does not
+end in a stampede of new 429s; long pauses teach nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from fanout import Engine, ProviderLimits, RetryPolicy, SimConfig, SimProvider, Task
+from fanout.engine.limits import (
+    OK,
+    RATE_DECREASE_FACTOR,
+    RATE_INCREASE,
+    RATE_LIMITED,
+    RATE_MIN_SAMPLES,
+    RATE_PROBE,
+    ProviderMeter,
+)
+from tests.engine.support import arun
+
+
+def meter(adaptive: bool = True) -> ProviderMeter:
+    return ProviderMeter("p:m", ProviderLimits(adaptive=adaptive), default_cap=1000)
+
+
+def succeed(m: ProviderMeter, times: list[float]) -> None:
+    t = Task("x")
+    for now in times:
+        m.started(now, t)
+        m.finished(now, t, OK, 1)
+
+
+def test_a_short_retry_after_paces_calls_at_the_admitted_rate() -> None:
+    m = meter()
+    succeed(m, [10.0 + i / 20 for i in range(40)])  # 20 calls/s for 2 s
+    assert m.pace_rate is None
+    t = Task("x")
+    m.started(12.0, t)
+    m.finished(12.0, t, RATE_LIMITED, 0)
+    m.pause(12.0, 0.05)  # the next slot opens in one call's time: a rate limit
+    assert m.pace_rate == pytest.approx(RATE_DECREASE_FACTOR * 20, rel=0.1)
+    rate = m.pace_rate
+    assert m.wait_time(12.0, t) == pytest.approx(0.05)  # the pause
+    m.started(12.05, t)  # the pacer spaces the next ones
+    assert m.wait_time(12.05, t) == pytest.approx(1 / rate)
+    m.pause(12.5, 0.05)  # within the cooldown: the same burst of 429s
+    assert m.pace_rate == rate
+    assert m.rate_cuts == 1
+
+
+def test_the_rate_climbs_fast_to_what_was_admitted_then_slowly() -> None:
+    m = meter()
+    succeed(m, [10.0 + i / 20 for i in range(40)])
+    m.pause(12.0, 0.05)
+    rate = m.pace_rate
+    assert rate is not None
+    ceiling = rate / RATE_DECREASE_FACTOR
+    steps = []
+    for i in range(40):
+        before = m.pace_rate
+        succeed(m, [12.1 + i * 0.05])
+        assert m.pace_rate is not None
+        assert before is not None
+        steps.append(round(m.pace_rate - before, 9))
+    assert set(steps) == {RATE_INCREASE, RATE_PROBE}
+    assert steps == sorted(steps, reverse=True)  # fast below the ceiling, slow above
+    assert m.pace_rate > ceiling
+
+
+@pytest.mark.parametrize("pause_s", [1.0, 5.0])
+def test_a_long_retry_after_teaches_no_rate(pause_s: float) -> None:
+    m = meter()
+    succeed(m, [10.0 + i / 20 for i in range(40)])
+    m.pause(12.0, pause_s)  # "come back in a second": overload, not a request budget
+    assert m.pace_rate is None
+    assert m.wait_time(12.0, Task("x")) == pytest.approx(pause_s)
+
+
+def test_too_few_successes_teach_no_rate_and_slow_rates_are_measured_over_more_time() -> None:
+    m = meter()
+    succeed(m, [10.0 + i for i in range(RATE_MIN_SAMPLES - 1)])  # one call a second
+    m.pause(17.0, 0.5)
+    assert m.pace_rate is None
+    succeed(m, [17.0])
+    m.pause(17.0, 0.5)  # now 8 calls over 7 s
+    assert m.pace_rate == pytest.approx(RATE_DECREASE_FACTOR * (RATE_MIN_SAMPLES - 1) / 7.0)
+
+
+def test_a_meter_that_is_not_adaptive_learns_nothing() -> None:
+    m = meter(adaptive=False)
+    succeed(m, [10.0 + i / 20 for i in range(40)])
+    m.pause(12.0, 0.05)
+    assert m.pace_rate is None
+
+
+def test_no_stampede_after_retry_after_pauses_in_the_engine() -> None:
+    """The in-process simulator enforcing 3,000 RPM (bursts of 50), no limit on our side, 16
+    calls of 1 ms at a time: without the learned rate nearly every call is a 429."""
+    provider = SimProvider(SimConfig(rpm=3000, base_latency_s=0.001, jitter=0.0))
+
+    async def main() -> None:
+        async with Engine(
+            providers=provider,
+            concurrency=16,
+            retry=RetryPolicy(attempts=10, budget=10_000),
+        ) as engine:
+            run = await engine.run([Task(f"question {i}") for i in range(150)])
+            assert run.metrics()["done"] == 150
+            assert engine.provider_meters["sim:sim-1"].pace_rate is not None
+
+    arun(main)
+    stats = provider.stats()
+    assert stats["completed_total"] == 150
+    assert stats["rejected_429"] < 40  # the first burst's overflow, then hardly any
