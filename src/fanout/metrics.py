@@ -7,14 +7,14 @@ agent), retries, tokens, failures by error kind, peak memory.
 A resumed run's metrics start from what the store holds of its earlier segments
 (`RunMetrics.seed`), and `metrics_from_snapshot` computes a stored run's figures with the
 same code, so `fanout report RUN` and `run.metrics()` give the same numbers: sums of
-durations use `math.fsum` (exact, so the order in which attempts are added cannot matter),
+durations are summed as whole nanoseconds (integers: the order in which attempts are added
+cannot change the sum),
 wall times are summed segment by segment in the same order. Answers from the result cache
 (done with no attempt) count as done but add no latency and no tokens.
 """
 
 from __future__ import annotations
 
-import math
 import resource
 import sys
 from array import array
@@ -80,7 +80,7 @@ class RunMetrics:
         self.retries = 0
         self.retries_by_kind: Counter[str] = Counter()
         self.failures_by_kind: Counter[str] = Counter()
-        self.durations: array[float] = array("d")  # of every attempt that ended
+        self.busy_ns = 0  # attempt durations, summed in whole nanoseconds
         self.latencies: array[float] = array("d")
         self.latencies_by_agent: dict[str, array[float]] = {}
         self.input_tokens = 0
@@ -110,7 +110,7 @@ class RunMetrics:
             self._lane(ev.lane).running -= 1
             self.retries += 1
             self.retries_by_kind[ev.error.kind] += 1
-            self.durations.append(ev.duration)
+            self.busy_ns += int(ev.duration * 1e9 + 0.5)
         elif isinstance(ev, TasksAdded):
             self.total = ev.total
             self.add_lane_totals(ev.lanes)
@@ -123,7 +123,7 @@ class RunMetrics:
             self.running -= 1
             self._lane(ev.lane).running -= 1
             self.interrupted += 1
-            self.durations.append(ev.duration)
+            self.busy_ns += int(ev.duration * 1e9 + 0.5)
         elif isinstance(ev, RunFinished):
             self.ended_at = ev.t
             self.status = ev.status
@@ -136,10 +136,23 @@ class RunMetrics:
         if ev.duration >= 0.0:  # ended by an attempt (else: skipped or cancelled while queued)
             self.running -= 1
             lane.running -= 1
-            self.durations.append(ev.duration)
-        self._result(state, r.attempts, r.latency_s, ev.task.agent, lane, r.error)
-        self.input_tokens += r.input_tokens if r.attempts else 0
-        self.output_tokens += r.output_tokens if r.attempts else 0
+            self.busy_ns += int(ev.duration * 1e9 + 0.5)
+        if state is TaskState.DONE and r.attempts:  # the common case, inline
+            lane.done += 1
+            self.latencies.append(r.latency_s)
+            agent = ev.task.agent
+            if agent is not None:
+                arr = self.latencies_by_agent.get(agent)
+                if arr is None:
+                    arr = self.latencies_by_agent[agent] = array("d")
+                arr.append(r.latency_s)
+            self.input_tokens += r.input_tokens
+            self.output_tokens += r.output_tokens
+        else:
+            self._result(state, r.attempts, r.latency_s, ev.task.agent, lane, r.error)
+            if r.attempts:
+                self.input_tokens += r.input_tokens
+                self.output_tokens += r.output_tokens
 
     def _result(
         self,
@@ -176,7 +189,7 @@ class RunMetrics:
             self.prior_slot_s += w * seg.concurrency
         for _n, _attempt, outcome, kind, duration in snap.attempts:
             self.attempts += 1
-            self.durations.append(duration or 0.0)
+            self.busy_ns += int((duration or 0.0) * 1e9 + 0.5)
             if outcome == "error":
                 self.retries += 1
                 self.retries_by_kind[kind or "error"] += 1
@@ -208,7 +221,7 @@ class RunMetrics:
             seg = (self.ended_at if self.ended_at is not None else now) - self.started_at
         wall = max(self.prior_wall_s + seg, 1e-9)
         slot_s = max(self.prior_slot_s + seg * self.concurrency, 1e-9)
-        busy = math.fsum(self.durations)
+        busy = self.busy_ns / 1e9
         finished = self.finished
         remaining = self.total - finished
         rate = finished / wall

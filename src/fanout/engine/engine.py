@@ -16,9 +16,8 @@ import random
 import secrets
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from fanout.engine.cache import CacheGate, request_keys
 from fanout.engine.events import (
     LimiterChanged,
     RunFinished,
@@ -46,11 +45,9 @@ from fanout.engine.request import (
     check_completion,
     estimate,
 )
-from fanout.engine.resume import resume_run, run_settings
 from fanout.engine.retry import RetryPolicy, describe
 from fanout.engine.run import Run
 from fanout.engine.scheduler import Group, Scheduler
-from fanout.engine.watch import watch
 from fanout.errors import (
     ConfigError,
     FanoutError,
@@ -80,7 +77,6 @@ from fanout.store.base import (
     TasksAdded as StoreTasksAdded,
 )
 from fanout.store.journal import HIGH_WATER_OPS, MAX_BATCH_OPS, Journal
-from fanout.store.spec import task_spec
 from fanout.tasks import ErrorInfo, Result, Task, TaskState
 
 DEFAULT_CONCURRENCY = 16
@@ -103,6 +99,9 @@ SKIPPED = TaskState.SKIPPED
 CANCELLED = TaskState.CANCELLED
 
 Order = Literal["fifo", "longest_first"]
+
+if TYPE_CHECKING:
+    from fanout.engine.cache import CacheGate
 
 
 class _Slot:
@@ -207,6 +206,8 @@ class Engine:
         self._gate: CacheGate | None = None
         self.owner = secrets.token_hex(8)  # this engine's name on the runs it leases
         self._watcher: asyncio.Task[None] | None = None
+        self._request_keys: Any = None  # fanout.engine.cache.request_keys, when used
+        self._task_spec: Any = None  # fanout.store.spec.task_spec, when used
         self.rng = random.Random(seed)
         self._observed: dict[str, float] = {}  # agent -> EWMA of attempt latency
         self._lane_meters: dict[str, ConcurrencyMeter] = {}
@@ -225,6 +226,7 @@ class Engine:
         self._deadline_timer: asyncio.TimerHandle | None = None
         self._deadline_at = INF
         self._closed = False
+        self._clock = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -239,6 +241,7 @@ class Engine:
         if self._loop is not None:
             return
         loop = self._loop = asyncio.get_running_loop()
+        self._clock = time.time() - loop.time()  # loop time + this = unix time
         self._sched = Scheduler(aging_s=self.aging_s, loop=loop)
         self._journal = Journal(self.store, self._on_durable, self._on_store_error)
         self._journal.start()
@@ -248,11 +251,24 @@ class Engine:
             slot.worker = loop.create_task(self._worker(slot), name=f"fanout-worker-{i}")
             self._workers.append(slot.worker)
         self._ticker = loop.create_task(self._tick(), name="fanout-ticker")
+        # the store's and the cache's machinery is imported only by engines that use it
         if self.cache:
+            from fanout.engine.cache import CacheGate
+
             self._gate = CacheGate(self, self.cache_ttl_s)
             self._gate.start()
         if self._persistent:
+            from fanout.engine.cache import request_keys
+            from fanout.engine.watch import watch
+            from fanout.store.spec import task_spec
+
+            self._request_keys = request_keys
+            self._task_spec = task_spec
             self._watcher = loop.create_task(watch(self), name="fanout-watch")
+        elif self.cache:
+            from fanout.engine.cache import request_keys
+
+            self._request_keys = request_keys
 
     async def aclose(self) -> None:
         """Cancel unfinished runs, stop the workers, make everything durable."""
@@ -335,7 +351,7 @@ class Engine:
                     kind,
                     time.time(),
                     run.config,
-                    run_settings(self, task_list),
+                    _run_settings(self, task_list),
                     self.owner,
                     self.concurrency,
                 )
@@ -371,6 +387,8 @@ class Engine:
         settings results depend on (providers, model, blueprints) changed, unless
         `reconfigure`: then the tasks whose request changed run again. Raises `RunBusy`
         while another live process runs it."""
+        from fanout.engine.resume import resume_run
+
         return await resume_run(
             self,
             run_id,
@@ -401,7 +419,8 @@ class Engine:
         loop = self._loop
         assert loop is not None and self._journal is not None
         # a spec is taken before `_bind` fills in defaults: a resume applies its own
-        specs = [task_spec(t) for t in tasks] if self._persistent else None
+        spec = self._task_spec
+        specs = [spec(t) for t in tasks] if spec is not None else None
         lanes = self._attach(run, tasks)
         self._journal.append(StoreTasksAdded(run.id, tasks, specs))
         now = loop.time()
@@ -528,7 +547,11 @@ class Engine:
                 return
             gate.admit(t, keys[0])
             return
-        self._enqueue(t, now)
+        g: Group = t.group
+        if self.provider_meters[g.key[2]].tpm is not None and t.est_tokens < 0:
+            t.est_tokens = estimate(t, self.max_tokens)
+        assert self._sched is not None
+        self._sched.push(t, g, now, self._expected_for(t) if g.lef else 0.0)
 
     def _enqueue(self, t: Task, now: float | None = None) -> None:
         """Queue `t` to be sent."""
@@ -551,7 +574,7 @@ class Engine:
                 t, 1, model=self.model, max_tokens=self.max_tokens, deps=self._deps_of(t)
             )
             provider = self.providers[t.provider or self.default_provider]
-            keys = run.keys[t._n] = request_keys(provider, request, t)
+            keys = run.keys[t._n] = self._request_keys(provider, request, t)
         return keys
 
     def _expected_for(self, t: Task) -> float:
@@ -788,7 +811,7 @@ class Engine:
         t.tries += 1
         attempt = t.tries
         t0 = loop.time()
-        journal.append(AttemptStarted(run.id, t._n, attempt, time.time()))
+        journal.append(AttemptStarted(run.id, t._n, attempt, t0 + self._clock))
         provider = self.providers[t.provider or self.default_provider]
         timeout = t.timeout if t.timeout is not None else self.timeout
         completion: Completion | None = None
@@ -809,7 +832,7 @@ class Engine:
                 t, attempt, model=self.model, max_tokens=self.max_tokens, deps=self._deps_of(t)
             )
             if self._persistent and t._n not in run.keys:  # its first request here
-                run.keys[t._n] = request_keys(provider, request, t)
+                run.keys[t._n] = self._request_keys(provider, request, t)
             if provider.streams and self.idle_timeout is not None:
                 completion = await self._stream(provider, request, slot, t0, timeout)
             else:
@@ -1044,6 +1067,12 @@ class _Aborted(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def _run_settings(engine: Engine, tasks: list[Task]) -> dict[str, Any]:
+    from fanout.engine.resume import run_settings
+
+    return run_settings(engine, tasks)
 
 
 def new_run_id() -> str:
