@@ -18,10 +18,15 @@ $(VENV)/.stamp-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(VENV)/.stamp-base $@
 
+# The demo works on a copy of examples/vault in scratch/ (ignored), so the tree stays clean.
 demo: $(VENV)/.stamp-base
-	@mkdir -p scratch
-	$(BIN)/fanout batch examples/jobs.jsonl -o scratch/results.jsonl --concurrency 16
-	@echo "results: scratch/results.jsonl ($$(wc -l < scratch/results.jsonl) lines)"
+	@rm -rf scratch/vault && mkdir -p scratch && cp -r examples/vault scratch/vault
+	$(BIN)/fanout canvas run scratch/vault/离散数学.canvas --agents oral-explanation,memory-anchor,comparison-table --no-progress
+	$(BIN)/fanout canvas run scratch/vault/数据结构.canvas --smart --no-progress
+	$(BIN)/fanout batch examples/jobs.jsonl -o scratch/results.jsonl --concurrency 16 --no-progress
+	@echo
+	@echo "canvases with their new notes: scratch/vault/ (open it in Obsidian)"
+	@echo "batch results: scratch/results.jsonl ($$(wc -l < scratch/results.jsonl) lines)"
 
 test: $(VENV)/.stamp-dev
 	$(BIN)/ruff check src tests bench

@@ -257,9 +257,15 @@ def resume(
     try:
         run_id = _find_run(run)
         ttl = _duration("--cache-ttl", cache_ttl)
+        kind = _run_kind(run_id)
     except FanoutError as exc:
         _err(exc.message)
         raise typer.Exit(EXIT_BAD_INPUT) from None
+    if kind == "canvas":
+        from fanout.cli_canvas import resume_canvas_cmd
+
+        resume_canvas_cmd(run_id, reconfigure, cache, grace, progress, json_summary)
+        return
 
     def started(rid: str) -> None:
         typer.echo(f"run {rid} resumed (resume again with: fanout resume {rid})", err=True)
@@ -273,6 +279,15 @@ def resume(
         json_summary,
         0,
     )
+
+
+def _run_kind(run_id: str) -> str | None:
+    from fanout.store import queries
+    from fanout.store.sqlite import opened
+
+    with opened() as db:
+        info = queries.run_info(db, run_id)
+    return None if info is None else str(info["kind"])
 
 
 def _find_run(ref: str) -> str:
@@ -429,6 +444,10 @@ def _store_errors() -> Iterator[None]:
         _err(exc.message)
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
+
+from fanout.cli_canvas import app as canvas_app  # noqa: E402
+
+app.add_typer(canvas_app, name="canvas")
 
 agents_app = typer.Typer(help="The agent blueprints: built in, yours, this project's.")
 app.add_typer(agents_app, name="agents")

@@ -245,6 +245,14 @@ class CanvasSink:
     def attach(self, run: Any) -> None:
         run.bus.listen(self._on_event)
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+        for t in self.job.tasks:  # a resumed run: results already in the store count
+            r = run.result(t) if t.run is run else None
+            if r is not None and r.state.terminal and t.state.terminal:
+                part = t.partition or ""
+                self._results.setdefault(part, []).append(r)
+                self._left[part] -= 1
+                if self._left[part] == 0:
+                    self._queue_target(part)
 
     def _on_event(self, ev: Event) -> None:
         if not isinstance(ev, TaskFinished):
@@ -254,6 +262,19 @@ class CanvasSink:
         self._left[part] -= 1
         if self._left[part] == 0:
             self._queue_target(part)
+
+    def _catch_up(self, run: Any) -> None:
+        by_part: dict[str, list[Task]] = {}
+        for t in self.job.tasks:
+            by_part.setdefault(t.partition or "", []).append(t)
+        for part, left in list(self._left.items()):
+            if left <= 0:
+                continue
+            results = [run.result(t) for t in by_part.get(part, [])]
+            if results and all(r is not None and r.state.terminal for r in results):
+                self._results[part] = [r for r in results if r is not None]
+                self._left[part] = 0
+                self._queue_target(part)
 
     def _queue_target(self, part: str) -> None:
         order = {id(t): i for i, t in enumerate(self.job.tasks)}
@@ -282,8 +303,11 @@ class CanvasSink:
             if self._closing:
                 return
 
-    async def finish(self) -> SinkReport:
-        """Write whatever is pending, then stop; raise what a write raised."""
+    async def finish(self, run: Any = None) -> SinkReport:
+        """Write whatever is pending, then stop; raise what a write raised. With `run`, a
+        target whose results all came from the store (a resumed run) is written too."""
+        if run is not None:
+            self._catch_up(run)
         self._closing = True
         self._wake.set()
         if self._writer is not None:
