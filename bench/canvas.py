@@ -1,0 +1,150 @@
+"""The flagship job, measured: 20 canvas targets x 4 agents, serial vs parallel.
+
+A canvas of `--targets` questions, each with the learner's yellow explanation, goes
+through `fanout canvas run`'s code path (plan_canvas -> Engine -> CanvasSink) on the
+simulator, each agent answering in its seed-note duration x `--scale` (one simulator per
+agent). Serial is concurrency 1; parallel is `--concurrency` with the seed notes' lanes
+(computation_intensive 2, io_intensive 4, lightweight 6), as a user gets by default, and
+once more without lane limits. Write-back time is what the sink spent merging notes,
+nodes and edges into the canvas, per target.
+
+    .venv/bin/python bench/canvas.py [--targets 20] [--scale 0.02] [--repeat 3]
+
+Last line: {"targets", "agents", "serial_s", "parallel_s", "speedup", "writeback_ms_per_target",
+"parallel_unlaned_s", "speedup_unlaned", "scale"}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from fanout import Engine, SimConfig, SimProvider  # noqa: E402
+from fanout.agents import builtin_blueprints  # noqa: E402
+from fanout.canvas.workflow import CanvasSink, plan_canvas  # noqa: E402
+from serial_vs_parallel import DURATIONS_S  # noqa: E402
+
+AGENTS = ("oral-explanation", "memory-anchor", "comparison-table", "verification-question-agent")
+SEED_LANES = {"computation_intensive": 2, "io_intensive": 4, "lightweight": 6}
+
+
+def make_canvas(folder: Path, targets: int) -> Path:
+    (folder / ".obsidian").mkdir(parents=True, exist_ok=True)
+    nodes: list[dict[str, Any]] = []
+    edges: list[dict[str, Any]] = []
+    for i in range(targets):
+        y = i * 260
+        q, a = f"q{i:03d}", f"a{i:03d}"
+        nodes.append(
+            {
+                "id": q,
+                "type": "text",
+                "x": 0,
+                "y": y,
+                "width": 320,
+                "height": 120,
+                "text": f"问题 {i}：什么是第 {i} 个概念？它和相近的概念有什么区别？",
+            }
+        )
+        nodes.append(
+            {
+                "id": a,
+                "type": "text",
+                "x": 400,
+                "y": y,
+                "width": 320,
+                "height": 120,
+                "color": "3",
+                "text": f"我的理解：第 {i} 个概念就是……我用自己的话解释一遍。",
+            }
+        )
+        edges.append(
+            {"id": f"e{i:03d}", "fromNode": q, "fromSide": "right", "toNode": a, "toSide": "left"}
+        )
+    path = folder / "基准.canvas"
+    path.write_text(json.dumps({"nodes": nodes, "edges": edges}, ensure_ascii=False), "utf-8")
+    return path
+
+
+async def one_run(
+    targets: int, scale: float, concurrency: int, lanes: dict[str, int]
+) -> tuple[float, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = make_canvas(Path(tmp) / "vault", targets)
+        job = plan_canvas(path, builtin_blueprints(), agents=list(AGENTS))
+        for t in job.tasks:
+            t.provider = f"sim-{t.agent}"
+        providers = {
+            f"sim-{a}": SimProvider(SimConfig(base_latency_s=DURATIONS_S[a] * scale, jitter=0.0))
+            for a in AGENTS
+        }
+        t0 = time.perf_counter()
+        async with Engine(providers=providers, concurrency=concurrency, lanes=lanes) as engine:
+            run = engine.submit(job.tasks, kind="canvas")
+            sink = CanvasSink(job, "individual")
+            sink.attach(run)
+            m = await run.wait()
+            report = await sink.finish(run)
+        wall = time.perf_counter() - t0
+        if m["done"] != len(job.tasks):
+            raise SystemExit(f"only {m['done']} of {len(job.tasks)} tasks done")
+        if len(report.notes) != len(job.tasks):
+            raise SystemExit(f"only {len(report.notes)} notes written")
+        return wall, report.write_s
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--targets", type=int, default=20)
+    ap.add_argument("--scale", type=float, default=0.02)
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--repeat", type=int, default=3)
+    a = ap.parse_args()
+    print(
+        f"canvas: {a.targets} targets x {len(AGENTS)} agents ({', '.join(AGENTS)}); "
+        f"seed durations x {a.scale}"
+    )
+    serial, par, unl, write = [], [], [], []
+    for r in range(a.repeat):
+        s, _ = asyncio.run(one_run(a.targets, a.scale, 1, {}))
+        p, w = asyncio.run(one_run(a.targets, a.scale, a.concurrency, SEED_LANES))
+        u, _ = asyncio.run(one_run(a.targets, a.scale, a.concurrency, {}))
+        serial.append(s)
+        par.append(p)
+        unl.append(u)
+        write.append(w)
+        print(
+            f"  round {r + 1}: serial {s:.3f} s, parallel (seed lanes) {p:.3f} s, "
+            f"parallel (no lanes) {u:.3f} s, write-back {w * 1000:.1f} ms"
+        )
+    s, p, u, w = (statistics.median(x) for x in (serial, par, unl, write))
+    out = {
+        "targets": a.targets,
+        "agents": len(AGENTS),
+        "serial_s": round(s, 3),
+        "parallel_s": round(p, 3),
+        "speedup": round(s / p, 2),
+        "writeback_ms_per_target": round(w * 1000 / a.targets, 2),
+        "parallel_unlaned_s": round(u, 3),
+        "speedup_unlaned": round(s / u, 2),
+        "scale": a.scale,
+    }
+    print(
+        f"speedup {out['speedup']}x with the seed lanes, {out['speedup_unlaned']}x without; "
+        f"write-back {out['writeback_ms_per_target']} ms per target"
+    )
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
