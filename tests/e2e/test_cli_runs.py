@@ -1,0 +1,248 @@
+"""Durable runs from the command line: runs, status, report, results, cancel, resume, cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.test_cli_batch import ROOT, fanout, read_jsonl, write_jsonl
+
+pytestmark = pytest.mark.e2e
+
+SAME_NUMBERS = (
+    "total",
+    "done",
+    "failed",
+    "wall_s",
+    "serial_s",
+    "speedup",
+    "utilisation",
+    "p50_s",
+    "p95_s",
+    "p50_by_agent",
+    "p95_by_agent",
+    "attempts",
+    "retries",
+    "retries_by_kind",
+    "failures_by_kind",
+    "input_tokens",
+    "output_tokens",
+    "cached",
+)
+
+
+@pytest.fixture(scope="module")
+def sim_server() -> Iterator[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fanout", "sim-server", "--port", "0", "--latency", "2ms"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    m = re.search(r"http://127\.0\.0\.1:(\d+)", proc.stdout.readline())
+    assert m
+    try:
+        yield f"http://127.0.0.1:{m.group(1)}"
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+
+
+def completed(url: str) -> int:
+    with urllib.request.urlopen(url + "/stats") as r:
+        return int(json.loads(r.read())["completed_total"])
+
+
+def simple(n: int) -> list[dict[str, str]]:
+    return [{"id": f"q{i}", "prompt": f"p{i}"} for i in range(n)]
+
+
+def last_json(text: str) -> Any:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def start(*args: str | Path) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "fanout", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+def run_id_of(proc: subprocess.Popen[str]) -> str:
+    assert proc.stderr is not None
+    first = proc.stderr.readline()
+    assert first.startswith("run r-"), first
+    return first.split()[1]
+
+
+def test_a_second_identical_batch_sends_zero_requests(sim_server: str, tmp_path: Path) -> None:
+    src = write_jsonl(
+        tmp_path / "in.jsonl", [{"id": f"q{i}", "prompt": f"问题 {i % 30}"} for i in range(40)]
+    )
+    via = ("--provider", "openai", "--base-url", sim_server + "/v1", "--json")
+    before = completed(sim_server)
+    p = fanout("batch", src, "-o", tmp_path / "a.jsonl", *via)
+    assert p.returncode == 0, p.stderr
+    assert completed(sim_server) - before == 30  # 40 lines, 30 different requests
+    assert last_json(p.stdout)["cached"] == 10
+    p = fanout("batch", src, "-o", tmp_path / "b.jsonl", *via)
+    assert p.returncode == 0, p.stderr
+    assert completed(sim_server) - before == 30  # nothing sent
+    assert last_json(p.stdout)["cached"] == 40
+    answers = [
+        r["response"]["body"]["choices"][0]["message"]["content"]
+        for r in read_jsonl(tmp_path / "b.jsonl")
+    ]
+    assert answers == [
+        r["response"]["body"]["choices"][0]["message"]["content"]
+        for r in read_jsonl(tmp_path / "a.jsonl")
+    ]
+    p = fanout("batch", src, "-o", tmp_path / "c.jsonl", *via, "--no-cache")
+    assert completed(sim_server) - before == 70  # without the cache, all 40 again
+    secret = "sk-test-never-stored-0123456789"
+    p = fanout("batch", src, "-o", tmp_path / "d.jsonl", *via, env={"OPENAI_API_KEY": secret})
+    assert p.returncode == 0, p.stderr
+    home = Path(os.environ["FANOUT_HOME"])
+    assert all(secret.encode() not in f.read_bytes() for f in home.iterdir() if f.is_file())
+    p = fanout("cache", "stats", "--json")
+    assert json.loads(p.stdout)["entries"] == 30
+    p = fanout("cache", "clear")
+    assert "removed 30 cached answers" in p.stdout
+    assert json.loads(fanout("cache", "stats", "--json").stdout)["entries"] == 0
+
+
+def test_runs_status_report_and_results_describe_a_finished_run(tmp_path: Path) -> None:
+    rows = [{"id": f"q{i}", "prompt": f"p{i}", "agent": f"a{i % 2}"} for i in range(30)]
+    src = write_jsonl(tmp_path / "in.jsonl", [*rows, "{oops"])
+    out = tmp_path / "out.jsonl"
+    p = fanout("batch", src, "-o", out, "--json", "--sim-faults", "500=0.2", "--attempts", "2")
+    run_id = p.stderr.splitlines()[0].split()[1]
+    summary = last_json(p.stdout)
+    listed = json.loads(fanout("runs", "--json").stdout)
+    assert listed[0]["run_id"] == run_id
+    assert listed[0]["status"] in ("done", "failed")
+    assert listed[0]["done"] == summary["done"]
+    assert listed[0]["total"] == 30
+    st = json.loads(fanout("status", run_id, "--json").stdout)
+    assert st["states"].get("done", 0) == summary["done"]
+    assert st["retries"] == summary["retries"]
+    assert set(st["lanes"]) == {"default"}
+    report = json.loads(fanout("report", run_id, "--json").stdout)
+    assert {k: report[k] for k in SAME_NUMBERS} == {k: summary[k] for k in SAME_NUMBERS}
+    text = fanout("report", run_id[:8]).stdout  # a unique prefix names the run
+    for label in ("wall time", "serial estimate", "speedup", "utilisation", "retries", "  a0"):
+        assert label in text
+    exported = tmp_path / "export.jsonl"
+    p = fanout("results", run_id, "-o", exported)
+    assert "wrote 31 lines" in p.stdout
+    assert [r["custom_id"] for r in read_jsonl(exported)] == [
+        r["custom_id"] for r in read_jsonl(out)
+    ]
+    assert fanout("status", "r-nosuchrun").returncode == 2
+
+
+def test_cancel_stops_a_run_in_another_process(tmp_path: Path) -> None:
+    src = write_jsonl(
+        tmp_path / "in.jsonl", [{"id": f"q{i}", "prompt": f"p{i}"} for i in range(50)]
+    )
+    proc = start(
+        "batch",
+        src,
+        "-o",
+        tmp_path / "out.jsonl",
+        "--json",
+        "--concurrency",
+        "2",
+        "--sim-latency",
+        "200ms",
+    )
+    run_id = run_id_of(proc)
+    time.sleep(1.0)
+    p = fanout("cancel", run_id)
+    assert f"asked the process running {run_id} to cancel it" in p.stdout
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 1, stderr
+    summary = last_json(stdout)
+    assert summary["status"] == "cancelled"
+    assert summary["cancelled"] > 0
+    assert len(read_jsonl(tmp_path / "out.jsonl")) == 50  # every line, the rest cancelled
+    assert json.loads(fanout("runs", "--json").stdout)[0]["status"] == "cancelled"
+
+
+def test_twice_ctrl_c_stops_calls_in_flight_and_one_resume_at_a_time(tmp_path: Path) -> None:
+    src = write_jsonl(
+        tmp_path / "in.jsonl", [{"id": f"q{i}", "prompt": f"p{i}"} for i in range(12)]
+    )
+    out = tmp_path / "out.jsonl"
+    proc = start("batch", src, "-o", out, "--json", "--concurrency", "4", "--sim-latency", "30s")
+    run_id = run_id_of(proc)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)  # the calls take 30 s: the second Ctrl-C stops them
+    stdout, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 130, stderr
+    assert "stopping the calls in flight" in stderr
+    summary = last_json(stdout)
+    assert (summary["status"], summary["done"], summary["interrupted"]) == ("interrupted", 0, 4)
+    st = json.loads(fanout("status", run_id, "--json").stdout)
+    assert st["states"] == {"waiting": 12}
+    # two resumes at once: one runs it, the other is told who does
+    a = start("resume", run_id, "--json", "--concurrency", "12")
+    assert run_id_of(a) == run_id
+    b = fanout("resume", run_id)
+    assert b.returncode == 2
+    assert f"run {run_id} is being run by process {a.pid}" in b.stderr
+    a.send_signal(signal.SIGTERM)  # the same as a first Ctrl-C
+    a.send_signal(signal.SIGINT)
+    a.communicate(timeout=20)
+
+
+def test_a_changed_config_needs_reconfigure_to_resume(tmp_path: Path) -> None:
+    cfg = tmp_path / "fanout.yaml"
+    cfg.write_text("providers:\n  sim:\n    model: sim-a\n", encoding="utf-8")
+    src = write_jsonl(tmp_path / "in.jsonl", simple(8))
+    out = tmp_path / "out.jsonl"
+    proc = start(
+        "batch",
+        src,
+        "-o",
+        out,
+        "--json",
+        "--config",
+        cfg,
+        "--concurrency",
+        "4",
+        "--sim-latency",
+        "base=10ms",
+    )
+    run_id = run_id_of(proc)
+    stdout, _ = proc.communicate(timeout=60)
+    assert last_json(stdout)["done"] == 8
+    cfg.write_text("providers:\n  sim:\n    model: sim-b\n", encoding="utf-8")
+    p = fanout("resume", run_id)
+    assert p.returncode == 2
+    assert "default model: sim-a -> sim-b" in p.stderr
+    assert "--reconfigure" in p.stderr
+    p = fanout("resume", run_id, "--reconfigure", "--json")
+    assert p.returncode == 0, p.stderr
+    assert {r["response"]["body"]["model"] for r in read_jsonl(out)} == {"sim-b"}
+    assert last_json(p.stdout)["attempts"] == 16  # each task ran once more, nothing else
