@@ -17,8 +17,10 @@ from fanout.store.base import (
     AttemptStarted,
     Heartbeat,
     ResultRecorded,
+    ResultsDropped,
     RunClosed,
     RunOpened,
+    RunResumed,
     SinkAcked,
     TasksAdded,
 )
@@ -101,6 +103,14 @@ def test_a_batch_is_applied_once_even_when_written_twice(tmp_path: Path) -> None
         hits = await store.cache_get([b"k" * 32, b"x" * 32], 0.0)
         assert list(hits) == [b"k" * 32]
         assert hits[b"k" * 32].text == "answer"
+        resumed = [RunResumed("r-1", 1001.5, {}, {}, "you", 2), ResultsDropped("r-1", [1])]
+        await store.write(resumed)  # type: ignore[arg-type]
+        await store.write(resumed)  # type: ignore[arg-type]
+        snap = await store.snapshot("r-1")
+        assert snap is not None
+        assert len(snap.segments) == 2
+        assert sorted(snap.results) == [0]
+        assert snap.attempts[-1] == (2, 1, "interrupted", None, None)
         await store.write([RunClosed("r-1", "done", 1002.0, 1.5)])
         info = await store.run_info("r-1")
         assert info is not None

@@ -329,8 +329,14 @@ class SqliteStore:
                 "UPDATE attempts SET outcome = 'interrupted' WHERE rid = ? AND outcome IS NULL",
                 (rid,),
             )
-            row = db.execute("SELECT max(seq) FROM segments WHERE rid = ?", (rid,)).fetchone()
-            seq = (row[0] if row and row[0] is not None else -1) + 1
+            # a segment per resume, found again by its start if this op is applied twice
+            row = db.execute(
+                "SELECT seq FROM segments WHERE rid = ? AND started_at = ?", (rid, op.t)
+            ).fetchone()
+            if row is None:
+                row = db.execute("SELECT max(seq) + 1 FROM segments WHERE rid = ?", (rid,))
+                row = row.fetchone()
+            seq = int(row[0] if row and row[0] is not None else 0)
             self._segment[rid] = seq
             db.execute(
                 "INSERT OR IGNORE INTO segments VALUES (?, ?, ?, ?, NULL, ?)",
