@@ -14,6 +14,7 @@ from fanout.engine.limits import (
     RATE_LIMITED,
     RATE_MIN_SAMPLES,
     RATE_PROBE,
+    RATE_SLOW_START,
     ProviderMeter,
 )
 from tests.engine.support import arun
@@ -65,6 +66,15 @@ def test_the_rate_climbs_fast_to_what_was_admitted_then_slowly() -> None:
     assert set(steps) == {RATE_INCREASE, RATE_PROBE}
     assert steps == sorted(steps, reverse=True)  # fast below the ceiling, slow above
     assert m.pace_rate > ceiling
+
+
+def test_at_the_start_of_a_run_the_short_first_count_is_made_up_for_by_slow_start() -> None:
+    m = meter()
+    succeed(m, [10.0 + i / 200 for i in range(10)])  # the first 10 answers, within 50 ms
+    m.pause(10.05, 0.05)
+    assert m.pace_rate == pytest.approx(RATE_DECREASE_FACTOR * 10)  # 10 in a 1 s window
+    succeed(m, [10.1, 10.2])
+    assert m.pace_rate == pytest.approx(RATE_DECREASE_FACTOR * 10 + 2 * RATE_SLOW_START)
 
 
 @pytest.mark.parametrize("pause_s", [1.0, 5.0])

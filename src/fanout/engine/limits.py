@@ -33,10 +33,13 @@ RATE_MIN_SAMPLES = 8
 #: after a 429, pace at this share of the rate the provider was admitting calls at
 RATE_DECREASE_FACTOR = 0.9
 #: then climb: each success adds this many calls/s (+10 % a second while paced) back up to
-#: the rate last admitted, or while no full window of it has been seen (the start of a run)...
+#: the rate last admitted...
 RATE_INCREASE = 0.1
 #: ...and only this many above it (+1 % a second), so 429s come seldom
 RATE_PROBE = 0.01
+#: until a full window has been measured (the start of a run, when the first count is short)
+#: the climb doubles the pace every second
+RATE_SLOW_START = 1.0
 RATE_COOLDOWN_S = 1.0  # one cut per window at most: the 429s of calls already sent are stale
 #: a Retry-After that reopens within this many calls (at the admitted rate) marks a rate limit
 RATE_EDGE_CALLS = 2.0
@@ -132,7 +135,8 @@ class ProviderMeter:
       `RATE_MIN_SAMPLES` when they are fewer. So then (once per `RATE_COOLDOWN_S`) the meter
       starts spacing calls evenly at `RATE_DECREASE_FACTOR` times that rate, climbs back
       quickly to it (`RATE_INCREASE` calls/s per success), then slowly above it
-      (`RATE_PROBE`) until the next such 429.
+      (`RATE_PROBE`) until the next such 429. At the start of a run the first count covers
+      less than a window, so until a full one is measured the climb is `RATE_SLOW_START`.
 
     Without the learned rate, every Retry-After pause ends with all the queued calls starting
     at once, and all but one of them are rejected again: most requests become 429s and tasks
@@ -222,7 +226,12 @@ class ProviderMeter:
             self._win_n += 1
             self._recent.append(now)
             if self.pace_rate is not None:
-                self.pace_rate += RATE_INCREASE if self.pace_rate < self._ceiling else RATE_PROBE
+                if self._ceiling == INF:
+                    self.pace_rate += RATE_SLOW_START
+                elif self.pace_rate < self._ceiling:
+                    self.pace_rate += RATE_INCREASE
+                else:
+                    self.pace_rate += RATE_PROBE
             elif now < self._first_ok:
                 self._first_ok = now
             if self.limit < self.cap:
