@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from fanout.engine.finish import enqueue, finalize
 from fanout.providers.base import Provider, Request
 from fanout.store.base import CACHE_HIT, StoredResult
 from fanout.tasks import Result, Task, TaskState
@@ -133,9 +134,9 @@ class CacheGate:
                 hit = hits.get(key)
                 if hit is not None:
                     self.hits += 1
-                    engine._finalize(t, DONE, None, cached_result(t, hit), cache=CACHE_HIT)
+                    finalize(engine, t, DONE, None, cached_result(t, hit), cache=CACHE_HIT)
                 else:
-                    engine._enqueue(t)
+                    enqueue(engine, t)
 
     def on_durable(self, t: Task, result: Result) -> None:
         """Leader `t`'s result is durable: its followers take a copy, or one leads next."""
@@ -152,7 +153,7 @@ class CacheGate:
             return
         if result.state is DONE:
             for f in waiting:
-                self.engine._finalize(f, DONE, None, cached_result(f, result), cache=CACHE_HIT)
+                finalize(self.engine, f, DONE, None, cached_result(f, result), cache=CACHE_HIT)
             return
         self._promote(key, waiting)
 
@@ -174,6 +175,6 @@ class CacheGate:
                 rest = waiting[:i] + waiting[i + 1 :]
                 if rest:
                     self.followers[key] = rest
-                self.engine._enqueue(f)
+                enqueue(self.engine, f)
                 return
         # every follower's run is being interrupted: they stay waiting, unled

@@ -11,6 +11,7 @@ may start and its `then` callback may add tasks.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import random
 import secrets
@@ -18,32 +19,52 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
+from fanout.engine.attempts import (
+    INTERRUPT,
+    TIMEOUT,
+    Aborted,
+    Slot,
+    abort_reason,
+    observe,
+    retry_delay,
+    set_deadline,
+    stream,
+)
 from fanout.engine.events import (
     LimiterChanged,
-    RunFinished,
     RunStarted,
-    TaskFinished,
     TaskInterrupted,
     TaskRetrying,
     TasksAdded,
     TaskSlow,
     TaskStarted,
 )
+from fanout.engine.finish import (
+    cancel_run,
+    cancel_task,
+    check_interrupted,
+    close_run,
+    deps_of,
+    expected_for,
+    finalize,
+    interrupt,
+    on_durable,
+    on_store_error,
+    release,
+    stop_running,
+)
 from fanout.engine.limits import (
     ERROR,
     OK,
     RATE_LIMITED,
     ConcurrencyMeter,
-    Meter,
     ProviderLimits,
     ProviderMeter,
 )
-from fanout.engine.plan import plan
+from fanout.engine.plan import DEFAULT_LANE, bind, plan
 from fanout.engine.request import (
-    body_max_tokens,
     build_request,
     check_completion,
-    estimate,
 )
 from fanout.engine.retry import RetryPolicy, describe
 from fanout.engine.run import Run
@@ -51,24 +72,18 @@ from fanout.engine.scheduler import Group, Scheduler
 from fanout.errors import (
     ConfigError,
     FanoutError,
-    InvalidOutput,
     Overloaded,
     PlanError,
     ProviderError,
     ProviderTimeout,
     RateLimited,
-    TruncatedOutput,
 )
-from fanout.providers.base import Completion, Provider, Request
+from fanout.providers.base import Completion, Provider
 from fanout.store.base import (
-    CACHE_NONE,
-    CACHE_STORE,
     AttemptFailed,
     AttemptInterrupted,
     AttemptStarted,
     MemoryStore,
-    ResultRecorded,
-    RunClosed,
     RunOpened,
     SinkAcked,
     Store,
@@ -83,9 +98,7 @@ DEFAULT_CONCURRENCY = 16
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_MAX_TOKENS = 1024
 DEFAULT_AGING_S = 60.0
-DEFAULT_LANE = "default"
 DEFAULT_CACHE_TTL_S = 30 * 86400.0
-DEFAULT_AGENT = "default"
 INF = math.inf
 TICK_S = 0.25  # slow-task checks and a safety wake-up for parked workers
 YIELD_EVERY = 64  # a worker whose calls finish without yielding gives way this often
@@ -102,23 +115,6 @@ Order = Literal["fifo", "longest_first"]
 
 if TYPE_CHECKING:
     from fanout.engine.cache import CacheGate
-
-
-class _Slot:
-    """What one worker is doing: lets deadlines, cancellation and slow-task checks reach
-    the call in flight. An attempt is aborted by cancelling the worker's asyncio task with
-    `abort` set, which the worker turns back into an ordinary outcome (`uncancel`)."""
-
-    __slots__ = ("abort", "deadline", "idle", "slow_reported", "started", "task", "worker")
-
-    def __init__(self) -> None:
-        self.task: Task | None = None
-        self.worker: asyncio.Task[None] | None = None
-        self.started = 0.0
-        self.deadline = INF  # loop time at which the attempt times out
-        self.idle = False  # the deadline is a stream's idle timeout
-        self.abort: str | None = None  # "timeout" or a cancellation reason
-        self.slow_reported = False
 
 
 class Engine:
@@ -215,7 +211,7 @@ class Engine:
         self.provider_meters: dict[str, ProviderMeter] = {}
         self._groups: dict[tuple[str, str, str], Group] = {}
         self._runs: dict[str, Run] = {}
-        self._slots: list[_Slot] = []
+        self._slots: list[Slot] = []
         self._workers: list[asyncio.Task[None]] = []
         self._ticker: asyncio.Task[None] | None = None
         self._sched: Scheduler | None = None
@@ -243,10 +239,12 @@ class Engine:
         loop = self._loop = asyncio.get_running_loop()
         self._clock = time.time() - loop.time()  # loop time + this = unix time
         self._sched = Scheduler(aging_s=self.aging_s, loop=loop)
-        self._journal = Journal(self.store, self._on_durable, self._on_store_error)
+        self._journal = Journal(
+            self.store, functools.partial(on_durable, self), functools.partial(on_store_error, self)
+        )
         self._journal.start()
         for i in range(self.concurrency):
-            slot = _Slot()
+            slot = Slot()
             self._slots.append(slot)
             slot.worker = loop.create_task(self._worker(slot), name=f"fanout-worker-{i}")
             self._workers.append(slot.worker)
@@ -280,10 +278,10 @@ class Engine:
             if run.done:
                 continue
             if run.interrupting:  # stop what runs now; the run stays resumable
-                self._stop_running(run)
+                stop_running(self, run)
                 interrupted.append(run)
             else:
-                self.cancel_run(run, "the engine was closed")
+                cancel_run(self, run, "the engine was closed")
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)
@@ -295,7 +293,7 @@ class Engine:
                     break
                 await asyncio.sleep(0.01)
             for run in interrupted:
-                self._close_run(run, "interrupted")
+                close_run(self, run, "interrupted")
         self._closed = True
         assert self._sched is not None and self._journal is not None
         self._sched.close()
@@ -365,7 +363,7 @@ class Engine:
             )
         self._admit(run, task_list)
         if run.total == 0:
-            self._close_run(run)
+            close_run(self, run)
         return run
 
     async def resume(
@@ -412,7 +410,7 @@ class Engine:
         self._admit(run, tasks)
         if run.cancel_reason is not None:  # e.g. a `then` of a task that ended as it was cancelled
             for t in tasks:
-                self.cancel_task(t, run.cancel_reason)
+                cancel_task(self, t, run.cancel_reason)
         return tasks
 
     def _admit(self, run: Run, tasks: list[Task]) -> None:
@@ -425,7 +423,7 @@ class Engine:
         self._journal.append(StoreTasksAdded(run.id, tasks, specs))
         now = loop.time()
         run.bus.emit(TasksAdded(now, run.id, len(tasks), run.total, lanes))
-        self._release(tasks, now)
+        release(self, tasks, now)
 
     def _attach(self, run: Run, tasks: list[Task]) -> dict[str, int]:
         """Number, bind and register `tasks` in `run`; returns how many each lane got."""
@@ -435,7 +433,7 @@ class Engine:
             t.run = run
             t._n = base + i
             t.state = WAITING
-            self._bind(t)
+            bind(self, t)
             lanes[t.lane or DEFAULT_LANE] = lanes.get(t.lane or DEFAULT_LANE, 0) + 1
             if t.has_explicit_key:
                 run.by_key[t.key] = t
@@ -443,343 +441,23 @@ class Engine:
         run.results_by_n.extend([None] * len(tasks))
         return lanes
 
-    def _release(self, tasks: list[Task], now: float) -> None:
-        """Link `tasks` to their dependencies; queue those that can start."""
-        ready: list[Task] = []
-        for t in tasks:
-            if t.state.terminal:  # a resumed run's finished task
-                continue
-            left = 0
-            failed_dep: Task | None = None
-            for d in t.depends_on:
-                assert isinstance(d, Task)
-                if d.state.terminal:
-                    if d.state is not DONE and failed_dep is None:
-                        failed_dep = d
-                else:
-                    left += 1
-                    if d.dependents is None:
-                        d.dependents = []
-                    d.dependents.append(t)
-            t.deps_left = left
-            if failed_dep is not None and t.on_dependency_failure == "skip":
-                self._skip_for_dependency(t, failed_dep)
-            elif left == 0:
-                ready.append(t)
-        for t in ready:
-            self._make_ready(t, now)
-
-    def _bind(self, t: Task) -> None:
-        """Resolve provider, model, lane; attach the task to its scheduler group."""
-        pname = t.provider or self.default_provider
-        provider = self.providers[pname]
-        t.provider = pname
-        if t.model is None:
-            t.model = str((t.body or {}).get("model") or self.model)
-        agent = t.agent or DEFAULT_AGENT
-        lane = t.lane or self.agent_lanes.get(agent) or DEFAULT_LANE
-        t.lane = lane
-        lkey = provider.limiter_key(t.model)
-        gkey = (lane, agent, lkey)
-        g = self._groups.get(gkey)
-        if g is None:
-            g = self._groups[gkey] = Group(
-                gkey,
-                self._meters_for(lane, agent, pname, t.model, lkey),
-                lef=self.order == "longest_first",
-            )
-        t.group = g
-
-    def _meters_for(self, lane: str, agent: str, pname: str, model: str, lkey: str) -> list[Meter]:
-        meters: list[Meter] = []
-        lim = self.lanes.get(lane)
-        if lim is not None and lim < self.concurrency:
-            m = self._lane_meters.get(lane)
-            if m is None:
-                m = self._lane_meters[lane] = ConcurrencyMeter(f"lane {lane}", lim)
-            meters.append(m)
-        alim = self.agent_limits.get(agent)
-        if alim is not None:
-            am = self._agent_meters.get(agent)
-            if am is None:
-                am = self._agent_meters[agent] = ConcurrencyMeter(f"agent {agent}", alim)
-            meters.append(am)
-        pm = self.provider_meters.get(lkey)
-        if pm is None:
-            plim = self.limits.get(f"{pname}:{model}") or self.limits.get(pname)
-            plim = plim or ProviderLimits()
-            pm = self.provider_meters[lkey] = ProviderMeter(
-                lkey, plim, default_cap=self.concurrency
-            )
-        meters.append(pm)
-        return meters
-
-    # -- readiness, skipping, finishing ----------------------------------------------------
-
-    def _deps_of(self, t: Task) -> dict[str, Result]:
-        run: Run = t.run
-        out: dict[str, Result] = {}
-        for d in t.depends_on:
-            assert isinstance(d, Task)
-            r = run.results_by_n[d.n]
-            if r is not None:
-                out[d.key] = r
-        return out
-
-    def _make_ready(self, t: Task, now: float) -> None:
-        if t.when is not None:
-            try:
-                selected = t.when(self._deps_of(t))
-            except Exception as exc:
-                self._finalize(t, FAILED, ErrorInfo("permanent", "condition_error", repr(exc)))
-                return
-            if not selected:
-                self._finalize(t, SKIPPED, ErrorInfo("dependency", "not_selected", "not selected"))
-                return
-        if t.run.interrupting:
-            return  # stays waiting: a resume starts it
-        gate = self._gate
-        if gate is not None:
-            try:
-                keys = self._keys_of(t)
-            except Exception as exc:  # a prompt callable that raises
-                self._finalize(t, FAILED, ErrorInfo("permanent", "prompt_error", repr(exc)))
-                return
-            gate.admit(t, keys[0])
-            return
-        g: Group = t.group
-        if self.provider_meters[g.key[2]].tpm is not None and t.est_tokens < 0:
-            t.est_tokens = estimate(t, self.max_tokens)
-        assert self._sched is not None
-        self._sched.push(t, g, now, self._expected_for(t) if g.lef else 0.0)
-
-    def _enqueue(self, t: Task, now: float | None = None) -> None:
-        """Queue `t` to be sent."""
-        if t.run.interrupting:
-            return
-        g: Group = t.group
-        if self.provider_meters[g.key[2]].tpm is not None and t.est_tokens < 0:
-            t.est_tokens = estimate(t, self.max_tokens)
-        assert self._sched is not None and self._loop is not None
-        when = self._loop.time() if now is None else now
-        self._sched.push(t, g, when, self._expected_for(t) if g.lef else 0.0)
-
-    def _keys_of(self, t: Task) -> tuple[bytes, bytes]:
-        """The task's (cache key, request hash), computed once per process from its first
-        request here (before any retry changes it)."""
-        run: Run = t.run
-        keys = run.keys.get(t._n)
-        if keys is None:
-            request = build_request(
-                t, 1, model=self.model, max_tokens=self.max_tokens, deps=self._deps_of(t)
-            )
-            provider = self.providers[t.provider or self.default_provider]
-            keys = run.keys[t._n] = self._request_keys(provider, request, t)
-        return keys
-
-    def _expected_for(self, t: Task) -> float:
-        if t.expected_s is not None:
-            return t.expected_s
-        agent = t.agent or DEFAULT_AGENT
-        if agent in self.expected:
-            return self.expected[agent]
-        return self._observed.get(agent, 0.0)
-
-    def _skip_for_dependency(self, t: Task, dep: Task) -> None:
-        r = dep.run.results_by_n[dep._n]
-        why = r.error.message if r is not None and r.error is not None else str(dep.state)
-        self._finalize(
-            t,
-            SKIPPED,
-            ErrorInfo(
-                "dependency", "dependency_failed", f"dependency {dep.key} {dep.state}: {why}"
-            ),
-        )
-
-    def _finalize(
-        self,
-        t: Task,
-        state: TaskState,
-        error: ErrorInfo | None,
-        result: Result | None = None,
-        duration: float = -1.0,
-        cache: int = CACHE_NONE,
-    ) -> None:
-        """Record a terminal result; the task becomes terminal once it is durable.
-
-        `duration` is that of the attempt that ended the task, -1 when none did."""
-        if result is None:
-            result = Result(t, state, attempts=t.tries, error=error)
-        t.ran_for = duration >= 0.0
-        if t.state is READY:  # leave the ready queue or the retry timer at once
-            t.state = WAITING
-        run: Run = t.run
-        run.results_by_n[t._n] = result
-        assert self._journal is not None
-        keys = run.keys.pop(t._n, None) if run.keys else None
-        if keys is None:
-            op = ResultRecorded(run.id, t._n, result, duration)
-        else:
-            if cache == CACHE_NONE and self._gate is not None and state is DONE:
-                cache = CACHE_STORE
-            op = ResultRecorded(run.id, t._n, result, duration, keys[0], keys[1], cache)
-        self._journal.commit(op, t)
-
-    def _on_durable(self, tasks: list[Task]) -> None:
-        loop = self._loop
-        assert loop is not None
-        now = loop.time()
-        gate = self._gate
-        for t in tasks:
-            run: Run = t.run
-            result = run.results_by_n[t._n]
-            assert result is not None
-            t.state = result.state
-            run.finished += 1
-            duration = result.latency_s if t.ran_for else -1.0
-            run.bus.emit(
-                TaskFinished(now, t, result.state, t.lane or DEFAULT_LANE, duration, result)
-            )
-            if gate is not None and gate.led:
-                gate.on_durable(t, result)
-            deps = t.dependents
-            if deps:
-                t.dependents = None
-                ok = result.state is DONE
-                for d in deps:
-                    if d.state is not WAITING or run.results_by_n[d._n] is not None:
-                        continue
-                    if not ok and d.on_dependency_failure == "skip":
-                        self._skip_for_dependency(d, t)
-                        continue
-                    d.deps_left -= 1
-                    if d.deps_left == 0:
-                        self._make_ready(d, now)
-            if t.then is not None and result.state is DONE:
-                try:
-                    more = t.then(result)
-                    if more:
-                        self.add_tasks(run, list(more))
-                except Exception as exc:
-                    run.callback_errors.append(f"{t.key}: then() raised {exc!r}")
-            if run.finished == run.total:
-                self._close_run(run)
-
-    def _close_run(self, run: Run, status: str | None = None) -> None:
-        if run.status != "running":
-            return
-        m = run.metrics_
-        if status is not None:
-            pass
-        elif run.cancel_reason is not None:
-            status = "cancelled"
-        elif m.states[FAILED] or m.states[CANCELLED]:
-            status = "failed"
-        else:
-            status = "done"
-        run.status = status
-        if run.deadline_handle is not None:
-            run.deadline_handle.cancel()
-        if run.grace_handle is not None:
-            run.grace_handle.cancel()
-        assert self._journal is not None and self._loop is not None
-        run.bus.emit(RunFinished(self._loop.time(), run.id, status, run.counts()))
-        wall = (m.ended_at or 0.0) - (m.started_at or 0.0)
-        self._journal.append(RunClosed(run.id, status, time.time(), wall))
-        run.bus.close()
-
-        async def _settle() -> None:
-            assert self._journal is not None
-            await self._journal.flush()
-            run._resolve()
-
-        task = self._loop.create_task(_settle())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    # -- interrupting: stop starting, let what runs finish, stay resumable ------------------
+    # -- stopping (engine/finish.py) ---------------------------------------------------------
 
     def interrupt(self, run: Run, grace_s: float | None = None) -> None:
         """Start nothing new in `run`; let running calls finish, stopping those still
         running after `grace_s` (None: wait for them; 0: stop them now). Unfinished tasks
         get no result: the run ends "interrupted" and `resume` goes on with them."""
-        if run.done or run.status != "running":
-            return
-        assert self._loop is not None
-        if not run.interrupting:
-            run.interrupting = True
-            gate = self._gate
-            for t in run.tasks:
-                if t.state is READY:  # leaves the ready queue or the retry timer
-                    t.state = WAITING
-                if gate is not None and t in gate.led and t.state is not RUNNING:
-                    gate.abandon(t)
-        if grace_s is not None:
-            if run.grace_handle is not None:
-                run.grace_handle.cancel()
-            run.grace_handle = self._loop.call_later(grace_s, self._stop_running, run)
-        self._check_interrupted(run)
-
-    def _stop_running(self, run: Run) -> None:
-        for slot in self._slots:
-            t = slot.task
-            if t is not None and t.run is run and slot.abort is None and slot.worker is not None:
-                slot.abort = _INTERRUPT
-                if slot.worker is not asyncio.current_task():
-                    slot.worker.cancel()
-
-    def _check_interrupted(self, run: Run) -> None:
-        """Close an interrupted run once none of its attempts is running."""
-        if not run.interrupting or run.status != "running" or run.cancel_reason is not None:
-            return
-        for slot in self._slots:
-            if slot.task is not None and slot.task.run is run:
-                return
-        self._close_run(run, "interrupted")
-
-    def _on_store_error(self, exc: BaseException) -> None:
-        if isinstance(exc, asyncio.CancelledError):
-            return
-        self._fatal = exc
-        for run in self._runs.values():
-            if not run.done:
-                run.status = "failed"
-                run.cancel_reason = f"the run store failed: {exc!r}"
-                run._done.set_exception(FanoutError(run.cancel_reason, run_id=run.id))
-                run._done.exception()  # mark retrieved; wait() re-raises it
-        for slot in self._slots:  # stop spending: no result can be recorded any more
-            if slot.task is not None and slot.abort is None and slot.worker is not None:
-                slot.abort = "the run store failed"
-                slot.worker.cancel()
-
-    # -- cancelling -----------------------------------------------------------------------
+        interrupt(self, run, grace_s)
 
     def cancel_run(self, run: Run, reason: str) -> None:
-        if run.done or run.cancel_reason is not None:
-            return
-        run.cancel_reason = reason
-        for t in run.tasks:
-            self.cancel_task(t, reason)
-        if run.finished == run.total:
-            self._close_run(run)
+        cancel_run(self, run, reason)
 
     def cancel_task(self, t: Task, reason: str) -> bool:
-        if t.state.terminal or t.run.results_by_n[t._n] is not None:
-            return False
-        if t.state is RUNNING:
-            for slot in self._slots:
-                if slot.task is t and slot.abort is None and slot.worker is not None:
-                    slot.abort = reason
-                    if slot.worker is not asyncio.current_task():  # else: before the call
-                        slot.worker.cancel()
-                    return True
-            return False
-        self._finalize(t, CANCELLED, ErrorInfo("cancelled", "cancelled", reason))
-        return True
+        return cancel_task(self, t, reason)
 
     # -- workers --------------------------------------------------------------------------
 
-    async def _worker(self, slot: _Slot) -> None:
+    async def _worker(self, slot: Slot) -> None:
         sched = self._sched
         loop = self._loop
         journal = self._journal
@@ -794,7 +472,7 @@ class Engine:
             t = picked[0]
             await self._attempt(t, picked[1], slot)
             if t.run.interrupting:
-                self._check_interrupted(t.run)
+                check_interrupted(self, t.run)
             n += 1
             if n % YIELD_EVERY == 0 or journal.pending > MAX_BATCH_OPS:
                 if journal.pending > HIGH_WATER_OPS:
@@ -802,7 +480,7 @@ class Engine:
                 else:
                     await asyncio.sleep(0)
 
-    async def _attempt(self, t: Task, g: Group, slot: _Slot) -> None:
+    async def _attempt(self, t: Task, g: Group, slot: Slot) -> None:
         loop = self._loop
         journal = self._journal
         assert loop is not None and journal is not None
@@ -823,30 +501,29 @@ class Engine:
         slot.slow_reported = False
         slot.idle = False
         if timeout is not None:
-            self._set_deadline(slot, t0 + timeout)
+            set_deadline(self, slot, t0 + timeout)
         run.bus.emit(TaskStarted(t0, t, attempt, g.lane))  # a listener may cancel it
         try:
             if slot.abort is not None:
-                raise _Aborted(slot.abort)
-            request = build_request(
-                t, attempt, model=self.model, max_tokens=self.max_tokens, deps=self._deps_of(t)
-            )
+                raise Aborted(slot.abort)
+            deps = deps_of(self, t) if callable(t.prompt) else None
+            request = build_request(t, attempt, self.model, self.max_tokens, deps)
             if self._persistent and t._n not in run.keys:  # its first request here
                 run.keys[t._n] = self._request_keys(provider, request, t)
             if provider.streams and self.idle_timeout is not None:
-                completion = await self._stream(provider, request, slot, t0, timeout)
+                completion = await stream(self, provider, request, slot, t0, timeout)
             else:
                 completion = await provider.complete(request)
             data = check_completion(t, completion)
         except asyncio.CancelledError:
-            reason = _abort_reason(slot)
+            reason = abort_reason(slot)
             if reason is None:  # the engine is closing
                 slot.task = None
                 raise
             worker = slot.worker
             assert worker is not None
             worker.uncancel()
-            if reason == _TIMEOUT:
+            if reason == TIMEOUT:
                 slot.abort = None
                 error = ProviderTimeout(
                     f"no data for {self.idle_timeout}s"
@@ -854,7 +531,7 @@ class Engine:
                     else f"no answer within {timeout}s"
                 )
             else:
-                error = _Aborted(reason)
+                error = Aborted(reason)
         except Exception as exc:
             error = exc
         slot.task = None
@@ -866,7 +543,7 @@ class Engine:
             tokens = completion.input_tokens + completion.output_tokens
             for m in g.meters:
                 m.finished(t1, t, OK, tokens)
-            self._observe(t, duration)
+            observe(self, t, duration)
             result = Result(
                 t,
                 DONE,
@@ -879,14 +556,14 @@ class Engine:
                 attempts=attempt,
                 latency_s=duration,
             )
-            self._finalize(t, DONE, None, result, duration)
+            finalize(self, t, DONE, None, result, duration)
             return
         rate_limited = isinstance(error, RateLimited | Overloaded)
         for m in g.meters:
             m.finished(t1, t, RATE_LIMITED if rate_limited else ERROR, 0)
-        if isinstance(error, _Aborted):
+        if isinstance(error, Aborted):
             slot.abort = None
-            if error.reason == _INTERRUPT:  # back to waiting, for a resume to start again
+            if error.reason == INTERRUPT:  # back to waiting, for a resume to start again
                 t.state = WAITING
                 journal.append(AttemptInterrupted(run.id, t._n, attempt, duration))
                 run.bus.emit(TaskInterrupted(t1, t, attempt, g.lane, duration))
@@ -895,7 +572,7 @@ class Engine:
                 return
             info = ErrorInfo("cancelled", "cancelled", error.reason)
             result = Result(t, CANCELLED, attempts=attempt, error=info, latency_s=duration)
-            self._finalize(t, CANCELLED, info, result, duration)
+            finalize(self, t, CANCELLED, info, result, duration)
             return
         info = describe(error)
         retry_after = error.retry_after if isinstance(error, ProviderError) else None
@@ -903,9 +580,10 @@ class Engine:
             pm = self.provider_meters[g.key[2]]
             pm.pause(t1, retry_after)
             run.bus.emit(LimiterChanged(t1, pm.key, pm.limit, retry_after))
-        delay = self._retry_delay(t, run, error, info, retry_after)
+        delay = retry_delay(self, t, run, error, info, retry_after)
         if delay is None:
-            self._finalize(
+            finalize(
+                self,
                 t,
                 FAILED,
                 info,
@@ -918,104 +596,12 @@ class Engine:
         run.bus.emit(TaskRetrying(t1, t, attempt, g.lane, duration, info, delay))
         assert self._sched is not None
         if run.cancel_reason is not None:  # cancelled while this attempt ran
-            self._finalize(t, CANCELLED, ErrorInfo("cancelled", "cancelled", run.cancel_reason))
+            finalize(self, t, CANCELLED, ErrorInfo("cancelled", "cancelled", run.cancel_reason))
             return
         if run.interrupting:  # the retry waits for a resume
             t.state = WAITING
             return
-        self._sched.push_later(t, g, t1 + delay, self._expected_for(t) if g.lef else 0.0)
-
-    def _retry_delay(
-        self,
-        t: Task,
-        run: Run,
-        error: BaseException,
-        info: ErrorInfo,
-        retry_after: float | None,
-    ) -> float | None:
-        """Seconds until the next attempt, or None when the task has failed for good."""
-        max_attempts = t.attempts if t.attempts is not None else self.retry.attempts
-        if t.tries >= max_attempts or run.retries >= run.retry_budget:
-            return None
-        if info.error_class == "transient":
-            return self.retry.backoff(t.tries, self.rng, retry_after)
-        if info.error_class == "content" and not t.content_retried:
-            t.content_retried = True
-            if isinstance(error, TruncatedOutput):
-                t.max_tokens = 2 * (t.max_tokens or body_max_tokens(t) or self.max_tokens)
-            elif isinstance(error, InvalidOutput):
-                t.retry_hint = info.message
-            return 0.0
-        return None
-
-    def _observe(self, t: Task, duration: float) -> None:
-        agent = t.agent or DEFAULT_AGENT
-        prev = self._observed.get(agent)
-        self._observed[agent] = duration if prev is None else prev * 0.8 + duration * 0.2
-
-    async def _stream(
-        self,
-        provider: Provider,
-        request: Request,
-        slot: _Slot,
-        t0: float,
-        limit_s: float | None,
-    ) -> Completion:
-        """Consume a stream, failing when no chunk arrives within the idle timeout."""
-        loop = self._loop
-        assert loop is not None and self.idle_timeout is not None
-        hard = INF if limit_s is None else t0 + limit_s
-        idle = self.idle_timeout
-        final: Completion | None = None
-        parts: list[str] = []
-
-        def rearm() -> None:
-            nxt = loop.time() + idle
-            slot.idle = nxt < hard
-            self._set_deadline(slot, nxt if nxt < hard else hard)
-
-        rearm()
-        async for item in provider.stream(request):
-            if isinstance(item, Completion):
-                final = item
-            else:
-                parts.append(item.text)
-                rearm()
-        if final is None:
-            final = Completion(text="".join(parts), model=request.model)
-        return final
-
-    # -- deadlines: one timer for all slots, armed at the earliest --------------------------
-
-    def _set_deadline(self, slot: _Slot, when: float) -> None:
-        slot.deadline = when
-        if when < self._deadline_at:
-            if self._deadline_timer is not None:
-                self._deadline_timer.cancel()
-            assert self._loop is not None
-            self._deadline_at = when
-            self._deadline_timer = self._loop.call_at(when, self._on_deadline)
-
-    def _on_deadline(self) -> None:
-        assert self._loop is not None
-        self._deadline_timer = None
-        self._deadline_at = INF
-        now = self._loop.time()
-        soonest = INF
-        for slot in self._slots:
-            d = slot.deadline
-            if d <= now:
-                if slot.task is not None and slot.abort is None and slot.worker is not None:
-                    slot.abort = _TIMEOUT
-                    slot.worker.cancel()
-                slot.deadline = INF
-            elif d < soonest:
-                soonest = d
-        if soonest < INF:
-            self._deadline_at = soonest
-            self._deadline_timer = self._loop.call_at(soonest, self._on_deadline)
-
-    # -- the ticker: slow tasks, and a safety wake-up ------------------------------------------
+        self._sched.push_later(t, g, t1 + delay, expected_for(self, t) if g.lef else 0.0)
 
     async def _tick(self) -> None:
         assert self._loop is not None and self._sched is not None
@@ -1050,23 +636,6 @@ class Engine:
     @property
     def runs(self) -> list[Run]:
         return list(self._runs.values())
-
-
-_TIMEOUT = "\x00timeout"  # Slot.abort value for a deadline (cannot collide with a reason)
-_INTERRUPT = "\x00interrupt"  # Slot.abort value for an interrupt's stop
-
-
-def _abort_reason(slot: _Slot) -> str | None:
-    # read through a call: the type checker cannot see that a cancel set it meanwhile
-    return slot.abort
-
-
-class _Aborted(Exception):
-    """An attempt cancelled on purpose (run or task cancellation)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def _run_settings(engine: Engine, tasks: list[Task]) -> dict[str, Any]:

@@ -1,15 +1,22 @@
-"""Planning: checking tasks added to a run before anything of them is recorded or run."""
+"""Planning: checking tasks added to a run before anything of them is recorded or run, and
+binding each task to its provider, model, lane and scheduler group (with its meters)."""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
+from fanout.engine.limits import ConcurrencyMeter, Meter, ProviderLimits, ProviderMeter
+from fanout.engine.scheduler import Group
 from fanout.errors import ConfigError, PlanError
 from fanout.tasks import Task
 
 if TYPE_CHECKING:
+    from fanout.engine.engine import Engine
     from fanout.engine.run import Run
+
+DEFAULT_LANE = "default"
+DEFAULT_AGENT = "default"
 
 
 def plan(
@@ -92,3 +99,52 @@ def check_acyclic(tasks: Sequence[Task], members: set[int]) -> None:
             + ", ".join(repr(k) for k in cyc)
             + "); remove one of the depends_on links"
         )
+
+
+def bind(engine: Engine, t: Task) -> None:
+    """Resolve provider, model, lane; attach the task to its scheduler group."""
+    pname = t.provider or engine.default_provider
+    provider = engine.providers[pname]
+    t.provider = pname
+    if t.model is None:
+        t.model = str((t.body or {}).get("model") or engine.model)
+    agent = t.agent or DEFAULT_AGENT
+    lane = t.lane or engine.agent_lanes.get(agent) or DEFAULT_LANE
+    t.lane = lane
+    lkey = provider.limiter_key(t.model)
+    gkey = (lane, agent, lkey)
+    g = engine._groups.get(gkey)
+    if g is None:
+        g = engine._groups[gkey] = Group(
+            gkey,
+            meters_for(engine, lane, agent, pname, t.model, lkey),
+            lef=engine.order == "longest_first",
+        )
+    t.group = g
+
+
+def meters_for(
+    engine: Engine, lane: str, agent: str, pname: str, model: str, lkey: str
+) -> list[Meter]:
+    meters: list[Meter] = []
+    lim = engine.lanes.get(lane)
+    if lim is not None and lim < engine.concurrency:
+        m = engine._lane_meters.get(lane)
+        if m is None:
+            m = engine._lane_meters[lane] = ConcurrencyMeter(f"lane {lane}", lim)
+        meters.append(m)
+    alim = engine.agent_limits.get(agent)
+    if alim is not None:
+        am = engine._agent_meters.get(agent)
+        if am is None:
+            am = engine._agent_meters[agent] = ConcurrencyMeter(f"agent {agent}", alim)
+        meters.append(am)
+    pm = engine.provider_meters.get(lkey)
+    if pm is None:
+        plim = engine.limits.get(f"{pname}:{model}") or engine.limits.get(pname)
+        plim = plim or ProviderLimits()
+        pm = engine.provider_meters[lkey] = ProviderMeter(
+            lkey, plim, default_cap=engine.concurrency
+        )
+    meters.append(pm)
+    return meters

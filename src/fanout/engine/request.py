@@ -20,7 +20,6 @@ _BODY_KEYS = frozenset({"model", "messages", "max_tokens", "max_completion_token
 def build_request(
     t: Task,
     attempt: int,
-    *,
     model: str,
     max_tokens: int,
     deps: Mapping[str, Result] | None = None,

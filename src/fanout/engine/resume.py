@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from fanout.engine.cache import request_keys
 from fanout.engine.events import RunStarted, TasksAdded
+from fanout.engine.finish import close_run, release
 from fanout.engine.plan import plan
 from fanout.engine.request import build_request
 from fanout.engine.run import Run
@@ -248,9 +249,9 @@ async def resume_run(
     now = loop.time()
     run.bus.emit(RunStarted(now, run_id, 0))
     run.bus.emit(TasksAdded(now, run_id, len(task_list), run.total, lanes))
-    engine._release(task_list, now)
+    release(engine, task_list, now)
     if run.finished == run.total:
-        engine._close_run(run)
+        close_run(engine, run)
     return run
 
 

@@ -50,7 +50,7 @@ class TasksAdded:
     specs: Sequence[str | None] | None = None  # JSON per task (store/spec.py), when kept
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs a call per field
 class AttemptStarted:
     run_id: str
     n: int
@@ -58,7 +58,7 @@ class AttemptStarted:
     t: float  # unix time
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs a call per field
 class AttemptFailed:
     """An attempt that ended in an error and will be retried."""
 
@@ -85,7 +85,7 @@ CACHE_STORE = 1  # a fresh answer: store it in the cache under `cache_key`
 CACHE_HIT = 2  # the answer came from the cache (or from an identical request in flight)
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs a call per field
 class ResultRecorded:
     """The task's terminal state and result (its last attempt's outcome included)."""
 
