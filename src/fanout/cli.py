@@ -205,6 +205,8 @@ def _finish_batch(start: Any, sink: Any, json_summary: bool, bad_lines: int) -> 
         from fanout.progress import print_summary
 
         print_summary(metrics, sys.stdout)
+        if metrics.get("cached"):
+            typer.echo(f"from the cache   {metrics['cached']} answers (not sent, no tokens)")
     rid = outcome.run_id
     if outcome.lines is None:
         _err(f"run {rid} interrupted; resume with: fanout resume {rid}")
