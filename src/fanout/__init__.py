@@ -35,7 +35,9 @@ from fanout.providers.base import Request as Request
 from fanout.providers.sim import SimConfig as SimConfig
 from fanout.providers.sim import SimProvider as SimProvider
 from fanout.store.base import MemoryStore as MemoryStore
+from fanout.store.base import RunBusy as RunBusy
 from fanout.store.base import Store as Store
+from fanout.store.sqlite import SqliteStore as SqliteStore
 from fanout.tasks import ErrorInfo as ErrorInfo
 from fanout.tasks import Priority as Priority
 from fanout.tasks import Result as Result
@@ -65,10 +67,12 @@ __all__ = [
     "Result",
     "RetryPolicy",
     "Run",
+    "RunBusy",
     "RunFinished",
     "RunStarted",
     "SimConfig",
     "SimProvider",
+    "SqliteStore",
     "Store",
     "Task",
     "TaskFinished",
