@@ -44,7 +44,7 @@ class SdkProvider:
         self._pool = max(1, pool)
         self._client: Any = None
         self._http: Any = None  # the SDK client's httpx2 client (its aiohttp transport)
-        self._direct: tuple[str, dict[str, str]] | None = None  # base URL, headers
+        self._urls: dict[str, Any] = {}  # endpoint path -> httpx2.URL, for `_post_json`
 
     def __repr__(self) -> str:  # never shows the key
         return f"{type(self).__name__}(name={self.name!r}, base_url={self.base_url!r})"
@@ -77,19 +77,18 @@ class SdkProvider:
         the answer's bytes; failures raise our errors, mapped as `from_sdk_error` maps the
         SDK's. This skips the SDK's per-call request building (options, URL and header
         merging, body transformation), which under fan-out costs more CPU than the HTTP
-        call itself."""
+        call itself. The headers become the HTTP client's defaults and each URL is parsed
+        once, which spares httpx a third of its own work per call."""
         import httpx2
 
         client = self._get()
-        if self._direct is None:
+        url = self._urls.get(path)
+        if url is None:
             headers = {**client.default_headers, **client.auth_headers}
-            base = str(client.base_url).rstrip("/")
-            self._direct = base, {k: v for k, v in headers.items() if isinstance(v, str)}
-        base, headers = self._direct
+            self._http.headers.update({k: v for k, v in headers.items() if isinstance(v, str)})
+            url = self._urls[path] = httpx2.URL(str(client.base_url).rstrip("/") + path)
         try:
-            resp = await self._http.post(
-                base + path, content=_DUMPS(body).encode(), headers=headers
-            )
+            resp = await self._http.post(url, content=_DUMPS(body).encode())
         except httpx2.TimeoutException as exc:
             raise ProviderTimeout(
                 f"{self.name}: {type(exc).__name__}: {exc}"[:MAX_MESSAGE]
@@ -122,7 +121,8 @@ class SdkProvider:
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.close()
-            self._client = self._http = self._direct = None
+            self._client = self._http = None
+            self._urls = {}
 
 
 def _error_text(content: bytes) -> str:
