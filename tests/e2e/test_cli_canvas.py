@@ -18,7 +18,7 @@ from fanout.canvas import load_canvas
 from tests.e2e.test_cli_batch import ROOT, fanout
 
 pytestmark = pytest.mark.e2e
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "original-system"
+FIXTURES = ROOT / "tests" / "canvas" / "fixtures" / "original-system"  # copies of ../shared
 
 
 @pytest.fixture
