@@ -77,6 +77,29 @@ def test_at_the_start_of_a_run_the_short_first_count_is_made_up_for_by_slow_star
     assert m.pace_rate == pytest.approx(RATE_DECREASE_FACTOR * 10 + 2 * RATE_SLOW_START)
 
 
+def test_only_a_call_sent_after_the_last_cut_can_cut_again() -> None:
+    m = meter()
+    succeed(m, [10.0 + i / 200 for i in range(10)])
+    early, late = Task("early"), Task("late")
+    m.started(10.04, early)  # in flight when the first 429 cuts
+    m.pause(10.05, 0.05)  # the first cut, from a short window: slow start
+    first = m.pace_rate
+    assert first is not None
+    m.finished(10.06, early, RATE_LIMITED, 0)
+    m.pause(10.06, 0.05)  # stale: sent before the cut
+    assert m.pace_rate == first
+    assert m.rate_cuts == 1
+    m.started(10.1, late)
+    m.finished(10.11, late, RATE_LIMITED, 0)
+    m.pause(10.11, 0.05)  # sent at the new pace and rejected: slow start is over
+    assert m.rate_cuts == 2
+    assert m.pace_rate == pytest.approx(RATE_DECREASE_FACTOR * first)
+    assert m.pace_rate is not None
+    before = m.pace_rate
+    succeed(m, [10.2])
+    assert m.pace_rate - before == pytest.approx(RATE_INCREASE)  # no slow start: 0.1 a call
+
+
 @pytest.mark.parametrize("pause_s", [1.0, 5.0])
 def test_a_long_retry_after_teaches_no_rate(pause_s: float) -> None:
     m = meter()

@@ -136,7 +136,14 @@ class ProviderMeter:
       starts spacing calls evenly at `RATE_DECREASE_FACTOR` times that rate, climbs back
       quickly to it (`RATE_INCREASE` calls/s per success), then slowly above it
       (`RATE_PROBE`) until the next such 429. At the start of a run the first count covers
-      less than a window, so until a full one is measured the climb is `RATE_SLOW_START`.
+      less than a window, so until a full one is measured the climb is `RATE_SLOW_START`,
+      until a call sent at the new pace is rejected (a cut then, whatever the cooldown).
+      A cut never raises the pace: a window that still holds a first burst counts more
+      than the provider admits, so the basis is the lower of that count and the pace.
+
+    Only the 429s of calls sent after the last cut count: those already in flight then say
+    nothing about the new pace. (`pause` follows the `finished` of the call that was told to
+    wait; the meter keeps each call's start for this.)
 
     Without the learned rate, every Retry-After pause ends with all the queued calls starting
     at once, and all but one of them are rejected again: most requests become 429s and tasks
@@ -151,8 +158,10 @@ class ProviderMeter:
         "_first_ok",
         "_last_cut",
         "_last_decrease",
+        "_limited_start",
         "_pace_tat",
         "_recent",
+        "_starts",
         "_win_n",
         "_win_prev",
         "_win_start",
@@ -186,6 +195,8 @@ class ProviderMeter:
         self._ceiling = INF  # the admitted rate measured at the last cut (INF: unknown)
         self._first_ok = INF
         self.rate_cuts = 0
+        self._starts: dict[int, float] = {}  # id(task) -> start of its call in flight
+        self._limited_start: float | None = None  # start of the call last told to wait
         # successes per RATE_WINDOW_S: a sliding-window counter (this window and the last),
         # and the times of the last few, for rates under RATE_MIN_SAMPLES per window
         self._recent: deque[float] = deque(maxlen=RATE_MIN_SAMPLES)
@@ -207,6 +218,8 @@ class ProviderMeter:
 
     def started(self, now: float, task: Task) -> None:
         self.inflight += 1
+        if self.adaptive:
+            self._starts[id(task)] = now
         if self.pace_rate is not None:
             self._pace_tat = max(self._pace_tat, now) + 1.0 / self.pace_rate
         if self.rpm is not None:
@@ -220,6 +233,7 @@ class ProviderMeter:
             self.tpm.refund(task.est_tokens - tokens)
         if not self.adaptive:
             return
+        started = self._starts.pop(id(task), now)
         if outcome == OK:
             if now - self._win_start >= RATE_WINDOW_S:
                 self._roll(now)
@@ -236,10 +250,12 @@ class ProviderMeter:
                 self._first_ok = now
             if self.limit < self.cap:
                 self.limit = min(self.cap, self.limit + 1.0 / self.limit)
-        elif outcome == RATE_LIMITED and now - self._last_decrease >= AIMD_COOLDOWN_S:
-            self.limit = max(1.0, self.limit * AIMD_DECREASE_FACTOR)
-            self._last_decrease = now
-            self.decreases += 1
+        elif outcome == RATE_LIMITED:
+            self._limited_start = started
+            if now - self._last_decrease >= AIMD_COOLDOWN_S:
+                self.limit = max(1.0, self.limit * AIMD_DECREASE_FACTOR)
+                self._last_decrease = now
+                self.decreases += 1
 
     def admitted_rate(self, now: float) -> float | None:
         """Calls/s the provider admitted lately (our successes): over the last
@@ -266,16 +282,24 @@ class ProviderMeter:
         """Hold every call of this provider+model until `now + seconds` (Retry-After); learn
         the provider's rate when the pause ends within about one call (see the class)."""
         self.paused_until = max(self.paused_until, now + seconds)
-        if not self.adaptive or now - self._last_cut < RATE_COOLDOWN_S:
-            return
+        started, self._limited_start = self._limited_start, None
+        if not self.adaptive or (started is not None and started < self._last_cut):
+            return  # sent before the last cut: it says nothing about the pace since
         admitted = self.admitted_rate(now)
         if admitted is None or seconds * admitted > RATE_EDGE_CALLS:
             return  # too few successes, or a long pause: nothing to learn about the rate
-        rate = RATE_DECREASE_FACTOR * admitted
-        if self.pace_rate is None or rate < self.pace_rate:
-            self.pace_rate = rate
-        # a window that began before our first success under-counts the rate
-        self._ceiling = admitted if now - self._first_ok >= RATE_WINDOW_S else INF
+        pace = self.pace_rate
+        slow_start = pace is not None and self._ceiling == INF
+        if now - self._last_cut < RATE_COOLDOWN_S and not slow_start:
+            return  # one cut per window: the window has not caught up with the last one
+        # what was admitted, or the pace a call sent since the last cut was rejected at, if
+        # lower (a window that still holds a first burst counts too many)
+        basis = admitted if pace is None else min(admitted, pace)
+        self.pace_rate = RATE_DECREASE_FACTOR * basis
+        # a window that began before our first success counts too few: slow start, until the
+        # pace overshoots
+        full = now - self._first_ok >= RATE_WINDOW_S
+        self._ceiling = basis if full or slow_start else INF
         self._last_cut = now
         self.rate_cuts += 1
 
