@@ -14,16 +14,14 @@ interrupted run (`fanout results RUN -o FILE` exports what is done).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import signal
-import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fanout.batch import Batch, BatchSink, LineError
 from fanout.errors import ConfigError, FanoutError
+from fanout.interrupts import interrupts, show_progress
 
 if TYPE_CHECKING:
     from fanout.engine.run import Run
@@ -172,49 +170,17 @@ async def _follow(
     if note:
         opts.say(note)
     sink.attach(run)
-    loop = asyncio.get_running_loop()
-    presses = 0
-
-    def on_signal() -> None:
-        nonlocal presses
-        presses += 1
-        if presses == 1:
-            opts.say(
-                f"interrupted: starting nothing new; calls in flight may finish for "
-                f"{opts.grace_s:g}s (Ctrl-C again to stop them now)"
-            )
-            run.interrupt(opts.grace_s)
-        elif presses == 2:
-            opts.say("stopping the calls in flight")
-            run.interrupt(0)
-        else:
-            raise KeyboardInterrupt
-
-    handled = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    with interrupts(run, opts.grace_s, opts.say):
         try:
-            loop.add_signal_handler(sig, on_signal)
-            handled.append(sig)
-        except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
-            pass
-    try:
-        if opts.progress and sys.stderr.isatty() and run.total:
-            from rich.console import Console
-
-            from fanout.progress import LiveProgress
-
-            await LiveProgress(run, Console(stderr=True)).follow()
-        metrics = await run.wait()
-        if run.status == "interrupted":
+            await show_progress(run, opts.progress)
+            metrics = await run.wait()
+            if run.status == "interrupted":
+                sink.writer.abort()
+                return Outcome(run.id, metrics, None, sink.writer.target)
+            lines = await sink.finish(run)
+        except BaseException:
             sink.writer.abort()
-            return Outcome(run.id, metrics, None, sink.writer.target)
-        lines = await sink.finish(run)
-    except BaseException:
-        sink.writer.abort()
-        raise
-    finally:
-        for sig in handled:
-            loop.remove_signal_handler(sig)
+            raise
     return Outcome(run.id, metrics, lines, sink.writer.target)
 
 

@@ -10,10 +10,7 @@ stop now.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import signal
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from fanout.canvas.merge import ORIGINAL_VERDICT_COLOURS, SPEC_VERDICT_COLOURS, WriteOptions
 from fanout.canvas.workflow import CanvasJob, CanvasSink, SinkReport, plan_canvas
 from fanout.errors import ConfigError, FanoutError
+from fanout.interrupts import interrupts, show_progress
 
 if TYPE_CHECKING:
     from fanout.engine.run import Run
@@ -166,41 +164,8 @@ def _stored_engine_choice(config: Mapping[str, Any]) -> EngineChoice:
 async def _follow(run: Run, job: CanvasJob, sink: CanvasSink, opts: RunOptions) -> CanvasOutcome:
     opts.on_start(run.id)
     sink.attach(run)
-    loop = asyncio.get_running_loop()
-    presses = 0
-
-    def on_signal() -> None:
-        nonlocal presses
-        presses += 1
-        if presses == 1:
-            opts.say(
-                f"interrupted: starting nothing new; calls in flight may finish for "
-                f"{opts.grace_s:g}s (Ctrl-C again to stop them now)"
-            )
-            run.interrupt(opts.grace_s)
-        elif presses == 2:
-            opts.say("stopping the calls in flight")
-            run.interrupt(0)
-        else:
-            raise KeyboardInterrupt
-
-    handled = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, on_signal)
-            handled.append(sig)
-        except (NotImplementedError, RuntimeError):
-            pass
-    try:
-        if opts.progress and sys.stderr.isatty() and run.total:
-            from rich.console import Console
-
-            from fanout.progress import LiveProgress
-
-            await LiveProgress(run, Console(stderr=True)).follow()
+    with interrupts(run, opts.grace_s, opts.say):
+        await show_progress(run, opts.progress)
         metrics = await run.wait()
         report = await sink.finish(run)
-    finally:
-        for sig in handled:
-            loop.remove_signal_handler(sig)
     return CanvasOutcome(run.id, job, metrics, report, run.status == "interrupted")
