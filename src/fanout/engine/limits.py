@@ -40,7 +40,9 @@ RATE_PROBE = 0.01
 #: until a full window has been measured (the start of a run, when the first count is short)
 #: the climb doubles the pace every second
 RATE_SLOW_START = 1.0
-RATE_COOLDOWN_S = 1.0  # one cut per window at most: the 429s of calls already sent are stale
+#: one cut per window at most (but for the end of slow start): the count must catch up with
+#: the last cut, and stray 429s must not ratchet the pace down
+RATE_COOLDOWN_S = 1.0
 #: a Retry-After that reopens within this many calls (at the admitted rate) marks a rate limit
 RATE_EDGE_CALLS = 2.0
 
@@ -195,7 +197,7 @@ class ProviderMeter:
         self._ceiling = INF  # the admitted rate measured at the last cut (INF: unknown)
         self._first_ok = INF
         self.rate_cuts = 0
-        self._starts: dict[int, float] = {}  # id(task) -> start of its call in flight
+        self._starts: dict[int, float] = {}  # id(task) -> start of its call, once pacing
         self._limited_start: float | None = None  # start of the call last told to wait
         # successes per RATE_WINDOW_S: a sliding-window counter (this window and the last),
         # and the times of the last few, for rates under RATE_MIN_SAMPLES per window
@@ -218,9 +220,8 @@ class ProviderMeter:
 
     def started(self, now: float, task: Task) -> None:
         self.inflight += 1
-        if self.adaptive:
+        if self.pace_rate is not None:  # (before the first cut, every 429 is news)
             self._starts[id(task)] = now
-        if self.pace_rate is not None:
             self._pace_tat = max(self._pace_tat, now) + 1.0 / self.pace_rate
         if self.rpm is not None:
             self.rpm.charge(now, 1.0)
@@ -233,7 +234,8 @@ class ProviderMeter:
             self.tpm.refund(task.est_tokens - tokens)
         if not self.adaptive:
             return
-        started = self._starts.pop(id(task), now)
+        # a call sent before the pacer existed was sent before its first cut
+        started = self._starts.pop(id(task), -INF) if self._starts else -INF
         if outcome == OK:
             if now - self._win_start >= RATE_WINDOW_S:
                 self._roll(now)
