@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from fanout.providers.base import Chunk, Completion, Request
-from fanout.providers.sdk import DEFAULT_POOL, SDK_TIMEOUT_S, SdkProvider
+from fanout.providers.sdk import SdkProvider
 
 if TYPE_CHECKING:
     from fanout.providerspec import ProviderSpec
@@ -17,25 +17,7 @@ JSON_HINT = "Answer with one JSON value only, no prose and no code fence."
 
 class AnthropicProvider(SdkProvider):
     sdk = "anthropic"
-
-    def __init__(
-        self,
-        *,
-        name: str = "anthropic",
-        api_key: str | None,
-        base_url: str | None = None,
-        pool: int = DEFAULT_POOL,
-    ) -> None:
-        super().__init__(name=name, api_key=api_key, base_url=base_url, pool=pool)
-
-    def _make_client(self, module: Any, http: Any) -> Any:
-        return module.AsyncAnthropic(
-            api_key=self._api_key,
-            base_url=self.base_url,
-            max_retries=0,
-            timeout=SDK_TIMEOUT_S,
-            http_client=http,
-        )
+    client_class = "AsyncAnthropic"
 
     def body(self, request: Request) -> dict[str, Any]:
         system = [m["content"] for m in request.messages if m.get("role") == "system"]

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from fanout.errors import ConfigError, ServerError
 from fanout.providers.base import Chunk, Completion, Request, chat_body
-from fanout.providers.sdk import DEFAULT_POOL, MAX_MESSAGE, SDK_TIMEOUT_S, SdkProvider
+from fanout.providers.sdk import MAX_MESSAGE, SdkProvider
 
 if TYPE_CHECKING:
     from fanout.providerspec import ProviderSpec
@@ -36,25 +36,8 @@ PATH = "/chat/completions"
 
 class OpenAIProvider(SdkProvider):
     sdk = "openai"
-
-    def __init__(
-        self,
-        *,
-        name: str = "openai",
-        api_key: str | None,
-        base_url: str | None = None,
-        pool: int = DEFAULT_POOL,
-    ) -> None:
-        super().__init__(name=name, api_key=api_key or LOCAL_KEY, base_url=base_url, pool=pool)
-
-    def _make_client(self, module: Any, http: Any) -> Any:
-        return module.AsyncOpenAI(
-            api_key=self._api_key,
-            base_url=self.base_url,
-            max_retries=0,
-            timeout=SDK_TIMEOUT_S,
-            http_client=http,
-        )
+    client_class = "AsyncOpenAI"
+    fallback_key = LOCAL_KEY
 
     def body(self, request: Request) -> dict[str, Any]:
         return chat_body(request)

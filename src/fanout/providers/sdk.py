@@ -28,19 +28,21 @@ class SdkProvider:
     default transport costs several times the CPU per call under fan-out), retries off."""
 
     streams = True
-    sdk = ""  # the SDK's module name
+    sdk = ""  # the SDK's module name, which is also the default provider name
+    client_class = ""  # its async client, e.g. "AsyncOpenAI"
+    fallback_key: str | None = None  # sent when no key is given (local servers)
 
     def __init__(
         self,
         *,
-        name: str,
+        name: str | None = None,
         api_key: str | None,
         base_url: str | None = None,
         pool: int = DEFAULT_POOL,
     ) -> None:
-        self.name = name
+        self.name = name or self.sdk
         self.base_url = base_url
-        self._api_key = api_key
+        self._api_key = api_key or self.fallback_key
         self._pool = max(1, pool)
         self._client: Any = None
         self._http: Any = None  # the SDK client's httpx2 client (its aiohttp transport)
@@ -107,7 +109,14 @@ class SdkProvider:
         return content
 
     def _make_client(self, module: Any, http: Any) -> Any:
-        raise NotImplementedError
+        client_class = getattr(module, self.client_class)
+        return client_class(
+            api_key=self._api_key,
+            base_url=self.base_url,
+            max_retries=0,
+            timeout=SDK_TIMEOUT_S,
+            http_client=http,
+        )
 
     def _mapped(self, exc: Exception) -> Exception:
         """Our error for an SDK error; anything else unchanged."""
