@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from fanout.errors import FanoutError, InputError
+from fanout.prompts import Placeholders
 from fanout.tasks import Priority, Result, Task
 
 if TYPE_CHECKING:
@@ -49,7 +49,6 @@ _SIMPLE_KEYS = frozenset(
     }
 )
 _BATCH_KEYS = frozenset({"custom_id", "method", "url", "body", "priority", "lane", "depends_on"})
-_PLACEHOLDER = re.compile(r"\{\{([^{}]+)\}\}")
 
 
 @dataclass(slots=True, frozen=True)
@@ -298,37 +297,6 @@ def _check_messages(messages: Any) -> list[dict[str, Any]]:
         if not isinstance(m, dict) or "role" not in m or "content" not in m:
             raise InputError(f'messages[{j}] must be an object with "role" and "content"')
     return messages
-
-
-class Placeholders:
-    """A prompt that replaces {{ID}} with the answer of dependency ID. It describes itself
-    (`to_spec`), so the run store can keep it and a resumed run can rebuild it."""
-
-    __slots__ = ("content",)
-
-    def __init__(self, content: str | list[dict[str, Any]]) -> None:
-        self.content = content
-
-    def to_spec(self) -> dict[str, Any]:
-        return {"kind": "placeholders", "content": self.content}
-
-    def __call__(self, deps: Mapping[str, Result]) -> str | list[dict[str, Any]]:
-        def fill(text: str) -> str:
-            def sub(m: re.Match[str]) -> str:
-                r = deps.get(m.group(1).strip())
-                if r is None:
-                    return m.group(0)
-                return r.text if r.ok and r.text is not None else f"[{m.group(1)} failed]"
-
-            return _PLACEHOLDER.sub(sub, text)
-
-        content = self.content
-        if isinstance(content, str):
-            return fill(content)
-        return [
-            {**m, "content": fill(m["content"])} if isinstance(m["content"], str) else m
-            for m in content
-        ]
 
 
 def _check_dependencies(tasks: list[Task], errors: list[LineError], seen: dict[str, int]) -> None:

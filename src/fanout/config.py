@@ -42,7 +42,6 @@ from pydantic import (
     model_validator,
 )
 
-from fanout.engine.engine import DEFAULT_AGING_S, DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT_S
 from fanout.engine.limits import ProviderLimits
 from fanout.engine.retry import (
     DEFAULT_ATTEMPTS,
@@ -50,8 +49,9 @@ from fanout.engine.retry import (
     DEFAULT_BACKOFF_CAP_S,
     RetryPolicy,
 )
+from fanout.engine.settings import DEFAULT_AGING_S, DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT_S
 from fanout.errors import ConfigError
-from fanout.providerspec import PROVIDER_TYPES, ProviderSpec
+from fanout.providers.spec import PROVIDER_TYPES, ProviderSpec
 from fanout.yamlcheck import Loc, explain, parse_yaml, show
 
 if TYPE_CHECKING:
@@ -245,7 +245,7 @@ class Config(_Section):
             "lanes": dict(self.lanes),
             "agent_lanes": {a: s.lane for a, s in self.agents.items() if s.lane is not None},
             "agent_limits": {a: s.limit for a, s in self.agents.items() if s.limit is not None},
-            "limits": {n: lim for n, s in specs.items() if (lim := s.limits()) is not None},
+            "limits": {n: lim for n, s in specs.items() if (lim := provider_limits(s)) is not None},
             "retry": RetryPolicy(
                 attempts=self.retry.attempts,
                 backoff_base_s=self.retry.backoff_base_s,
@@ -365,3 +365,15 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[Loc, str]:
             target[str(loc[-1])] = value
             origins[loc] = var
     return origins
+
+
+def provider_limits(spec: ProviderSpec) -> ProviderLimits | None:
+    """The engine's budgets for one provider spec, or None when none is configured."""
+    if spec.rpm is None and spec.tpm is None and spec.concurrency is None:
+        return None if spec.adaptive is None else ProviderLimits(adaptive=spec.adaptive)
+    return ProviderLimits(
+        rpm=spec.rpm,
+        tpm=spec.tpm,
+        concurrency=spec.concurrency,
+        adaptive=True if spec.adaptive is None else spec.adaptive,
+    )

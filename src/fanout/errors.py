@@ -5,7 +5,8 @@ FanoutError                      anything fanout raises on purpose; str() is the
 ├── ConfigError                  bad configuration or arguments (CLI exit 2)
 ├── InputError                   a bad input file or line (CLI exit 2)
 ├── PlanError                    a plan that cannot run: cycle, unknown or duplicate dependency
-├── RunCancelled                 waiting on a run that was cancelled
+├── RunBusy                      the run is being run by another live process
+├── CanvasWriteError             a canvas or note could not be written safely (nothing changed)
 └── ProviderError                a provider call failed; `error_class` says what the engine does
     ├── TransientError           retried with backoff                       error_class="transient"
     │   ├── RateLimited          429; carries `retry_after`
@@ -54,8 +55,12 @@ class PlanError(FanoutError):
     """A set of tasks that cannot be scheduled (cycle, unknown dependency, duplicate key)."""
 
 
-class RunCancelled(FanoutError):
-    """The run was cancelled before it finished."""
+class RunBusy(FanoutError):
+    """The run is being run by another live process."""
+
+
+class CanvasWriteError(FanoutError):
+    """A canvas or note could not be written safely; the canvas was left as it was."""
 
 
 class ProviderError(FanoutError):

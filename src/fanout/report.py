@@ -11,7 +11,7 @@ import sqlite3
 import time
 from typing import Any
 
-from fanout.metrics import metrics_from_snapshot
+from fanout.engine.metrics import metrics_from_snapshot
 from fanout.progress import _fmt_s, summary_lines
 from fanout.store.queries import load_snapshot
 

@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fanout.engine.settings import DEFAULT_CONCURRENCY
 from fanout.errors import ConfigError
 
 if TYPE_CHECKING:
     from fanout.agents import Blueprint
     from fanout.config import Config
-    from fanout.providerspec import ProviderSpec
+    from fanout.providers.spec import ProviderSpec
 
-DEFAULT_CONCURRENCY = 16
 DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 SIM_NOTE = "no provider configured: using the built-in simulator (sim); see --provider"
 
@@ -132,7 +132,7 @@ def _spec_from_flags(kind: str, choice: EngineChoice) -> ProviderSpec:
     """A provider named by type on the command line (--provider openai --base-url ...)."""
     import os
 
-    from fanout.providerspec import ProviderSpec
+    from fanout.providers.spec import ProviderSpec
 
     if choice.base_url is not None and kind not in ("openai", "anthropic"):
         raise ConfigError(f"--base-url is for --provider openai or anthropic, not {kind}")

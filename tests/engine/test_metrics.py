@@ -18,8 +18,8 @@ from fanout import (
     Task,
     TaskStarted,
 )
+from fanout.engine.metrics import percentile
 from fanout.errors import BadRequest, EmptyOutput, RateLimited, ServerError
-from fanout.metrics import percentile
 
 from .support import Recorder, arun
 

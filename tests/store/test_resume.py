@@ -13,8 +13,8 @@ import pytest
 
 from fanout import CallableProvider, ConfigError, Engine, FanoutError, Request, Result, Task
 from fanout.agents import Blueprint, parse_blueprint
-from fanout.batch import Placeholders
-from fanout.metrics import metrics_from_snapshot
+from fanout.engine.metrics import metrics_from_snapshot
+from fanout.prompts import Placeholders
 from fanout.store.base import RunBusy
 from fanout.store.sqlite import SqliteStore
 from tests.engine.support import Gated, arun, until

@@ -49,7 +49,7 @@ Rules
   a note may sit inside a group that holds its target, never across or in another group.
   Our nodes and edges already on the canvas are kept where and as the learner left them.
 - Locks: `<data>/locks/<canvas key>.lock`; backups: `<data>/canvas-backups/<canvas key>/`;
-  `<data>` is `$FANOUT_HOME` or the user data dir (`safefile.data_dir()`), never the vault.
+  `<data>` is `$FANOUT_HOME` or the user data dir (`fanout.paths.data_dir()`), never the vault.
 """
 
 from fanout.canvas.io import dump_bytes, dumps_canvas, load_canvas, parse_canvas
@@ -77,7 +77,7 @@ from fanout.canvas.model import (
     Rect,
 )
 from fanout.canvas.naming import edge_id_for, is_our_id, node_id_for
-from fanout.canvas.safefile import canvas_lock, data_dir, list_backups, restore
+from fanout.canvas.safefile import canvas_lock, list_backups, restore
 from fanout.canvas.targets import (
     DEFAULT_PLACEHOLDERS,
     ColourHint,
@@ -97,6 +97,7 @@ from fanout.canvas.writeback import (
     write_results,
     write_results_async,
 )
+from fanout.paths import data_dir
 
 __all__ = [
     "DEFAULT_NODE_SIZE",

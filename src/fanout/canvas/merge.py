@@ -70,7 +70,7 @@ class WriteOptions:
     #: verdict -> colour for the question nodes pointing at a scored target; None: off
     recolour: Mapping[str, str] | None = None
     keep_backups: int = DEFAULT_KEEP_BACKUPS
-    #: fanout's data dir for locks and backups (default `safefile.data_dir()`)
+    #: fanout's data dir for locks and backups (default `fanout.paths.data_dir()`)
     data_dir: Path | None = None
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S
     #: tries of a write that fails with an OS error before giving up

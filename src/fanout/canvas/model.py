@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from fanout.errors import FanoutError
+from fanout.errors import CanvasWriteError as CanvasWriteError
 
 NODE_TYPES = ("text", "file", "link", "group")
 #: the field a node of each type must have besides id, type, x, y, width, height
@@ -37,10 +37,6 @@ ORIGINAL_SYSTEM_YELLOW = "6"
 WarningCode = Literal[
     "bad-node", "missing-field", "bad-edge", "dangling-edge", "duplicate-key", "empty-file", "note"
 ]
-
-
-class CanvasWriteError(FanoutError):
-    """A canvas or note could not be written safely; the canvas was left as it was."""
 
 
 @dataclass(frozen=True, slots=True)

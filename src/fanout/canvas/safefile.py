@@ -28,24 +28,11 @@ from pathlib import Path
 from fanout.canvas.model import CanvasWriteError
 from fanout.canvas.naming import safe_component
 from fanout.errors import InputError
+from fanout.paths import data_dir
 
 DEFAULT_LOCK_TIMEOUT_S = 30.0
 DEFAULT_KEEP_BACKUPS = 20
 _TMP_MARK = ".fanout-tmp-"
-
-
-def data_dir() -> Path:
-    """Where fanout keeps its own files; the same place as the run store's
-    (`fanout.store.sqlite.data_dir`): `FANOUT_HOME`, else the platform's user data dir."""
-    if home := os.environ.get("FANOUT_HOME"):
-        return Path(home).expanduser()
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "fanout"
-    if sys.platform == "win32":
-        base = os.environ.get("LOCALAPPDATA")
-        return (Path(base) if base else Path.home() / "AppData" / "Local") / "fanout"
-    xdg = os.environ.get("XDG_DATA_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "fanout"
 
 
 def canvas_key(canvas_path: str | Path) -> str:

@@ -69,6 +69,13 @@ from fanout.engine.request import (
 from fanout.engine.retry import RetryPolicy, describe
 from fanout.engine.run import Run
 from fanout.engine.scheduler import Group, Scheduler
+from fanout.engine.settings import (
+    DEFAULT_AGING_S,
+    DEFAULT_CACHE_TTL_S,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_TIMEOUT_S,
+)
 from fanout.errors import (
     ConfigError,
     FanoutError,
@@ -94,11 +101,6 @@ from fanout.store.base import (
 from fanout.store.journal import HIGH_WATER_OPS, MAX_BATCH_OPS, Journal
 from fanout.tasks import ErrorInfo, Result, Task, TaskState
 
-DEFAULT_CONCURRENCY = 16
-DEFAULT_TIMEOUT_S = 120.0
-DEFAULT_MAX_TOKENS = 1024
-DEFAULT_AGING_S = 60.0
-DEFAULT_CACHE_TTL_S = 30 * 86400.0
 INF = math.inf
 TICK_S = 0.25  # slow-task checks and a safety wake-up for parked workers
 YIELD_EVERY = 64  # a worker whose calls finish without yielding gives way this often

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from fanout.engine.events import EventBus, RunStarted, Subscription
-from fanout.metrics import RunMetrics
+from fanout.engine.metrics import RunMetrics
 from fanout.tasks import Result, Task, TaskState
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from fanout.providers.base import Chunk, Completion, Request
 from fanout.providers.sdk import SdkProvider
 
 if TYPE_CHECKING:
-    from fanout.providerspec import ProviderSpec
+    from fanout.providers.spec import ProviderSpec
 
 JSON_HINT = "Answer with one JSON value only, no prose and no code fence."
 

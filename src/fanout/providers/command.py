@@ -20,7 +20,7 @@ from fanout.errors import BadRequest, ConfigError, ServerError
 from fanout.providers.base import Chunk, Completion, Request, estimate_tokens
 
 if TYPE_CHECKING:
-    from fanout.providerspec import ProviderSpec
+    from fanout.providers.spec import ProviderSpec
 
 STDERR_TAIL = 500
 

@@ -28,7 +28,7 @@ from fanout.providers.base import Chunk, Completion, Request, chat_body
 from fanout.providers.sdk import MAX_MESSAGE, SdkProvider
 
 if TYPE_CHECKING:
-    from fanout.providerspec import ProviderSpec
+    from fanout.providers.spec import ProviderSpec
 
 LOCAL_KEY = "not-needed"  # local servers (Ollama, vLLM...) accept any key
 PATH = "/chat/completions"

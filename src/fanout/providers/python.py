@@ -13,7 +13,7 @@ from fanout.errors import ConfigError
 from fanout.providers.base import CallableProvider
 
 if TYPE_CHECKING:
-    from fanout.providerspec import ProviderSpec
+    from fanout.providers.spec import ProviderSpec
 
 
 def from_spec(

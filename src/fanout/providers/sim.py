@@ -31,7 +31,7 @@ from fanout.errors import (
 from fanout.providers.base import Chunk, Completion, Request, chat_body, estimate_tokens
 
 if TYPE_CHECKING:
-    from fanout.providerspec import ProviderSpec
+    from fanout.providers.spec import ProviderSpec
 
 DEFAULT_SEED = 0
 DEFAULT_BASE_LATENCY_S = 0.05

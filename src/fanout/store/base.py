@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from fanout.errors import FanoutError
+from fanout.errors import RunBusy as RunBusy
 from fanout.tasks import ErrorInfo, Result, Task, TaskState
 
 
@@ -157,10 +157,6 @@ class Lease:
     pid: int
     host: str
     until: float  # unix time
-
-
-class RunBusy(FanoutError):
-    """The run is being run by another live process."""
 
 
 @dataclass(slots=True)

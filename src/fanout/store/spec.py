@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from fanout.errors import ConfigError
+from fanout.prompts import Placeholders
 from fanout.tasks import Priority, Task
 
 if TYPE_CHECKING:
@@ -164,8 +165,6 @@ def task_from_spec(spec: str, key: str, blueprints: Mapping[str, Blueprint] | No
 def _prompt_fn(spec: Mapping[str, Any]) -> Any:
     kind = spec.get("kind")
     if kind == "placeholders":
-        from fanout.batch import Placeholders
-
         return Placeholders(spec["content"])
     raise ConfigError(f"a stored task has a prompt of unknown kind {kind!r}")
 

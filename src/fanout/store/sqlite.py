@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fanout.errors import ConfigError
+from fanout.paths import data_dir
 from fanout.store import queries
 from fanout.store.base import (
     CACHE_HIT,
@@ -63,20 +63,6 @@ T = TypeVar("T")
 _dumps: Callable[[Any], str] = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), default=str
 ).encode
-
-
-def data_dir() -> Path:
-    """Where fanout keeps its data: `FANOUT_HOME`, else the platform's user data dir."""
-    home = os.environ.get("FANOUT_HOME")
-    if home:
-        return Path(home).expanduser()
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "fanout"
-    if sys.platform == "win32":
-        base = os.environ.get("LOCALAPPDATA")
-        return (Path(base) if base else Path.home() / "AppData" / "Local") / "fanout"
-    xdg = os.environ.get("XDG_DATA_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "fanout"
 
 
 def default_path() -> Path:

@@ -13,8 +13,8 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from fanout.engine.limits import ProviderLimits
 from fanout.errors import ConfigError
+from fanout.providers.registry import provider_types
 
 ProviderType = Literal["openai", "anthropic", "command", "python", "sim"]
 PROVIDER_TYPES: tuple[str, ...] = get_args(ProviderType)
@@ -49,16 +49,12 @@ class ProviderSpec(BaseModel):
     @classmethod
     def _has_type(cls, data: Any) -> Any:
         if isinstance(data, dict) and "type" not in data:
-            from fanout.providers import provider_types
-
             raise ValueError(f"`type` is required; one of: {', '.join(sorted(provider_types()))}")
         return data
 
     @field_validator("type")
     @classmethod
     def _known_type(cls, value: str) -> str:
-        from fanout.providers import provider_types
-
         known = provider_types()
         if value not in known:
             raise ValueError(
@@ -112,17 +108,6 @@ class ProviderSpec(BaseModel):
         if self.base_url is not None and self.type not in ("openai", "anthropic"):
             raise ValueError(f"`base_url` is only for types openai and anthropic ({self.type})")
         return self
-
-    def limits(self) -> ProviderLimits | None:
-        """The engine's budgets for this provider, or None when none is configured."""
-        if self.rpm is None and self.tpm is None and self.concurrency is None:
-            return None if self.adaptive is None else ProviderLimits(adaptive=self.adaptive)
-        return ProviderLimits(
-            rpm=self.rpm,
-            tpm=self.tpm,
-            concurrency=self.concurrency,
-            adaptive=True if self.adaptive is None else self.adaptive,
-        )
 
     def api_key(self, env: Mapping[str, str] | None = None) -> str | None:
         """The key from the environment variable named by `api_key_env` (None if unnamed).
