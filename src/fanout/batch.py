@@ -458,7 +458,7 @@ class BatchSink:
                 if isinstance(ev, TaskFinished):
                     self.writer.write(output_line(ev.result, self._created))
 
-            run.bus.listen(on_event)
+            run.listen(on_event)
 
     async def finish(self, run: Any) -> int:
         """Write what is left, put the file in place; returns the number of lines."""

@@ -51,7 +51,7 @@ class LiveProgress:
         self._lane_ids: dict[str, Any] = {}
 
     def _render(self) -> Group:
-        m = self.run.metrics_
+        m = self.run.stats
         loop_now = asyncio.get_running_loop().time()
         snap = m.snapshot(loop_now)
         for name, lane in sorted(m.lanes.items()):

@@ -243,7 +243,7 @@ class CanvasSink:
         self._closing = False
 
     def attach(self, run: Any) -> None:
-        run.bus.listen(self._on_event)
+        run.listen(self._on_event)
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
         for t in self.job.tasks:  # a resumed run: results already in the store count
             r = run.result(t) if t.run is run else None

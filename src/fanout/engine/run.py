@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from fanout.engine.events import EventBus, RunStarted, Subscription
+from fanout.engine.events import EventBus, Listener, RunStarted, Subscription
 from fanout.engine.metrics import RunMetrics
 from fanout.tasks import Result, Task, TaskState
 
@@ -126,6 +126,16 @@ class Run:
         if self.callback_errors or self.bus.errors:
             snap["callback_errors"] = self.callback_errors + self.bus.errors
         return snap
+
+    def listen(self, fn: Listener) -> None:
+        """Call `fn(event)` for each of this run's events from now on, synchronously, in
+        the engine's loop (keep it quick; an exception is recorded, never raised)."""
+        self.bus.listen(fn)
+
+    @property
+    def stats(self) -> RunMetrics:
+        """The run's live counters (per lane too), kept up to date from its events."""
+        return self.metrics_
 
     def events(self, maxsize: int = 10_000) -> Subscription:
         """`async for event in run.events()`: this run's `RunStarted`, then its events from
