@@ -29,7 +29,6 @@ import os
 import secrets
 import signal
 import sys
-import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -39,6 +38,16 @@ from aiohttp import web
 from fanout.errors import ProviderError
 from fanout.providers.base import Chunk, Completion, Request, estimate_tokens
 from fanout.providers.sim import SimConfig, SimProvider, parse_faults, parse_latency
+from fanout.sim_wire import (
+    AnthropicSse,
+    BadRequest,
+    OpenAISse,
+    anthropic_message,
+    anthropic_request,
+    model_info,
+    openai_completion,
+    openai_request,
+)
 
 __all__ = ["DEFAULT_PORT", "SimServer", "main", "request_hash", "serve", "start_server"]
 
@@ -48,23 +57,11 @@ DEFAULT_PORT = 8089
 #: how soon after a change the stats file is rewritten
 STATS_FLUSH_S = 0.05
 MODELS: tuple[str, ...] = ("sim-1",)
-_FINGERPRINT = {"system_fingerprint": "fp_fanout_sim"}
-_EPOCH = "2025-01-01T00:00:00Z"
 _CANON: Callable[[Any], str] = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False
 ).encode
 _DUMP: Callable[[Any], str] = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-#: wire fields read by the server; every other field goes into `Request.extra` (it seeds the
-#: answer exactly as `extra` does in-process)
-_OPENAI_FIELDS = frozenset(
-    {"model", "messages", "max_tokens", "max_completion_tokens", "temperature"}
-    | {"response_format", "stream", "stream_options", "user", "metadata", "store"}
-)
-_ANTHROPIC_FIELDS = frozenset(
-    {"model", "messages", "max_tokens", "temperature", "system", "stream", "metadata"}
-    | {"output_config", "output_format", "tools", "tool_choice"}
-)
 _ERROR_TYPES: dict[Api, dict[int, str]] = {
     "openai": {429: "rate_limit_error", 500: "server_error", 504: "timeout", 529: "overloaded"},
     "anthropic": {400: "invalid_request_error", 404: "not_found_error", 429: "rate_limit_error"}
@@ -76,76 +73,6 @@ def request_hash(body: Any) -> str:
     """sha256 hex of `json.dumps(body, sort_keys=True, separators=(",", ":"),
     ensure_ascii=False)`: the key of `/stats`' `by_request_hash`."""
     return hashlib.sha256(_CANON(body).encode("utf-8", "surrogatepass")).hexdigest()
-
-
-class _BadRequest(Exception):
-    pass
-
-
-def _int(body: dict[str, Any], *names: str, required: bool = False) -> int | None:
-    for name in names:
-        if (value := body.get(name)) is not None:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise _BadRequest(f"{name}: expected an integer >= 1, got {value!r}")
-            return value
-    if required:
-        raise _BadRequest(f"{names[0]}: field required")
-    return None
-
-
-def _common(body: dict[str, Any], max_tokens: int | None, system: Any = None) -> Request:
-    model, messages = body.get("model"), body.get("messages")
-    if not isinstance(model, str) or not model:
-        raise _BadRequest("model: expected a non-empty string")
-    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-        raise _BadRequest("messages: expected a list of message objects")
-    if system:  # Anthropic's top-level system prompt reads like a leading system message
-        messages = [{"role": "system", "content": system}, *messages]
-    if not messages:
-        raise _BadRequest("messages: expected at least one message")
-    temperature = body.get("temperature")
-    if temperature is not None and not isinstance(temperature, int | float):
-        raise _BadRequest(f"temperature: expected a number, got {temperature!r}")
-    req = Request(model=model, messages=messages, temperature=temperature)
-    if max_tokens is not None:
-        req.max_tokens = max_tokens
-    return req
-
-
-def _openai_request(body: dict[str, Any]) -> Request:
-    req = _common(body, _int(body, "max_completion_tokens", "max_tokens"))
-    fmt = body.get("response_format")
-    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-        spec = fmt.get("json_schema")
-        schema = spec.get("schema") if isinstance(spec, dict) else None
-        req.json_schema = schema if isinstance(schema, dict) else {}
-    elif isinstance(fmt, dict) and fmt.get("type") == "json_object":
-        req.json_mode = True
-    req.extra = {k: v for k, v in body.items() if k not in _OPENAI_FIELDS}
-    return req
-
-
-def _anthropic_request(body: dict[str, Any]) -> tuple[Request, str | None]:
-    """The request and, when a tool is forced by `tool_choice`, the tool's name."""
-    req = _common(body, _int(body, "max_tokens", required=True), body.get("system"))
-    tool: str | None = None
-    config = body.get("output_config") or {}
-    for fmt in (config.get("format"), body.get("output_format")):  # the latter: older betas
-        if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-            schema = fmt.get("schema")
-            req.json_schema = schema if isinstance(schema, dict) else {}
-    choice, tools = body.get("tool_choice") or {}, body.get("tools")
-    if choice.get("type") in ("tool", "any") and isinstance(tools, list):
-        want = choice.get("name") if choice.get("type") == "tool" else None
-        for t in tools:
-            if isinstance(t, dict) and want in (None, t.get("name")) and "input_schema" in t:
-                tool, schema = str(t.get("name")), t["input_schema"]
-                req.json_schema = schema if isinstance(schema, dict) else {}
-                break
-        else:
-            raise _BadRequest(f"tool_choice: no tool with an input_schema named {want!r}")
-    req.extra = {k: v for k, v in body.items() if k not in _ANTHROPIC_FIELDS}
-    return req, tool
 
 
 def _seconds(value: float) -> str:
@@ -294,12 +221,12 @@ class SimServer:
     # -- handlers ----------------------------------------------------------------------
 
     async def _models(self, request: web.Request) -> web.Response:
-        data = [_model_info(m) for m in MODELS]
+        data = [model_info(m) for m in MODELS]
         payload = {"object": "list", "data": data, "has_more": False}
         return web.json_response({**payload, "first_id": MODELS[0], "last_id": MODELS[-1]})
 
     async def _model(self, request: web.Request) -> web.Response:
-        return web.json_response(_model_info(request.match_info["model"]))
+        return web.json_response(model_info(request.match_info["model"]))
 
     async def _stats_handler(self, request: web.Request) -> web.Response:
         if request.method == "POST":
@@ -319,32 +246,32 @@ class SimServer:
         try:
             body = json.loads(await request.read())
             if not isinstance(body, dict):
-                raise _BadRequest("the body must be a JSON object")
+                raise BadRequest("the body must be a JSON object")
             if api == "openai":
-                req = _openai_request(body)
+                req = openai_request(body)
             else:
-                req, tool = _anthropic_request(body)
-        except (_BadRequest, ValueError, TypeError, AttributeError) as e:  # malformed shapes
+                req, tool = anthropic_request(body)
+        except (BadRequest, ValueError, TypeError, AttributeError) as e:  # malformed shapes
             return _error(api, 400, f"invalid request: {e}")
         digest = request_hash(body)
         req.attempt = self._attempts[digest] = self._attempts.get(digest, 0) + 1
         sim = self._sim_for(request)
         cid = f"{'chatcmpl-' if api == 'openai' else 'msg_'}sim{self._boot}{next(self._ids):08x}"
         if body.get("stream") is True:
-            enc: _OpenAISse | _AnthropicSse = _AnthropicSse(cid, req.model, tool)
+            enc: OpenAISse | AnthropicSse = AnthropicSse(cid, req.model, tool)
             if api == "openai":
                 opts = body.get("stream_options")
                 usage = isinstance(opts, dict) and opts.get("include_usage") is True
-                enc = _OpenAISse(cid, req.model, usage)
+                enc = OpenAISse(cid, req.model, usage)
             return await self._stream(request, api, sim, req, enc, digest)
         try:
             done = await sim.complete(req)
         except ProviderError as e:
             return self._failed(api, sim, e)
         if api == "openai":
-            payload = _openai_completion(cid, done)
+            payload = openai_completion(cid, done)
         else:
-            payload = _anthropic_message(cid, done, tool)
+            payload = anthropic_message(cid, done, tool)
         self._completed(digest)
         return web.Response(
             text=_DUMP(payload), content_type="application/json", headers=_limit_headers(sim)
@@ -356,7 +283,7 @@ class SimServer:
         api: Api,
         sim: SimProvider,
         req: Request,
-        enc: _OpenAISse | _AnthropicSse,
+        enc: OpenAISse | AnthropicSse,
         digest: str,
     ) -> web.StreamResponse:
         gen = cast(AsyncGenerator[Chunk | Completion, None], sim.stream(req))
@@ -422,134 +349,6 @@ def _limit_headers(sim: SimProvider) -> dict[str, str]:
         headers[f"x-ratelimit-remaining-{name}"] = str(remaining)
         headers[f"x-ratelimit-reset-{name}"] = _duration(reset)
     return headers
-
-
-def _model_info(model: str) -> dict[str, Any]:
-    """A model entry both SDKs accept (OpenAI `Model`, Anthropic `ModelInfo`)."""
-    openai_fields = {"id": model, "object": "model", "created": 1735689600, "owned_by": "fanout"}
-    anthropic_fields = {"type": "model", "display_name": f"fanout simulator ({model})"}
-    return {**openai_fields, **anthropic_fields, "created_at": _EPOCH, "lifecycle": "active"}
-
-
-def _openai_usage(done: Completion) -> dict[str, int]:
-    i, o = done.input_tokens, done.output_tokens
-    return {"prompt_tokens": i, "completion_tokens": o, "total_tokens": i + o}
-
-
-def _openai_completion(cid: str, done: Completion) -> dict[str, Any]:
-    message = {"role": "assistant", "content": done.text, "refusal": None}
-    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": done.finish_reason}
-    head = {"id": cid, "object": "chat.completion", "created": int(time.time())}
-    usage = _openai_usage(done)
-    return {**head, "model": done.model, "choices": [choice], "usage": usage, **_FINGERPRINT}
-
-
-def _stop_reason(done: Completion, tool: str | None) -> str:
-    if done.finish_reason == "length":
-        return "max_tokens"
-    return "end_turn" if tool is None else "tool_use"
-
-
-def _envelope(mid: str, model: str, content: list[Any], stop: Any, usage: Any) -> dict[str, Any]:
-    """An Anthropic `Message` (the whole answer, or the `message_start` of a stream)."""
-    head = {"id": mid, "type": "message", "role": "assistant", "model": model}
-    return {**head, "content": content, "stop_reason": stop, "stop_sequence": None, "usage": usage}
-
-
-def _tool_use(mid: str, name: str, arguments: Any) -> dict[str, Any]:
-    return {"type": "tool_use", "id": f"toolu_{mid[4:]}", "name": name, "input": arguments}
-
-
-def _anthropic_message(mid: str, done: Completion, tool: str | None) -> dict[str, Any]:
-    content: list[dict[str, Any]] = []
-    if tool is not None and done.finish_reason == "stop":
-        with contextlib.suppress(ValueError):  # an empty answer (injected fault) is no tool call
-            content.append(_tool_use(mid, tool, json.loads(done.text)))
-    if not content and done.text:
-        content.append({"type": "text", "text": done.text})
-    usage = {"input_tokens": done.input_tokens, "output_tokens": done.output_tokens}
-    is_tool = bool(content) and content[0]["type"] == "tool_use"
-    return _envelope(mid, done.model, content, _stop_reason(done, tool if is_tool else None), usage)
-
-
-class _OpenAISse:
-    """One streamed answer as `chat.completion.chunk` server-sent events."""
-
-    def __init__(self, cid: str, model: str, usage: bool) -> None:
-        self.usage = usage
-        self.base: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk"}
-        self.base.update(created=int(time.time()), model=model, **_FINGERPRINT)
-        if usage:
-            self.base["usage"] = None
-        self._pre, self._post = _template(self._chunk({"content": ""}), '"content":""')
-
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return f"data: {_DUMP({**self.base, 'choices': [choice]})}\n\n".encode()
-
-    def head(self, input_tokens: int) -> bytes:
-        return self._chunk({"role": "assistant", "content": "", "refusal": None})
-
-    def delta(self, text: str) -> bytes:
-        return self._pre + _DUMP(text).encode() + self._post
-
-    def tail(self, done: Completion) -> bytes:
-        out = self._chunk({}, done.finish_reason)
-        if self.usage:
-            last = {**self.base, "choices": [], "usage": _openai_usage(done)}
-            out += f"data: {_DUMP(last)}\n\n".encode()
-        return out + b"data: [DONE]\n\n"
-
-    def error(self, err: ProviderError) -> bytes:
-        error = {"message": err.message, "type": "timeout", "param": None, "code": None}
-        return f"data: {_DUMP({'error': error})}\n\n".encode()
-
-
-def _event(kind: str, **data: Any) -> bytes:
-    return f"event: {kind}\ndata: {_DUMP({'type': kind, **data})}\n\n".encode()
-
-
-def _template(event: bytes, hole: str) -> tuple[bytes, bytes]:
-    """Split a rendered event at `hole` (`"key":""`) so each delta only encodes its text."""
-    pre, post = event.split(hole.encode(), 1)
-    return pre + hole[:-2].encode(), post
-
-
-class _AnthropicSse:
-    """One streamed answer as Anthropic's named server-sent events."""
-
-    def __init__(self, mid: str, model: str, tool: str | None) -> None:
-        self.mid, self.model, self.tool = mid, model, tool
-        delta = {"type": "text_delta", "text": ""}
-        if tool is not None:
-            delta = {"type": "input_json_delta", "partial_json": ""}
-        hole = '"text":""' if tool is None else '"partial_json":""'
-        self._pre, self._post = _template(_event("content_block_delta", index=0, delta=delta), hole)
-
-    def head(self, input_tokens: int) -> bytes:
-        usage = {"input_tokens": input_tokens, "output_tokens": 1}
-        message = _envelope(self.mid, self.model, [], None, usage)
-        block = _tool_use(self.mid, self.tool, {}) if self.tool else {"type": "text", "text": ""}
-        return (
-            _event("message_start", message=message)
-            + _event("content_block_start", index=0, content_block=block)
-            + _event("ping")
-        )
-
-    def delta(self, text: str) -> bytes:
-        return self._pre + _DUMP(text).encode() + self._post
-
-    def tail(self, done: Completion) -> bytes:
-        delta = {"stop_reason": _stop_reason(done, self.tool), "stop_sequence": None}
-        usage = {"input_tokens": done.input_tokens, "output_tokens": done.output_tokens}
-        return (
-            _event("content_block_stop", index=0)
-            + _event("message_delta", delta=delta, usage=usage)
-            + _event("message_stop")
-        )
-
-    def error(self, err: ProviderError) -> bytes:
-        return _event("error", error={"type": "timeout_error", "message": err.message})
 
 
 async def start_server(
