@@ -228,6 +228,11 @@ class Config(_Section):
         """The file this config was read from (None: defaults and environment only)."""
         return self._source
 
+    def read_from(self, path: Path | None) -> Config:
+        """Note the file this config was read from; returns it."""
+        self._source = path
+        return self
+
     def provider_specs(self) -> dict[str, ProviderSpec]:
         """The providers to build, by name; the simulator alone when none is configured."""
         return dict(self.providers) or {IMPLICIT_PROVIDER: ProviderSpec(type="sim")}
@@ -317,8 +322,7 @@ def load_config(
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise explain(exc, source=where, root=Config, hints=_HINTS, origins=origins) from None
-    config._source = path
-    return config
+    return config.read_from(path)
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -91,7 +91,7 @@ class RunMetrics:
         self.prior_wall_s = 0.0  # earlier segments of a resumed run
         self.prior_slot_s = 0.0  # their wall x concurrency
 
-    def _lane(self, name: str) -> LaneCounts:
+    def lane(self, name: str) -> LaneCounts:
         lc = self.lanes.get(name)
         if lc is None:
             lc = self.lanes[name] = LaneCounts()
@@ -102,12 +102,12 @@ class RunMetrics:
         if isinstance(ev, TaskStarted):
             self.attempts += 1
             self.running += 1
-            self._lane(ev.lane).running += 1
+            self.lane(ev.lane).running += 1
         elif isinstance(ev, TaskFinished):
             self._finished(ev)
         elif isinstance(ev, TaskRetrying):
             self.running -= 1
-            self._lane(ev.lane).running -= 1
+            self.lane(ev.lane).running -= 1
             self.retries += 1
             self.retries_by_kind[ev.error.kind] += 1
             self.busy_ns += int(ev.duration * 1e9 + 0.5)
@@ -121,7 +121,7 @@ class RunMetrics:
             self.slow += 1
         elif isinstance(ev, TaskInterrupted):
             self.running -= 1
-            self._lane(ev.lane).running -= 1
+            self.lane(ev.lane).running -= 1
             self.interrupted += 1
             self.busy_ns += int(ev.duration * 1e9 + 0.5)
         elif isinstance(ev, RunFinished):
@@ -132,7 +132,7 @@ class RunMetrics:
         r = ev.result
         state = ev.state
         self.states[state] += 1
-        lane = self._lane(ev.lane)
+        lane = self.lane(ev.lane)
         if ev.duration >= 0.0:  # ended by an attempt (else: skipped or cancelled while queued)
             self.running -= 1
             lane.running -= 1
@@ -200,7 +200,7 @@ class RunMetrics:
                 continue
             st = tasks[n] if n < len(tasks) else None
             self.states[r.state] += 1
-            lane = self._lane((st.lane if st else None) or "default")
+            lane = self.lane((st.lane if st else None) or "default")
             self._result(r.state, r.attempts, r.latency_s, st.agent if st else None, lane, r.error)
             if r.attempts:
                 self.input_tokens += r.input_tokens
@@ -208,7 +208,7 @@ class RunMetrics:
 
     def add_lane_totals(self, lanes: dict[str, int]) -> None:
         for name, n in lanes.items():
-            self._lane(name).total += n
+            self.lane(name).total += n
 
     @property
     def finished(self) -> int:
@@ -268,7 +268,7 @@ def metrics_from_snapshot(snap: RunSnapshot) -> dict[str, Any]:
     m = RunMetrics(snap.run_id, max(1, conc))
     m.total = len(snap.tasks)
     for st in snap.tasks:
-        m._lane(st.lane or "default").total += 1
+        m.lane(st.lane or "default").total += 1
     m.seed(snap)
     m.status = snap.status
     out = m.snapshot(0.0)
