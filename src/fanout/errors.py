@@ -2,7 +2,7 @@
 
 ```
 FanoutError                      anything fanout raises on purpose; str() is the user's message
-├── ConfigError                  bad configuration or arguments (CLI exit 2)
+├── ConfigError                  bad configuration or arguments, also a ValueError (CLI exit 2)
 ├── InputError                   a bad input file or line (CLI exit 2)
 ├── PlanError                    a plan that cannot run: cycle, unknown or duplicate dependency
 ├── RunBusy                      the run is being run by another live process
@@ -43,8 +43,9 @@ class FanoutError(Exception):
         self.task_id = task_id
 
 
-class ConfigError(FanoutError):
-    """Configuration or arguments that cannot be used."""
+class ConfigError(FanoutError, ValueError):
+    """Configuration or arguments that cannot be used (also a `ValueError`, so the same
+    bad value raises the same error whether it came from a file, a flag or a call)."""
 
 
 class InputError(FanoutError):

@@ -11,7 +11,9 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
+
+from fanout.errors import ConfigError
 
 OnDependencyFailure = Literal["skip", "run"]
 OutputKind = Literal["text", "json"]
@@ -19,6 +21,13 @@ OutputKind = Literal["text", "json"]
 #: what a callable prompt returns: a prompt string or a list of chat messages
 PromptValue = str | list[dict[str, Any]]
 PromptFn = Callable[["Mapping[str, Result]"], PromptValue]
+
+
+class RunRef(Protocol):
+    """What a task knows of the run it was submitted in (the engine's `Run`)."""
+
+    @property
+    def id(self) -> str: ...
 
 
 class Priority(enum.IntEnum):
@@ -39,7 +48,7 @@ class Priority(enum.IntEnum):
             return cls[value.strip().upper()]
         except KeyError:
             allowed = ", ".join(p.name.lower() for p in cls)
-            raise ValueError(f"unknown priority {value!r}: use one of {allowed}") from None
+            raise ConfigError(f"unknown priority {value!r}: use one of {allowed}") from None
 
 
 class TaskState(enum.StrEnum):
@@ -167,7 +176,6 @@ class Task:
 
     __slots__ = (
         "_key",
-        "_n",
         "agent",
         "attempts",
         "body",
@@ -184,6 +192,7 @@ class Task:
         "max_tokens",
         "meta",
         "model",
+        "n",
         "on_dependency_failure",
         "output",
         "partition",
@@ -233,15 +242,15 @@ class Task:
         meta: Mapping[str, Any] | None = None,
     ) -> None:
         if prompt is None and body is None:
-            raise ValueError("a Task needs a prompt (string, messages or callable) or a body")
+            raise ConfigError("a Task needs a prompt (string, messages or callable) or a body")
         if on_dependency_failure not in ("skip", "run"):
-            raise ValueError(
+            raise ConfigError(
                 f"on_dependency_failure={on_dependency_failure!r}: use 'skip' or 'run'"
             )
         if output not in ("text", "json"):
-            raise ValueError(f"output={output!r}: use 'text' or 'json'")
+            raise ConfigError(f"output={output!r}: use 'text' or 'json'")
         if attempts is not None and attempts < 1:
-            raise ValueError(f"attempts={attempts}: a task needs at least 1 attempt")
+            raise ConfigError(f"attempts={attempts}: a task needs at least 1 attempt")
         self.prompt = prompt
         self._key = key
         self.body = body
@@ -266,10 +275,12 @@ class Task:
         self.schema = schema  # JSON Schema sent to the provider for json output
         self.validate = validate
         self.meta = meta
-        # runtime state, owned by the engine
-        self.run: Any = None  # the Run it belongs to, once submitted
-        self.group: Any = None  # its scheduler group
-        self._n = -1
+        # Runtime state: written by the engine alone (read it, never set it). It lives on
+        # the task, not in a record beside it, because a run of 100,000 tasks would pay
+        # for a second object per task in memory and an indirection on every attempt.
+        self.run: RunRef | None = None  # the run it was submitted in
+        self.group: object | None = None  # its scheduler group (the engine's)
+        self.n = -1  # position in its run, -1 before submission
         self.state = TaskState.WAITING
         self.tries = 0
         self.enqueued_at = 0.0
@@ -285,12 +296,7 @@ class Task:
         """`<run>-<n>` once submitted; built on demand so the hot path holds two ints."""
         if self.run is None:
             return "(unsubmitted)"
-        return f"{self.run.id}-{self._n}"
-
-    @property
-    def n(self) -> int:
-        """Position in its run (0-based), -1 before submission."""
-        return self._n
+        return f"{self.run.id}-{self.n}"
 
     @property
     def key(self) -> str:

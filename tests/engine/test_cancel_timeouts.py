@@ -35,7 +35,7 @@ def test_a_per_attempt_timeout_is_retried_then_fails_as_timeout() -> None:
     async def main() -> None:
         async with Engine(providers=gated.provider(), retry=FAST) as engine:
             run = engine.submit([Task("hang", key="hang", timeout=0.05), Task("ok", key="ok")])
-            run.bus.listen(rec)
+            run.listen(rec)
             await run.wait()
             r = run.result("hang")
             assert r is not None
@@ -149,7 +149,7 @@ def test_the_whole_run_deadline_cancels_what_is_left() -> None:
             tasks = [Task("quick", key="quick", priority="urgent")]
             tasks += [Task("hang", key=f"h{i}") for i in range(5)]
             run = engine.submit(tasks, deadline_s=0.1)
-            run.bus.listen(rec)
+            run.listen(rec)
             await asyncio.wait_for(run.wait(), 10)
             assert run.status == "cancelled"
             assert "deadline" in run.metrics()["cancel_reason"]
@@ -171,7 +171,7 @@ def test_cancelling_a_run_aborts_calls_in_flight_and_starts_nothing_new() -> Non
     async def main() -> None:
         async with Engine(providers=gated.provider(), concurrency=2) as engine:
             run = engine.submit([Task("t", key=f"t{i}") for i in range(6)])
-            run.bus.listen(rec)
+            run.listen(rec)
             await until(lambda: gated.inflight == 2)
             run.cancel("changed my mind")
             await asyncio.wait_for(run.wait(), 10)
@@ -298,7 +298,7 @@ def test_a_listener_may_cancel_the_run_when_a_task_starts() -> None:
                 if isinstance(ev, TaskStarted):
                     run.cancel("stop")
 
-            run.bus.listen(stop_at_first_start)
+            run.listen(stop_at_first_start)
             await asyncio.wait_for(run.wait(), 10)
             assert [t.state for t in run.tasks] == [CANCELLED] * 3
 
@@ -313,7 +313,7 @@ def test_slow_tasks_are_reported_once() -> None:
     async def main() -> None:
         async with Engine(providers=gated.provider(), slow_after_s=0.01) as engine:
             run = engine.submit([Task("slow", key="slow"), Task("fast", key="fast")])
-            run.bus.listen(rec)
+            run.listen(rec)
             await until(lambda: bool(rec.of(TaskSlow)), within=10)
             gated.open("slow")
             await run.wait()

@@ -134,7 +134,7 @@ def test_then_adds_the_agents_a_score_selects() -> None:
         rec = Recorder()
         async with Engine(providers=echo_provider(calls)) as engine:
             run = engine.submit([Task("score 8", key="score", then=follow)])
-            run.bus.listen(rec)
+            run.listen(rec)
             await run.wait()
             assert [t.key for t in run.tasks] == ["score", "deep", "comparison", "memory"]
             assert all(t.state is TaskState.DONE for t in run.tasks)
@@ -301,7 +301,7 @@ def test_layered_fan_in_55_12_4_1_goes_on_with_54_partitions() -> None:
         rec = Recorder()
         async with Engine(providers=echo_provider(calls, fail={"P17"}), concurrency=8) as engine:
             run = engine.submit([final, *layer3, *layer2, *layer1])
-            run.bus.listen(rec)
+            run.listen(rec)
             await run.wait()
             r = run.result("final")
             assert r is not None

@@ -76,7 +76,7 @@ def test_events_of_a_finished_run_end_at_once() -> None:
                 if isinstance(ev, RunFinished):  # closed, though wait() has not returned
                     late.append(run.events())
 
-            run.bus.listen(on_event)
+            run.listen(on_event)
             await run.wait()
             assert await asyncio.wait_for(collect(run.events()), 5) == []
             assert await asyncio.wait_for(collect(late[0]), 5) == []
@@ -91,7 +91,7 @@ def test_a_slow_subscriber_gets_a_drop_marker_and_the_metrics_stay_exact() -> No
         async with Engine(providers=Gated().provider(), concurrency=8) as engine:
             run = engine.submit([Task(f"q{i}") for i in range(50)])
             sub = run.events(maxsize=3)  # never read while the run goes on
-            run.bus.listen(rec)
+            run.listen(rec)
             m = await run.wait()
             assert (m["done"], m["attempts"], m["total"], m["running"]) == (50, 50, 50, 0)
             assert sub.dropped > 0
@@ -129,7 +129,7 @@ def test_task_finished_fires_only_once_the_result_is_durable() -> None:
         async with Engine(providers=gated.provider(), store=store, concurrency=2) as engine:
             store.gate.clear()
             run = engine.submit([Task("A", key="A"), Task("B", key="B", depends_on=["A"])])
-            run.bus.listen(rec)
+            run.listen(rec)
             await until(lambda: gated.calls == ["A"] and gated.inflight == 0)
             await asyncio.sleep(0.05)  # plenty of loop turns: nothing may report A done
             assert rec.of(TaskFinished) == []
@@ -164,7 +164,7 @@ def test_every_task_finished_event_sees_its_result_in_the_store() -> None:
                     for i in range(60)
                 ]
             )
-            run.bus.listen(check)
+            run.listen(check)
             await run.wait()
             assert run.metrics()["done"] == 60
             assert store.batches < 60  # results were grouped: fewer writes than results
@@ -187,7 +187,7 @@ def test_tasks_added_is_an_event_and_dynamic_tasks_count_in_the_total() -> None:
                     )
                 ]
             )
-            run.bus.listen(rec)
+            run.listen(rec)
             m = await run.wait()
             assert m["total"] == 3
             assert m["done"] == 3
@@ -274,7 +274,7 @@ def test_a_listener_that_raises_is_noted_and_stops_nothing(on: type[Event]) -> N
     async def main() -> None:
         async with Engine(providers=Gated().provider(), concurrency=2) as engine:
             run = engine.submit([Task(f"q{i}") for i in range(30)])
-            run.bus.listen(broken)
+            run.listen(broken)
             m = await asyncio.wait_for(run.wait(), 10)
             assert (m["done"], m["attempts"]) == (30, 30)  # the metrics listener still ran
             errors = m["callback_errors"]

@@ -252,8 +252,8 @@ async def execute(plan: Plan) -> tuple[Tracker, Recorder, list[Task], dict[str, 
         seed=1,
     ) as engine:
         run = engine.submit(tasks, retry_budget=plan.budget)
-        run.bus.listen(tracker.listener)
-        run.bus.listen(rec)
+        run.listen(tracker.listener)
+        run.listen(rec)
         metrics = await asyncio.wait_for(run.wait(), 60)
         metrics["_retries"] = run.retries
         metrics["_budget"] = run.retry_budget

@@ -59,7 +59,7 @@ def test_serial_speedup_and_utilisation_agree_with_the_attempts() -> None:
             retry=RetryPolicy(backoff_base_s=0.001),
         ) as engine:
             run = engine.submit([Task(f"t{i}", agent="a" if i % 2 else "b") for i in range(40)])
-            run.bus.listen(rec)
+            run.listen(rec)
             return await run.wait()
 
     m = arun(main)

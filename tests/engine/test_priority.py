@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-import fanout.engine.engine as engine_module
+import fanout.engine.workers as workers_module
 from fanout import Engine, Task, TaskState
 
 from .support import Gated, Recorder, arun
@@ -145,7 +145,7 @@ def test_a_freed_lane_slot_is_used_at_once_not_at_the_next_safety_tick(
 ) -> None:
     """Worker A ends X1 (freeing lane x and agent q) and takes the urgent Z itself; the
     idle worker B must be woken for X2, which now has room, without the ticker's help."""
-    monkeypatch.setattr(engine_module, "TICK_S", 3600.0)
+    monkeypatch.setattr(workers_module, "TICK_S", 3600.0)
 
     async def main() -> None:
         gated = Gated(["X1", "Z", "X2"])
@@ -186,7 +186,7 @@ def test_priorities_with_several_slots_still_start_urgent_first() -> None:
             run = engine.submit(
                 [Task(f"{p}{i}", key=f"{p}{i}", priority=p) for i, p in enumerate(prios)]
             )
-            run.bus.listen(rec)
+            run.listen(rec)
             for i in range(3):
                 gated.open(f"b{i}")
             await blockers.wait()

@@ -83,7 +83,7 @@ async def run_script(
     async with Engine(providers=script.provider(), **engine_kw) as engine:
         run = engine.submit(tasks, retry_budget=retry_budget)
         if rec is not None:
-            run.bus.listen(rec)
+            run.listen(rec)
         await run.wait()
         return run
 
@@ -344,7 +344,7 @@ def test_retry_after_pauses_the_provider_model_and_the_wait_is_outside_the_slot(
                     Task("D", key="D", provider="p1", model="other", priority="urgent"),
                 ]
             )
-            run.bus.listen(rec)
+            run.listen(rec)
             await run.wait()
             assert all(t.state is TaskState.DONE for t in run.tasks)
             meter = engine.provider_meters["p1:sim-1"]

@@ -54,7 +54,7 @@ def test_migrations_are_recorded_by_name_and_applied_once(tmp_path: Path) -> Non
 def _ops(run_id: str) -> tuple[list[Task], list[object]]:
     tasks = [Task(f"p{i}", key=f"k{i}") for i in range(3)]
     for i, t in enumerate(tasks):
-        t._n = i
+        t.n = i
     ok = Result(tasks[0], TaskState.DONE, text="answer", attempts=1, latency_s=0.5)
     err = ErrorInfo("transient", "server_error", "boom", 500)
     failed = Result(tasks[1], TaskState.FAILED, attempts=2, error=err, latency_s=0.25)

@@ -246,7 +246,7 @@ class CanvasSink:
         run.listen(self._on_event)
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
         for t in self.job.tasks:  # a resumed run: results already in the store count
-            r = run.result(t) if t.run is run else None
+            r = run.result(t) if t.run is not None and t.run.id == run.id else None
             if r is not None and r.state.terminal and t.state.terminal:
                 part = t.partition or ""
                 self._results.setdefault(part, []).append(r)

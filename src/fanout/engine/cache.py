@@ -22,17 +22,12 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
-from fanout.engine.finish import enqueue, finalize
 from fanout.providers.base import Provider, Request
-from fanout.store.base import CACHE_HIT, StoredResult
+from fanout.store.base import StoredResult
 from fanout.tasks import Result, Task, TaskState
-
-if TYPE_CHECKING:
-    from fanout.engine.engine import Engine
-    from fanout.engine.run import Run
 
 _CANON: Callable[[Any], str] = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False
@@ -76,16 +71,36 @@ def cached_result(t: Task, hit: StoredResult | Result) -> Result:
     )
 
 
+Lookup = Callable[[Sequence[bytes], float], Awaitable[Mapping[bytes, StoredResult]]]
+
+
 class CacheGate:
     """Where a task waits, when the cache is on, between "its dependencies are done" and
-    "queued to be sent". One per engine, shared by its runs."""
+    "queued to be sent". One per engine, shared by its runs.
 
-    def __init__(self, engine: Engine, ttl_s: float | None) -> None:
-        self.engine = engine
+    The gate knows neither the engine nor the store: it is given `lookup` (read cached
+    answers), `hit` (finish a task with an answer not sent), `send` (queue a task to be
+    sent) and `settled` (whether a task already has a result, e.g. it was cancelled)."""
+
+    def __init__(
+        self,
+        *,
+        ttl_s: float | None,
+        lookup: Lookup,
+        hit: Callable[[Task, Result], None],
+        send: Callable[[Task], None],
+        settled: Callable[[Task], bool],
+        interrupting: Callable[[Task], bool],
+    ) -> None:
         self.ttl_s = ttl_s
-        self.leaders: dict[bytes, Task] = {}
-        self.led: dict[Task, bytes] = {}
-        self.followers: dict[bytes, list[Task]] = {}
+        self._lookup = lookup
+        self._hit = hit
+        self._send = send
+        self._settled = settled
+        self._interrupting = interrupting
+        self._leaders: dict[bytes, Task] = {}
+        self._led: dict[Task, bytes] = {}
+        self._followers: dict[bytes, list[Task]] = {}
         self._pending: list[tuple[Task, bytes]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -102,19 +117,26 @@ class CacheGate:
                 await self._task
             self._task = None
 
+    @property
+    def leading(self) -> bool:
+        """Whether any task is out as the leader of its key."""
+        return bool(self._led)
+
+    def leads(self, t: Task) -> bool:
+        return t in self._led
+
     def admit(self, t: Task, key: bytes) -> None:
         """`t` is ready to be sent, and its request's key is `key`."""
-        if key in self.leaders:
-            self.followers.setdefault(key, []).append(t)
+        if key in self._leaders:
+            self._followers.setdefault(key, []).append(t)
             return
-        self.leaders[key] = t
-        self.led[t] = key
+        self._leaders[key] = t
+        self._led[t] = key
         self._pending.append((t, key))
         if not self._wake.is_set():
             self._wake.set()
 
     async def _run(self) -> None:
-        engine = self.engine
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -123,58 +145,57 @@ class CacheGate:
                 continue
             newer = time.time() - self.ttl_s if self.ttl_s is not None else 0.0
             try:
-                hits = await engine.store.cache_get([k for _, k in batch], newer)
+                hits = await self._lookup([k for _, k in batch], newer)
             except Exception:  # a cache that cannot be read is a cache miss
                 hits = {}
             self.lookups += len(batch)
             for t, key in batch:
-                run: Run = t.run
-                if run.results_by_n[t._n] is not None:  # cancelled meanwhile
+                if self._settled(t):  # cancelled meanwhile
                     continue
                 hit = hits.get(key)
                 if hit is not None:
                     self.hits += 1
-                    finalize(engine, t, DONE, None, cached_result(t, hit), cache=CACHE_HIT)
+                    self._hit(t, cached_result(t, hit))
                 else:
-                    enqueue(engine, t)
+                    self._send(t)
 
     def on_durable(self, t: Task, result: Result) -> None:
         """Leader `t`'s result is durable: its followers take a copy, or one leads next."""
-        key = self.led.pop(t, None)
+        key = self._led.pop(t, None)
         if key is None:
             return
-        del self.leaders[key]
+        del self._leaders[key]
         waiting = [
             f
-            for f in self.followers.pop(key, ())
-            if f.run.results_by_n[f._n] is None and not f.run.interrupting
+            for f in self._followers.pop(key, ())
+            if not self._settled(f) and not self._interrupting(f)
         ]
         if not waiting:
             return
         if result.state is DONE:
             for f in waiting:
-                finalize(self.engine, f, DONE, None, cached_result(f, result), cache=CACHE_HIT)
+                self._hit(f, cached_result(f, result))
             return
         self._promote(key, waiting)
 
     def abandon(self, t: Task) -> None:
         """Leader `t` will not finish here (its run was interrupted): another leads."""
-        key = self.led.pop(t, None)
+        key = self._led.pop(t, None)
         if key is None:
             return
-        del self.leaders[key]
-        waiting = [f for f in self.followers.pop(key, ()) if f.run.results_by_n[f._n] is None]
+        del self._leaders[key]
+        waiting = [f for f in self._followers.pop(key, ()) if not self._settled(f)]
         if waiting:
             self._promote(key, waiting)
 
     def _promote(self, key: bytes, waiting: list[Task]) -> None:
         for i, f in enumerate(waiting):
-            if not f.run.interrupting:
-                self.leaders[key] = f
-                self.led[f] = key
+            if not self._interrupting(f):
+                self._leaders[key] = f
+                self._led[f] = key
                 rest = waiting[:i] + waiting[i + 1 :]
                 if rest:
-                    self.followers[key] = rest
-                enqueue(self.engine, f)
+                    self._followers[key] = rest
+                self._send(f)
                 return
         # every follower's run is being interrupted: they stay waiting, unled

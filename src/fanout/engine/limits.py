@@ -14,6 +14,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
+from fanout.errors import ConfigError
 from fanout.tasks import Task
 
 INF = math.inf
@@ -62,7 +63,7 @@ class ConcurrencyMeter:
 
     def __init__(self, name: str, limit: int) -> None:
         if limit < 1:
-            raise ValueError(f"{name}: a concurrency limit must be at least 1, got {limit}")
+            raise ConfigError(f"{name}: a concurrency limit must be at least 1, got {limit}")
         self.name = name
         self.limit = limit
         self.inflight = 0
@@ -93,9 +94,9 @@ class ProviderLimits:
         for name in ("rpm", "tpm"):
             v = getattr(self, name)
             if v is not None and v <= 0:
-                raise ValueError(f"{name}={v}: a rate limit must be positive (or None for none)")
+                raise ConfigError(f"{name}={v}: a rate limit must be positive (or None for none)")
         if self.concurrency is not None and self.concurrency < 1:
-            raise ValueError(f"concurrency={self.concurrency}: must be at least 1")
+            raise ConfigError(f"concurrency={self.concurrency}: must be at least 1")
 
 
 class Gcra:

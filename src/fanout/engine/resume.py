@@ -18,20 +18,22 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fanout.engine.cache import request_keys
-from fanout.engine.events import RunStarted, TasksAdded
-from fanout.engine.finish import close_run, release
-from fanout.engine.plan import plan
+from fanout.engine.ledger import Ledger
+from fanout.engine.plan import Planner
 from fanout.engine.request import build_request
 from fanout.engine.run import Run
+from fanout.engine.settings import EngineSettings
 from fanout.errors import ConfigError, FanoutError, PlanError
 from fanout.store.base import (
     Lease,
+    Op,
     ResultsDropped,
     RunResumed,
     RunSnapshot,
+    Store,
     StoredTask,
 )
 from fanout.store.base import TasksAdded as StoreTasksAdded
@@ -39,33 +41,8 @@ from fanout.store.queries import HOST, LEASE_S
 from fanout.store.spec import task_from_spec, task_spec
 from fanout.tasks import Result, Task, TaskState
 
-if TYPE_CHECKING:
-    from fanout.engine.engine import Engine
-
 RERUN = frozenset({TaskState.CANCELLED, TaskState.SKIPPED})
 MAX_LISTED = 5
-
-
-def run_settings(engine: Engine, tasks: Sequence[Task]) -> dict[str, Any]:
-    """What a run's results depend on besides its tasks: kept with the run, compared on
-    resume. (Concurrency, limits, timeouts and retries may change freely.)"""
-    blueprints: dict[str, Any] = {}
-    for t in tasks:
-        meta = t.meta
-        if meta:
-            name = meta.get("blueprint")
-            if name is not None:
-                blueprints[str(name)] = meta.get("blueprint_version")
-    return {
-        "providers": {
-            name: {"type": type(p).__name__, "base_url": getattr(p, "base_url", None)}
-            for name, p in sorted(engine.providers.items())
-        },
-        "provider": engine.default_provider,
-        "model": engine.model,
-        "max_tokens": engine.max_tokens,
-        "blueprints": dict(sorted(blueprints.items())),
-    }
 
 
 def settings_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
@@ -134,7 +111,11 @@ def _rebuild(
 
 
 def changed_tasks(
-    engine: Engine, snap: RunSnapshot, tasks: Sequence[Task], loaded: Mapping[int, Result]
+    planner: Planner,
+    settings: EngineSettings,
+    snap: RunSnapshot,
+    tasks: Sequence[Task],
+    loaded: Mapping[int, Result],
 ) -> set[int]:
     """Numbers of loaded tasks whose request (cache key) is not what it was, with the
     loaded tasks that depend on them."""
@@ -147,17 +128,16 @@ def changed_tasks(
         deps: dict[str, Result] = {}
         for d in t.depends_on:
             assert isinstance(d, Task)
-            r = loaded.get(d._n)
+            r = loaded.get(d.n)
             if r is not None:
                 deps[d.key] = r
         if callable(t.prompt) and len(deps) < len(t.depends_on):
             continue  # cannot render it without its dependencies' answers
         try:
             request = build_request(
-                t, 1, model=engine.model, max_tokens=engine.max_tokens, deps=deps, retry=False
+                t, 1, model=settings.model, max_tokens=settings.max_tokens, deps=deps, retry=False
             )
-            provider = engine.providers[t.provider or engine.default_provider]
-            key = request_keys(provider, request, t)[0]
+            key = request_keys(planner.provider_of(t), request, t)[0]
         except Exception:
             continue
         if key != stored:
@@ -168,90 +148,77 @@ def changed_tasks(
         for n in loaded:
             if n in changed:
                 continue
-            if any(isinstance(d, Task) and d._n in changed for d in tasks[n].depends_on):
+            if any(isinstance(d, Task) and d.n in changed for d in tasks[n].depends_on):
                 changed.add(n)
                 grew = True
     return changed
 
 
 async def resume_run(
-    engine: Engine,
+    *,
+    ledger: Ledger,
+    planner: Planner,
+    settings: EngineSettings,
+    store: Store,
+    owner: str,
     run_id: str,
     given: list[Task] | None,
-    *,
     reconfigure: bool,
     blueprints: Mapping[str, Any] | None,
     config: Mapping[str, Any] | None,
     retry_budget: int | None,
 ) -> Run:
-    loop = engine._loop
-    journal = engine._journal
-    if loop is None or journal is None or engine._closed:
-        raise FanoutError("the engine is not running: use `async with Engine(...)`")
-    if not engine._persistent:
-        raise ConfigError(
-            "resume needs a store that outlives the process: Engine(store=SqliteStore())"
-        )
-    if run_id in engine._runs:
+    """Go on with stored run `run_id` as the module docstring says; the engine checked it
+    can (it runs, with a persistent store)."""
+    if ledger.get(run_id) is not None:
         raise PlanError(f"run {run_id} is already running in this engine", run_id=run_id)
-    snap = await engine.store.snapshot(run_id)
+    snap = await store.snapshot(run_id)
     if snap is None:
-        raise FanoutError(f"no run {run_id!r} in the run store ({engine.store})", run_id=run_id)
-    await engine.store.claim(run_id, Lease(engine.owner, os.getpid(), HOST, time.time() + LEASE_S))
+        raise FanoutError(f"no run {run_id!r} in the run store ({store})", run_id=run_id)
+    await store.claim(run_id, Lease(owner, os.getpid(), HOST, time.time() + LEASE_S))
     task_list, stored = match_tasks(snap, given, blueprints)
     run = Run(
-        engine,
+        ledger,
         run_id,
         kind=snap.kind,
-        retry_budget=retry_budget,
         config=snap.config if config is None else config,
+        retry=settings.retry,
+        retry_budget=retry_budget,
+        concurrency=settings.concurrency,
     )
     run.resumed = True
     try:
-        plan(run, task_list, engine.providers, engine.default_provider)
+        planner.check(run_id, task_list)
         specs = [task_spec(t) for t in task_list[stored:]]
-        lanes = engine._attach(run, task_list)
+        ledger.attach(run, task_list)
         loaded = {
             n: sr.to_result(task_list[n])
             for n, sr in snap.results.items()
             if n < stored and sr.state not in RERUN
         }
         dropped = {n for n in snap.results if n not in loaded}
-        changed = changed_tasks(engine, snap, task_list, loaded)
-        settings = run_settings(engine, task_list)
-        problems = settings_changes(snap.settings, settings)
+        changed = changed_tasks(planner, settings, snap, task_list, loaded)
+        result_settings = planner.result_settings(task_list)
+        problems = settings_changes(snap.settings, result_settings)
         if (changed or problems) and not reconfigure:
             raise ConfigError(_changed_message(run_id, problems, changed, task_list, len(loaded)))
     except BaseException:
         for t in task_list:  # the caller may submit them again
-            t.run, t._n, t.group = None, -1, None
+            t.run, t.n, t.group = None, -1, None
         raise
     for n in changed:
         del loaded[n]
     dropped |= changed
-    engine._runs[run_id] = run
-    journal.append(
-        RunResumed(run_id, time.time(), run.config, settings, engine.owner, engine.concurrency)
-    )
+    ops: list[Op] = [
+        RunResumed(run_id, time.time(), run.config, result_settings, owner, settings.concurrency)
+    ]
     if dropped:
-        journal.append(ResultsDropped(run_id, sorted(dropped)))
+        ops.append(ResultsDropped(run_id, sorted(dropped)))
     if len(task_list) > stored:
-        journal.append(StoreTasksAdded(run_id, task_list[stored:], specs))
-    tries = snap.tries()
-    for t in task_list[:stored]:
-        t.tries = tries.get(t._n, 0)
-    for n, r in loaded.items():
-        task_list[n].state = r.state
-        run.results_by_n[n] = r
-        run.finished += 1
+        ops.append(StoreTasksAdded(run_id, task_list[stored:], specs))
     run.retries = sum(1 for a in snap.attempts if a[2] == "error")
     run.metrics_.seed(snap, dropped)
-    now = loop.time()
-    run.bus.emit(RunStarted(now, run_id, 0))
-    run.bus.emit(TasksAdded(now, run_id, len(task_list), run.total, lanes))
-    release(engine, task_list, now)
-    if run.finished == run.total:
-        close_run(engine, run)
+    ledger.adopt(run, task_list, ops, loaded, snap.tries())
     return run
 
 

@@ -13,7 +13,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from fanout.errors import ProviderError
+from fanout.errors import ConfigError, ProviderError
 from fanout.tasks import ErrorInfo
 
 DEFAULT_ATTEMPTS = 3
@@ -35,11 +35,11 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
-            raise ValueError(f"attempts={self.attempts}: at least 1 (1 means no retry)")
+            raise ConfigError(f"attempts={self.attempts}: at least 1 (1 means no retry)")
         if self.backoff_base_s < 0 or self.backoff_cap_s < 0:
-            raise ValueError("backoff times must not be negative")
+            raise ConfigError("backoff times must not be negative")
         if self.budget is not None and self.budget < 0:
-            raise ValueError(f"budget={self.budget}: must not be negative")
+            raise ConfigError(f"budget={self.budget}: must not be negative")
 
     def budget_for(self, tasks: int) -> int:
         if self.budget is not None:

@@ -1,41 +1,72 @@
-"""`Run`: one submitted set of tasks and the handle a user holds on it."""
+"""`Run`: one submitted set of tasks, its bookkeeping, and the handle a user holds on it.
+
+A run talks to whoever runs it through `RunOwner` (the engine's ledger), so it never
+knows the engine: asking it to add, cancel or interrupt goes through five small calls.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, cast
 
-from fanout.engine.events import EventBus, Listener, RunStarted, Subscription
+from fanout.engine.events import Event, EventBus, Listener, RunStarted, Subscription
 from fanout.engine.metrics import RunMetrics
+from fanout.engine.retry import RetryPolicy
 from fanout.tasks import Result, Task, TaskState
 
-if TYPE_CHECKING:
-    from fanout.engine.engine import Engine
+
+class RunOwner(Protocol):
+    """What a run asks of the engine that runs it."""
+
+    def add_tasks(self, run: Run, tasks: list[Task]) -> list[Task]: ...
+
+    def interrupt(self, run: Run, grace_s: float | None) -> None: ...
+
+    def cancel_run(self, run: Run, reason: str) -> None: ...
+
+    def cancel_task(self, task: Task, reason: str) -> bool: ...
+
+    def ack(self, run: Run, sink: str, position: int) -> None: ...
+
+    async def stored_results(self, run: Run) -> list[Result]: ...
+
+    async def sink_position(self, run: Run, sink: str) -> int: ...
+
+
+def run_of(t: Task) -> Run:
+    """The run `t` was submitted in (the engine only calls this on submitted tasks)."""
+    return cast(Run, t.run)
 
 
 class Run:
-    """A run: its tasks, counts and events. Created by `Engine.submit`."""
+    """A run: its tasks, counts and events. Created by `Engine.submit` or `Engine.resume`.
+
+    The plain fields below the user's methods are the engine's bookkeeping (its ledger
+    keeps them): read them, never set them."""
 
     def __init__(
         self,
-        engine: Engine,
+        owner: RunOwner,
         run_id: str,
         *,
         kind: str,
-        retry_budget: int | None,
         config: Mapping[str, Any],
+        retry: RetryPolicy,
+        retry_budget: int | None,
+        concurrency: int,
     ) -> None:
         self.id = run_id
         self.kind = kind
         self.config = dict(config)
-        self._engine = engine
+        self._owner = owner
+        self._retry = retry
         self.tasks: list[Task] = []
         self.by_key: dict[str, Task] = {}
         self.results_by_n: list[Result | None] = []
         self.bus = EventBus()
-        self.metrics_ = RunMetrics(run_id, engine.concurrency)
+        self.metrics_ = RunMetrics(run_id, concurrency)
         self.bus.listen(self.metrics_)
         self.finished = 0  # tasks whose terminal result is durable
         self.retries = 0
@@ -68,21 +99,21 @@ class Run:
 
     def add(self, tasks: Iterable[Task]) -> list[Task]:
         """Add tasks to this running run (they may depend on its existing tasks)."""
-        return self._engine.add_tasks(self, list(tasks))
+        return self._owner.add_tasks(self, list(tasks))
 
     def interrupt(self, grace_s: float | None = None) -> None:
         """Start nothing new; let running calls finish (stopping them after `grace_s`);
         the run ends "interrupted" and `engine.resume(run.id)` goes on with it."""
-        self._engine.interrupt(self, grace_s)
+        self._owner.interrupt(self, grace_s)
 
     def cancel(self, reason: str = "cancelled by the user") -> None:
         """Start nothing new; abort running calls; every unfinished task ends `cancelled`."""
-        self._engine.cancel_run(self, reason)
+        self._owner.cancel_run(self, reason)
 
     def cancel_task(self, task: Task | str, reason: str = "cancelled by the user") -> bool:
         """Cancel one task (by object, key or id); False if it had already finished."""
         t = self.find(task) if not isinstance(task, Task) else task
-        return self._engine.cancel_task(t, reason)
+        return self._owner.cancel_task(t, reason)
 
     def find(self, ref: str) -> Task:
         t = self.by_key.get(ref)
@@ -100,11 +131,11 @@ class Run:
 
     async def results(self) -> list[Result]:
         """The durable results so far, in task order (read from the store)."""
-        return await self._engine.store.results(self.id, self.tasks)
+        return await self._owner.stored_results(self)
 
     async def sink_position(self, sink: str) -> int:
         """Where sink `sink` acknowledged it had got to in this run (-1 when never)."""
-        return await self._engine.store.sink_position(self.id, sink)
+        return await self._owner.sink_position(self, sink)
 
     def result(self, task: Task | str) -> Result | None:
         t = self.find(task) if not isinstance(task, Task) else task
@@ -112,7 +143,7 @@ class Run:
 
     def ack(self, sink: str, position: int) -> None:
         """Record in the store that sink `sink` has written this run up to `position`."""
-        self._engine.ack(self, sink, position)
+        self._owner.ack(self, sink, position)
 
     def metrics(self) -> dict[str, Any]:
         try:
@@ -150,15 +181,15 @@ class Run:
             sub.push(RunStarted(self.metrics_.started_at, self.id, self.total))
         return sub
 
-    # -- engine bookkeeping ---------------------------------------------------------------
+    # -- the engine's side ----------------------------------------------------------------
 
     @property
     def retry_budget(self) -> int:
-        return (
-            self._engine.retry.budget_for(self.total)
-            if self.retry_budget_fixed is None
-            else (self.retry_budget_fixed)
-        )
+        fixed = self.retry_budget_fixed
+        return self._retry.budget_for(self.total) if fixed is None else fixed
+
+    def emit(self, event: Event) -> None:
+        self.bus.emit(event)
 
     def counts(self) -> dict[str, int]:
         c = {s.value: 0 for s in TaskState}
@@ -166,9 +197,19 @@ class Run:
             c[t.state.value] += 1
         return c
 
-    def _resolve(self) -> None:
+    def resolve(self) -> None:
+        """Everything of the run is durable: `wait()` returns."""
         if not self._done.done():
             self._done.set_result(None)
+
+    def fail(self, reason: str, error: BaseException) -> None:
+        """The run cannot go on (its store failed): `wait()` raises `error`."""
+        if self._done.done():
+            return
+        self.status = "failed"
+        self.cancel_reason = reason
+        self._done.set_exception(error)
+        self._done.exception()  # mark it retrieved: wait() re-raises it
 
     def __repr__(self) -> str:
         return f"Run({self.id!r}, {self.finished}/{self.total} finished, {self.status})"

@@ -23,13 +23,11 @@ import heapq
 import math
 from collections import deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import cast
 
-from fanout.tasks import TaskState
-
-if TYPE_CHECKING:
-    from fanout.engine.limits import Meter
-    from fanout.tasks import Task
+from fanout.engine.limits import Meter
+from fanout.errors import ConfigError
+from fanout.tasks import Task, TaskState
 
 INF = math.inf
 LEVELS = (3, 2, 1, 0)  # urgent, high, normal, low
@@ -83,10 +81,15 @@ class Group:
         return not any(self.queues)
 
 
+def group_of(t: Task) -> Group:
+    """The group a bound task belongs to (the engine only calls this on bound tasks)."""
+    return cast(Group, t.group)
+
+
 class Scheduler:
     def __init__(self, *, aging_s: float, loop: asyncio.AbstractEventLoop) -> None:
         if aging_s <= 0:
-            raise ValueError(f"aging_s={aging_s}: must be positive")
+            raise ConfigError(f"aging_s={aging_s}: must be positive")
         self._inv_aging = 1.0 / aging_s
         self._loop = loop
         self._active: dict[Group, None] = {}  # non-empty groups, in insertion order
@@ -154,7 +157,7 @@ class Scheduler:
                 if g.lef:  # longest first inside an effective level, across groups too
                     x = -g.heaps[level][0][0]
                     eff = math.floor(eff) + min(x / (1.0 + x), _LEF_MAX)
-                if eff > best_eff or (eff == best_eff and (head.enqueued_at, head._n) < best_tie):
+                if eff > best_eff or (eff == best_eff and (head.enqueued_at, head.n) < best_tie):
                     wait = 0.0
                     for m in g.meters:
                         w = m.wait_time(now, head)
@@ -167,7 +170,7 @@ class Scheduler:
                             soonest = wait
                         break  # this group's meters are shut for every level
                     best, best_group, best_level, best_eff = head, g, level, eff
-                    best_tie = (head.enqueued_at, head._n)
+                    best_tie = (head.enqueued_at, head.n)
             else:
                 if g.empty():
                     empties = empties or []

@@ -113,7 +113,7 @@ def stub_tasks(db: sqlite3.Connection, run_id: str) -> list[Task]:
             key = spec_key(spec)
         t = Task("", key=key, lane=lane, agent=agent, meta=spec_meta(spec) or None)
         t.run = ref
-        t._n = n
+        t.n = n
         out.append(t)
     return out
 

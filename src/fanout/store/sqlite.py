@@ -255,9 +255,9 @@ class SqliteStore:
                         spec = specs[i] if specs is not None else None
                         # a derived key is derived again from the spec on resume: not kept
                         key = t.key if t.has_explicit_key or spec is None else None
-                        tasks.append((rid, t._n, key, t.lane, t.agent, spec))
+                        tasks.append((rid, t.n, key, t.lane, t.agent, spec))
                     if op.tasks:
-                        top = op.tasks[-1]._n + 1
+                        top = op.tasks[-1].n + 1
                         totals[rid] = max(totals.get(rid, 0), top)
                 elif tp is AttemptFailed:
                     assert isinstance(op, AttemptFailed)

@@ -1,0 +1,268 @@
+"""`Workers`: the fixed pool that makes the attempts, one worker per slot of the global limit.
+
+A free worker asks the scheduler for the best task whose lane, agent and provider meters
+have room, makes one attempt, and hands the outcome to the ledger; it never waits for the
+store (but gives way when the store falls far behind). A failed attempt that will be
+retried goes back to the scheduler with a backoff delay, so the wait is spent outside any
+slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+from fanout.engine.events import TaskSlow
+from fanout.engine.ledger import Ledger
+from fanout.engine.limits import ERROR, OK, RATE_LIMITED
+from fanout.engine.plan import Planner
+from fanout.engine.request import body_max_tokens, build_request, check_completion
+from fanout.engine.retry import describe
+from fanout.engine.run import Run, run_of
+from fanout.engine.scheduler import Group, Scheduler
+from fanout.engine.settings import EngineSettings
+from fanout.engine.slots import INTERRUPT, TIMEOUT, Aborted, Slot, Slots
+from fanout.errors import (
+    InvalidOutput,
+    Overloaded,
+    ProviderError,
+    ProviderTimeout,
+    RateLimited,
+    TruncatedOutput,
+)
+from fanout.providers.base import Completion, Provider, Request
+from fanout.tasks import ErrorInfo, Result, Task, TaskState
+
+INF = float("inf")
+TICK_S = 0.25  # slow-task checks and a safety wake-up for parked workers
+YIELD_EVERY = 64  # a worker whose calls finish without yielding gives way this often
+
+RUNNING = TaskState.RUNNING
+DONE = TaskState.DONE
+FAILED = TaskState.FAILED
+CANCELLED = TaskState.CANCELLED
+
+
+class Workers:
+    def __init__(
+        self,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        settings: EngineSettings,
+        planner: Planner,
+        scheduler: Scheduler,
+        slots: Slots,
+        ledger: Ledger,
+    ) -> None:
+        self._loop = loop
+        self._settings = settings
+        self._planner = planner
+        self._sched = scheduler
+        self._slots = slots
+        self._ledger = ledger
+        self._rng = random.Random(settings.seed)
+        self._workers: list[asyncio.Task[None]] = []
+        self._ticker: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        for i in range(self._settings.concurrency):
+            slot = self._slots.add()
+            slot.worker = self._loop.create_task(self._work(slot), name=f"fanout-worker-{i}")
+            self._workers.append(slot.worker)
+        self._ticker = self._loop.create_task(self._tick(), name="fanout-ticker")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        tasks = [*self._workers, *([self._ticker] if self._ticker is not None else [])]
+        for w in tasks:
+            w.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- the pool -------------------------------------------------------------------------
+
+    async def _work(self, slot: Slot) -> None:
+        sched = self._sched
+        loop = self._loop
+        ledger = self._ledger
+        n = 0
+        # not `while True`: an attempt aborted while the engine closes swallows its cancel
+        while not self._stopping and ledger.fatal is None:
+            picked = sched.pick(loop.time())
+            if picked is None:
+                await sched.wait()
+                continue
+            t = picked[0]
+            await self._attempt(t, picked[1], slot)
+            run = run_of(t)
+            if run.interrupting:
+                ledger.check_interrupted(run)
+            n += 1
+            if n % YIELD_EVERY == 0 or ledger.backlogged:
+                await ledger.give_way()
+
+    async def _attempt(self, t: Task, g: Group, slot: Slot) -> None:
+        loop = self._loop
+        ledger = self._ledger
+        settings = self._settings
+        run: Run = run_of(t)
+        t.state = RUNNING
+        t.tries += 1
+        attempt = t.tries
+        t0 = loop.time()
+        provider = self._planner.provider_of(t)
+        timeout = t.timeout if t.timeout is not None else settings.timeout
+        completion: Completion | None = None
+        error: BaseException | None = None
+        data: Any = None
+        slot.begin(t, t0)
+        if timeout is not None:
+            self._slots.set_deadline(slot, t0 + timeout)
+        ledger.attempt_started(t, attempt, t0, g.lane)  # a listener may cancel it
+        try:
+            if slot.abort is not None:
+                raise Aborted(slot.abort)
+            deps = ledger.deps_of(t) if callable(t.prompt) else None
+            request = build_request(t, attempt, settings.model, settings.max_tokens, deps)
+            ledger.note_request(t, request)
+            if provider.streams and settings.idle_timeout is not None:
+                completion = await self._stream(provider, request, slot, t0, timeout)
+            else:
+                completion = await provider.complete(request)
+            data = check_completion(t, completion)
+        except asyncio.CancelledError:
+            reason = slot.abort_reason()
+            if reason is None:  # the engine is closing
+                slot.end()
+                raise
+            worker = slot.worker
+            assert worker is not None
+            worker.uncancel()
+            if reason == TIMEOUT:
+                slot.abort = None
+                error = ProviderTimeout(
+                    f"no data for {settings.idle_timeout}s"
+                    if slot.idle
+                    else f"no answer within {timeout}s"
+                )
+            else:
+                error = Aborted(reason)
+        except Exception as exc:
+            error = exc
+        slot.end()
+        t1 = loop.time()
+        duration = t1 - t0
+        if error is None:
+            assert completion is not None
+            tokens = completion.input_tokens + completion.output_tokens
+            for m in g.meters:
+                m.finished(t1, t, OK, tokens)
+            self._planner.observe(t, duration)
+            result = Result(
+                t,
+                DONE,
+                text=completion.text,
+                data=data,
+                finish_reason=completion.finish_reason,
+                model=completion.model or t.model,
+                input_tokens=completion.input_tokens,
+                output_tokens=completion.output_tokens,
+                attempts=attempt,
+                latency_s=duration,
+            )
+            ledger.finalize(t, DONE, None, result, duration)
+            return
+        rate_limited = isinstance(error, RateLimited | Overloaded)
+        for m in g.meters:
+            m.finished(t1, t, RATE_LIMITED if rate_limited else ERROR, 0)
+        if isinstance(error, Aborted):
+            slot.abort = None
+            if error.reason == INTERRUPT:  # back to waiting, for a resume to start again
+                ledger.attempt_interrupted(t, attempt, t1, g.lane, duration)
+                return
+            info = ErrorInfo("cancelled", "cancelled", error.reason)
+            result = Result(t, CANCELLED, attempts=attempt, error=info, latency_s=duration)
+            ledger.finalize(t, CANCELLED, info, result, duration)
+            return
+        info = describe(error)
+        retry_after = error.retry_after if isinstance(error, ProviderError) else None
+        if rate_limited and retry_after:
+            pm = self._planner.provider_meters[g.key[2]]
+            pm.pause(t1, retry_after)
+            ledger.limiter_paused(t, t1, pm.key, pm.limit, retry_after)
+        delay = self._retry_delay(t, run, error, info, retry_after)
+        if delay is None:
+            result = Result(t, FAILED, attempts=attempt, error=info, latency_s=duration)
+            ledger.finalize(t, FAILED, info, result, duration)
+            return
+        ledger.retry(t, g, attempt, t1, duration, info, delay)
+
+    def _retry_delay(
+        self,
+        t: Task,
+        run: Run,
+        error: BaseException,
+        info: ErrorInfo,
+        retry_after: float | None,
+    ) -> float | None:
+        """Seconds until the next attempt, or None when the task has failed for good."""
+        policy = self._settings.retry
+        max_attempts = t.attempts if t.attempts is not None else policy.attempts
+        if t.tries >= max_attempts or run.retries >= run.retry_budget:
+            return None
+        if info.error_class == "transient":
+            return policy.backoff(t.tries, self._rng, retry_after)
+        if info.error_class == "content" and not t.content_retried:
+            t.content_retried = True
+            if isinstance(error, TruncatedOutput):
+                t.max_tokens = 2 * (t.max_tokens or body_max_tokens(t) or self._settings.max_tokens)
+            elif isinstance(error, InvalidOutput):
+                t.retry_hint = info.message
+            return 0.0
+        return None
+
+    async def _stream(
+        self,
+        provider: Provider,
+        request: Request,
+        slot: Slot,
+        t0: float,
+        limit_s: float | None,
+    ) -> Completion:
+        """Consume a stream, failing when no chunk arrives within the idle timeout."""
+        loop = self._loop
+        idle = self._settings.idle_timeout
+        assert idle is not None
+        hard = INF if limit_s is None else t0 + limit_s
+        final: Completion | None = None
+        parts: list[str] = []
+
+        def rearm() -> None:
+            nxt = loop.time() + idle
+            slot.idle = nxt < hard
+            self._slots.set_deadline(slot, nxt if nxt < hard else hard)
+
+        rearm()
+        async for item in provider.stream(request):
+            if isinstance(item, Completion):
+                final = item
+            else:
+                parts.append(item.text)
+                rearm()
+        if final is None:
+            final = Completion(text="".join(parts), model=request.model)
+        return final
+
+    async def _tick(self) -> None:
+        slow_after = self._settings.slow_after_s
+        while True:
+            await asyncio.sleep(TICK_S)
+            now = self._loop.time()
+            if slow_after is not None:
+                for slot in self._slots.newly_slow(now, slow_after):
+                    t = slot.task
+                    assert t is not None
+                    run_of(t).emit(TaskSlow(now, t, now - slot.started))
+            if self._sched.ready:
+                self._sched.wake_all()
