@@ -13,7 +13,8 @@ FanoutError                      anything fanout raises on purpose; str() is the
     │   ├── Overloaded           529 / "overloaded"; carries `retry_after`
     │   ├── ServerError          5xx
     │   ├── ProviderTimeout      attempt or stream-idle timeout
-    │   └── ConnectionFailed     the provider could not be reached
+    │   ├── ConnectionFailed     could not connect: the request never reached the provider
+    │   └── ConnectionLost       the connection broke after the request was sent
     ├── PermanentError           fails the task at once                      error_class="permanent"
     │   ├── BadRequest           400 / 404 / 422
     │   └── AuthError            401 / 403
@@ -111,7 +112,12 @@ class ProviderTimeout(TransientError):
 
 
 class ConnectionFailed(TransientError):
-    pass
+    """Could not connect (refused, reset on connect, DNS, connect timeout): the request
+    never reached the provider, so retrying it costs no attempt and no retry budget."""
+
+
+class ConnectionLost(TransientError):
+    """The connection broke after the request was sent (the provider may have seen it)."""
 
 
 class PermanentError(ProviderError):
@@ -148,6 +154,7 @@ _KIND_NAMES: dict[type[ProviderError], str] = {
     ServerError: "server_error",
     ProviderTimeout: "timeout",
     ConnectionFailed: "connection",
+    ConnectionLost: "connection_lost",
     BadRequest: "bad_request",
     AuthError: "auth",
     EmptyOutput: "empty_output",

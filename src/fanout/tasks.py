@@ -186,6 +186,7 @@ class Task:
         "enqueued_at",
         "est_tokens",
         "expected_s",
+        "free_tries",
         "group",
         "inputs",
         "lane",
@@ -283,6 +284,7 @@ class Task:
         self.n = -1  # position in its run, -1 before submission
         self.state = TaskState.WAITING
         self.tries = 0
+        self.free_tries = 0  # attempts that never reached the provider (not counted)
         self.enqueued_at = 0.0
         self.est_tokens = -1
         self.deps_left = 0

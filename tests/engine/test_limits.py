@@ -22,6 +22,7 @@ from fanout import (
 from fanout.engine.limits import (
     ERROR,
     OK,
+    OVERLOADED,
     RATE_LIMITED,
     ConcurrencyMeter,
     Gcra,
@@ -124,7 +125,7 @@ def test_provider_limits_validate() -> None:
         ProviderLimits(concurrency=0)
 
 
-def test_aimd_halves_on_rate_limits_once_per_cooldown_and_climbs_back() -> None:
+def test_aimd_halves_on_overload_once_per_cooldown_and_climbs_back() -> None:
     m = ProviderMeter("p:m", ProviderLimits(concurrency=8), default_cap=100)
     t = task()
     assert (m.cap, m.limit) == (8.0, 8.0)
@@ -133,14 +134,14 @@ def test_aimd_halves_on_rate_limits_once_per_cooldown_and_climbs_back() -> None:
         m.started(now, t)
         m.finished(now, t, outcome, 5)
 
-    one(0.0, RATE_LIMITED)
+    one(0.0, OVERLOADED)
     assert m.limit == 4.0
-    one(0.5, RATE_LIMITED)  # the same burst of 429s: one signal
+    one(0.5, OVERLOADED)  # the same burst of 429s: one signal
     assert m.limit == 4.0
-    one(1.0, RATE_LIMITED)
+    one(1.0, OVERLOADED)
     assert m.limit == 2.0
     for k in range(2, 6):
-        one(float(k), RATE_LIMITED)
+        one(float(k), OVERLOADED)
     assert m.limit == 1.0  # never below one
     assert m.decreases == 6  # every signal a cooldown apart counts, even at the floor
     one(10.0, ERROR)  # an ordinary error says nothing about capacity
@@ -156,13 +157,24 @@ def test_aimd_halves_on_rate_limits_once_per_cooldown_and_climbs_back() -> None:
     assert 20 <= successes_to_cap <= 40  # about (8^2 - 1^2) / 2: a slow climb
 
 
+def test_a_429_with_retry_after_never_halves_the_concurrency() -> None:
+    """A 429 that names its wait acts through the pause and the learned rate alone: noise
+    429s (as an overloaded provider sends) must not shrink the concurrency."""
+    m = ProviderMeter("p:m", ProviderLimits(concurrency=8), default_cap=100)
+    t = task()
+    for k in range(10):
+        m.started(float(k), t)
+        m.finished(float(k), t, RATE_LIMITED, 0)
+    assert (m.limit, m.decreases) == (8.0, 0)
+
+
 def test_the_adaptive_limit_gates_new_calls_and_can_be_turned_off() -> None:
     m = ProviderMeter("p:m", ProviderLimits(concurrency=4), default_cap=100)
     t = task()
     for _ in range(4):
         m.started(0.0, t)
     assert m.wait_time(0.0, t) == INF
-    m.finished(0.0, t, RATE_LIMITED, 0)  # 3 in flight, limit 2
+    m.finished(0.0, t, OVERLOADED, 0)  # 3 in flight, limit 2
     assert m.limit == 2.0
     assert m.wait_time(0.0, t) == INF
     m.finished(0.1, t, OK, 5)
@@ -171,7 +183,7 @@ def test_the_adaptive_limit_gates_new_calls_and_can_be_turned_off() -> None:
 
     fixed = ProviderMeter("p:m", ProviderLimits(concurrency=4, adaptive=False), default_cap=100)
     fixed.started(0.0, t)
-    fixed.finished(0.0, t, RATE_LIMITED, 0)
+    fixed.finished(0.0, t, OVERLOADED, 0)
     assert fixed.limit == 4.0
     default = ProviderMeter("p:m", ProviderLimits(), default_cap=16)
     assert default.cap == 16.0
@@ -263,7 +275,9 @@ def test_without_a_client_limit_the_simulator_rejects_and_retries_finish_the_run
             assert all(t.state is TaskState.DONE for t in run.tasks)
             assert run.metrics()["retries_by_kind"].get("rate_limited", 0) > 0
             meter = engine.provider_meters["sim:sim-1"]
-            assert meter.decreases >= 1  # the 429s made AIMD back off
+            # the 429s (each naming its wait) taught a rate; they never halved the concurrency
+            assert meter.rate_cuts >= 1
+            assert meter.decreases == 0
 
     arun(main)
     stats = provider.stats()

@@ -104,9 +104,41 @@ def test_only_a_call_sent_after_the_last_cut_can_cut_again() -> None:
 def test_a_long_retry_after_teaches_no_rate(pause_s: float) -> None:
     m = meter()
     succeed(m, [10.0 + i / 20 for i in range(40)])
-    m.pause(12.0, pause_s)  # "come back in a second": overload, not a request budget
+    # "come back in a second": overload, not a request budget
+    assert m.pause(12.0, pause_s, rate_limited=False)
     assert m.pace_rate is None
     assert m.wait_time(12.0, Task("x")) == pytest.approx(pause_s)
+
+
+def test_a_stray_429_amid_successes_holds_back_nobody_but_most_calls_rejected_pause_all() -> None:
+    """Noise (a provider that rejects a few calls at random) must not stop the others: only
+    when most calls that ended lately were 429s does a long Retry-After pause every call."""
+    m = meter()
+    succeed(m, [10.0 + i / 20 for i in range(40)])
+    t = Task("x")
+    m.started(12.0, t)
+    m.finished(12.0, t, RATE_LIMITED, 0)
+    assert not m.pause(12.0, 1.0)
+    assert m.wait_time(12.0, t) == 0.0
+    assert m.pace_rate is None
+    for k in range(30):  # now most calls are rejected: the provider means it
+        m.started(12.1 + k / 100, t)
+        m.finished(12.1 + k / 100, t, RATE_LIMITED, 0)
+    assert m.pause(12.5, 1.0)
+    assert m.wait_time(12.5, t) == pytest.approx(1.0)
+    assert m.pace_rate is None  # a long wait still teaches no rate
+
+
+def test_a_429_far_below_the_learned_rate_is_noise_and_teaches_no_lower_rate() -> None:
+    m = meter()
+    succeed(m, [10.0 + i / 20 for i in range(40)])  # 20 calls/s admitted
+    m.pause(12.0, 0.05)  # a short wait: the edge of a budget of about 20/s
+    learned = m.pace_rate
+    assert learned is not None and m.rate_cuts == 1
+    succeed(m, [20.0 + i / 5 for i in range(20)])  # later, only 5 calls/s go out
+    m.pause(24.0, 0.3)  # a 429 about one call long, at a quarter of the known limit
+    assert m.rate_cuts == 1  # noise: the pace is not cut
+    assert m.pace_rate is not None and m.pace_rate >= learned
 
 
 def test_too_few_successes_teach_no_rate_and_slow_rates_are_measured_over_more_time() -> None:

@@ -104,6 +104,23 @@ class LimiterChanged(Event):
 
 
 @dataclass(slots=True, frozen=True)
+class ProviderDown(Event):
+    """A provider's circuit opened: nothing new is sent to it but a probe now and then."""
+
+    key: str  # the provider meter's key (provider + model + key hash)
+    since: float  # loop time
+    error: str  # the failure that opened it
+
+
+@dataclass(slots=True, frozen=True)
+class ProviderUp(Event):
+    """A provider answered again: its circuit closed after `down_s` seconds."""
+
+    key: str
+    down_s: float
+
+
+@dataclass(slots=True, frozen=True)
 class RunFinished(Event):
     run_id: str
     status: str  # done | failed | cancelled | interrupted

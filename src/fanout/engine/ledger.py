@@ -18,6 +18,8 @@ from typing import Any
 from fanout.engine.cache import CacheGate, request_keys
 from fanout.engine.events import (
     LimiterChanged,
+    ProviderDown,
+    ProviderUp,
     RunFinished,
     RunStarted,
     TaskFinished,
@@ -306,12 +308,16 @@ class Ledger:
         duration: float,
         info: ErrorInfo,
         delay: float,
+        *,
+        charged: bool = True,
     ) -> None:
         """A failed attempt is retried after `delay` seconds (outside any slot), unless the
         run was cancelled meanwhile (the task ends cancelled) or is being interrupted (it
-        waits for a resume)."""
+        waits for a resume). `charged`: whether it counts against the run's retry budget
+        (a call that never reached the provider does not)."""
         run = run_of(t)
-        run.retries += 1
+        if charged:
+            run.retries += 1
         self._journal.append(AttemptFailed(run.id, t.n, attempt, duration, info))
         run.emit(TaskRetrying(now, t, attempt, g.lane, duration, info, delay))
         if run.cancel_reason is not None:
@@ -331,6 +337,14 @@ class Ledger:
         run.emit(TaskInterrupted(now, t, attempt, lane, duration))
         if self._gate is not None and self._gate.leads(t):
             self._gate.abandon(t)
+
+    def provider_down(self, now: float, key: str, since: float, error: str) -> None:
+        for run in self.live_runs():
+            run.emit(ProviderDown(now, key, since, error))
+
+    def provider_up(self, now: float, key: str, down_s: float) -> None:
+        for run in self.live_runs():
+            run.emit(ProviderUp(now, key, down_s))
 
     def limiter_paused(self, t: Task, now: float, key: str, limit: float, pause_s: float) -> None:
         run_of(t).emit(LimiterChanged(now, key, limit, pause_s))

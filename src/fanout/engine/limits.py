@@ -10,6 +10,7 @@ worker pool itself). Calls wait for budget, never rejected for it.
 from __future__ import annotations
 
 import math
+import random
 from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
@@ -21,8 +22,11 @@ INF = math.inf
 
 #: outcome values passed to `finished`
 OK = "ok"
-RATE_LIMITED = "rate_limited"  # 429 or overloaded: AIMD backs off
-ERROR = "error"
+RATE_LIMITED = "rate_limited"  # a 429 with Retry-After: acts through `pause`, not AIMD
+OVERLOADED = "overloaded"  # a 529, or a 429 that names no wait: AIMD halves the limit
+DOWN = "down"  # could not connect, connection lost, 5xx, timeout: counts toward the circuit
+ERROR = "error"  # the provider answered, but not usably (4xx, bad content)
+NEUTRAL = "neutral"  # no verdict on the provider (the attempt was cancelled or interrupted)
 
 DEFAULT_BURST_S = 0.5  # a client-side burst of half a second of budget: under any server's 1 s
 AIMD_DECREASE_FACTOR = 0.5
@@ -46,6 +50,22 @@ RATE_SLOW_START = 1.0
 RATE_COOLDOWN_S = 1.0
 #: a Retry-After that reopens within this many calls (at the admitted rate) marks a rate limit
 RATE_EDGE_CALLS = 2.0
+#: a 429 while the admitted rate is under this share of the last learned limit is noise: it
+#: teaches no lower rate
+RATE_NOISE_SHARE = 0.5
+#: a long Retry-After pauses every call only when at least this share of the calls that
+#: ended lately were 429s: a stray 429 amid successes holds back its own task alone
+PAUSE_SHARE = 0.5
+#: this many provider failures in a row (connection, 5xx, 529, timeout) open the circuit; an
+#: answer to a call sent before the first of them does not break the row (it is old news)
+CIRCUIT_FAILURES = 10
+#: while open, one probe at a time, the first after this long, doubling up to the cap
+#: (with jitter): an outage costs a probe now and then, not the tasks' attempts
+CIRCUIT_PROBE_BASE_S = 0.5
+CIRCUIT_PROBE_CAP_S = 30.0
+#: a provider that never answered and failed this many probes cannot be reached: its calls
+#: fail at once instead of waiting for it
+UNREACHABLE_PROBES = 3
 
 
 class Meter(Protocol):
@@ -126,6 +146,93 @@ class Gcra:
         self.tat -= units * self.interval
 
 
+class Circuit:
+    """Whether a provider is down. `CIRCUIT_FAILURES` failures in a row (could not connect,
+    connection lost, 5xx, 529, timeout) open it: nothing new is sent but one probe at a time,
+    the first after `CIRCUIT_PROBE_BASE_S`, then at doubling intervals (full jitter, capped at
+    `CIRCUIT_PROBE_CAP_S`); the first call that gets an answer closes it. A provider that never
+    answered and failed `UNREACHABLE_PROBES` probes is `unreachable`: the engine then fails
+    its calls at once, with one message, instead of waiting for it."""
+
+    __slots__ = (
+        "_fails",
+        "_next_probe",
+        "_probe",
+        "_rng",
+        "_row_since",
+        "answered",
+        "down_since",
+        "probes",
+    )
+
+    def __init__(self, seed: int | None = None) -> None:
+        self._fails = 0
+        self._row_since = 0.0  # when the current row of failures began
+        self.down_since: float | None = None
+        self._next_probe = 0.0
+        self._probe: int | None = None  # id() of the task whose call is the probe
+        self.probes = 0  # failed probes since the circuit opened
+        self.answered = False  # whether the provider ever answered a call
+        self._rng = random.Random(seed)
+
+    @property
+    def unreachable(self) -> bool:
+        return (
+            self.down_since is not None
+            and not self.answered
+            and (self.probes >= UNREACHABLE_PROBES)
+        )
+
+    def wait_time(self, now: float) -> float:
+        if self.down_since is None or self.unreachable:
+            return 0.0
+        if self._probe is not None:
+            return INF  # until the probe's answer
+        w = self._next_probe - now
+        return w if w > 0.0 else 0.0
+
+    def started(self, task: Task) -> None:
+        if self.down_since is not None and self._probe is None:
+            self._probe = id(task)
+
+    def finished(self, now: float, task: Task, outcome: str, started: float) -> bool:
+        """Count the outcome of a call sent at `started`; True when the circuit opened or
+        closed."""
+        probe = self._probe is not None and self._probe == id(task)
+        if probe:
+            self._probe = None
+        if outcome in (DOWN, OVERLOADED):
+            if self._fails == 0:
+                self._row_since = now
+            self._fails += 1
+            if self.down_since is None:
+                if self._fails >= CIRCUIT_FAILURES:
+                    self.down_since = now
+                    self.probes = 0
+                    self._schedule(now)
+                    return True
+            elif probe:
+                self.probes += 1
+                self._schedule(now)
+            return False
+        if outcome == NEUTRAL:
+            return False
+        # the provider answered (OK, a 429, a 4xx, bad content)
+        self.answered = True
+        if started < self._row_since:
+            return False  # sent before the row of failures began: it says nothing of now
+        self._fails = 0
+        if self.down_since is not None:
+            self.down_since = None
+            self.probes = 0
+            return True
+        return False
+
+    def _schedule(self, now: float) -> None:
+        window = min(CIRCUIT_PROBE_CAP_S, CIRCUIT_PROBE_BASE_S * 2.0**self.probes)
+        self._next_probe = now + window * self._rng.uniform(0.5, 1.0)
+
+
 class ProviderMeter:
     """One provider+model(+key): RPM and TPM budgets, a concurrency cap, pauses asked by
     `Retry-After`, and when `adaptive`:
@@ -164,12 +271,15 @@ class ProviderMeter:
         "_limited_start",
         "_pace_tat",
         "_recent",
+        "_rej_n",
+        "_rej_prev",
         "_starts",
         "_win_n",
         "_win_prev",
         "_win_start",
         "adaptive",
         "cap",
+        "circuit",
         "decreases",
         "inflight",
         "key",
@@ -206,11 +316,16 @@ class ProviderMeter:
         self._win_start = 0.0
         self._win_n = 0
         self._win_prev = 0
+        self._rej_n = 0  # 429s in this window and the last, beside the successes
+        self._rej_prev = 0
+        self.circuit = Circuit()
 
     def wait_time(self, now: float, task: Task) -> float:
         if self.inflight >= int(self.limit):
             return INF
         w = self.paused_until - now
+        if self.circuit.down_since is not None:
+            w = max(w, self.circuit.wait_time(now))
         if self.pace_rate is not None and self._pace_tat - now > w:
             w = self._pace_tat - now
         if self.rpm is not None:
@@ -221,6 +336,8 @@ class ProviderMeter:
 
     def started(self, now: float, task: Task) -> None:
         self.inflight += 1
+        if self.circuit.down_since is not None:
+            self.circuit.started(task)
         if self.pace_rate is not None:  # (before the first cut, every 429 is news)
             self._starts[id(task)] = now
             self._pace_tat = max(self._pace_tat, now) + 1.0 / self.pace_rate
@@ -253,12 +370,15 @@ class ProviderMeter:
                 self._first_ok = now
             if self.limit < self.cap:
                 self.limit = min(self.cap, self.limit + 1.0 / self.limit)
-        elif outcome == RATE_LIMITED:
+        elif outcome == RATE_LIMITED:  # acts through `pause`, with the call's start
             self._limited_start = started
-            if now - self._last_decrease >= AIMD_COOLDOWN_S:
-                self.limit = max(1.0, self.limit * AIMD_DECREASE_FACTOR)
-                self._last_decrease = now
-                self.decreases += 1
+            if now - self._win_start >= RATE_WINDOW_S:
+                self._roll(now)
+            self._rej_n += 1
+        elif outcome == OVERLOADED and now - self._last_decrease >= AIMD_COOLDOWN_S:
+            self.limit = max(1.0, self.limit * AIMD_DECREASE_FACTOR)
+            self._last_decrease = now
+            self.decreases += 1
 
     def admitted_rate(self, now: float) -> float | None:
         """Calls/s the provider admitted lately (our successes): over the last
@@ -279,22 +399,47 @@ class ProviderMeter:
         windows = math.floor((now - self._win_start) / RATE_WINDOW_S)
         self._win_prev = self._win_n if windows == 1 else 0
         self._win_n = 0
+        self._rej_prev = self._rej_n if windows == 1 else 0
+        self._rej_n = 0
         self._win_start += windows * RATE_WINDOW_S
 
-    def pause(self, now: float, seconds: float) -> None:
-        """Hold every call of this provider+model until `now + seconds` (Retry-After); learn
-        the provider's rate when the pause ends within about one call (see the class)."""
-        self.paused_until = max(self.paused_until, now + seconds)
+    def rejected_share(self, now: float) -> float:
+        """The share of 429s among the calls that ended over about the last window."""
+        if now - self._win_start >= RATE_WINDOW_S:
+            self._roll(now)
+        share = 1.0 - (now - self._win_start) / RATE_WINDOW_S
+        rejected = self._rej_prev * share + self._rej_n
+        total = rejected + self._win_prev * share + self._win_n
+        return rejected / total if total > 0 else 1.0
+
+    def pause(self, now: float, seconds: float, *, rate_limited: bool = True) -> bool:
+        """A call was told to wait `seconds` (Retry-After). Hold every call of this
+        provider+model until then when that is what the provider means: an overload, a wait
+        of about one call (a request budget that is spent: then learn its rate, see the
+        class), or most recent calls rejected. A stray 429 amid successes (noise, as an
+        overloaded provider sends) holds back its own task alone. True when paused."""
         started, self._limited_start = self._limited_start, None
-        if not self.adaptive or (started is not None and started < self._last_cut):
-            return  # sent before the last cut: it says nothing about the pace since
         admitted = self.admitted_rate(now)
-        if admitted is None or seconds * admitted > RATE_EDGE_CALLS:
-            return  # too few successes, or a long pause: nothing to learn about the rate
+        edge = admitted is not None and seconds * admitted <= RATE_EDGE_CALLS
+        if (
+            rate_limited
+            and not edge
+            and admitted is not None
+            and self.rejected_share(now) < PAUSE_SHARE
+        ):
+            return False
+        self.paused_until = max(self.paused_until, now + seconds)
+        if not rate_limited or not edge or not self.adaptive:
+            return True
+        if started is not None and started < self._last_cut:
+            return True  # sent before the last cut: it says nothing about the pace since
+        assert admitted is not None
+        if self._ceiling != INF and admitted < RATE_NOISE_SHARE * self._ceiling:
+            return True  # far below the rate last admitted: noise, not the limit
         pace = self.pace_rate
         slow_start = pace is not None and self._ceiling == INF
         if now - self._last_cut < RATE_COOLDOWN_S and not slow_start:
-            return  # one cut per window: the window has not caught up with the last one
+            return True  # one cut per window: the window has not caught up with the last one
         # what was admitted, or the pace a call sent since the last cut was rejected at, if
         # lower (a window that still holds a first burst counts too many)
         basis = admitted if pace is None else min(admitted, pace)
@@ -305,6 +450,7 @@ class ProviderMeter:
         self._ceiling = basis if full or slow_start else INF
         self._last_cut = now
         self.rate_cuts += 1
+        return True
 
     def __repr__(self) -> str:
         pace = "" if self.pace_rate is None else f", pace={self.pace_rate:.2f}/s"

@@ -15,7 +15,15 @@ from typing import Any
 
 from fanout.engine.events import TaskSlow
 from fanout.engine.ledger import Ledger
-from fanout.engine.limits import ERROR, OK, RATE_LIMITED
+from fanout.engine.limits import (
+    DOWN,
+    ERROR,
+    NEUTRAL,
+    OK,
+    OVERLOADED,
+    RATE_LIMITED,
+    ProviderMeter,
+)
 from fanout.engine.plan import Planner
 from fanout.engine.request import body_max_tokens, build_request, check_completion
 from fanout.engine.retry import describe
@@ -24,11 +32,14 @@ from fanout.engine.scheduler import Group, Scheduler
 from fanout.engine.settings import EngineSettings
 from fanout.engine.slots import INTERRUPT, TIMEOUT, Aborted, Slot, Slots
 from fanout.errors import (
+    ConnectionFailed,
+    ConnectionLost,
     InvalidOutput,
     Overloaded,
     ProviderError,
     ProviderTimeout,
     RateLimited,
+    ServerError,
     TruncatedOutput,
 )
 from fanout.providers.base import Completion, Provider, Request
@@ -65,6 +76,7 @@ class Workers:
         self._workers: list[asyncio.Task[None]] = []
         self._ticker: asyncio.Task[None] | None = None
         self._stopping = False
+        self._down_error: dict[str, str] = {}  # provider meter key -> what took it down
 
     def start(self) -> None:
         for i in range(self._settings.concurrency):
@@ -116,6 +128,7 @@ class Workers:
         completion: Completion | None = None
         error: BaseException | None = None
         data: Any = None
+        pm = self._planner.provider_meters[g.key[2]]
         slot.begin(t, t0)
         if timeout is not None:
             self._slots.set_deadline(slot, t0 + timeout)
@@ -123,6 +136,8 @@ class Workers:
         try:
             if slot.abort is not None:
                 raise Aborted(slot.abort)
+            if pm.circuit.unreachable:
+                raise self._unreachable(pm)
             deps = ledger.deps_of(t) if callable(t.prompt) else None
             request = build_request(t, attempt, settings.model, settings.max_tokens, deps)
             ledger.note_request(t, request)
@@ -153,11 +168,14 @@ class Workers:
         slot.end()
         t1 = loop.time()
         duration = t1 - t0
+        was_down = pm.circuit.down_since
         if error is None:
             assert completion is not None
             tokens = completion.input_tokens + completion.output_tokens
             for m in g.meters:
                 m.finished(t1, t, OK, tokens)
+            if pm.circuit.finished(t1, t, OK, t0) and was_down is not None:
+                ledger.provider_up(t1, pm.key, t1 - was_down)
             self._planner.observe(t, duration)
             result = Result(
                 t,
@@ -173,9 +191,17 @@ class Workers:
             )
             ledger.finalize(t, DONE, None, result, duration)
             return
-        rate_limited = isinstance(error, RateLimited | Overloaded)
+        retry_after = error.retry_after if isinstance(error, ProviderError) else None
+        outcome = outcome_of(error, retry_after)
         for m in g.meters:
-            m.finished(t1, t, RATE_LIMITED if rate_limited else ERROR, 0)
+            m.finished(t1, t, outcome, 0)
+        pm.circuit.finished(t1, t, outcome, t0)
+        now_down = pm.circuit.down_since
+        if now_down is not None and was_down is None:
+            ledger.provider_down(t1, pm.key, now_down, str(error))
+            self._down_error[pm.key] = str(error)
+        elif now_down is None and was_down is not None:
+            ledger.provider_up(t1, pm.key, t1 - was_down)
         if isinstance(error, Aborted):
             slot.abort = None
             if error.reason == INTERRUPT:  # back to waiting, for a resume to start again
@@ -186,17 +212,21 @@ class Workers:
             ledger.finalize(t, CANCELLED, info, result, duration)
             return
         info = describe(error)
-        retry_after = error.retry_after if isinstance(error, ProviderError) else None
-        if rate_limited and retry_after:
-            pm = self._planner.provider_meters[g.key[2]]
-            pm.pause(t1, retry_after)
-            ledger.limiter_paused(t, t1, pm.key, pm.limit, retry_after)
-        delay = self._retry_delay(t, run, error, info, retry_after)
+        if retry_after and isinstance(error, RateLimited | Overloaded):
+            rate_limited = isinstance(error, RateLimited)
+            if pm.pause(t1, retry_after, rate_limited=rate_limited):
+                ledger.limiter_paused(t, t1, pm.key, pm.limit, retry_after)
+        unreached = isinstance(error, ConnectionFailed)
+        delay = self._retry_delay(t, run, error, info, retry_after, pm)
         if delay is None:
             result = Result(t, FAILED, attempts=attempt, error=info, latency_s=duration)
             ledger.finalize(t, FAILED, info, result, duration)
             return
-        ledger.retry(t, g, attempt, t1, duration, info, delay)
+        ledger.retry(t, g, attempt, t1, duration, info, delay, charged=not unreached)
+
+    def _unreachable(self, pm: ProviderMeter) -> ConnectionFailed:
+        last = self._down_error.get(pm.key) or "no answer"
+        return ConnectionFailed(f"{pm.key}: the provider could not be reached: {last}")
 
     def _retry_delay(
         self,
@@ -205,11 +235,19 @@ class Workers:
         error: BaseException,
         info: ErrorInfo,
         retry_after: float | None,
+        pm: ProviderMeter,
     ) -> float | None:
-        """Seconds until the next attempt, or None when the task has failed for good."""
+        """Seconds until the next attempt, or None when the task has failed for good. A call
+        that never reached the provider costs no attempt and no retry budget: the provider's
+        circuit decides when calls go out again (or that it cannot be reached at all)."""
         policy = self._settings.retry
+        if isinstance(error, ConnectionFailed):
+            if pm.circuit.unreachable:
+                return None
+            t.free_tries += 1
+            return policy.backoff(1, self._rng)
         max_attempts = t.attempts if t.attempts is not None else policy.attempts
-        if t.tries >= max_attempts or run.retries >= run.retry_budget:
+        if t.tries - t.free_tries >= max_attempts or run.retries >= run.retry_budget:
             return None
         if info.error_class == "transient":
             return policy.backoff(t.tries, self._rng, retry_after)
@@ -266,3 +304,16 @@ class Workers:
                     run_of(t).emit(TaskSlow(now, t, now - slot.started))
             if self._sched.ready:
                 self._sched.wake_all()
+
+
+def outcome_of(error: BaseException, retry_after: float | None) -> str:
+    """What a failed attempt tells the provider's meter."""
+    if isinstance(error, RateLimited):
+        return RATE_LIMITED if retry_after else OVERLOADED
+    if isinstance(error, Overloaded):
+        return OVERLOADED
+    if isinstance(error, ConnectionFailed | ConnectionLost | ServerError | ProviderTimeout):
+        return DOWN
+    if isinstance(error, Aborted):
+        return NEUTRAL
+    return ERROR

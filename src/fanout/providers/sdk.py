@@ -10,6 +10,7 @@ from typing import Any
 
 from fanout.errors import (
     ConnectionFailed,
+    ConnectionLost,
     ProviderError,
     ProviderTimeout,
     error_for_status,
@@ -91,14 +92,8 @@ class SdkProvider:
             url = self._urls[path] = httpx2.URL(str(client.base_url).rstrip("/") + path)
         try:
             resp = await self._http.post(url, content=_DUMPS(body).encode())
-        except httpx2.TimeoutException as exc:
-            raise ProviderTimeout(
-                f"{self.name}: {type(exc).__name__}: {exc}"[:MAX_MESSAGE]
-            ) from exc
-        except httpx2.HTTPError as exc:
-            raise ConnectionFailed(
-                f"{self.name}: {type(exc).__name__}: {exc}"[:MAX_MESSAGE]
-            ) from exc
+        except Exception as exc:
+            raise transport_error(exc, self.name, str(client.base_url)) from exc
         status: int = resp.status_code
         if not 200 <= status < 300:
             message = f"{self.name}: Error code: {status} - {_error_text(resp.content)}"
@@ -175,8 +170,41 @@ def from_sdk_error(exc: Exception, provider: str) -> ProviderError:
         response = getattr(exc, "response", None)
         headers = getattr(response, "headers", None)
         return error_for_status(status, message, retry_after=retry_after_s(headers))
+    cause = exc.__cause__
+    if isinstance(cause, Exception) and ("Timeout" in name or "Connection" in name):
+        url = str(getattr(getattr(exc, "request", None), "url", "") or "")
+        mapped = transport_error(cause, provider, url)
+        if isinstance(mapped, ProviderError):
+            return mapped
     if "Timeout" in name:
         return ProviderTimeout(message)
     if "Connection" in name:
-        return ConnectionFailed(message)
-    return ConnectionFailed(message) if "APIError" in name else ProviderError(message)
+        return ConnectionLost(message)
+    return ConnectionLost(message) if "APIError" in name else ProviderError(message)
+
+
+def transport_error(exc: Exception, provider: str, url: str) -> Exception:
+    """Our error for an exception of the HTTP client below an SDK (httpx or its fork): a
+    failure to connect never reached the provider (`ConnectionFailed`, named as such);
+    a timeout after connecting is a timeout; a connection that broke after the request was
+    sent is `ConnectionLost`. Anything else is returned unchanged."""
+    kind = type(exc).__name__
+    text = f"{provider}: {kind}: {exc}"[:MAX_MESSAGE]
+    if kind in ("ConnectError", "ConnectTimeout"):
+        return ConnectionFailed(
+            f"{provider}: cannot connect to {_host(url)}: is the server running? ({exc})"[
+                :MAX_MESSAGE
+            ]
+        )
+    if kind.endswith("Timeout") or kind == "TimeoutException":
+        return ProviderTimeout(text)
+    if kind in ("ReadError", "WriteError", "RemoteProtocolError", "CloseError", "NetworkError",
+                "ProtocolError", "TransportError", "LocalProtocolError"):  # fmt: skip
+        return ConnectionLost(text)
+    return exc
+
+
+def _host(url: str) -> str:
+    """host:port of a URL, for a message."""
+    rest = url.split("://", 1)[-1]
+    return rest.split("/", 1)[0] or url
