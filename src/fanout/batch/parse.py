@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from fanout.errors import FanoutError, InputError
 from fanout.prompts import Placeholders
-from fanout.tasks import Priority, Task
+from fanout.tasks import Priority, PromptFn, PromptValue, Task
 
 if TYPE_CHECKING:
     from fanout.agents import Blueprint
@@ -136,7 +136,7 @@ def parse_lines(lines: Iterable[str], blueprints: Mapping[str, Blueprint] | None
     return Batch(tasks, errors, count)
 
 
-def _kind(v: Any) -> str:
+def _kind(v: object) -> str:
     return {list: "an array", str: "a string", int: "a number", float: "a number"}.get(
         type(v), "null" if v is None else type(v).__name__
     )
@@ -241,7 +241,7 @@ def _from_simple_form(obj: dict[str, Any], line: int, cid: str | None) -> Task:
     else:
         content = _check_messages(messages)
     meta = {"line": line, "custom_id": cid}
-    p: Any = Placeholders(content) if kw["depends_on"] else content
+    p: PromptValue | PromptFn = Placeholders(content) if kw["depends_on"] else content
     return Task(p, key=cid, meta=meta, **kw)
 
 

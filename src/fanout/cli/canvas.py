@@ -36,6 +36,7 @@ from fanout.cli.common import (
     TimeoutOpt,
     TpmOpt,
     engine_choice,
+    err,
     exits,
     run_options,
 )
@@ -235,7 +236,7 @@ def report_canvas(done: CanvasOutcome, as_json: bool) -> NoReturn:
         for key, why in done.failures:
             typer.echo(f"failed {key}: {why}")
     if done.interrupted:
-        typer.echo(f"run {done.run_id} interrupted; resume with: fanout resume {done.run_id}")
+        err(f"run {done.run_id} interrupted; resume with: fanout resume {done.run_id}")
         raise typer.Exit(EXIT_INTERRUPTED)
     raise typer.Exit(EXIT_FAILED if done.failures else EXIT_OK)
 
