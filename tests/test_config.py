@@ -384,7 +384,7 @@ def test_a_plugin_provider_type_from_entry_points_is_configurable_and_built(
             return [ep]
         return real(**kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr("fanout.providers.entry_points", fake)
+    monkeypatch.setattr("fanout.providers.registry.entry_points", fake)
     cfg_file = tmp_path / "fanout.yaml"
     cfg_file.write_text("providers:\n  mine: {type: echo}\n", encoding="utf-8")
     cfg = load_config(cfg_file)
