@@ -136,3 +136,31 @@ def test_a_flag_given_to_resume_changes_that_setting_only(
     assert snap.config["choice"]["sim_latency"] == "200ms"
     assert snap.config["options"]["cache_ttl_s"] == 7200.0
     assert snap.config["options"]["grace_s"] == 0.0
+
+
+def test_a_resumed_completion_order_batch_writes_each_line_once(tmp_path: Path) -> None:
+    rows = [{"id": f"q{i}", "prompt": f"p{i}"} for i in range(20)]
+    src = write_jsonl(tmp_path / "in.jsonl", [*rows, "not json"])
+    out = tmp_path / "out.jsonl"
+    run_id = _start_and_interrupt(
+        tmp_path,
+        "batch",
+        src,
+        "-o",
+        out,
+        "--order",
+        "completion",
+        "--concurrency",
+        "2",
+        "--grace",
+        "0",
+        "--sim-latency",
+        "200ms",
+    )
+    assert not out.exists()
+    p = fanout("resume", run_id, "--json", env={"FANOUT_HOME": str(tmp_path / "home")})
+    assert p.returncode == 0, p.stderr  # a resume reports no bad lines (the start did)
+    ids = [json.loads(x)["custom_id"] for x in out.read_text(encoding="utf-8").splitlines()]
+    assert ids[0] is None  # the refused line first, as when it started
+    assert sorted(i for i in ids if i is not None) == sorted(r["id"] for r in rows)
+    assert len(ids) == 21

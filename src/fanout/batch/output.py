@@ -172,7 +172,7 @@ class BatchSink:
 
         for t in run.tasks:  # a resumed run: what earlier segments finished
             r = run.result(t)
-            if r is not None and r.state.terminal and t.state.terminal:
+            if r is not None and r.state.terminal:
                 self.writer.write(self.line(r))
 
         def on_event(ev: Event) -> None:

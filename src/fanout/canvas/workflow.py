@@ -249,7 +249,7 @@ class CanvasSink:
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
         for t in self.job.tasks:  # a resumed run: results already in the store count
             r = run.result(t)
-            if r is not None and r.state.terminal and t.state.terminal:
+            if r is not None and r.state.terminal:
                 part = t.partition or ""
                 self._results.setdefault(part, []).append(r)
                 self._left[part] -= 1
