@@ -187,3 +187,13 @@ def test_line_error_output_line() -> None:
     row = output_line(LineError(7, "x", "bad"))
     assert row["error"] == {"code": "invalid_line", "message": "line 7 (x): bad"}
     assert row["response"] is None
+
+
+def test_order_is_parsed_once_at_the_edge() -> None:
+    from fanout.batch import parse_order
+    from fanout.errors import ConfigError
+
+    assert parse_order("input") == "input"
+    assert parse_order("completion") == "completion"
+    with pytest.raises(ConfigError, match="use 'input' or 'completion'"):
+        parse_order("random")

@@ -233,3 +233,11 @@ def test_failures_leave_the_other_notes_and_are_reported(vault: Path) -> None:
     m = run.metrics()
     assert m["failed"] >= len(job.targets)
     assert len(report.notes) == m["done"]
+
+
+def test_aggregation_mode_is_parsed_once_at_the_edge() -> None:
+    from fanout.canvas.aggregate import MODES, parse_mode
+
+    assert [parse_mode(m) for m in MODES] == list(MODES)
+    with pytest.raises(ConfigError, match="individual, merged, decomposition, score"):
+        parse_mode("average")

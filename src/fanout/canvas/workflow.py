@@ -12,21 +12,25 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fanout import aggregate
-from fanout.aggregate import SCORING_AGENT, Mode
+from fanout.canvas import aggregate
+from fanout.canvas.aggregate import SCORING_AGENT, Mode, parse_mode
 from fanout.canvas.io import load_canvas
 from fanout.canvas.merge import NoteResult, WriteOptions
 from fanout.canvas.model import Canvas
 from fanout.canvas.targets import Selection, Target, find_targets
-from fanout.canvas.writeback import WriteReport, write_results_async
+from fanout.canvas.writeback import NoteWrite, WriteReport, write_results_async
 from fanout.engine.events import Event, TaskFinished
 from fanout.errors import ConfigError
 from fanout.tasks import Priority, Result, Task, TaskState
+
+if TYPE_CHECKING:
+    from fanout.agents import Blueprint
+    from fanout.engine.run import Run
 
 #: which agents a scoring verdict calls for (configurable)
 DEFAULT_SMART: dict[str, tuple[str, ...]] = {
@@ -63,7 +67,7 @@ def task_key(target_id: str, agent: str, sample: int | None = None) -> str:
 
 def plan_canvas(
     path: str | Path,
-    blueprints: Mapping[str, Any],
+    blueprints: Mapping[str, Blueprint],
     *,
     agents: Sequence[str] | None = None,
     smart: bool | None = None,
@@ -103,7 +107,7 @@ def plan_canvas(
 
 def _tasks_for(
     target: Target,
-    blueprints: Mapping[str, Any],
+    blueprints: Mapping[str, Blueprint],
     wanted: Sequence[str],
     smart: bool,
     samples: int,
@@ -163,14 +167,14 @@ def _tasks_for(
     return out
 
 
-def _selected_by(verdicts: frozenset[str]) -> Any:
+def _selected_by(verdicts: frozenset[str]) -> Callable[[Mapping[str, Result]], bool]:
     def when(deps: Mapping[str, Result]) -> bool:
         return median_verdict(deps.values()) in verdicts
 
     return when
 
 
-def median_verdict(samples: Any) -> str | None:
+def median_verdict(samples: Iterable[Result]) -> str | None:
     """The verdict of the median total of the scoring samples that succeeded."""
     totals = [
         float(r.data["total"])
@@ -214,7 +218,7 @@ class SinkReport:
     write_s: float = 0.0  # time spent writing the canvas and notes
 
     @property
-    def notes(self) -> list[Any]:
+    def notes(self) -> list[NoteWrite]:
         return [n for r in self.reports for n in r.notes]
 
 
@@ -225,10 +229,8 @@ class CanvasSink:
     name = "canvas"
 
     def __init__(self, job: CanvasJob, mode: Mode, options: WriteOptions | None = None) -> None:
-        if mode not in aggregate.MODES:
-            raise ConfigError(f"--aggregate {mode!r}: use one of {', '.join(aggregate.MODES)}")
         self.job = job
-        self.mode: Mode = mode
+        self.mode: Mode = parse_mode(mode)
         self.options = options or WriteOptions()
         self.report = SinkReport()
         self._left: dict[str, int] = {}
@@ -242,12 +244,12 @@ class CanvasSink:
         self._error: BaseException | None = None
         self._closing = False
 
-    def attach(self, run: Any) -> None:
+    def attach(self, run: Run) -> None:
         run.listen(self._on_event)
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
         for t in self.job.tasks:  # a resumed run: results already in the store count
-            r = run.result(t) if t.run is not None and t.run.id == run.id else None
-            if r is not None and r.state.terminal and t.state.terminal:
+            r = run.result(t)
+            if r is not None and r.state.terminal:
                 part = t.partition or ""
                 self._results.setdefault(part, []).append(r)
                 self._left[part] -= 1
@@ -263,7 +265,7 @@ class CanvasSink:
         if self._left[part] == 0:
             self._queue_target(part)
 
-    def _catch_up(self, run: Any) -> None:
+    def _catch_up(self, run: Run) -> None:
         by_part: dict[str, list[Task]] = {}
         for t in self.job.tasks:
             by_part.setdefault(t.partition or "", []).append(t)
@@ -303,7 +305,7 @@ class CanvasSink:
             if self._closing:
                 return
 
-    async def finish(self, run: Any = None) -> SinkReport:
+    async def finish(self, run: Run | None = None) -> SinkReport:
         """Write whatever is pending, then stop; raise what a write raised. With `run`, a
         target whose results all came from the store (a resumed run) is written too."""
         if run is not None:
@@ -315,3 +317,10 @@ class CanvasSink:
         if self._error is not None:
             raise self._error
         return self.report
+
+    def abort(self) -> None:
+        """Stop writing: what is written stays (each write is whole), the rest is dropped."""
+        self._closing = True
+        self._pending.clear()
+        if self._writer is not None and not self._writer.done():
+            self._writer.cancel()

@@ -1,4 +1,4 @@
-"""JSONL batches: input lines -> tasks; results -> one output line per input line.
+"""JSONL batches in: input lines -> tasks (the lines that cannot be tasks are kept, with why).
 
 Input lines are either the OpenAI Batch API form
     {"custom_id": "q1", "method": "POST", "url": "/v1/chat/completions", "body": {...}}
@@ -8,30 +8,23 @@ with optional "priority", "lane", "agent", "depends_on", "model", "max_tokens", 
 names an agent blueprint and its inputs instead of a prompt
     {"id": "q1", "agent": "oral-explanation", "inputs": {"question": "...", "topic": "..."}}
 A dependent's prompt may quote a dependency's answer as {{ID}}.
-
-Output lines mirror OpenAI's batch output: {"id", "custom_id", "response": {"status_code",
-"request_id", "body"}, "error"}; exactly one per input line, failures included.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from fanout.errors import FanoutError, InputError
 from fanout.prompts import Placeholders
-from fanout.tasks import Priority, Result, Task
+from fanout.tasks import Priority, PromptFn, PromptValue, Task
 
 if TYPE_CHECKING:
     from fanout.agents import Blueprint
-
-Order = Literal["input", "completion"]
 
 SUPPORTED_URLS = ("/v1/chat/completions",)
 _SIMPLE_KEYS = frozenset(
@@ -143,7 +136,7 @@ def parse_lines(lines: Iterable[str], blueprints: Mapping[str, Blueprint] | None
     return Batch(tasks, errors, count)
 
 
-def _kind(v: Any) -> str:
+def _kind(v: object) -> str:
     return {list: "an array", str: "a string", int: "a number", float: "a number"}.get(
         type(v), "null" if v is None else type(v).__name__
     )
@@ -248,7 +241,7 @@ def _from_simple_form(obj: dict[str, Any], line: int, cid: str | None) -> Task:
     else:
         content = _check_messages(messages)
     meta = {"line": line, "custom_id": cid}
-    p: Any = Placeholders(content) if kw["depends_on"] else content
+    p: PromptValue | PromptFn = Placeholders(content) if kw["depends_on"] else content
     return Task(p, key=cid, meta=meta, **kw)
 
 
@@ -318,163 +311,3 @@ def _check_dependencies(tasks: list[Task], errors: list[LineError], seen: dict[s
                 LineError(int(t.meta["line"]), t.key, f"depends_on {missing[0]!r}, which {where}")
             )
             tasks.remove(t)
-
-
-# -- output ----------------------------------------------------------------------------------
-
-
-def output_line(item: Result | LineError, created: int | None = None) -> dict[str, Any]:
-    """The OpenAI-batch-style output object for one input line."""
-    if isinstance(item, LineError):
-        return {
-            "id": f"batch_req_line{item.line}",
-            "custom_id": item.custom_id,
-            "response": None,
-            "error": {"code": "invalid_line", "message": str(item)},
-        }
-    r = item
-    t = r.task
-    cid = (t.meta or {}).get("custom_id", t.key)
-    rid = f"batch_req_{t.id}"
-    if r.ok:
-        body = {
-            "id": f"chatcmpl-{t.id}",
-            "object": "chat.completion",
-            "created": created if created is not None else int(time.time()),
-            "model": r.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": r.text},
-                    "finish_reason": r.finish_reason,
-                }
-            ],
-            "usage": {
-                "prompt_tokens": r.input_tokens,
-                "completion_tokens": r.output_tokens,
-                "total_tokens": r.input_tokens + r.output_tokens,
-            },
-        }
-        return {
-            "id": rid,
-            "custom_id": cid,
-            "response": {"status_code": 200, "request_id": t.id, "body": body},
-            "error": None,
-        }
-    err = r.error
-    error = {
-        "code": err.kind if err else str(r.state),
-        "message": err.message if err else str(r.state),
-        "class": err.error_class if err else None,
-        "state": str(r.state),
-        "attempts": r.attempts,
-    }
-    response = None
-    if err is not None and err.status is not None:
-        response = {
-            "status_code": err.status,
-            "request_id": t.id,
-            "body": {"error": {"message": err.message, "type": err.kind}},
-        }
-    return {"id": rid, "custom_id": cid, "response": response, "error": error}
-
-
-class AtomicJsonlWriter:
-    """Lines go to a temp file beside the target; `commit()` fsyncs and renames it into
-    place, so a reader sees the old file or the whole new one, never half of one."""
-
-    def __init__(self, target: str | os.PathLike[str]) -> None:
-        self.target = Path(target)
-        parent = self.target.parent
-        if not parent.is_dir():
-            raise InputError(f"{self.target}: the folder {parent} does not exist")
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.target.name}.", suffix=".tmp", dir=parent)
-        self._tmp = Path(tmp)
-        self._f = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
-        self.lines = 0
-
-    def write(self, obj: Mapping[str, Any]) -> None:
-        self._f.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n")
-        self.lines += 1
-
-    def commit(self) -> None:
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self._f.close()
-        os.replace(self._tmp, self.target)
-        dfd = os.open(self.target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-
-    def abort(self) -> None:
-        if not self._f.closed:
-            self._f.close()
-        self._tmp.unlink(missing_ok=True)
-
-
-def check_output_path(path: str | os.PathLike[str], input_path: str | os.PathLike[str]) -> Path:
-    """Refuse an output path that would overwrite the input or is a folder."""
-    out = Path(path)
-    if out.is_dir():
-        raise InputError(f"-o {out}: is a folder; give a file name such as {out / 'results.jsonl'}")
-    if out.exists() and Path(input_path).exists() and out.resolve() == Path(input_path).resolve():
-        raise InputError(f"-o {out}: is the input file; write the results to another file")
-    if not out.parent.is_dir():
-        raise InputError(f"-o {out}: the folder {out.parent} does not exist")
-    return out
-
-
-class BatchSink:
-    """Writes a batch's output file from its run: one line per input line, refused lines
-    included. In completion order each line is written as its task's result becomes durable
-    (it listens to the run's events, synchronously, so it misses none); in input order the
-    file is written from the store at the end. Either way the file appears whole, by rename.
-    """
-
-    name = "batch-jsonl"
-
-    def __init__(self, batch: Batch, target: str | os.PathLike[str], order: Order) -> None:
-        if order not in ("input", "completion"):
-            raise InputError(f"--order {order!r}: use 'input' or 'completion'")
-        self.batch = batch
-        self.order = order
-        self.writer = AtomicJsonlWriter(target)
-        self._created = int(time.time())
-        if order == "completion":
-            for e in batch.errors:
-                self.writer.write(output_line(e, self._created))
-
-    def line(self, result: Result) -> dict[str, Any]:
-        """The output line of `result`."""
-        return output_line(result, self._created)
-
-    def attach(self, run: Any) -> None:
-        if self.order == "completion":
-            from fanout.engine.events import TaskFinished
-
-            def on_event(ev: Any) -> None:
-                if isinstance(ev, TaskFinished):
-                    self.writer.write(output_line(ev.result, self._created))
-
-            run.listen(on_event)
-
-    async def finish(self, run: Any) -> int:
-        """Write what is left, put the file in place; returns the number of lines."""
-        try:
-            if self.order == "input":
-                results = {r.task.n: r for r in await run.results()}
-                for item in self.batch.slots():
-                    if isinstance(item, LineError):
-                        self.writer.write(output_line(item, self._created))
-                    else:
-                        r = results.get(item.n)
-                        if r is not None:
-                            self.writer.write(output_line(r, self._created))
-            self.writer.commit()
-        except BaseException:
-            self.writer.abort()
-            raise
-        run.ack(self.name, self.writer.lines)
-        return self.writer.lines

@@ -1,23 +1,27 @@
 """From a config file and command-line choices to what the engine needs.
 
-One place, used by the CLI (and later the service), so they hold no logic the library
-lacks: which providers to build, their limits, the blueprints with the config's agent
-settings applied, and the one line that says the simulator is answering.
+One place, used by every front end, so they hold no logic the library lacks: which
+provider to build, its limits, the blueprints with the config's agent settings applied, and
+the one line that says the simulator is answering.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from fanout.config import Config, EngineKwargs, load_config
+from fanout.engine.limits import ProviderLimits
+from fanout.engine.retry import RetryPolicy
 from fanout.engine.settings import DEFAULT_CONCURRENCY
 from fanout.errors import ConfigError
 
 if TYPE_CHECKING:
     from fanout.agents import Blueprint
-    from fanout.config import Config
+    from fanout.providers.base import Provider
     from fanout.providers.spec import ProviderSpec
 
 DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
@@ -26,7 +30,8 @@ SIM_NOTE = "no provider configured: using the built-in simulator (sim); see --pr
 
 @dataclass(slots=True, kw_only=True)
 class EngineChoice:
-    """What the user chose on the command line; None means "as configured"."""
+    """What the user chose for the engine; None means "as configured" (or, on resume, "as
+    the run was started")."""
 
     config: Path | None = None
     provider: str | None = None
@@ -40,34 +45,44 @@ class EngineChoice:
     attempts: int | None = None
     sim_latency: str | None = None
     sim_faults: str | None = None
-    seed: int = 0
+    seed: int | None = None
+
+    def updated(self, changes: EngineChoice) -> EngineChoice:
+        """This choice with every field `changes` sets (not None) replaced."""
+        given = {
+            f.name: getattr(changes, f.name)
+            for f in dataclasses.fields(changes)
+            if getattr(changes, f.name) is not None
+        }
+        return dataclasses.replace(self, **given)
 
 
 @dataclass(slots=True)
 class Setup:
-    engine_kwargs: dict[str, Any]
-    submit_kwargs: dict[str, Any]
+    """What an engine is built from: its settings, its provider, the blueprints."""
+
+    engine: EngineKwargs
+    providers: dict[str, Provider]
     blueprints: dict[str, Blueprint]
+    deadline_s: float | None = None  # the config's whole-run deadline
+    seed: int = 0
     note: str | None = None
     provider_name: str = "sim"
     config: Config | None = field(default=None, repr=False)
 
 
 def load_agents(config_path: Path | None = None) -> dict[str, Blueprint]:
-    """Blueprints (package, user dir, project dir) with the config's agent settings."""
+    """Blueprints (package, user dir, project dir) with the config's agent settings; no
+    provider is built, so no key is needed."""
     from fanout.agents import load_blueprints
-    from fanout.config import load_config
 
     return load_config(config_path).apply_agents(load_blueprints())
 
 
 def engine_setup(choice: EngineChoice) -> Setup:
-    """Engine and submit keyword arguments for `choice`. Raises `ConfigError` for anything
+    """The engine's settings and provider for `choice`. Raises `ConfigError` for anything
     that cannot be used, naming it: an unknown provider, a missing key, a bad value."""
     from fanout.agents import load_blueprints
-    from fanout.config import load_config
-    from fanout.engine.limits import ProviderLimits
-    from fanout.engine.retry import RetryPolicy
     from fanout.providers import build_provider, provider_types
 
     cfg = load_config(choice.config)
@@ -83,21 +98,25 @@ def engine_setup(choice: EngineChoice) -> Setup:
         raise ConfigError(f"--provider {name!r} is not configured; use one of: {', '.join(known)}")
     if (choice.sim_latency or choice.sim_faults) and spec.type != "sim":
         raise ConfigError("--sim-latency and --sim-faults are for the simulator (--provider sim)")
+    seed = choice.seed or 0
     if spec.type == "sim":
-        spec = _sim_spec(spec, choice)
+        spec = _sim_spec(spec, choice, seed)
     for flag, value in (("--rpm", choice.rpm), ("--tpm", choice.tpm)):
         if value is not None and value <= 0:
             raise ConfigError(f"{flag} {value}: must be positive")
     if choice.timeout is not None and choice.timeout <= 0:
         raise ConfigError(f"--timeout {choice.timeout}: must be positive")
+    if choice.concurrency is not None and choice.concurrency < 1:
+        raise ConfigError(f"--concurrency {choice.concurrency}: must be at least 1")
+    if choice.attempts is not None and choice.attempts < 1:
+        raise ConfigError(f"--attempts {choice.attempts}: must be at least 1")
 
-    kw: dict[str, Any] = dict(cfg.engine_kwargs())
+    kw = cfg.engine_kwargs()
     concurrency = choice.concurrency or (
         cfg.concurrency if cfg.source is not None else DEFAULT_CONCURRENCY
     )
     kw["concurrency"] = concurrency
     kw["provider"] = name
-    kw["providers"] = {name: build_provider(name, spec, concurrency=concurrency)}
     model = choice.model or spec.model
     if model:
         kw["model"] = model
@@ -116,12 +135,13 @@ def engine_setup(choice: EngineChoice) -> Setup:
             tpm=choice.tpm if choice.tpm is not None else base.tpm,
         )
     kw["limits"] = limits
-    kw["seed"] = choice.seed
     note = SIM_NOTE if spec.type == "sim" and choice.provider is None and not configured else None
     return Setup(
-        engine_kwargs=kw,
-        submit_kwargs=cfg.submit_kwargs(),
+        engine=kw,
+        providers={name: build_provider(name, spec, concurrency=concurrency)},
         blueprints=cfg.apply_agents(load_blueprints()),
+        deadline_s=cfg.timeouts.run,
+        seed=seed,
         note=note,
         provider_name=name,
         config=cfg,
@@ -130,8 +150,6 @@ def engine_setup(choice: EngineChoice) -> Setup:
 
 def _spec_from_flags(kind: str, choice: EngineChoice) -> ProviderSpec:
     """A provider named by type on the command line (--provider openai --base-url ...)."""
-    import os
-
     from fanout.providers.spec import ProviderSpec
 
     if choice.base_url is not None and kind not in ("openai", "anthropic"):
@@ -157,11 +175,11 @@ def _spec_from_flags(kind: str, choice: EngineChoice) -> ProviderSpec:
         raise ConfigError(f"--provider {kind}: {exc}") from None
 
 
-def _sim_spec(spec: ProviderSpec, choice: EngineChoice) -> ProviderSpec:
+def _sim_spec(spec: ProviderSpec, choice: EngineChoice, seed: int) -> ProviderSpec:
     from fanout.providers.sim import parse_faults, parse_latency
 
     opts = dict(spec.options)
-    opts.setdefault("seed", choice.seed)
+    opts.setdefault("seed", seed)
     try:
         if choice.sim_latency:
             opts.update(parse_latency(choice.sim_latency))

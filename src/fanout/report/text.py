@@ -1,4 +1,5 @@
-"""What `fanout runs`, `fanout status` and `fanout report` print, from the store.
+"""A run in words: the end-of-run summary, and what `fanout runs`, `fanout status` and
+`fanout report` print, from the store.
 
 `run_report` computes a stored run's metrics with the code `run.metrics()` uses
 (`metrics_from_snapshot`), so the report of a run and the summary its process printed give
@@ -12,8 +13,51 @@ import time
 from typing import Any
 
 from fanout.engine.metrics import metrics_from_snapshot
-from fanout.progress import _fmt_s, summary_lines
 from fanout.store.queries import load_snapshot
+
+
+def fmt_s(s: float | None) -> str:
+    """A duration for people: 850 ms, 12.5 s, 3.2 min."""
+    if s is None:
+        return "-"
+    if s < 1:
+        return f"{s * 1000:.0f} ms"
+    if s < 120:
+        return f"{s:.1f} s"
+    return f"{s / 60:.1f} min"
+
+
+def when(t: float | None) -> str:
+    """A unix time as local date and time."""
+    return "-" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def summary_lines(m: dict[str, Any]) -> list[tuple[str, str]]:
+    """The end-of-run summary as (label, value) rows."""
+    rows = [
+        (
+            "tasks",
+            f"{m['done']} done, {m['failed']} failed, {m['skipped']} skipped, "
+            f"{m['cancelled']} cancelled (of {m['total']})",
+        ),
+        ("wall time", fmt_s(m["wall_s"])),
+        ("serial estimate", f"{fmt_s(m['serial_s'])} (sum of attempt durations)"),
+        ("speedup", f"{m['speedup']:.2f}x"),
+        ("utilisation", f"{m['utilisation'] * 100:.0f}% of the concurrency limit"),
+        ("latency", f"p50 {fmt_s(m['p50_s'])}, p95 {fmt_s(m['p95_s'])}"),
+        ("retries", _counts(m["retries"], m["retries_by_kind"])),
+        ("failures", _counts(m["failed"], m["failures_by_kind"])),
+        ("tokens", f"{m['input_tokens']:,} in, {m['output_tokens']:,} out"),
+    ]
+    if m.get("cancel_reason"):
+        rows.append(("cancelled", str(m["cancel_reason"])))
+    return rows
+
+
+def _counts(total: int, by_kind: dict[str, int]) -> str:
+    if not by_kind:
+        return str(total)
+    return f"{total} (" + ", ".join(f"{k} {v}" for k, v in sorted(by_kind.items())) + ")"
 
 
 def run_report(db: sqlite3.Connection, run_id: str) -> dict[str, Any] | None:
@@ -41,12 +85,8 @@ def report_lines(m: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("segments", f"{m['segments']} (the first run and each resume)"))
     for agent, p50 in m.get("p50_by_agent", {}).items():
         p95 = m["p95_by_agent"][agent]
-        rows.append((f"  {agent}", f"p50 {_fmt_s(p50)}, p95 {_fmt_s(p95)}"))
+        rows.append((f"  {agent}", f"p50 {fmt_s(p50)}, p95 {fmt_s(p95)}"))
     return rows
-
-
-def _when(t: float | None) -> str:
-    return "-" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
 def format_runs(rows: list[dict[str, Any]]) -> list[str]:
@@ -57,7 +97,7 @@ def format_runs(rows: list[dict[str, Any]]) -> list[str]:
         done = f"{r['done']}/{r['total']}"
         out.append(
             f"{r['run_id']:<16} {r['kind']:<8} {r['status']:<11} {done:>13} {r['failed']:>7}  "
-            f"{_when(r['started']):<19} {_fmt_s(r['wall_s']):>9}"
+            f"{when(r['started']):<19} {fmt_s(r['wall_s']):>9}"
         )
     return out
 
@@ -80,9 +120,9 @@ def format_status(st: dict[str, Any]) -> list[str]:
     out.append(f"tokens: {st['input_tokens']:,} in, {st['output_tokens']:,} out")
     if st["cached"]:
         out.append(f"from the cache: {st['cached']}")
-    out.append(f"started {_when(st['started'])}, wall {_fmt_s(st['wall_s'])}")
+    out.append(f"started {when(st['started'])}, wall {fmt_s(st['wall_s'])}")
     if st["eta_s"] is not None:
-        out.append(f"ETA: {_fmt_s(st['eta_s'])}")
+        out.append(f"ETA: {fmt_s(st['eta_s'])}")
     if st["process"]:
         out.append(f"running in process {st['process']['pid']} on {st['process']['host']}")
     elif st["status"] in ("crashed", "interrupted", "cancelled"):

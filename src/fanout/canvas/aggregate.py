@@ -15,12 +15,13 @@ import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
+from fanout.errors import ConfigError
 from fanout.tasks import Result
 
 Mode = Literal["individual", "merged", "decomposition", "score"]
-MODES: tuple[str, ...] = ("individual", "merged", "decomposition", "score")
+MODES: tuple[Mode, ...] = get_args(Mode)
 
 DECOMPOSITION_AGENTS = ("basic-decomposition", "deep-decomposition")
 SCORING_AGENT = "scoring-agent"
@@ -41,6 +42,14 @@ _TITLES = {
     "example-teaching": "例题教学 / Worked examples",
     "verification-question-agent": "检验问题 / Check questions",
 }
+
+
+def parse_mode(value: str) -> Mode:
+    """`value` as an aggregation `Mode`; `ConfigError` naming the allowed values."""
+    for mode in MODES:
+        if value == mode:
+            return mode
+    raise ConfigError(f"--aggregate {value!r}: use one of {', '.join(MODES)}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Live progress for a run, and the summary printed at its end.
+"""Live progress for a run on stderr, and the end-of-run summary drawn as a table.
 
 The display reads the run's events through a bounded subscription (it may fall behind and
 skip some: it only shows recent activity from them) and its counts from the run's metrics,
@@ -9,28 +9,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections import deque
+from collections.abc import AsyncIterable
 from typing import Any, TextIO
 
 from rich.console import Console, Group
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from fanout.engine.events import TaskRetrying, TaskSlow
+from fanout.engine.events import Event, TaskRetrying, TaskSlow
 from fanout.engine.run import Run
+from fanout.launch import Watch
+from fanout.report import fmt_s, summary_lines
 
 REFRESH_S = 0.2
 
 
-def _fmt_s(s: float | None) -> str:
-    if s is None:
-        return "-"
-    if s < 1:
-        return f"{s * 1000:.0f} ms"
-    if s < 120:
-        return f"{s:.1f} s"
-    return f"{s / 60:.1f} min"
+def watch(enabled: bool) -> Watch | None:
+    """The live display on stderr, when asked and stderr is a terminal."""
+    if not (enabled and sys.stderr.isatty()):
+        return None
+
+    async def show(run: Run) -> None:
+        if run.total:
+            await LiveProgress(run, Console(stderr=True)).follow()
+
+    return show
 
 
 class LiveProgress:
@@ -48,7 +54,7 @@ class LiveProgress:
             console=console,
             expand=False,
         )
-        self._lane_ids: dict[str, Any] = {}
+        self._lane_ids: dict[str, TaskID] = {}
 
     def _render(self) -> Group:
         m = self.run.stats
@@ -73,9 +79,9 @@ class LiveProgress:
             (f" · failed {snap['failed']}", "red" if snap["failed"] else ""),
             f" · retries {snap['retries']}",
             f" · tokens {snap['input_tokens'] + snap['output_tokens']:,}",
-            f" · ETA {_fmt_s(snap['eta_s'])}",
+            f" · ETA {fmt_s(snap['eta_s'])}",
         )
-        parts: list[Any] = [head, self._bars]
+        parts: list[Text | Progress] = [head, self._bars]
         if self.recent:
             parts.append(Text("\n".join(self.recent), style="dim"))
         return Group(*parts)
@@ -96,43 +102,15 @@ class LiveProgress:
                 with contextlib.suppress(asyncio.CancelledError):
                     await consumer
 
-    async def _consume(self, events: Any) -> None:
+    async def _consume(self, events: AsyncIterable[Event]) -> None:
         async for ev in events:
             if isinstance(ev, TaskRetrying):
                 self.recent.append(
                     f"retry {ev.task.key} attempt {ev.attempt}: {ev.error.kind} "
-                    f"(waiting {_fmt_s(ev.delay)})"
+                    f"(waiting {fmt_s(ev.delay)})"
                 )
             elif isinstance(ev, TaskSlow):
-                self.recent.append(f"slow {ev.task.key}: running for {_fmt_s(ev.elapsed)}")
-
-
-def summary_lines(m: dict[str, Any]) -> list[tuple[str, str]]:
-    """The end-of-run summary as (label, value) rows."""
-    rows = [
-        (
-            "tasks",
-            f"{m['done']} done, {m['failed']} failed, {m['skipped']} skipped, "
-            f"{m['cancelled']} cancelled (of {m['total']})",
-        ),
-        ("wall time", _fmt_s(m["wall_s"])),
-        ("serial estimate", f"{_fmt_s(m['serial_s'])} (sum of attempt durations)"),
-        ("speedup", f"{m['speedup']:.2f}x"),
-        ("utilisation", f"{m['utilisation'] * 100:.0f}% of the concurrency limit"),
-        ("latency", f"p50 {_fmt_s(m['p50_s'])}, p95 {_fmt_s(m['p95_s'])}"),
-        ("retries", _counts(m["retries"], m["retries_by_kind"])),
-        ("failures", _counts(m["failed"], m["failures_by_kind"])),
-        ("tokens", f"{m['input_tokens']:,} in, {m['output_tokens']:,} out"),
-    ]
-    if m.get("cancel_reason"):
-        rows.append(("cancelled", str(m["cancel_reason"])))
-    return rows
-
-
-def _counts(total: int, by_kind: dict[str, int]) -> str:
-    if not by_kind:
-        return str(total)
-    return f"{total} (" + ", ".join(f"{k} {v}" for k, v in sorted(by_kind.items())) + ")"
+                self.recent.append(f"slow {ev.task.key}: running for {fmt_s(ev.elapsed)}")
 
 
 def print_summary(m: dict[str, Any], out: TextIO) -> None:

@@ -1,0 +1,196 @@
+"""A canvas run as a durable run: plan it, start it, resume it (through `fanout.launch`).
+
+The run is kept in the SQLite store with the canvas path, the choices that planned it and
+the run options (never a key). Resuming plans the canvas again (the task keys are stable:
+target id + agent), keeps every stored result, runs the rest, and writes every target's
+notes onto the canvas as it is on disk now. An interrupted run writes what finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fanout import launch
+from fanout.canvas.aggregate import Mode, parse_mode
+from fanout.canvas.merge import ORIGINAL_VERDICT_COLOURS, SPEC_VERDICT_COLOURS, WriteOptions
+from fanout.canvas.workflow import CanvasJob, CanvasSink, SinkReport, plan_canvas
+from fanout.errors import ConfigError
+from fanout.launch import Finished, Launched, Overrides, Reopened, RunOptions, Setup, Watch
+
+if TYPE_CHECKING:
+    from fanout.agents import Blueprint
+    from fanout.engine.run import Run
+
+KIND = "canvas"
+NOT_SELECTED = "not_selected"  # a --smart follower its verdict did not call for
+
+
+@dataclass(slots=True, kw_only=True)
+class CanvasChoice:
+    """What `fanout canvas run` was asked for (kept in the store for resume)."""
+
+    path: str
+    agents: list[str] | None = None
+    smart: bool | None = None
+    colour: str = "3"
+    ids: list[str] | None = None
+    group: str | None = None
+    samples: int = 1
+    mode: Mode = "individual"
+    recolour: bool = False
+    notes_dir: str | None = None
+    node_colour: str = "5"
+
+    def options(self) -> WriteOptions:
+        recolour = None
+        if self.recolour:
+            recolour = ORIGINAL_VERDICT_COLOURS if self.colour == "6" else SPEC_VERDICT_COLOURS
+        return WriteOptions(
+            notes_dir=self.notes_dir, node_colour=self.node_colour, recolour=recolour
+        )
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> CanvasChoice:
+        """The choice a stored canvas run was started with."""
+        raw = config.get("canvas")
+        if not isinstance(raw, Mapping):
+            raise ConfigError("this run was not started by `fanout canvas run`")
+        known = {f.name for f in dataclasses.fields(cls)}
+        kept = {k: v for k, v in raw.items() if k in known and k != "mode"}
+        return cls(**kept, mode=parse_mode(str(raw.get("mode", "individual"))))
+
+
+@dataclass(slots=True)
+class CanvasPlan:
+    """A canvas read and planned, every option checked; nothing has run or been written."""
+
+    choice: CanvasChoice
+    job: CanvasJob
+    setup: Setup
+
+
+@dataclass(slots=True)
+class CanvasOutcome:
+    """How a canvas run ended: metrics, what was written, which tasks failed."""
+
+    run_id: str
+    job: CanvasJob
+    metrics: dict[str, Any]
+    report: SinkReport
+    failures: list[tuple[str, str]]  # (task key, why)
+    interrupted: bool
+
+    def summary(self) -> dict[str, Any]:
+        """The run's metrics with what was written and what failed (the --json output)."""
+        notes = self.report.notes
+        return {
+            **self.metrics,
+            "notes": [str(n.vault_path) for n in notes],
+            "nodes_added": sum(1 for n in notes if n.node == "added"),
+            "edges_added": sum(1 for n in notes if n.edge == "added"),
+            "write_s": round(self.report.write_s, 4),
+            "failures": [{"task": k, "error": e} for k, e in self.failures],
+        }
+
+
+@dataclass(slots=True)
+class CanvasRun:
+    """A started (or resumed) canvas run; `launched.run` is the engine's handle."""
+
+    launched: Launched[SinkReport]
+    job: CanvasJob
+
+    async def finish(self, watch: Watch | None = None) -> CanvasOutcome:
+        done = await self.launched.finish(watch)
+        return outcome(done, self.job)
+
+
+def outcome(done: Finished[SinkReport], job: CanvasJob) -> CanvasOutcome:
+    return CanvasOutcome(
+        done.run_id, job, done.metrics, done.output, failures(done.run, job), done.interrupted
+    )
+
+
+def failures(run: Run, job: CanvasJob) -> list[tuple[str, str]]:
+    """(task key, why) of each task that ended without an answer it was meant to give."""
+    out = []
+    for t in job.tasks:
+        r = run.result(t)
+        if r is not None and not r.ok and not (r.error and r.error.kind == NOT_SELECTED):
+            out.append((t.key, r.error.message if r.error else str(r.state)))
+    return out
+
+
+def plan(choice: CanvasChoice, blueprints: Mapping[str, Blueprint]) -> CanvasJob:
+    """Read the canvas and plan its tasks; builds no provider (needs no key)."""
+    return plan_canvas(
+        choice.path,
+        blueprints,
+        agents=choice.agents,
+        smart=choice.smart,
+        colour=choice.colour,
+        ids=choice.ids,
+        group=choice.group,
+        samples=choice.samples,
+    )
+
+
+def plan_run(choice: CanvasChoice, options: RunOptions) -> CanvasPlan:
+    """Everything a run needs, checked: the engine setup, the plan, at least one target,
+    the write options. Raises `ConfigError` or `InputError`; nothing run, nothing written."""
+    setup = launch.engine_setup(options.choice)
+    job = plan(choice, setup.blueprints)
+    if not job.targets:
+        hint = f" ({job.selection.hint.message})" if job.selection.hint else ""
+        raise ConfigError(f"{job.path}: no target nodes of colour {choice.colour!r}{hint}")
+    choice.options()
+    return CanvasPlan(choice, job, setup)
+
+
+async def start_canvas(
+    plan: CanvasPlan, options: RunOptions, *, store_path: Path | None = None
+) -> CanvasRun:
+    """Start a planned canvas as a new durable run, writing notes as targets finish."""
+    sink = CanvasSink(plan.job, plan.choice.mode, plan.choice.options())
+    launched = await launch.start(
+        plan.job.tasks,
+        sink,
+        kind=KIND,
+        config={"canvas": dataclasses.asdict(plan.choice)},
+        options=options,
+        setup=plan.setup,
+        store_path=store_path,
+    )
+    return CanvasRun(launched, plan.job)
+
+
+async def resume_canvas(
+    run_id: str,
+    *,
+    reconfigure: bool = False,
+    overrides: Overrides | None = None,
+    store_path: Path | None = None,
+) -> CanvasRun:
+    """Go on with a stored canvas run: plan the canvas again, keep the stored results, run
+    the rest, write every target onto the canvas as it is on disk now."""
+    jobs: list[CanvasJob] = []
+
+    def reopen(config: Mapping[str, Any], setup: Setup) -> Reopened[SinkReport]:
+        choice = CanvasChoice.from_config(config)
+        job = plan(choice, setup.blueprints)
+        jobs.append(job)
+        return Reopened(job.tasks, lambda run: CanvasSink(job, choice.mode, choice.options()))
+
+    launched = await launch.resume(
+        run_id,
+        reopen,
+        kind=KIND,
+        reconfigure=reconfigure,
+        overrides=overrides,
+        store_path=store_path,
+    )
+    return CanvasRun(launched, jobs[0])

@@ -1,0 +1,58 @@
+"""The `fanout` command: the typer app, its commands, `main`. Thin: each command parses
+its arguments, calls the library and prints."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from fanout.cli import agents, canvas, runs
+from fanout.cli.batch import batch
+from fanout.cli.common import EXIT_INTERRUPTED, err
+
+app = typer.Typer(
+    name="fanout",
+    help="Run many LLM agent calls at once, fast and safely.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Run many LLM agent calls at once, fast and safely."""
+
+
+app.command()(batch)
+app.command()(runs.resume)
+app.command()(runs.runs)
+app.command()(runs.status)
+app.command()(runs.report)
+app.command()(runs.cancel)
+app.command()(runs.results)
+app.add_typer(runs.cache_app, name="cache")
+app.add_typer(canvas.app, name="canvas")
+app.add_typer(agents.app, name="agents")
+
+
+@app.command(
+    "sim-server", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+def sim_server(ctx: typer.Context) -> None:
+    """Serve the simulator over HTTP on loopback (OpenAI and Anthropic wire formats).
+
+    Flags: --host, --port (8089), --rpm, --tpm, --faults, --latency, --seed, --stats-file.
+    """
+    from fanout.sim_server import main as sim_main
+
+    raise typer.Exit(sim_main(list(ctx.args)))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err("interrupted")
+        sys.exit(EXIT_INTERRUPTED)

@@ -1,0 +1,135 @@
+"""`fanout batch`: a JSONL file of requests in, one result line per input line out."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from fanout.batch import LineError, parse_order
+from fanout.batch.run import BatchOutcome, plan_batch, start_batch
+from fanout.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    AttemptsOpt,
+    BaseUrlOpt,
+    CacheOpt,
+    CacheTtlOpt,
+    CommandOpt,
+    ConcurrencyOpt,
+    ConfigOpt,
+    DeadlineOpt,
+    GraceOpt,
+    JsonOpt,
+    ModelOpt,
+    ProgressOpt,
+    ProviderOpt,
+    RpmOpt,
+    SeedOpt,
+    SimFaultsOpt,
+    SimLatencyOpt,
+    TimeoutOpt,
+    TpmOpt,
+    engine_choice,
+    err,
+    exits,
+    run_options,
+)
+from fanout.cli.follow import follow
+
+MAX_BAD_LINES_SHOWN = 20
+
+
+def batch(
+    input: Annotated[Path, typer.Argument(help="JSONL file: one request per line.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write results.")],
+    config: ConfigOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    provider: ProviderOpt = None,
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    command: CommandOpt = None,
+    rpm: RpmOpt = None,
+    tpm: TpmOpt = None,
+    timeout: TimeoutOpt = None,
+    attempts: AttemptsOpt = None,
+    deadline: DeadlineOpt = None,
+    order: Annotated[str, typer.Option(help="Output order: input or completion.")] = "input",
+    strict: Annotated[bool, typer.Option(help="Refuse to start if any line is bad.")] = False,
+    sim_latency: SimLatencyOpt = None,
+    sim_faults: SimFaultsOpt = None,
+    seed: SeedOpt = 0,
+    cache: CacheOpt = True,
+    cache_ttl: CacheTtlOpt = None,
+    grace: GraceOpt = 10.0,
+    progress: ProgressOpt = True,
+    json_summary: JsonOpt = False,
+) -> None:
+    """Run every line of a JSONL file; write one result line per input line.
+
+    The run is kept in the run store: after a crash or Ctrl-C, `fanout resume RUN` goes on
+    with it, and nothing that finished is sent again."""
+    with exits():
+        choice = engine_choice(
+            config=config,
+            provider=provider,
+            model=model,
+            base_url=base_url,
+            command=command,
+            concurrency=concurrency,
+            rpm=rpm,
+            tpm=tpm,
+            timeout=timeout,
+            attempts=attempts,
+            sim_latency=sim_latency,
+            sim_faults=sim_faults,
+            seed=seed,
+        )
+        options = run_options(
+            choice, cache=cache, cache_ttl=cache_ttl, deadline=deadline, grace=grace
+        )
+        plan = plan_batch(input, output, parse_order(order), options)
+        if plan.batch.errors and strict:
+            show_bad_lines(plan.batch.errors)
+            err(f"{len(plan.batch.errors)} bad line(s); nothing was run (--strict)")
+            raise typer.Exit(EXIT_BAD_INPUT)
+        done = follow(
+            lambda: start_batch(plan, options),
+            progress=progress,
+            after_start=lambda: show_bad_lines(plan.batch.errors),
+        )
+    report_batch(done, json_summary)
+
+
+def show_bad_lines(errors: Sequence[LineError]) -> None:
+    for e in errors[:MAX_BAD_LINES_SHOWN]:
+        err(str(e))
+    if len(errors) > MAX_BAD_LINES_SHOWN:
+        err(f"... and {len(errors) - MAX_BAD_LINES_SHOWN} more bad lines")
+
+
+def report_batch(done: BatchOutcome, json_summary: bool) -> NoReturn:
+    """Print a batch run's summary; exit with a code that says how it went."""
+    summary = done.summary
+    if json_summary:
+        typer.echo(json.dumps(summary, ensure_ascii=False))
+    else:
+        from fanout.cli.progress import print_summary
+
+        print_summary(summary, sys.stdout)
+        if summary.get("cached"):
+            typer.echo(f"from the cache   {summary['cached']} answers (not sent, no tokens)")
+    rid = done.run_id
+    if done.interrupted:
+        err(f"run {rid} interrupted; resume with: fanout resume {rid}")
+        err(f"what is done so far: fanout results {rid} -o FILE")
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if not json_summary:
+        typer.echo(f"wrote {done.lines} lines to {done.output}")
+    raise typer.Exit(EXIT_OK if done.ok else EXIT_FAILED)

@@ -1,0 +1,163 @@
+"""What every command shares: exit codes, the one error printer, the option definitions.
+
+Exit codes: 0 every task done; 1 some task failed (or the run was cancelled); 2 bad input
+or configuration (nothing was run and nothing written); 130 interrupted (the run is kept,
+resumable with `fanout resume RUN`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fanout.errors import FanoutError
+from fanout.launch import DEFAULT_GRACE_S, EngineChoice, Overrides, RunOptions, parse_duration
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def err(message: str) -> None:
+    """One line on stderr, as every message of the command is printed."""
+    typer.echo(f"fanout: {message}", err=True)
+
+
+@contextlib.contextmanager
+def exits() -> Iterator[None]:
+    """Map what the library raises to one line and an exit code: a `FanoutError` is bad
+    input or configuration (2), Ctrl-C that got through is 130. Every command runs in it."""
+    try:
+        yield
+    except FanoutError as exc:
+        err(exc.message)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except KeyboardInterrupt:
+        err("interrupted (the run is kept: see fanout runs)")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+# -- options shared by `batch`, `canvas run` and `resume` ------------------------------------
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", help="fanout.yaml to use (default: ./fanout.yaml if present)."),
+]
+ProviderOpt = Annotated[
+    str | None,
+    typer.Option(help="Provider: a name from fanout.yaml, or sim, openai, anthropic, command."),
+]
+ModelOpt = Annotated[str | None, typer.Option(help="Model for tasks that name none.")]
+BaseUrlOpt = Annotated[
+    str | None, typer.Option(help="Base URL of an OpenAI-compatible or Anthropic server.")
+]
+CommandOpt = Annotated[
+    str | None, typer.Option(help='Command for --provider command, e.g. "claude -p".')
+]
+ConcurrencyOpt = Annotated[
+    int | None, typer.Option(help="Calls in flight at once (default 16).", min=1)
+]
+RpmOpt = Annotated[float | None, typer.Option(help="Requests per minute budget.")]
+TpmOpt = Annotated[float | None, typer.Option(help="Tokens per minute budget.")]
+TimeoutOpt = Annotated[float | None, typer.Option(help="Seconds per attempt.")]
+AttemptsOpt = Annotated[int | None, typer.Option(help="Attempts per task (1 = no retry).", min=1)]
+DeadlineOpt = Annotated[
+    float | None, typer.Option(help="Seconds for the whole run; the rest is cancelled.")
+]
+SimLatencyOpt = Annotated[
+    str | None,
+    typer.Option(help="Simulator latency, e.g. 50ms or base=50ms,per_token=1ms,jitter=0.2."),
+]
+SimFaultsOpt = Annotated[
+    str | None, typer.Option(help="Simulator faults, e.g. 429=0.05,500=0.02,timeout=0.01.")
+]
+SeedOpt = Annotated[int | None, typer.Option(help="Seed for the simulator and retry jitter.")]
+CacheOpt = Annotated[
+    bool | None,
+    typer.Option("--cache/--no-cache", help="Use the result cache (answers kept by request)."),
+]
+CacheTtlOpt = Annotated[
+    str | None,
+    typer.Option(help="Cached answers older than this are not used, e.g. 3600, 12h, 7d."),
+]
+GraceOpt = Annotated[
+    float | None,
+    typer.Option(help="Seconds calls in flight may take to finish after a first Ctrl-C.", min=0),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")]
+ProgressOpt = Annotated[bool, typer.Option(help="Live progress on stderr (only on a terminal).")]
+RunArg = Annotated[str, typer.Argument(help="The run id (or a unique prefix of it).")]
+
+
+def engine_choice(
+    *,
+    config: Path | None,
+    provider: str | None,
+    model: str | None,
+    base_url: str | None,
+    command: str | None,
+    concurrency: int | None,
+    rpm: float | None,
+    tpm: float | None,
+    timeout: float | None,
+    attempts: int | None,
+    sim_latency: str | None,
+    sim_faults: str | None,
+    seed: int | None,
+) -> EngineChoice:
+    return EngineChoice(
+        config=config,
+        provider=provider,
+        model=model,
+        base_url=base_url,
+        command=command,
+        concurrency=concurrency,
+        rpm=rpm,
+        tpm=tpm,
+        timeout=timeout,
+        attempts=attempts,
+        sim_latency=sim_latency,
+        sim_faults=sim_faults,
+        seed=seed,
+    )
+
+
+def run_options(
+    choice: EngineChoice,
+    *,
+    cache: bool | None,
+    cache_ttl: str | None,
+    deadline: float | None,
+    grace: float | None,
+) -> RunOptions:
+    """The options of a new run from its flags (unset: the defaults)."""
+    return RunOptions(
+        choice=choice,
+        cache=True if cache is None else cache,
+        cache_ttl_s=parse_duration("--cache-ttl", cache_ttl),
+        deadline_s=deadline,
+        grace_s=DEFAULT_GRACE_S if grace is None else grace,
+    )
+
+
+def overrides(
+    choice: EngineChoice,
+    *,
+    cache: bool | None,
+    cache_ttl: str | None,
+    deadline: float | None,
+    grace: float | None,
+) -> Overrides:
+    """What the flags given to `fanout resume` change (unset: as the run was started)."""
+    return Overrides(
+        choice=choice,
+        cache=cache,
+        cache_ttl_s=parse_duration("--cache-ttl", cache_ttl),
+        deadline_s=deadline,
+        grace_s=grace,
+    )

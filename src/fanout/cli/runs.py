@@ -1,0 +1,230 @@
+"""Durable runs: `fanout resume | runs | status | report | results | cancel | cache`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fanout.cli.common import (
+    AttemptsOpt,
+    BaseUrlOpt,
+    CacheOpt,
+    CacheTtlOpt,
+    CommandOpt,
+    ConcurrencyOpt,
+    ConfigOpt,
+    DeadlineOpt,
+    GraceOpt,
+    JsonOpt,
+    ModelOpt,
+    ProgressOpt,
+    ProviderOpt,
+    RpmOpt,
+    RunArg,
+    SeedOpt,
+    SimFaultsOpt,
+    SimLatencyOpt,
+    TimeoutOpt,
+    TpmOpt,
+    engine_choice,
+    exits,
+    overrides,
+)
+from fanout.cli.follow import follow
+from fanout.launch import find_run, parse_duration, run_kind
+from fanout.store import queries
+from fanout.store.sqlite import opened
+
+cache_app = typer.Typer(help="The result cache: answers kept by request, reused by any run.")
+
+
+def resume(
+    run: RunArg,
+    reconfigure: Annotated[
+        bool,
+        typer.Option(help="Accept changed settings: re-run the tasks whose request changed."),
+    ] = False,
+    config: ConfigOpt = None,
+    concurrency: ConcurrencyOpt = None,
+    provider: ProviderOpt = None,
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    command: CommandOpt = None,
+    rpm: RpmOpt = None,
+    tpm: TpmOpt = None,
+    timeout: TimeoutOpt = None,
+    attempts: AttemptsOpt = None,
+    deadline: DeadlineOpt = None,
+    sim_latency: SimLatencyOpt = None,
+    sim_faults: SimFaultsOpt = None,
+    seed: SeedOpt = None,
+    cache: CacheOpt = None,
+    cache_ttl: CacheTtlOpt = None,
+    grace: GraceOpt = None,
+    progress: ProgressOpt = True,
+    json_summary: JsonOpt = False,
+) -> None:
+    """Go on with a run after a crash, kill -9 or Ctrl-C: finished tasks are not sent again.
+
+    The run goes on with every setting it was started with; a flag given here changes that
+    setting (one that changes the answers needs --reconfigure). A batch's output file is
+    rewritten from the store; a canvas gets every target's notes."""
+    from fanout.batch.run import resume_batch
+    from fanout.canvas.run import resume_canvas
+    from fanout.cli.batch import report_batch
+    from fanout.cli.canvas import report_canvas
+
+    with exits():
+        run_id = find_run(run)
+        changes = overrides(
+            engine_choice(
+                config=config,
+                provider=provider,
+                model=model,
+                base_url=base_url,
+                command=command,
+                concurrency=concurrency,
+                rpm=rpm,
+                tpm=tpm,
+                timeout=timeout,
+                attempts=attempts,
+                sim_latency=sim_latency,
+                sim_faults=sim_faults,
+                seed=seed,
+            ),
+            cache=cache,
+            cache_ttl=cache_ttl,
+            deadline=deadline,
+            grace=grace,
+        )
+        if run_kind(run_id) == "canvas":
+            report_canvas(
+                follow(
+                    lambda: resume_canvas(run_id, reconfigure=reconfigure, overrides=changes),
+                    progress=progress,
+                    resumed=True,
+                ),
+                json_summary,
+            )
+        batch_done = follow(
+            lambda: resume_batch(run_id, reconfigure=reconfigure, overrides=changes),
+            progress=progress,
+            resumed=True,
+        )
+    report_batch(batch_done, json_summary)
+
+
+def runs(
+    limit: Annotated[int, typer.Option(help="How many of the latest runs.", min=1)] = 20,
+    json_out: JsonOpt = False,
+) -> None:
+    """The latest runs: id, kind, status, done/total, failed, started, wall time."""
+    from fanout.report import format_runs
+    from fanout.store.overview import list_runs
+
+    with exits(), opened() as db:
+        rows = list_runs(db, limit)
+    if json_out:
+        typer.echo(json.dumps(rows, ensure_ascii=False))
+        return
+    if not rows:
+        typer.echo("no runs yet")
+        return
+    for line in format_runs(rows):
+        typer.echo(line)
+
+
+def status(run: RunArg, json_out: JsonOpt = False) -> None:
+    """Where a run is: counts by state and lane, retries, errors by class, tokens, ETA."""
+    from fanout.report import format_status
+    from fanout.store.overview import run_status
+
+    with exits():
+        run_id = find_run(run)
+        with opened() as db:
+            st = run_status(db, run_id)
+    assert st is not None
+    if json_out:
+        typer.echo(json.dumps(st, ensure_ascii=False))
+        return
+    for line in format_status(st):
+        typer.echo(line)
+
+
+def report(run: RunArg, json_out: JsonOpt = False) -> None:
+    """A run's metrics: wall, serial estimate, speedup, utilisation, p50/p95 per agent,
+    retries, tokens, errors (the numbers `run.metrics()` gives)."""
+    from fanout.report import report_lines, run_report
+
+    with exits():
+        run_id = find_run(run)
+        with opened() as db:
+            m = run_report(db, run_id)
+    assert m is not None
+    if json_out:
+        typer.echo(json.dumps(m, ensure_ascii=False))
+        return
+    width = max(len(label) for label, _ in report_lines(m))
+    for label, value in report_lines(m):
+        typer.echo(f"{label:<{width}}  {value}")
+
+
+def cancel(run: RunArg) -> None:
+    """Cancel a run; if another process is running it, it stops within a second."""
+    with exits():
+        run_id = find_run(run)
+        with opened() as db:
+            outcome = queries.request_cancel(db, run_id, "cancelled with fanout cancel")
+    if outcome == "asked":
+        typer.echo(f"asked the process running {run_id} to cancel it")
+    elif outcome == "cancelled":
+        typer.echo(f"run {run_id} cancelled (fanout resume {run_id} would go on with it)")
+    else:
+        typer.echo(f"run {run_id} had already ended: {outcome}")
+
+
+def results(
+    run: RunArg,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write them.")],
+) -> None:
+    """Export a run's results now, complete or partial (unfinished tasks are left out)."""
+    from fanout.batch.run import export_results
+
+    with exits():
+        run_id = find_run(run)
+        with opened() as db:
+            lines, have, total = export_results(db, run_id, output)
+    typer.echo(f"wrote {lines} lines to {output} ({have} of {total} tasks have a result)")
+
+
+@cache_app.command("stats")
+def cache_stats(json_out: JsonOpt = False) -> None:
+    """How many answers the cache holds, their size and age, and how often they were used."""
+    from fanout.report import when
+
+    with exits(), opened() as db:
+        st = queries.cache_stats(db)
+    if json_out:
+        typer.echo(json.dumps(st))
+        return
+    typer.echo(f"entries: {st['entries']}  ({st['text_bytes']:,} bytes of answers)")
+    typer.echo(f"hits: {st['hits']} (tasks answered from the cache)")
+    if st["entries"]:
+        typer.echo(f"oldest: {when(st['oldest'])}  newest: {when(st['newest'])}")
+
+
+@cache_app.command("clear")
+def cache_clear(
+    older_than: Annotated[
+        str | None, typer.Option(help="Only answers older than this, e.g. 7d.")
+    ] = None,
+) -> None:
+    """Forget cached answers (all, or the old ones); runs and their results are kept."""
+    with exits():
+        age = parse_duration("--older-than", older_than)
+        with opened() as db:
+            n = queries.cache_clear(db, age)
+    typer.echo(f"removed {n} cached answers")

@@ -1,0 +1,259 @@
+"""Start, follow, interrupt and resume a durable run: what every front end (the CLI, the
+service) and both applications (batch, canvas) share.
+
+`start` and `resume` return at once with a `Launched` handle holding the `Run`; its
+`finish()` waits for the run, lets the sink finish its output, closes the engine and gives
+a `Finished`. Nothing here touches the terminal or signals: a front end passes a `watch`
+coroutine (e.g. a progress display) to `finish` and calls `interrupt()` on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from fanout.engine.engine import Engine
+from fanout.engine.run import Run
+from fanout.engine.settings import DEFAULT_CACHE_TTL_S
+from fanout.errors import ConfigError, FanoutError
+from fanout.launch.options import Overrides, RunOptions
+from fanout.launch.setup import Setup, engine_setup
+from fanout.launch.sink import Sink
+from fanout.store.sqlite import SqliteStore, default_path, opened
+from fanout.tasks import Task
+
+T = TypeVar("T")
+Watch = Callable[[Run], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Finished(Generic[T]):
+    """A run that has ended: its handle, its metrics, what its sink's `finish` returned."""
+
+    run: Run
+    metrics: dict[str, Any]
+    output: T
+
+    @property
+    def run_id(self) -> str:
+        return self.run.id
+
+    @property
+    def interrupted(self) -> bool:
+        return self.run.status == "interrupted"
+
+
+@dataclass(slots=True)
+class Reopened(Generic[T]):
+    """How an application goes on with one of its stored runs."""
+
+    tasks: list[Task] | None  # its tasks again (same keys); None: rebuilt from the store
+    sink: Callable[[Run], Sink[T]]  # its sink, made once the run is back
+
+
+#: an application's part of `resume`: from the run's stored config and the engine setup
+#: to its tasks and sink; raises `ConfigError` when the stored config is not its own
+Reopen = Callable[[Mapping[str, Any], Setup], Reopened[T]]
+
+
+class Launched(Generic[T]):
+    """A started or resumed run. `run` is the engine's handle (events, stats, results);
+    `finish()` sees it to the end (call it once; later calls wait for the same end)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        run: Run,
+        sink: Sink[T],
+        options: RunOptions,
+        note: str | None,
+        deadline: asyncio.TimerHandle | None = None,
+    ) -> None:
+        self.run = run
+        self.options = options
+        self.note = note  # one line for the user, e.g. that the simulator answers
+        self._engine = engine
+        self._sink = sink
+        self._deadline = deadline
+        self._finishing: asyncio.Task[Finished[T]] | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self.run.id
+
+    def interrupt(self, now: bool = False) -> None:
+        """Start nothing new; calls in flight may finish for `options.grace_s` (none with
+        `now`); the run ends "interrupted" and can be resumed."""
+        self.run.interrupt(0 if now else self.options.grace_s)
+
+    async def finish(self, watch: Watch | None = None) -> Finished[T]:
+        """Wait for the run (running `watch(run)` beside it), finish the sink's output and
+        close the engine. On any error the sink is aborted and the engine closed."""
+        if self._finishing is None:
+            self._finishing = asyncio.ensure_future(self._finish(watch))
+        return await asyncio.shield(self._finishing)
+
+    async def _finish(self, watch: Watch | None) -> Finished[T]:
+        run = self.run
+        watcher = None if watch is None else asyncio.ensure_future(watch(run))
+        try:
+            metrics = await run.wait()
+            if watcher is not None:
+                await watcher
+            output = await self._sink.finish(run)
+        except BaseException:
+            self._sink.abort()
+            raise
+        finally:
+            if watcher is not None and not watcher.done():
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            if self._deadline is not None:
+                self._deadline.cancel()
+            await self._engine.aclose()
+        return Finished(run, metrics, output)
+
+
+def open_store(path: Path | None = None) -> SqliteStore:
+    """The run store: `path`, or the default one in the data dir."""
+    return SqliteStore(path)
+
+
+def find_run(ref: str, store_path: Path | None = None) -> str:
+    """The id of the stored run `ref` names (an id or a unique prefix of one)."""
+    from fanout.store import queries
+
+    with opened(store_path) as db:
+        run_id = queries.find_run(db, ref)
+    if run_id is None:
+        where = store_path or default_path()
+        raise FanoutError(f"no run {ref!r} in the run store ({where}); see fanout runs")
+    return run_id
+
+
+def run_kind(run_id: str, store_path: Path | None = None) -> str | None:
+    """What started a stored run ("batch", "canvas", ...); None when there is no such run."""
+    from fanout.store import queries
+
+    with opened(store_path) as db:
+        info = queries.run_info(db, run_id)
+    return None if info is None else str(info["kind"])
+
+
+def _engine(setup: Setup, options: RunOptions, store: SqliteStore) -> Engine:
+    ttl = DEFAULT_CACHE_TTL_S if options.cache_ttl_s is None else options.cache_ttl_s
+    return Engine(
+        **setup.engine,
+        providers=setup.providers,
+        seed=setup.seed,
+        store=store,
+        cache=options.cache,
+        cache_ttl_s=ttl,
+    )
+
+
+def _deadline(options: RunOptions, setup: Setup) -> float | None:
+    return setup.deadline_s if options.deadline_s is None else options.deadline_s
+
+
+async def start(
+    tasks: Sequence[Task],
+    sink: Sink[T],
+    *,
+    kind: str,
+    config: Mapping[str, Any],
+    options: RunOptions,
+    setup: Setup | None = None,
+    store_path: Path | None = None,
+    run_id: str | None = None,
+) -> Launched[T]:
+    """Start `tasks` as a new durable run writing to `sink`; returns as soon as it runs.
+    `config` is the application's part of the stored config (the options are added). On
+    an error nothing runs and the sink is aborted."""
+    try:
+        setup = engine_setup(options.choice) if setup is None else setup
+        store = open_store(store_path)
+        try:
+            engine = _engine(setup, options, store)
+        except BaseException:
+            await store.close()
+            raise
+        await engine.start()
+    except BaseException:
+        sink.abort()
+        raise
+    try:
+        run = engine.submit(
+            tasks,
+            kind=kind,
+            run_id=run_id,
+            deadline_s=_deadline(options, setup),
+            config={**config, **options.to_config()},
+        )
+        sink.attach(run)
+    except BaseException:
+        sink.abort()
+        await engine.aclose()
+        raise
+    return Launched(engine, run, sink, options, setup.note)
+
+
+async def resume(
+    run_id: str,
+    reopen: Reopen[T],
+    *,
+    kind: str,
+    reconfigure: bool = False,
+    overrides: Overrides | None = None,
+    store_path: Path | None = None,
+) -> Launched[T]:
+    """Go on with stored run `run_id` of `kind` with the options it was started with and
+    `overrides`; finished tasks are not sent again. Raises `ConfigError` when settings
+    results depend on changed (unless `reconfigure`) and `RunBusy` while another process
+    runs it."""
+    store = open_store(store_path)
+    try:
+        snap = await store.snapshot(run_id)
+        if snap is None:
+            raise FanoutError(f"no run {run_id!r} in the run store ({store.path})")
+        if snap.kind != kind:
+            raise ConfigError(
+                f"run {run_id} is a {snap.kind!r} run, not a {kind} run: resume it from Python "
+                "with engine.resume(run_id, tasks=[...])"
+            )
+        options = RunOptions.from_config(snap.config).updated(overrides or Overrides())
+        setup = engine_setup(options.choice)
+        reopened = reopen(snap.config, setup)
+        engine = _engine(setup, options, store)
+    except BaseException:
+        await store.close()
+        raise
+    await engine.start()
+    sink: Sink[T] | None = None
+    try:
+        run = await engine.resume(
+            run_id,
+            reopened.tasks,
+            reconfigure=reconfigure,
+            blueprints=setup.blueprints,
+            config={**snap.config, **options.to_config()},
+        )
+        sink = reopened.sink(run)
+        sink.attach(run)
+    except BaseException:
+        if sink is not None:
+            sink.abort()
+        await engine.aclose()
+        raise
+    timer = None
+    deadline_s = _deadline(options, setup)
+    if deadline_s is not None and not run.done:  # the engine's resume takes no deadline
+        timer = asyncio.get_running_loop().call_later(
+            deadline_s, run.cancel, f"run deadline of {deadline_s}s passed"
+        )
+    return Launched(engine, run, sink, options, setup.note, timer)
