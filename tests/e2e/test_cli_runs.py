@@ -246,3 +246,34 @@ def test_a_changed_config_needs_reconfigure_to_resume(tmp_path: Path) -> None:
     assert p.returncode == 0, p.stderr
     assert {r["response"]["body"]["model"] for r in read_jsonl(out)} == {"sim-b"}
     assert last_json(p.stdout)["attempts"] == 16  # each task ran once more, nothing else
+
+
+def test_resume_retry_failed_reruns_exactly_the_failed_lines(tmp_path: Path) -> None:
+    """A batch whose provider failed some lines (one attempt each): `fanout resume RUN
+    --retry-failed` runs those again, and only those; the output then has every line done."""
+    src = write_jsonl(
+        tmp_path / "in.jsonl", [{"id": f"q{i}", "prompt": f"问题 {i}"} for i in range(30)]
+    )
+    out = tmp_path / "out.jsonl"
+    faults = ("--sim-faults", "500=0.4", "--attempts", "1", "--sim-latency", "1ms", "--seed", "5")
+    p = fanout("batch", src, "-o", out, *faults, "--no-cache", "--json")
+    assert p.returncode == 1, p.stderr
+    first = last_json(p.stdout)
+    failed = {r["custom_id"] for r in read_jsonl(out) if r.get("error")}
+    assert first["failed"] == len(failed) > 0
+    run_id = next(x.split()[1] for x in p.stderr.splitlines() if x.startswith("run r-"))
+    p = fanout("resume", run_id, "--json")  # without the flag: nothing to do
+    assert p.returncode == 1, p.stderr
+    assert last_json(p.stdout)["failed"] == len(failed)
+    p = fanout("resume", run_id, "--retry-failed=permanent", "--json")  # a class none has
+    assert last_json(p.stdout)["failed"] == len(failed)
+    p = fanout("resume", run_id, "--retry-failed", "--attempts", "8", "--json")
+    assert p.returncode == 0, p.stderr
+    second = last_json(p.stdout)
+    assert (second["done"], second["failed"]) == (30, 0)
+    assert second["attempts"] - first["attempts"] >= len(failed)  # each failed line ran again
+    rows = read_jsonl(out)
+    assert [r["custom_id"] for r in rows] == [f"q{i}" for i in range(30)]
+    assert all(not r.get("error") for r in rows)
+    p = fanout("resume", run_id, "--retry-failed=", "--json")
+    assert p.returncode == 2 and "--retry-failed" in p.stderr

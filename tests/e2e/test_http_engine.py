@@ -188,7 +188,7 @@ async def run_tasks(
         **engine_kw,
     ) as engine:
         run = engine.submit(make_tasks(n, tag))
-        run.bus.listen(timeline)
+        run.listen(timeline)
         if during is not None:
             await during(run, timeline)
         metrics = await run.wait()

@@ -323,3 +323,79 @@ def test_resume_needs_a_store_that_keeps_runs(tmp_path: Path) -> None:
                 await e.resume("r-nope")
 
     arun(main)
+
+
+def test_a_resumed_run_keeps_its_deadline(tmp_path: Path) -> None:
+    """`deadline_s` bounds a resumed segment as it bounds a new run: what has not finished
+    by then is cancelled, calls in flight included."""
+    path = tmp_path / "s.db"
+    tasks = [Task(f"t{i}", key=f"k{i}") for i in range(4)]
+
+    async def main() -> None:
+        run_id, _ = await interrupted_run(path, tasks, ["t3"])
+        stuck = Gated(["t3"])  # the resumed call never answers
+        async with Engine(providers=stuck.provider("py"), store=SqliteStore(path)) as e:
+            run = await e.resume(run_id, deadline_s=0.2)
+            await stuck.wait_started("t3")
+            m = await run.wait()
+            assert run.status == "cancelled"
+            assert "deadline" in (run.cancel_reason or "")
+            assert (m["done"], m["cancelled"]) == (3, 1)
+            assert stuck.cancelled == ["t3"]
+            with pytest.raises(ConfigError, match="deadline_s"):
+                await e.resume(run_id, deadline_s=0)
+
+    arun(main)
+
+
+def test_retry_failed_runs_exactly_the_failed_tasks_again_with_fresh_attempts(
+    tmp_path: Path,
+) -> None:
+    """A finished run with failures: `retry_failed` re-runs those (all of them, or only the
+    ones whose error class or kind is named), nothing else, each with its full attempts."""
+    from fanout import RetryPolicy
+    from fanout.errors import BadRequest, ServerError
+
+    path = tmp_path / "s.db"
+    broken = {"t2": ServerError("p: 500", status=500), "t5": BadRequest("p: 400", status=400)}
+
+    async def first(req: Request) -> str:
+        name = req.prompt_text()
+        if name in broken:
+            raise broken[name]
+        return f"answer to {name}"
+
+    async def main() -> None:
+        policy = RetryPolicy(attempts=2, backoff_base_s=0.001)
+        tasks = [Task(f"t{i}", key=f"k{i}") for i in range(8)]
+        async with Engine(
+            providers=CallableProvider(first, name="py"), store=SqliteStore(path), retry=policy
+        ) as e:
+            run = await e.run(tasks)
+            assert run.status == "failed"
+            run_id = run.id
+        calls = Calls()
+        async with Engine(
+            providers=calls.provider(), store=SqliteStore(path), retry=policy
+        ) as e:
+            run = await e.resume(run_id, retry_failed={"transient"})  # the 500, not the 400
+            m = await run.wait()
+            assert calls.calls == ["t2"]
+            assert (m["done"], m["failed"]) == (7, 1)
+            results = {r.key: r for r in await run.results()}
+            assert results["k2"].ok and results["k2"].attempts == 3  # attempt numbers go on
+        calls2 = Calls(fail={"t5": 1})
+        async with Engine(
+            providers=calls2.provider(), store=SqliteStore(path), retry=policy
+        ) as e:
+            run = await e.resume(run_id, retry_failed=True)
+            m = await run.wait()
+            # t5 fails once more and still succeeds: its two attempts were begun anew
+            assert calls2.calls == ["t5", "t5"]
+            assert (m["done"], m["failed"], run.status) == (8, 0, "done")
+        async with Engine(providers=Calls().provider(), store=SqliteStore(path)) as e:
+            run = await e.resume(run_id, retry_failed=True)  # nothing failed: nothing to do
+            await run.wait()
+            assert run.status == "done"
+
+    arun(main)

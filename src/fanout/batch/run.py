@@ -19,6 +19,7 @@ from typing import Any
 from fanout import launch
 from fanout.batch.output import AtomicJsonlWriter, BatchSink, Order, check_output_path, output_line
 from fanout.batch.parse import Batch, LineError, read_batch
+from fanout.engine.resume import RetryFailed
 from fanout.engine.run import Run
 from fanout.errors import ConfigError, FanoutError
 from fanout.launch import Finished, Launched, Overrides, Reopened, RunOptions, Setup, Watch
@@ -138,6 +139,7 @@ async def resume_batch(
     reconfigure: bool = False,
     overrides: Overrides | None = None,
     store_path: Path | None = None,
+    retry_failed: RetryFailed = False,
 ) -> BatchRun:
     """Go on with a stored batch run; its output file is rewritten from the store when it
     ends."""
@@ -160,6 +162,7 @@ async def resume_batch(
         reconfigure=reconfigure,
         overrides=overrides,
         store_path=store_path,
+        retry_failed=retry_failed,
     )
     return BatchRun(launched, output[0], 0)
 

@@ -23,7 +23,8 @@ from fanout.launch import Finished, Launched, Overrides, Reopened, RunOptions, S
 
 if TYPE_CHECKING:
     from fanout.agents import Blueprint
-    from fanout.engine.run import Run
+    from fanout.engine.resume import RetryFailed
+from fanout.engine.run import Run
 
 KIND = "canvas"
 NOT_SELECTED = "not_selected"  # a --smart follower its verdict did not call for
@@ -174,6 +175,7 @@ async def resume_canvas(
     reconfigure: bool = False,
     overrides: Overrides | None = None,
     store_path: Path | None = None,
+    retry_failed: RetryFailed = False,
 ) -> CanvasRun:
     """Go on with a stored canvas run: plan the canvas again, keep the stored results, run
     the rest, write every target onto the canvas as it is on disk now."""
@@ -192,5 +194,6 @@ async def resume_canvas(
         reconfigure=reconfigure,
         overrides=overrides,
         store_path=store_path,
+        retry_failed=retry_failed,
     )
     return CanvasRun(launched, jobs[0])

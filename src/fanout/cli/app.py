@@ -51,8 +51,11 @@ def sim_server(ctx: typer.Context) -> None:
 
 
 def main() -> None:
+    # `--retry-failed` alone means every failed task: typer has no option with an optional
+    # value, so the bare flag is spelled out here
+    argv = ["--retry-failed=all" if a == "--retry-failed" else a for a in sys.argv[1:]]
     try:
-        app()
+        app(argv)
     except KeyboardInterrupt:
         err("interrupted")
         sys.exit(EXIT_INTERRUPTED)

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextC
 from rich.table import Table
 from rich.text import Text
 
-from fanout.engine.events import Event, TaskRetrying, TaskSlow
+from fanout.engine.events import Event, ProviderDown, ProviderUp, TaskRetrying, TaskSlow
 from fanout.engine.run import Run
 from fanout.launch import Watch
 from fanout.report import fmt_s, summary_lines
@@ -55,8 +55,17 @@ class LiveProgress:
             expand=False,
         )
         self._lane_ids: dict[str, TaskID] = {}
+        self.down: dict[str, ProviderDown] = {}  # providers whose circuit is open now
+        run.listen(self._on_provider)  # never misses one, unlike the bounded stream
 
-    def _render(self) -> Group:
+    def _on_provider(self, ev: Event) -> None:
+        if isinstance(ev, ProviderDown):
+            self.down[ev.key] = ev
+        elif isinstance(ev, ProviderUp):
+            self.down.pop(ev.key, None)
+            self.recent.append(f"provider {ev.key} answers again after {fmt_s(ev.down_s)}")
+
+    def render(self) -> Group:
         m = self.run.stats
         loop_now = asyncio.get_running_loop().time()
         snap = m.snapshot(loop_now)
@@ -82,6 +91,14 @@ class LiveProgress:
             f" · ETA {fmt_s(snap['eta_s'])}",
         )
         parts: list[Text | Progress] = [head, self._bars]
+        for key, ev in sorted(self.down.items()):
+            parts.append(
+                Text(
+                    f"provider {key} down for {fmt_s(loop_now - ev.since)}: sending only a "
+                    f"probe now and then ({ev.error})",
+                    style="red",
+                )
+            )
         if self.recent:
             parts.append(Text("\n".join(self.recent), style="dim"))
         return Group(*parts)
@@ -90,13 +107,13 @@ class LiveProgress:
         from rich.live import Live
 
         events = self.run.events(maxsize=1000)
-        with Live(self._render(), console=self.console, refresh_per_second=5) as live:
+        with Live(self.render(), console=self.console, refresh_per_second=5) as live:
             consumer = asyncio.ensure_future(self._consume(events))
             try:
                 while not self.run.done:
-                    live.update(self._render())
+                    live.update(self.render())
                     await asyncio.sleep(REFRESH_S)
-                live.update(self._render())
+                live.update(self.render())
             finally:
                 consumer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

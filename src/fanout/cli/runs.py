@@ -34,6 +34,7 @@ from fanout.cli.common import (
     overrides,
 )
 from fanout.cli.follow import follow
+from fanout.errors import ConfigError
 from fanout.launch import find_run, parse_duration, run_kind
 from fanout.store import queries
 from fanout.store.sqlite import opened
@@ -64,6 +65,15 @@ def resume(
     cache: CacheOpt = None,
     cache_ttl: CacheTtlOpt = None,
     grace: GraceOpt = None,
+    retry_failed: Annotated[
+        str | None,
+        typer.Option(
+            "--retry-failed",
+            metavar="[=KINDS]",
+            help="Run the failed tasks again too, with fresh attempts: all of them, or "
+            "--retry-failed=transient,timeout for those error classes or kinds.",
+        ),
+    ] = None,
     progress: ProgressOpt = True,
     json_summary: JsonOpt = False,
 ) -> None:
@@ -100,21 +110,40 @@ def resume(
             deadline=deadline,
             grace=grace,
         )
+        again = retry_kinds(retry_failed)
         if run_kind(run_id) == "canvas":
             report_canvas(
                 follow(
-                    lambda: resume_canvas(run_id, reconfigure=reconfigure, overrides=changes),
+                    lambda: resume_canvas(
+                        run_id, reconfigure=reconfigure, overrides=changes, retry_failed=again
+                    ),
                     progress=progress,
                     resumed=True,
                 ),
                 json_summary,
             )
         batch_done = follow(
-            lambda: resume_batch(run_id, reconfigure=reconfigure, overrides=changes),
+            lambda: resume_batch(
+                run_id, reconfigure=reconfigure, overrides=changes, retry_failed=again
+            ),
             progress=progress,
             resumed=True,
         )
     report_batch(batch_done, json_summary)
+
+
+#: a bare `--retry-failed` (typer options take no optional value): `main` spells it out
+RETRY_ALL = "all"
+
+
+def retry_kinds(value: str | None) -> bool | frozenset[str]:
+    """`--retry-failed[=KINDS]` as `Engine.resume` takes it."""
+    if value is None:
+        return False
+    kinds = frozenset(k.strip() for k in value.split(",") if k.strip())
+    if not kinds:
+        raise ConfigError("--retry-failed=: name error classes or kinds, e.g. transient,timeout")
+    return True if RETRY_ALL in kinds else kinds
 
 
 def runs(

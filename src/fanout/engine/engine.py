@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from fanout.engine.cache import CacheGate
@@ -270,6 +270,8 @@ class Engine:
         blueprints: Mapping[str, Any] | None = None,
         config: Mapping[str, Any] | None = None,
         retry_budget: int | None = None,
+        deadline_s: float | None = None,
+        retry_failed: bool | Collection[str] = False,
     ) -> Run:
         """Go on with a stored run (the engine needs a persistent store, e.g. `SqliteStore`).
 
@@ -279,8 +281,12 @@ class Engine:
         `blueprints` for tasks made from agent blueprints. Raises `ConfigError` when the
         settings results depend on (providers, model, blueprints) changed, unless
         `reconfigure`: then the tasks whose request changed run again. Raises `RunBusy`
-        while another live process runs it."""
+        while another live process runs it. `deadline_s` bounds this segment of the run.
+        `retry_failed` runs failed tasks again too: all (True), or those whose error class or
+        kind is named (e.g. {"transient"}), with their attempt counts begun anew."""
         parts = self._running()
+        if deadline_s is not None and deadline_s <= 0:
+            raise ConfigError(f"deadline_s={deadline_s}: must be positive")
         if not self._persistent:
             raise ConfigError(
                 "resume needs a store that outlives the process: Engine(store=SqliteStore())"
@@ -299,6 +305,8 @@ class Engine:
             blueprints=blueprints,
             config=config,
             retry_budget=retry_budget,
+            deadline_s=deadline_s,
+            retry_failed=retry_failed,
         )
 
     async def run(self, tasks: Iterable[Task], **kwargs: Any) -> Run:

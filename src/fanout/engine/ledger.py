@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from fanout.engine.cache import CacheGate, request_keys
@@ -129,13 +129,16 @@ class Ledger:
         self._runs[run.id] = run
         self._journal.append(op)
         run.emit(RunStarted(self._loop.time(), run.id, 0))
+        self._set_deadline(run, deadline_s)
+        self._admit(run, tasks)
+        if run.total == 0:
+            self.close_run(run)
+
+    def _set_deadline(self, run: Run, deadline_s: float | None) -> None:
         if deadline_s is not None:
             run.deadline_handle = self._loop.call_later(
                 deadline_s, self.cancel_run, run, f"run deadline of {deadline_s}s passed"
             )
-        self._admit(run, tasks)
-        if run.total == 0:
-            self.close_run(run)
 
     def add_tasks(self, run: Run, tasks: list[Task]) -> list[Task]:
         if run.done or run.status != "running":
@@ -181,14 +184,20 @@ class Ledger:
         ops: list[Op],
         loaded: Mapping[int, Result],
         tries: Mapping[int, int],
+        deadline_s: float | None = None,
+        fresh: Collection[int] = (),
     ) -> None:
         """Go on with a resumed `run` (its tasks attached): `ops` record the resume, `loaded`
-        are the stored results kept, `tries` the attempts each task had made."""
+        are the stored results kept, `tries` the attempts each task had made; the tasks
+        numbered in `fresh` begin their attempt counts anew (their attempt numbers go on)."""
         self._runs[run.id] = run
+        self._set_deadline(run, deadline_s)
         for op in ops:
             self._journal.append(op)
         for t in tasks:
             t.tries = tries.get(t.n, 0)
+        for n in fresh:
+            tasks[n].free_tries = tasks[n].tries
         for n, r in loaded.items():
             tasks[n].state = r.state
             run.results_by_n[n] = r

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from fanout.engine.cache import request_keys
@@ -34,6 +34,7 @@ from fanout.store.base import (
     RunResumed,
     RunSnapshot,
     Store,
+    StoredResult,
     StoredTask,
 )
 from fanout.store.base import TasksAdded as StoreTasksAdded
@@ -42,6 +43,23 @@ from fanout.store.spec import task_from_spec, task_spec
 from fanout.tasks import Result, Task, TaskState
 
 RERUN = frozenset({TaskState.CANCELLED, TaskState.SKIPPED})
+#: `retry_failed`: False (failed tasks keep their results), True (every failed task runs
+#: again), or the error classes and kinds to run again (e.g. {"transient", "timeout"})
+RetryFailed = bool | Collection[str]
+
+
+def reruns(sr: StoredResult, retry_failed: RetryFailed) -> bool:
+    """Whether a stored result is run again on this resume."""
+    if sr.state in RERUN:
+        return True
+    if sr.state is not TaskState.FAILED or not retry_failed:
+        return False
+    if retry_failed is True:
+        return True
+    e = sr.error
+    return e is not None and (e.error_class in retry_failed or e.kind in retry_failed)
+
+
 MAX_LISTED = 5
 
 
@@ -70,6 +88,7 @@ def match_tasks(
     snap: RunSnapshot,
     given: Sequence[Task] | None,
     blueprints: Mapping[str, Any] | None,
+    retry_failed: RetryFailed = False,
 ) -> tuple[list[Task], int]:
     """The run's tasks in stored order (then any new ones given); returns them and how
     many were stored."""
@@ -86,7 +105,9 @@ def match_tasks(
     unbuildable: list[str] = []
     for st in stored:
         mine = by_key.pop(st.key, None)
-        out.append(mine if mine is not None else _rebuild(st, snap, blueprints, unbuildable))
+        if mine is None:
+            mine = _rebuild(st, snap, blueprints, unbuildable, retry_failed)
+        out.append(mine)
     if unbuildable:
         shown = ", ".join(repr(k) for k in unbuildable[:MAX_LISTED])
         raise FanoutError(
@@ -99,12 +120,16 @@ def match_tasks(
 
 
 def _rebuild(
-    st: StoredTask, snap: RunSnapshot, blueprints: Mapping[str, Any] | None, bad: list[str]
+    st: StoredTask,
+    snap: RunSnapshot,
+    blueprints: Mapping[str, Any] | None,
+    bad: list[str],
+    retry_failed: RetryFailed,
 ) -> Task:
     if st.spec is not None:
         return task_from_spec(st.spec, st.key, blueprints)
     r = snap.results.get(st.n)
-    if r is None or r.state in RERUN:
+    if r is None or reruns(r, retry_failed):
         bad.append(st.key)
     # a finished task needs no prompt: a stand-in that carries its key and result
     return Task("", key=st.key, lane=st.lane, agent=st.agent)
@@ -167,16 +192,20 @@ async def resume_run(
     blueprints: Mapping[str, Any] | None,
     config: Mapping[str, Any] | None,
     retry_budget: int | None,
+    deadline_s: float | None = None,
+    retry_failed: RetryFailed = False,
 ) -> Run:
     """Go on with stored run `run_id` as the module docstring says; the engine checked it
-    can (it runs, with a persistent store)."""
+    can (it runs, with a persistent store). With `retry_failed`, failed tasks (all, or those
+    of the given error classes or kinds) run again too, their attempt counts begun anew, and
+    their earlier retries no longer count against the run's retry budget."""
     if ledger.get(run_id) is not None:
         raise PlanError(f"run {run_id} is already running in this engine", run_id=run_id)
     snap = await store.snapshot(run_id)
     if snap is None:
         raise FanoutError(f"no run {run_id!r} in the run store ({store})", run_id=run_id)
     await store.claim(run_id, Lease(owner, os.getpid(), HOST, time.time() + LEASE_S))
-    task_list, stored = match_tasks(snap, given, blueprints)
+    task_list, stored = match_tasks(snap, given, blueprints, retry_failed)
     run = Run(
         ledger,
         run_id,
@@ -194,7 +223,10 @@ async def resume_run(
         loaded = {
             n: sr.to_result(task_list[n])
             for n, sr in snap.results.items()
-            if n < stored and sr.state not in RERUN
+            if n < stored and not reruns(sr, retry_failed)
+        }
+        fresh = {
+            n for n, sr in snap.results.items() if sr.state is TaskState.FAILED and n not in loaded
         }
         dropped = {n for n in snap.results if n not in loaded}
         changed = changed_tasks(planner, settings, snap, task_list, loaded)
@@ -216,9 +248,9 @@ async def resume_run(
         ops.append(ResultsDropped(run_id, sorted(dropped)))
     if len(task_list) > stored:
         ops.append(StoreTasksAdded(run_id, task_list[stored:], specs))
-    run.retries = sum(1 for a in snap.attempts if a[2] == "error")
+    run.retries = sum(1 for a in snap.attempts if a[2] == "error" and a[0] not in fresh)
     run.metrics_.seed(snap, dropped)
-    ledger.adopt(run, task_list, ops, loaded, snap.tries())
+    ledger.adopt(run, task_list, ops, loaded, snap.tries(), deadline_s, fresh)
     return run
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from fanout.engine.engine import Engine
+from fanout.engine.resume import RetryFailed
 from fanout.engine.run import Run
 from fanout.engine.settings import DEFAULT_CACHE_TTL_S
 from fanout.errors import ConfigError, FanoutError
@@ -71,14 +72,12 @@ class Launched(Generic[T]):
         sink: Sink[T],
         options: RunOptions,
         note: str | None,
-        deadline: asyncio.TimerHandle | None = None,
     ) -> None:
         self.run = run
         self.options = options
         self.note = note  # one line for the user, e.g. that the simulator answers
         self._engine = engine
         self._sink = sink
-        self._deadline = deadline
         self._finishing: asyncio.Task[Finished[T]] | None = None
 
     @property
@@ -113,8 +112,6 @@ class Launched(Generic[T]):
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
-            if self._deadline is not None:
-                self._deadline.cancel()
             await self._engine.aclose()
         return Finished(run, metrics, output)
 
@@ -211,9 +208,11 @@ async def resume(
     reconfigure: bool = False,
     overrides: Overrides | None = None,
     store_path: Path | None = None,
+    retry_failed: RetryFailed = False,
 ) -> Launched[T]:
     """Go on with stored run `run_id` of `kind` with the options it was started with and
-    `overrides`; finished tasks are not sent again. Raises `ConfigError` when settings
+    `overrides`; finished tasks are not sent again (but failed ones with `retry_failed`:
+    all, or those of the error classes or kinds named). Raises `ConfigError` when settings
     results depend on changed (unless `reconfigure`) and `RunBusy` while another process
     runs it."""
     store = open_store(store_path)
@@ -242,6 +241,8 @@ async def resume(
             reconfigure=reconfigure,
             blueprints=setup.blueprints,
             config={**snap.config, **options.to_config()},
+            deadline_s=_deadline(options, setup),
+            retry_failed=retry_failed,
         )
         sink = reopened.sink(run)
         sink.attach(run)
@@ -250,10 +251,4 @@ async def resume(
             sink.abort()
         await engine.aclose()
         raise
-    timer = None
-    deadline_s = _deadline(options, setup)
-    if deadline_s is not None and not run.done:  # the engine's resume takes no deadline
-        timer = asyncio.get_running_loop().call_later(
-            deadline_s, run.cancel, f"run deadline of {deadline_s}s passed"
-        )
-    return Launched(engine, run, sink, options, setup.note, timer)
+    return Launched(engine, run, sink, options, setup.note)
