@@ -276,4 +276,5 @@ def test_resume_retry_failed_reruns_exactly_the_failed_lines(tmp_path: Path) -> 
     assert [r["custom_id"] for r in rows] == [f"q{i}" for i in range(30)]
     assert all(not r.get("error") for r in rows)
     p = fanout("resume", run_id, "--retry-failed=", "--json")
-    assert p.returncode == 2 and "--retry-failed" in p.stderr
+    assert p.returncode == 2
+    assert "--retry-failed" in p.stderr

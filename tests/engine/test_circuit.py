@@ -73,13 +73,15 @@ def test_one_probe_at_a_time_on_a_doubling_capped_schedule_and_an_answer_closes_
         c.started(Task("other"))  # (a call let through before: not the probe)
         c.finished(now + 0.01, probe, DOWN, now)
         now += 0.01
-    assert c.probes == 8 and not c.unreachable  # it answered once: never given up on
+    assert c.probes == 8
+    assert not c.unreachable
     assert max(waits) <= CIRCUIT_PROBE_CAP_S
     probe = Task("last")
     now += c.wait_time(now)
     c.started(probe)
     assert c.finished(now, probe, OK, now)  # closed
-    assert c.down_since is None and c.wait_time(now) == 0.0
+    assert c.down_since is None
+    assert c.wait_time(now) == 0.0
 
 
 def test_a_provider_that_never_answered_is_unreachable_after_a_few_probes() -> None:
@@ -139,7 +141,8 @@ def test_an_outage_fails_no_task_costs_no_budget_and_sends_little_while_down() -
     # the row that opened it (with those in flight then), then ~5 probes in 2.5 s
     assert while_down <= CIRCUIT_FAILURES + concurrency + 6
     assert 1 <= len(probes) <= 6
-    assert len(rec.of(ProviderDown)) == 1 and len(rec.of(ProviderUp)) == 1
+    assert len(rec.of(ProviderDown)) == 1
+    assert len(rec.of(ProviderUp)) == 1
     assert rec.of(ProviderUp)[0].down_s >= 2.0
 
 

@@ -134,11 +134,13 @@ def test_a_429_far_below_the_learned_rate_is_noise_and_teaches_no_lower_rate() -
     succeed(m, [10.0 + i / 20 for i in range(40)])  # 20 calls/s admitted
     m.pause(12.0, 0.05)  # a short wait: the edge of a budget of about 20/s
     learned = m.pace_rate
-    assert learned is not None and m.rate_cuts == 1
+    assert learned is not None
+    assert m.rate_cuts == 1
     succeed(m, [20.0 + i / 5 for i in range(20)])  # later, only 5 calls/s go out
     m.pause(24.0, 0.3)  # a 429 about one call long, at a quarter of the known limit
     assert m.rate_cuts == 1  # noise: the pace is not cut
-    assert m.pace_rate is not None and m.pace_rate >= learned
+    assert m.pace_rate is not None
+    assert m.pace_rate >= learned
 
 
 def test_too_few_successes_teach_no_rate_and_slow_rates_are_measured_over_more_time() -> None:
