@@ -394,3 +394,19 @@ def test_a_plugin_provider_type_from_entry_points_is_configurable_and_built(
     cfg_file.write_text("providers:\n  mine: {type: nosuch}\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"'nosuch' is not a provider type; known: .*echo"):
         load_config(cfg_file)
+
+
+def test_prices_and_a_budget_come_from_the_config(tmp_path: Path) -> None:
+    from fanout.engine.budget import DEFAULT_PRICES, Price
+
+    text = (
+        "budget: {max_cost: 2.5, max_tokens: 100000}\nprices:\n  my-model: {input: 1, output: 3}\n"
+    )
+    cfg = load_config(write(tmp_path, text), env=NO_ENV)
+    assert (cfg.budget.max_cost, cfg.budget.max_tokens) == (2.5, 100000)
+    prices = cfg.engine_kwargs()["prices"]
+    assert prices["my-model"] == Price(1.0, 3.0)
+    assert prices["gpt-4o"] == DEFAULT_PRICES["gpt-4o"]  # the shipped table stays beneath
+    assert error_of(tmp_path, "budget: {max_cost: 0}\n").startswith(
+        "budget.max_cost: 0 is not allowed"
+    )

@@ -42,6 +42,7 @@ from pydantic import (
     model_validator,
 )
 
+from fanout.engine.budget import DEFAULT_PRICES, Price
 from fanout.engine.limits import ProviderLimits
 from fanout.engine.retry import (
     DEFAULT_ATTEMPTS,
@@ -129,6 +130,20 @@ class TimeoutSpec(_Section):
     run: float | None = Field(default=None, gt=0)
 
 
+class PriceSpec(_Section):
+    """Dollars per million tokens of one model."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
+class BudgetSpec(_Section):
+    """What one run may spend at most (`--max-cost`, `--max-tokens` override it)."""
+
+    max_cost: float | None = Field(default=None, gt=0)
+    max_tokens: int | None = Field(default=None, ge=1)
+
+
 class SchedulingSpec(_Section):
     order: Literal["fifo", "longest_first"] = "fifo"
     aging_s: float = Field(default=DEFAULT_AGING_S, gt=0)
@@ -150,6 +165,7 @@ class EngineKwargs(TypedDict, total=False):
     aging_s: float
     order: Literal["fifo", "longest_first"]
     expected_s: dict[str, float]
+    prices: dict[str, Price]
 
 
 class Config(_Section):
@@ -163,6 +179,9 @@ class Config(_Section):
     retry: RetrySpec = Field(default_factory=RetrySpec)
     timeouts: TimeoutSpec = Field(default_factory=TimeoutSpec)
     scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec)
+    #: model -> price, over the shipped table (`fanout.engine.budget.DEFAULT_PRICES`)
+    prices: dict[str, PriceSpec] = Field(default_factory=dict)
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)
     _source: Path | None = PrivateAttr(default=None)
 
     @model_validator(mode="before")
@@ -173,7 +192,16 @@ class Config(_Section):
         if not isinstance(data, dict):
             return data
         data = dict(data)
-        for key in ("providers", "lanes", "agents", "retry", "timeouts", "scheduling"):
+        for key in (
+            "providers",
+            "lanes",
+            "agents",
+            "retry",
+            "timeouts",
+            "scheduling",
+            "prices",
+            "budget",
+        ):
             if key in data and data[key] is None:
                 data[key] = {}
         providers = data.get("providers")
@@ -263,6 +291,10 @@ class Config(_Section):
             "order": self.scheduling.order,
             "expected_s": {
                 a: s.expected_s for a, s in self.agents.items() if s.expected_s is not None
+            },
+            "prices": {
+                **DEFAULT_PRICES,
+                **{m: Price(p.input, p.output) for m, p in self.prices.items()},
             },
         }
         model = specs[self.default_provider_name].model

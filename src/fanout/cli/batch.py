@@ -27,6 +27,8 @@ from fanout.cli.common import (
     DeadlineOpt,
     GraceOpt,
     JsonOpt,
+    MaxCostOpt,
+    MaxTokensOpt,
     ModelOpt,
     ProgressOpt,
     ProviderOpt,
@@ -40,6 +42,7 @@ from fanout.cli.common import (
     err,
     exits,
     run_options,
+    say_if_capped,
 )
 from fanout.cli.follow import follow
 
@@ -60,6 +63,8 @@ def batch(
     timeout: TimeoutOpt = None,
     attempts: AttemptsOpt = None,
     deadline: DeadlineOpt = None,
+    max_cost: MaxCostOpt = None,
+    max_tokens: MaxTokensOpt = None,
     order: Annotated[str, typer.Option(help="Output order: input or completion.")] = "input",
     strict: Annotated[bool, typer.Option(help="Refuse to start if any line is bad.")] = False,
     sim_latency: SimLatencyOpt = None,
@@ -92,7 +97,13 @@ def batch(
             seed=seed,
         )
         options = run_options(
-            choice, cache=cache, cache_ttl=cache_ttl, deadline=deadline, grace=grace
+            choice,
+            cache=cache,
+            cache_ttl=cache_ttl,
+            deadline=deadline,
+            grace=grace,
+            max_cost=max_cost,
+            max_tokens=max_tokens,
         )
         plan = plan_batch(input, output, parse_order(order), options)
         if plan.batch.errors and strict:
@@ -126,6 +137,7 @@ def report_batch(done: BatchOutcome, json_summary: bool) -> NoReturn:
         if summary.get("cached"):
             typer.echo(f"from the cache   {summary['cached']} answers (not sent, no tokens)")
     rid = done.run_id
+    say_if_capped(rid, summary)
     if done.interrupted:
         err(f"run {rid} interrupted; resume with: fanout resume {rid}")
         err(f"what is done so far: fanout results {rid} -o FILE")

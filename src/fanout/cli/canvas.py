@@ -26,6 +26,8 @@ from fanout.cli.common import (
     DeadlineOpt,
     GraceOpt,
     JsonOpt,
+    MaxCostOpt,
+    MaxTokensOpt,
     ModelOpt,
     ProgressOpt,
     ProviderOpt,
@@ -39,6 +41,7 @@ from fanout.cli.common import (
     err,
     exits,
     run_options,
+    say_if_capped,
 )
 from fanout.cli.follow import follow
 from fanout.launch import load_agents
@@ -166,6 +169,8 @@ def run_cmd(
     timeout: TimeoutOpt = None,
     attempts: AttemptsOpt = None,
     deadline: DeadlineOpt = None,
+    max_cost: MaxCostOpt = None,
+    max_tokens: MaxTokensOpt = None,
     sim_latency: SimLatencyOpt = None,
     sim_faults: SimFaultsOpt = None,
     seed: SeedOpt = 0,
@@ -209,7 +214,13 @@ def run_cmd(
             seed=seed,
         )
         options = run_options(
-            echoice, cache=cache, cache_ttl=cache_ttl, deadline=deadline, grace=grace
+            echoice,
+            cache=cache,
+            cache_ttl=cache_ttl,
+            deadline=deadline,
+            grace=grace,
+            max_cost=max_cost,
+            max_tokens=max_tokens,
         )
         planned = plan_run(choice, options)
         done = follow(lambda: start_canvas(planned, options), progress=progress)
@@ -235,6 +246,7 @@ def report_canvas(done: CanvasOutcome, as_json: bool) -> NoReturn:
             typer.echo(f"  {n.vault_path}  ({n.note})")
         for key, why in done.failures:
             typer.echo(f"failed {key}: {why}")
+    say_if_capped(done.run_id, done.metrics)
     if done.interrupted:
         err(f"run {done.run_id} interrupted; resume with: fanout resume {done.run_id}")
         raise typer.Exit(EXIT_INTERRUPTED)

@@ -8,9 +8,9 @@ resumable with `fanout resume RUN`).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -85,6 +85,17 @@ CacheTtlOpt = Annotated[
     str | None,
     typer.Option(help="Cached answers older than this are not used, e.g. 3600, 12h, 7d."),
 ]
+MaxCostOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--max-cost",
+        help="Dollars the run may spend at most (model prices: fanout.yaml `prices:`); "
+        "reached, it stops, resumable with a higher cap.",
+    ),
+]
+MaxTokensOpt = Annotated[
+    int | None, typer.Option("--max-tokens", help="Tokens the run may use at most.", min=1)
+]
 GraceOpt = Annotated[
     float | None,
     typer.Option(help="Seconds calls in flight may take to finish after a first Ctrl-C.", min=0),
@@ -134,6 +145,8 @@ def run_options(
     cache_ttl: str | None,
     deadline: float | None,
     grace: float | None,
+    max_cost: float | None = None,
+    max_tokens: int | None = None,
 ) -> RunOptions:
     """The options of a new run from its flags (unset: the defaults)."""
     return RunOptions(
@@ -142,6 +155,8 @@ def run_options(
         cache_ttl_s=parse_duration("--cache-ttl", cache_ttl),
         deadline_s=deadline,
         grace_s=DEFAULT_GRACE_S if grace is None else grace,
+        max_cost_usd=max_cost,
+        max_tokens=max_tokens,
     )
 
 
@@ -152,6 +167,8 @@ def overrides(
     cache_ttl: str | None,
     deadline: float | None,
     grace: float | None,
+    max_cost: float | None = None,
+    max_tokens: int | None = None,
 ) -> Overrides:
     """What the flags given to `fanout resume` change (unset: as the run was started)."""
     return Overrides(
@@ -160,4 +177,19 @@ def overrides(
         cache_ttl_s=parse_duration("--cache-ttl", cache_ttl),
         deadline_s=deadline,
         grace_s=grace,
+        max_cost_usd=max_cost,
+        max_tokens=max_tokens,
+    )
+
+
+def say_if_capped(run_id: str, metrics: Mapping[str, Any]) -> None:
+    """One line when the run stopped at its cost or token cap, with how to go on."""
+    if metrics.get("status") != "budget_exhausted":
+        return
+    cap = metrics.get("max_cost_usd")
+    spent = f"${metrics.get('cost_usd', 0):.4f}" + (f" of ${cap:g}" if cap is not None else "")
+    flag = "--max-cost" if cap is not None else "--max-tokens"
+    err(
+        f"run {run_id} stopped at its cap ({spent} spent, {metrics.get('done', 0)} done); go on "
+        f"with a higher cap: fanout resume {run_id} {flag} N"
     )

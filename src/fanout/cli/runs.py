@@ -19,6 +19,8 @@ from fanout.cli.common import (
     DeadlineOpt,
     GraceOpt,
     JsonOpt,
+    MaxCostOpt,
+    MaxTokensOpt,
     ModelOpt,
     ProgressOpt,
     ProviderOpt,
@@ -59,6 +61,8 @@ def resume(
     timeout: TimeoutOpt = None,
     attempts: AttemptsOpt = None,
     deadline: DeadlineOpt = None,
+    max_cost: MaxCostOpt = None,
+    max_tokens: MaxTokensOpt = None,
     sim_latency: SimLatencyOpt = None,
     sim_faults: SimFaultsOpt = None,
     seed: SeedOpt = None,
@@ -109,6 +113,8 @@ def resume(
             cache_ttl=cache_ttl,
             deadline=deadline,
             grace=grace,
+            max_cost=max_cost,
+            max_tokens=max_tokens,
         )
         again = retry_kinds(retry_failed)
         if run_kind(run_id) == "canvas":

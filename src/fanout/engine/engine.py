@@ -19,6 +19,7 @@ import time
 from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from fanout.engine.budget import DEFAULT_PRICES, Price, Prices, RunBudget
 from fanout.engine.cache import CacheGate
 from fanout.engine.ledger import Ledger, TaskSpec
 from fanout.engine.limits import ProviderLimits, ProviderMeter
@@ -84,6 +85,7 @@ class Engine:
         cache: bool = False,
         cache_ttl_s: float | None = DEFAULT_CACHE_TTL_S,
         seed: int | None = None,
+        prices: Mapping[str, Price] | None = None,
         settings: EngineSettings | None = None,
     ) -> None:
         if settings is None:
@@ -106,6 +108,7 @@ class Engine:
                 cache=cache,
                 cache_ttl_s=cache_ttl_s,
                 seed=seed,
+                prices=dict(DEFAULT_PRICES if prices is None else prices),
             )
         if providers is None:
             from fanout.providers.sim import SimProvider
@@ -115,6 +118,7 @@ class Engine:
             providers = {providers.name: providers}
         self.settings = settings
         self._planner = Planner(settings, providers)
+        self._prices = Prices(settings.prices)
         self.store: Store = store if store is not None else MemoryStore()
         # a store that outlives the process keeps task specs and cache keys (for resume)
         self._persistent = bool(getattr(self.store, "persistent", False))
@@ -195,7 +199,7 @@ class Engine:
                     break
                 await asyncio.sleep(CLOSE_POLL_S)
             for run in interrupted:
-                ledger.close_run(run, "interrupted")
+                ledger.close_run(run, "budget_exhausted" if run.budget.exhausted else "interrupted")
         self._closed = True
         parts.scheduler.close()
         parts.slots.close()
@@ -222,9 +226,12 @@ class Engine:
         deadline_s: float | None = None,
         retry_budget: int | None = None,
         config: Mapping[str, Any] | None = None,
+        max_cost_usd: float | None = None,
+        max_tokens: int | None = None,
     ) -> Run:
         """Start a run of `tasks`; returns at once. Raises `PlanError` (nothing runs) on a
-        dependency cycle, an unknown dependency or a duplicate key."""
+        dependency cycle, an unknown dependency or a duplicate key. `max_cost_usd` and
+        `max_tokens` cap what the run may spend (see `fanout.engine.budget`)."""
         parts = self._running()
         ledger = parts.ledger
         if ledger.fatal is not None:
@@ -235,6 +242,7 @@ class Engine:
         if ledger.get(run_id) is not None:
             raise PlanError(f"a run with id {run_id!r} already exists", run_id=run_id)
         s = self.settings
+        budget = RunBudget(self._prices, max_cost_usd=max_cost_usd, max_tokens=max_tokens)
         run = Run(
             ledger,
             run_id,
@@ -243,9 +251,12 @@ class Engine:
             retry=s.retry,
             retry_budget=retry_budget,
             concurrency=s.concurrency,
+            budget=budget,
         )
         task_list = list(tasks)
         self._planner.check(run_id, task_list)  # raises before anything is recorded
+        for model in {t.model or str((t.body or {}).get("model") or s.model) for t in task_list}:
+            budget.check_model(model)
         if self._persistent:
             opened = RunOpened(
                 run_id,
@@ -272,6 +283,8 @@ class Engine:
         retry_budget: int | None = None,
         deadline_s: float | None = None,
         retry_failed: bool | Collection[str] = False,
+        max_cost_usd: float | None = None,
+        max_tokens: int | None = None,
     ) -> Run:
         """Go on with a stored run (the engine needs a persistent store, e.g. `SqliteStore`).
 
@@ -283,7 +296,8 @@ class Engine:
         `reconfigure`: then the tasks whose request changed run again. Raises `RunBusy`
         while another live process runs it. `deadline_s` bounds this segment of the run.
         `retry_failed` runs failed tasks again too: all (True), or those whose error class or
-        kind is named (e.g. {"transient"}), with their attempt counts begun anew."""
+        kind is named (e.g. {"transient"}), with their attempt counts begun anew. A cap
+        (`max_cost_usd`, `max_tokens`) counts what the run spent before too."""
         parts = self._running()
         if deadline_s is not None and deadline_s <= 0:
             raise ConfigError(f"deadline_s={deadline_s}: must be positive")
@@ -307,6 +321,7 @@ class Engine:
             retry_budget=retry_budget,
             deadline_s=deadline_s,
             retry_failed=retry_failed,
+            budget=RunBudget(self._prices, max_cost_usd=max_cost_usd, max_tokens=max_tokens),
         )
 
     async def run(self, tasks: Iterable[Task], **kwargs: Any) -> Run:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
@@ -91,6 +92,8 @@ class Ledger:
         self._runs: dict[str, Run] = {}
         self._gate: CacheGate | None = None
         self._background: set[asyncio.Task[None]] = set()
+        #: tasks waiting for room under their run's cap, by run, first come first served
+        self._parked: dict[str, deque[tuple[Task, Group]]] = {}
         self.fatal: BaseException | None = None  # the store's failure, once it failed
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -355,6 +358,31 @@ class Ledger:
         for run in self.live_runs():
             run.emit(ProviderUp(now, key, down_s))
 
+    def over_budget(self, t: Task, g: Group) -> None:
+        """`t` would pass its run's cap. While other calls of the run are in flight it waits
+        for one of them to settle (`budget_settled`); when none is, the run is out of budget:
+        it starts nothing new and closes `budget_exhausted` (resumable with a higher cap)."""
+        t.state = WAITING
+        run = run_of(t)
+        if run.budget.in_flight:
+            self._parked.setdefault(run.id, deque()).append((t, g))
+            return
+        run.budget.exhausted = True
+        self._parked.pop(run.id, None)
+        if not run.interrupting:
+            self.interrupt(run, None)
+        else:
+            self.check_interrupted(run)
+
+    def budget_settled(self, run: Run) -> None:
+        """A call of `run` settled its estimate: one task that waited for room tries again."""
+        parked = self._parked.get(run.id)
+        while parked:
+            t, g = parked.popleft()
+            if t.state is WAITING and not self.settled(t) and not run.interrupting:
+                self._sched.push(t, g, self._loop.time(), self._planner.prepare(t, g))
+                return
+
     def limiter_paused(self, t: Task, now: float, key: str, limit: float, pause_s: float) -> None:
         run_of(t).emit(LimiterChanged(now, key, limit, pause_s))
 
@@ -497,7 +525,7 @@ class Ledger:
         if not run.interrupting or run.status != "running" or run.cancel_reason is not None:
             return
         if not self._slots.running(run):
-            self.close_run(run, "interrupted")
+            self.close_run(run, "budget_exhausted" if run.budget.exhausted else "interrupted")
 
     def cancel_run(self, run: Run, reason: str) -> None:
         if run.done or run.cancel_reason is not None:

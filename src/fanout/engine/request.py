@@ -73,6 +73,12 @@ def body_max_tokens(t: Task) -> int | None:
 
 def estimate(t: Task, default_max: int) -> int:
     """Tokens a call of `t` may use: its prompt estimated, plus its output limit."""
+    prompt, output = estimate_parts(t, default_max)
+    return prompt + output
+
+
+def estimate_parts(t: Task, default_max: int) -> tuple[int, int]:
+    """(prompt tokens estimated, output limit) of a call of `t`."""
     p = t.prompt
     if isinstance(p, str):
         text = p
@@ -82,7 +88,7 @@ def estimate(t: Task, default_max: int) -> int:
         text = json.dumps(t.body.get("messages", ""), ensure_ascii=False)
     else:
         text = ""
-    return estimate_tokens(text) + (t.max_tokens or body_max_tokens(t) or default_max)
+    return estimate_tokens(text), (t.max_tokens or body_max_tokens(t) or default_max)
 
 
 def check_completion(t: Task, c: Completion) -> Any:

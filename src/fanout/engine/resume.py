@@ -20,6 +20,7 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+from fanout.engine.budget import Prices, RunBudget
 from fanout.engine.cache import request_keys
 from fanout.engine.ledger import Ledger
 from fanout.engine.plan import Planner
@@ -194,6 +195,7 @@ async def resume_run(
     retry_budget: int | None,
     deadline_s: float | None = None,
     retry_failed: RetryFailed = False,
+    budget: RunBudget | None = None,
 ) -> Run:
     """Go on with stored run `run_id` as the module docstring says; the engine checked it
     can (it runs, with a persistent store). With `retry_failed`, failed tasks (all, or those
@@ -206,6 +208,8 @@ async def resume_run(
         raise FanoutError(f"no run {run_id!r} in the run store ({store})", run_id=run_id)
     await store.claim(run_id, Lease(owner, os.getpid(), HOST, time.time() + LEASE_S))
     task_list, stored = match_tasks(snap, given, blueprints, retry_failed)
+    if budget is None:
+        budget = RunBudget(Prices(settings.prices))
     run = Run(
         ledger,
         run_id,
@@ -214,6 +218,7 @@ async def resume_run(
         retry=settings.retry,
         retry_budget=retry_budget,
         concurrency=settings.concurrency,
+        budget=budget,
     )
     run.resumed = True
     try:
@@ -249,6 +254,8 @@ async def resume_run(
     if len(task_list) > stored:
         ops.append(StoreTasksAdded(run_id, task_list[stored:], specs))
     run.retries = sum(1 for a in snap.attempts if a[2] == "error" and a[0] not in fresh)
+    for n, r in loaded.items():  # what the run spent before counts against its cap
+        budget.settle(n, r.model or task_list[n].model, r.input_tokens, r.output_tokens)
     run.metrics_.seed(snap, dropped)
     ledger.adopt(run, task_list, ops, loaded, snap.tries(), deadline_s, fresh)
     return run

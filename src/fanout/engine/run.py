@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, cast
 
+from fanout.engine.budget import RunBudget
 from fanout.engine.events import Event, EventBus, Listener, RunStarted, Subscription
 from fanout.engine.metrics import RunMetrics
 from fanout.engine.retry import RetryPolicy
@@ -56,6 +57,7 @@ class Run:
         retry: RetryPolicy,
         retry_budget: int | None,
         concurrency: int,
+        budget: RunBudget,
     ) -> None:
         self.id = run_id
         self.kind = kind
@@ -80,6 +82,7 @@ class Run:
         #: (cache key, request hash) of tasks between their first request and their result
         self.keys: dict[int, tuple[bytes, bytes]] = {}
         self.resumed = False
+        self.budget = budget  # what the run spends, and its caps
         self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # -- what a user calls ----------------------------------------------------------------
@@ -152,6 +155,12 @@ class Run:
             now = time.monotonic()
         snap = self.metrics_.snapshot(now)
         snap["retry_budget"] = self.retry_budget
+        b = self.budget
+        snap["cost_usd"] = round(b.spent_usd, 6)
+        if b.max_cost_usd is not None:
+            snap["max_cost_usd"] = b.max_cost_usd
+        if b.max_tokens is not None:
+            snap["max_tokens"] = b.max_tokens
         if self.cancel_reason:
             snap["cancel_reason"] = self.cancel_reason
         if self.callback_errors or self.bus.errors:

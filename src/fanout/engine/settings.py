@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from fanout.engine.budget import DEFAULT_PRICES, Price
 from fanout.engine.limits import ProviderLimits
 from fanout.engine.retry import RetryPolicy
 from fanout.errors import ConfigError
@@ -52,6 +53,8 @@ class EngineSettings:
     cache: bool = False
     cache_ttl_s: float | None = DEFAULT_CACHE_TTL_S
     seed: int | None = None
+    #: dollars per million tokens by model (prefix match), for spend and `max_cost_usd`
+    prices: Mapping[str, Price] = field(default_factory=lambda: dict(DEFAULT_PRICES))
 
     def __post_init__(self) -> None:
         if not 1 <= self.concurrency <= MAX_CONCURRENCY:

@@ -25,7 +25,12 @@ from fanout.engine.limits import (
     ProviderMeter,
 )
 from fanout.engine.plan import Planner
-from fanout.engine.request import body_max_tokens, build_request, check_completion
+from fanout.engine.request import (
+    body_max_tokens,
+    build_request,
+    check_completion,
+    estimate_parts,
+)
 from fanout.engine.retry import describe
 from fanout.engine.run import Run, run_of
 from fanout.engine.scheduler import Group, Scheduler
@@ -119,6 +124,15 @@ class Workers:
         ledger = self._ledger
         settings = self._settings
         run: Run = run_of(t)
+        budget = run.budget
+        if budget.capped:
+            prompt_tokens, output_tokens = estimate_parts(t, settings.max_tokens)
+            if not budget.admit(t.n, t.model or settings.model, prompt_tokens, output_tokens):
+                now = loop.time()
+                for m in g.meters:
+                    m.finished(now, t, NEUTRAL, 0)
+                ledger.over_budget(t, g)
+                return
         t.state = RUNNING
         t.tries += 1
         attempt = t.tries
@@ -174,6 +188,16 @@ class Workers:
             tokens = completion.input_tokens + completion.output_tokens
             for m in g.meters:
                 m.finished(t1, t, OK, tokens)
+            if budget.capped:
+                budget.settle(
+                    t.n,
+                    completion.model or t.model,
+                    completion.input_tokens,
+                    completion.output_tokens,
+                )
+                ledger.budget_settled(run)
+            else:
+                budget.spend(completion.model or t.model, completion)
             if pm.circuit.finished(t1, t, OK, t0) and was_down is not None:
                 ledger.provider_up(t1, pm.key, t1 - was_down)
             self._planner.observe(t, duration)
@@ -191,6 +215,9 @@ class Workers:
             )
             ledger.finalize(t, DONE, None, result, duration)
             return
+        if budget.capped:
+            budget.settle(t.n, None, 0, 0)
+            ledger.budget_settled(run)
         retry_after = error.retry_after if isinstance(error, ProviderError) else None
         outcome = outcome_of(error, retry_after)
         for m in g.meters:

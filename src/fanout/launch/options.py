@@ -6,11 +6,12 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fanout.errors import ConfigError
 from fanout.launch.setup import EngineChoice
 
+T = TypeVar("T")
 DEFAULT_GRACE_S = 10.0
 _DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -27,8 +28,14 @@ class RunOptions:
     cache_ttl_s: float | None = None  # None: the engine's default
     deadline_s: float | None = None  # None: the config's `timeouts.run`, if any
     grace_s: float = DEFAULT_GRACE_S  # how long calls in flight may finish after interrupt()
+    max_cost_usd: float | None = None  # the run's cost cap (all its segments together)
+    max_tokens: int | None = None  # the run's token cap
 
     def __post_init__(self) -> None:
+        if self.max_cost_usd is not None and self.max_cost_usd <= 0:
+            raise ConfigError(f"--max-cost {self.max_cost_usd:g}: must be positive")
+        if self.max_tokens is not None and self.max_tokens <= 0:
+            raise ConfigError(f"--max-tokens {self.max_tokens}: must be positive")
         for name, value in (("--cache-ttl", self.cache_ttl_s), ("--deadline", self.deadline_s)):
             if value is not None and value <= 0:
                 raise ConfigError(f"{name} {value:g}: must be positive")
@@ -46,6 +53,8 @@ class RunOptions:
                 "cache_ttl_s": self.cache_ttl_s,
                 "deadline_s": self.deadline_s,
                 "grace_s": self.grace_s,
+                "max_cost_usd": self.max_cost_usd,
+                "max_tokens": self.max_tokens,
             },
         }
 
@@ -65,6 +74,8 @@ class RunOptions:
             cache_ttl_s=o.get("cache_ttl_s"),
             deadline_s=o.get("deadline_s"),
             grace_s=float(o.get("grace_s", DEFAULT_GRACE_S)),
+            max_cost_usd=o.get("max_cost_usd"),
+            max_tokens=o.get("max_tokens"),
         )
 
     def updated(self, changes: Overrides) -> RunOptions:
@@ -75,6 +86,8 @@ class RunOptions:
             cache_ttl_s=self.cache_ttl_s if changes.cache_ttl_s is None else changes.cache_ttl_s,
             deadline_s=self.deadline_s if changes.deadline_s is None else changes.deadline_s,
             grace_s=self.grace_s if changes.grace_s is None else changes.grace_s,
+            max_cost_usd=_pick(self.max_cost_usd, changes.max_cost_usd),
+            max_tokens=_pick(self.max_tokens, changes.max_tokens),
         )
 
 
@@ -88,6 +101,12 @@ class Overrides:
     cache_ttl_s: float | None = None
     deadline_s: float | None = None
     grace_s: float | None = None
+    max_cost_usd: float | None = None
+    max_tokens: int | None = None
+
+
+def _pick(kept: T | None, changed: T | None) -> T | None:
+    return kept if changed is None else changed
 
 
 def parse_duration(flag: str, value: str | None) -> float | None:

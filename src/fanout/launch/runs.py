@@ -28,6 +28,7 @@ from fanout.store.sqlite import SqliteStore, default_path, opened
 from fanout.tasks import Task
 
 T = TypeVar("T")
+V = TypeVar("V")
 Watch = Callable[[Run], Awaitable[None]]
 
 
@@ -154,6 +155,11 @@ def _engine(setup: Setup, options: RunOptions, store: SqliteStore) -> Engine:
     )
 
 
+def _pick(configured: V | None, given: V | None) -> V | None:
+    """A flag over the config file's value."""
+    return configured if given is None else given
+
+
 def _deadline(options: RunOptions, setup: Setup) -> float | None:
     return setup.deadline_s if options.deadline_s is None else options.deadline_s
 
@@ -191,6 +197,8 @@ async def start(
             run_id=run_id,
             deadline_s=_deadline(options, setup),
             config={**config, **options.to_config()},
+            max_cost_usd=_pick(setup.max_cost_usd, options.max_cost_usd),
+            max_tokens=_pick(setup.max_tokens, options.max_tokens),
         )
         sink.attach(run)
     except BaseException:
@@ -243,6 +251,8 @@ async def resume(
             config={**snap.config, **options.to_config()},
             deadline_s=_deadline(options, setup),
             retry_failed=retry_failed,
+            max_cost_usd=_pick(setup.max_cost_usd, options.max_cost_usd),
+            max_tokens=_pick(setup.max_tokens, options.max_tokens),
         )
         sink = reopened.sink(run)
         sink.attach(run)

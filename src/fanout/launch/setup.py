@@ -65,6 +65,8 @@ class Setup:
     providers: dict[str, Provider]
     blueprints: dict[str, Blueprint]
     deadline_s: float | None = None  # the config's whole-run deadline
+    max_cost_usd: float | None = None  # the config's caps (`budget:`)
+    max_tokens: int | None = None
     seed: int = 0
     note: str | None = None
     provider_name: str = "sim"
@@ -141,6 +143,8 @@ def engine_setup(choice: EngineChoice) -> Setup:
         providers={name: build_provider(name, spec, concurrency=concurrency)},
         blueprints=cfg.apply_agents(load_blueprints()),
         deadline_s=cfg.timeouts.run,
+        max_cost_usd=cfg.budget.max_cost,
+        max_tokens=cfg.budget.max_tokens,
         seed=seed,
         note=note,
         provider_name=name,

@@ -49,6 +49,9 @@ def summary_lines(m: dict[str, Any]) -> list[tuple[str, str]]:
         ("failures", _counts(m["failed"], m["failures_by_kind"])),
         ("tokens", f"{m['input_tokens']:,} in, {m['output_tokens']:,} out"),
     ]
+    if "cost_usd" in m:
+        cap = m.get("max_cost_usd")
+        rows.append(("cost", f"${m['cost_usd']:.4f}" + (f" (cap ${cap:g})" if cap else "")))
     if m.get("cancel_reason"):
         rows.append(("cancelled", str(m["cancel_reason"])))
     return rows

@@ -1,0 +1,175 @@
+"""What a run spends, and the cap it may not pass: `--max-cost USD`, `--max-tokens N`.
+
+A call starts only if what was spent plus the estimate of every call in flight plus this
+call's estimate stays within the cap (an estimate is the prompt's tokens plus the output
+limit, priced at the model's rate). A call that does not fit waits while others are in
+flight: their estimates are replaced by what the provider reports once they answer (mostly
+less), and it is tried again. When nothing is in flight and it still does not fit, the run
+starts nothing new and ends `budget_exhausted`, resumable with a higher cap. So a run stops
+within one call's estimate of its cap, and never passes it by more than the calls in flight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from fanout.errors import ConfigError
+
+
+class Usage(Protocol):
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """US dollars per million tokens."""
+
+    input: float
+    output: float
+
+    def __post_init__(self) -> None:
+        if self.input < 0 or self.output < 0:
+            raise ConfigError(f"a price must not be negative: {self}")
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.input + output_tokens * self.output) / 1_000_000
+
+
+#: list prices per million tokens (input, output) when this was written; a model is matched
+#: exactly, else by the longest name its own name starts with ("claude-sonnet-4-20250514"
+#: -> "claude-sonnet-4"). Override or add under `prices:` in fanout.yaml.
+DEFAULT_PRICES: dict[str, Price] = {
+    "gpt-4o": Price(2.5, 10.0),
+    "gpt-4o-mini": Price(0.15, 0.6),
+    "gpt-4.1": Price(2.0, 8.0),
+    "gpt-4.1-mini": Price(0.4, 1.6),
+    "gpt-4.1-nano": Price(0.1, 0.4),
+    "o3": Price(2.0, 8.0),
+    "o4-mini": Price(1.1, 4.4),
+    "claude-opus-4": Price(15.0, 75.0),
+    "claude-sonnet-4": Price(3.0, 15.0),
+    "claude-3-7-sonnet": Price(3.0, 15.0),
+    "claude-3-5-sonnet": Price(3.0, 15.0),
+    "claude-3-5-haiku": Price(0.8, 4.0),
+    "claude-haiku-4": Price(1.0, 5.0),
+    # the simulator's model is priced too, so a cap can be tried offline
+    "sim-1": Price(1.0, 2.0),
+}
+
+
+class Prices:
+    """A price table with prefix matching, looked up once per model name."""
+
+    def __init__(self, table: Mapping[str, Price]) -> None:
+        self._table = dict(table)
+        self._found: dict[str, Price | None] = {}
+
+    def of(self, model: str) -> Price | None:
+        if model in self._found:
+            return self._found[model]
+        price = self._table.get(model)
+        if price is None:
+            names = [n for n in self._table if model.startswith(n)]
+            price = self._table[max(names, key=len)] if names else None
+        self._found[model] = price
+        return price
+
+    def cost(self, model: str, input_tokens: int, output_tokens: int) -> float:
+        """Dollars for a call (0 for a model with no price)."""
+        price = self.of(model)
+        return 0.0 if price is None else price.cost(input_tokens, output_tokens)
+
+
+class RunBudget:
+    """One run's spend, and its caps (None: no cap of that kind)."""
+
+    __slots__ = (
+        "_inflight",
+        "_prices",
+        "exhausted",
+        "inflight_tokens",
+        "inflight_usd",
+        "max_cost_usd",
+        "max_tokens",
+        "spent_tokens",
+        "spent_usd",
+    )
+
+    def __init__(
+        self,
+        prices: Prices,
+        *,
+        max_cost_usd: float | None = None,
+        max_tokens: int | None = None,
+        spent_usd: float = 0.0,
+        spent_tokens: int = 0,
+    ) -> None:
+        if max_cost_usd is not None and max_cost_usd <= 0:
+            raise ConfigError(f"max cost ${max_cost_usd}: must be positive")
+        if max_tokens is not None and max_tokens <= 0:
+            raise ConfigError(f"max tokens {max_tokens}: must be positive")
+        self._prices = prices
+        self.max_cost_usd = max_cost_usd
+        self.max_tokens = max_tokens
+        self.spent_usd = spent_usd
+        self.spent_tokens = spent_tokens
+        self.inflight_usd = 0.0
+        self.inflight_tokens = 0
+        self._inflight: dict[int, tuple[float, int]] = {}  # task number -> its estimate
+        self.exhausted = False
+
+    @property
+    def in_flight(self) -> int:
+        """Calls holding an estimate."""
+        return len(self._inflight)
+
+    @property
+    def capped(self) -> bool:
+        return self.max_cost_usd is not None or self.max_tokens is not None
+
+    def check_model(self, model: str) -> None:
+        """Refuse a model a cost cap cannot price."""
+        if self.max_cost_usd is not None and self._prices.of(model) is None:
+            raise ConfigError(
+                f"--max-cost needs the price of model {model!r}: add it under `prices:` in "
+                f"fanout.yaml (e.g. prices: {{{model}: {{input: 2.5, output: 10}}}}, dollars "
+                "per million tokens)"
+            )
+
+    def admit(self, n: int, model: str, input_tokens: int, output_tokens: int) -> bool:
+        """Whether call of task `n` may start now (then its estimate is held until
+        `settle`); False once the cap would be passed."""
+        usd = self._prices.cost(model, input_tokens, output_tokens)
+        tokens = input_tokens + output_tokens
+        cap_usd, cap_tokens = self.max_cost_usd, self.max_tokens
+        if (cap_usd is not None and self.spent_usd + self.inflight_usd + usd > cap_usd) or (
+            cap_tokens is not None
+            and self.spent_tokens + self.inflight_tokens + tokens > cap_tokens
+        ):
+            self.exhausted = True
+            return False
+        self._inflight[n] = (usd, tokens)
+        self.inflight_usd += usd
+        self.inflight_tokens += tokens
+        return True
+
+    def spend(self, model: str | None, usage: Usage) -> None:
+        """Count a call's usage (an uncapped run holds no estimates)."""
+        i, o = usage.input_tokens, usage.output_tokens
+        self.spent_tokens += i + o
+        if model is not None:
+            self.spent_usd += self._prices.cost(model, i, o)
+
+    def settle(self, n: int, model: str | None, input_tokens: int, output_tokens: int) -> None:
+        """The call of task `n` ended having used these tokens (0 and 0: it was not billed)."""
+        held = self._inflight.pop(n, None)
+        if held is not None:
+            self.inflight_usd -= held[0]
+            self.inflight_tokens -= held[1]
+        if input_tokens or output_tokens:
+            self.spent_tokens += input_tokens + output_tokens
+            if model is not None:
+                self.spent_usd += self._prices.cost(model, input_tokens, output_tokens)
