@@ -11,16 +11,11 @@ within one call's estimate of its cap, and never passes it by more than the call
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
 from fanout.errors import ConfigError
-
-
-class Usage(Protocol):
-    input_tokens: int
-    output_tokens: int
+from fanout.tasks import Result
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,13 +84,14 @@ class RunBudget:
     __slots__ = (
         "_inflight",
         "_prices",
+        "_settled_usd",
+        "capped",
         "exhausted",
         "inflight_tokens",
         "inflight_usd",
         "max_cost_usd",
         "max_tokens",
         "spent_tokens",
-        "spent_usd",
     )
 
     def __init__(
@@ -114,7 +110,8 @@ class RunBudget:
         self._prices = prices
         self.max_cost_usd = max_cost_usd
         self.max_tokens = max_tokens
-        self.spent_usd = spent_usd
+        self.capped = max_cost_usd is not None or max_tokens is not None
+        self._settled_usd = spent_usd
         self.spent_tokens = spent_tokens
         self.inflight_usd = 0.0
         self.inflight_tokens = 0
@@ -122,13 +119,32 @@ class RunBudget:
         self.exhausted = False
 
     @property
+    def spent_usd(self) -> float:
+        """Dollars spent: settled call by call when the run is capped; else worked out
+        from the results when asked (see `account`), so the hot path adds nothing."""
+        return self._settled_usd
+
+    def account(self, results: Iterable[Result | None]) -> None:
+        """An uncapped run's spend, from its results (those answered from the cache cost
+        nothing): called when its figures are asked for."""
+        if self.capped:
+            return
+        by_model: dict[str, list[int]] = {}
+        for r in results:
+            if r is not None and r.attempts and r.model is not None:
+                u = by_model.get(r.model)
+                if u is None:
+                    u = by_model[r.model] = [0, 0]
+                u[0] += r.input_tokens
+                u[1] += r.output_tokens
+        cost = self._prices.cost
+        self._settled_usd = sum(cost(m, u[0], u[1]) for m, u in by_model.items())
+        self.spent_tokens = sum(u[0] + u[1] for u in by_model.values())
+
+    @property
     def in_flight(self) -> int:
         """Calls holding an estimate."""
         return len(self._inflight)
-
-    @property
-    def capped(self) -> bool:
-        return self.max_cost_usd is not None or self.max_tokens is not None
 
     def check_model(self, model: str) -> None:
         """Refuse a model a cost cap cannot price."""
@@ -145,7 +161,7 @@ class RunBudget:
         usd = self._prices.cost(model, input_tokens, output_tokens)
         tokens = input_tokens + output_tokens
         cap_usd, cap_tokens = self.max_cost_usd, self.max_tokens
-        if (cap_usd is not None and self.spent_usd + self.inflight_usd + usd > cap_usd) or (
+        if (cap_usd is not None and self._settled_usd + self.inflight_usd + usd > cap_usd) or (
             cap_tokens is not None
             and self.spent_tokens + self.inflight_tokens + tokens > cap_tokens
         ):
@@ -156,13 +172,6 @@ class RunBudget:
         self.inflight_tokens += tokens
         return True
 
-    def spend(self, model: str | None, usage: Usage) -> None:
-        """Count a call's usage (an uncapped run holds no estimates)."""
-        i, o = usage.input_tokens, usage.output_tokens
-        self.spent_tokens += i + o
-        if model is not None:
-            self.spent_usd += self._prices.cost(model, i, o)
-
     def settle(self, n: int, model: str | None, input_tokens: int, output_tokens: int) -> None:
         """The call of task `n` ended having used these tokens (0 and 0: it was not billed)."""
         held = self._inflight.pop(n, None)
@@ -172,4 +181,4 @@ class RunBudget:
         if input_tokens or output_tokens:
             self.spent_tokens += input_tokens + output_tokens
             if model is not None:
-                self.spent_usd += self._prices.cost(model, input_tokens, output_tokens)
+                self._settled_usd += self._prices.cost(model, input_tokens, output_tokens)

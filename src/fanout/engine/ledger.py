@@ -87,7 +87,7 @@ class Ledger:
         self._sched = scheduler
         self._slots = slots
         self._task_spec = task_spec
-        self._keep_keys = keep_keys  # keep each task's request keys (a store or a cache)
+        self.keeps_keys = keep_keys  # keep each task's first request keys (for the store)
         self._journal: Journal[Task] = Journal(store, self._on_durable, self._on_store_error)
         self._runs: dict[str, Run] = {}
         self._gate: CacheGate | None = None
@@ -131,7 +131,7 @@ class Ledger:
         """Start `run` (checked already) with `tasks`; `op` records its opening."""
         self._runs[run.id] = run
         self._journal.append(op)
-        run.emit(RunStarted(self._loop.time(), run.id, 0))
+        run.bus.emit(RunStarted(self._loop.time(), run.id, 0))
         self._set_deadline(run, deadline_s)
         self._admit(run, tasks)
         if run.total == 0:
@@ -160,7 +160,7 @@ class Ledger:
         lanes = self.attach(run, tasks)
         self._journal.append(StoreTasksAdded(run.id, tasks, specs))
         now = self._loop.time()
-        run.emit(TasksAdded(now, run.id, len(tasks), run.total, lanes))
+        run.bus.emit(TasksAdded(now, run.id, len(tasks), run.total, lanes))
         self.release(tasks, now)
 
     def attach(self, run: Run, tasks: list[Task]) -> dict[str, int]:
@@ -206,12 +206,12 @@ class Ledger:
             run.results_by_n[n] = r
             run.finished += 1
         now = self._loop.time()
-        run.emit(RunStarted(now, run.id, 0))
+        run.bus.emit(RunStarted(now, run.id, 0))
         lanes: dict[str, int] = {}
         for t in tasks:
             lane = t.lane or DEFAULT_LANE
             lanes[lane] = lanes.get(lane, 0) + 1
-        run.emit(TasksAdded(now, run.id, len(tasks), run.total, lanes))
+        run.bus.emit(TasksAdded(now, run.id, len(tasks), run.total, lanes))
         self.release(tasks, now)
         if run.finished == run.total:
             self.close_run(run)
@@ -276,14 +276,14 @@ class Ledger:
             gate.admit(t, keys[0])
             return
         g = group_of(t)
-        self._sched.push(t, g, now, self._planner.prepare(t, g))
+        self._sched.push(t, g, now, 0.0 if g.plain else self._planner.prepare(t, g))
 
     def enqueue(self, t: Task) -> None:
         """Queue `t` to be sent (the cache gate found no answer for it)."""
         if run_of(t).interrupting:
             return
         g = group_of(t)
-        self._sched.push(t, g, self._loop.time(), self._planner.prepare(t, g))
+        self._sched.push(t, g, self._loop.time(), 0.0 if g.plain else self._planner.prepare(t, g))
 
     def keys_of(self, t: Task) -> tuple[bytes, bytes]:
         """The task's (cache key, request hash), computed once per process from its first
@@ -299,7 +299,7 @@ class Ledger:
     def note_request(self, t: Task, request: Any) -> None:
         """An attempt is about to send `request`: keep its keys if it is the task's first
         request in this process (the store records them with the result)."""
-        if self._keep_keys:
+        if self.keeps_keys:
             run = run_of(t)
             if t.n not in run.keys:
                 run.keys[t.n] = request_keys(self._planner.provider_of(t), request, t)
@@ -309,7 +309,7 @@ class Ledger:
     def attempt_started(self, t: Task, attempt: int, now: float, lane: str) -> None:
         run = run_of(t)
         self._journal.append(AttemptStarted(run.id, t.n, attempt, now + self._clock))
-        run.emit(TaskStarted(now, t, attempt, lane))  # a listener may cancel it
+        run.bus.emit(TaskStarted(now, t, attempt, lane))  # a listener may cancel it
 
     def retry(
         self,
@@ -331,7 +331,7 @@ class Ledger:
         if charged:
             run.retries += 1
         self._journal.append(AttemptFailed(run.id, t.n, attempt, duration, info))
-        run.emit(TaskRetrying(now, t, attempt, g.lane, duration, info, delay))
+        run.bus.emit(TaskRetrying(now, t, attempt, g.lane, duration, info, delay))
         if run.cancel_reason is not None:
             self.finalize(t, CANCELLED, ErrorInfo("cancelled", "cancelled", run.cancel_reason))
         elif run.interrupting:
@@ -346,17 +346,17 @@ class Ledger:
         run = run_of(t)
         t.state = WAITING
         self._journal.append(AttemptInterrupted(run.id, t.n, attempt, duration))
-        run.emit(TaskInterrupted(now, t, attempt, lane, duration))
+        run.bus.emit(TaskInterrupted(now, t, attempt, lane, duration))
         if self._gate is not None and self._gate.leads(t):
             self._gate.abandon(t)
 
     def provider_down(self, now: float, key: str, since: float, error: str) -> None:
         for run in self.live_runs():
-            run.emit(ProviderDown(now, key, since, error))
+            run.bus.emit(ProviderDown(now, key, since, error))
 
     def provider_up(self, now: float, key: str, down_s: float) -> None:
         for run in self.live_runs():
-            run.emit(ProviderUp(now, key, down_s))
+            run.bus.emit(ProviderUp(now, key, down_s))
 
     def over_budget(self, t: Task, g: Group) -> None:
         """`t` would pass its run's cap. While other calls of the run are in flight it waits
@@ -380,7 +380,9 @@ class Ledger:
         while parked:
             t, g = parked.popleft()
             if t.state is WAITING and not self.settled(t) and not run.interrupting:
-                self._sched.push(t, g, self._loop.time(), self._planner.prepare(t, g))
+                self._sched.push(
+                    t, g, self._loop.time(), 0.0 if g.plain else self._planner.prepare(t, g)
+                )
                 return
 
     def limiter_paused(self, t: Task, now: float, key: str, limit: float, pause_s: float) -> None:
@@ -439,7 +441,9 @@ class Ledger:
             t.state = result.state
             run.finished += 1
             duration = result.latency_s if t.ran_for else -1.0
-            run.emit(TaskFinished(now, t, result.state, t.lane or DEFAULT_LANE, duration, result))
+            run.bus.emit(
+                TaskFinished(now, t, result.state, t.lane or DEFAULT_LANE, duration, result)
+            )
             if gate is not None and gate.leading:
                 gate.on_durable(t, result)
             deps = t.dependents
@@ -482,7 +486,7 @@ class Ledger:
             run.deadline_handle.cancel()
         if run.grace_handle is not None:
             run.grace_handle.cancel()
-        run.emit(RunFinished(self._loop.time(), run.id, status, run.counts()))
+        run.bus.emit(RunFinished(self._loop.time(), run.id, status, run.counts()))
         wall = (m.ended_at or 0.0) - (m.started_at or 0.0)
         self._journal.append(RunClosed(run.id, status, time.time(), wall))
         run.bus.close()

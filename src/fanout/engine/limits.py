@@ -155,18 +155,18 @@ class Circuit:
     its calls at once, with one message, instead of waiting for it."""
 
     __slots__ = (
-        "_fails",
         "_next_probe",
         "_probe",
         "_rng",
         "_row_since",
         "answered",
         "down_since",
+        "fails",
         "probes",
     )
 
     def __init__(self, seed: int | None = None) -> None:
-        self._fails = 0
+        self.fails = 0
         self._row_since = 0.0  # when the current row of failures began
         self.down_since: float | None = None
         self._next_probe = 0.0
@@ -202,11 +202,11 @@ class Circuit:
         if probe:
             self._probe = None
         if outcome in (DOWN, OVERLOADED):
-            if self._fails == 0:
+            if self.fails == 0:
                 self._row_since = now
-            self._fails += 1
+            self.fails += 1
             if self.down_since is None:
-                if self._fails >= CIRCUIT_FAILURES:
+                if self.fails >= CIRCUIT_FAILURES:
                     self.down_since = now
                     self.probes = 0
                     self._schedule(now)
@@ -221,7 +221,7 @@ class Circuit:
         self.answered = True
         if started < self._row_since:
             return False  # sent before the row of failures began: it says nothing of now
-        self._fails = 0
+        self.fails = 0
         if self.down_since is not None:
             self.down_since = None
             self.probes = 0

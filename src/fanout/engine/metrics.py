@@ -102,7 +102,7 @@ class RunMetrics:
         if isinstance(ev, TaskStarted):
             self.attempts += 1
             self.running += 1
-            self.lane(ev.lane).running += 1
+            (self.lanes.get(ev.lane) or self.lane(ev.lane)).running += 1
         elif isinstance(ev, TaskFinished):
             self._finished(ev)
         elif isinstance(ev, TaskRetrying):
@@ -132,7 +132,7 @@ class RunMetrics:
         r = ev.result
         state = ev.state
         self.states[state] += 1
-        lane = self.lane(ev.lane)
+        lane = self.lanes.get(ev.lane) or self.lane(ev.lane)
         if ev.duration >= 0.0:  # ended by an attempt (else: skipped or cancelled while queued)
             self.running -= 1
             lane.running -= 1

@@ -120,7 +120,9 @@ class Planner:
         g = self._groups.get(gkey)
         if g is None:
             meters = self._meters_for(lane, agent, pname, t.model, lkey)
-            g = self._groups[gkey] = Group(gkey, meters, lef=self._lef)
+            g = self._groups[gkey] = Group(
+                gkey, meters, lef=self._lef, limiter=self.provider_meters[lkey]
+            )
         t.group = g
         return lane
 
@@ -152,7 +154,8 @@ class Planner:
     def prepare(self, t: Task, g: Group) -> float:
         """Ready `t` for its group's queue: estimate its tokens when a TPM budget needs
         them; returns its expected duration when the order needs one (else 0)."""
-        if t.est_tokens < 0 and self.provider_meters[g.key[2]].tpm is not None:
+        limiter = g.limiter
+        if t.est_tokens < 0 and limiter is not None and limiter.tpm is not None:
             t.est_tokens = estimate(t, self._settings.max_tokens)
         return self.expected_for(t) if g.lef else 0.0
 

@@ -21,11 +21,12 @@ import asyncio
 import contextlib
 import heapq
 import math
+import operator
 from collections import deque
 from collections.abc import Sequence
-from typing import cast
+from typing import TYPE_CHECKING
 
-from fanout.engine.limits import Meter
+from fanout.engine.limits import Meter, ProviderMeter
 from fanout.errors import ConfigError
 from fanout.tasks import Task, TaskState
 
@@ -38,12 +39,22 @@ _LEF_MAX = 0.999999  # an expected duration only orders tasks inside one effecti
 class Group:
     """Ready tasks sharing one set of meters."""
 
-    __slots__ = ("dropped", "heaps", "key", "lane", "lef", "meters", "queues")
+    __slots__ = ("dropped", "heaps", "key", "lane", "lef", "limiter", "meters", "plain", "queues")
 
-    def __init__(self, key: tuple[str, str, str], meters: Sequence[Meter], *, lef: bool) -> None:
+    def __init__(
+        self,
+        key: tuple[str, str, str],
+        meters: Sequence[Meter],
+        *,
+        lef: bool,
+        limiter: ProviderMeter | None = None,
+    ) -> None:
         self.key = key
         self.lane = key[0]
         self.meters = tuple(meters)
+        self.limiter = limiter  # the provider meter among `meters`, if any
+        # no expected durations to order by and no token budget to estimate for
+        self.plain = not lef and (limiter is None or limiter.tpm is None)
         self.lef = lef
         self.queues: list[deque[Task]] = [deque() for _ in LEVELS]
         self.heaps: list[list[tuple[float, int, Task]]] = [[] for _ in LEVELS]
@@ -81,9 +92,14 @@ class Group:
         return not any(self.queues)
 
 
-def group_of(t: Task) -> Group:
-    """The group a bound task belongs to (the engine only calls this on bound tasks)."""
-    return cast(Group, t.group)
+if TYPE_CHECKING:
+
+    def group_of(t: Task) -> Group:
+        """The group a bound task belongs to (the engine only calls this on bound tasks)."""
+        ...
+
+else:  # the same, as a C call
+    group_of = operator.attrgetter("group")
 
 
 class Scheduler:

@@ -53,6 +53,7 @@ from fanout.tasks import ErrorInfo, Result, Task, TaskState
 INF = float("inf")
 TICK_S = 0.25  # slow-task checks and a safety wake-up for parked workers
 YIELD_EVERY = 64  # a worker whose calls finish without yielding gives way this often
+BACKLOG_EVERY = 8
 
 RUNNING = TaskState.RUNNING
 DONE = TaskState.DONE
@@ -77,6 +78,8 @@ class Workers:
         self._sched = scheduler
         self._slots = slots
         self._ledger = ledger
+        self._providers = planner.providers
+        self._default_provider = planner.default_provider
         self._rng = random.Random(settings.seed)
         self._workers: list[asyncio.Task[None]] = []
         self._ticker: asyncio.Task[None] | None = None
@@ -116,7 +119,8 @@ class Workers:
             if run.interrupting:
                 ledger.check_interrupted(run)
             n += 1
-            if n % YIELD_EVERY == 0 or ledger.backlogged:
+            # (the store's backlog is looked at every BACKLOG_EVERY attempts, not each one)
+            if n % YIELD_EVERY == 0 or (n % BACKLOG_EVERY == 0 and ledger.backlogged):
                 await ledger.give_way()
 
     async def _attempt(self, t: Task, g: Group, slot: Slot) -> None:
@@ -137,12 +141,13 @@ class Workers:
         t.tries += 1
         attempt = t.tries
         t0 = loop.time()
-        provider = self._planner.provider_of(t)
+        provider = self._providers[t.provider or self._default_provider]
         timeout = t.timeout if t.timeout is not None else settings.timeout
         completion: Completion | None = None
         error: BaseException | None = None
         data: Any = None
-        pm = self._planner.provider_meters[g.key[2]]
+        pm = g.limiter
+        assert pm is not None  # every group the planner makes has its provider's meter
         slot.begin(t, t0)
         if timeout is not None:
             self._slots.set_deadline(slot, t0 + timeout)
@@ -150,11 +155,12 @@ class Workers:
         try:
             if slot.abort is not None:
                 raise Aborted(slot.abort)
-            if pm.circuit.unreachable:
+            if pm.circuit.down_since is not None and pm.circuit.unreachable:
                 raise self._unreachable(pm)
             deps = ledger.deps_of(t) if callable(t.prompt) else None
             request = build_request(t, attempt, settings.model, settings.max_tokens, deps)
-            ledger.note_request(t, request)
+            if ledger.keeps_keys:
+                ledger.note_request(t, request)
             if provider.streams and settings.idle_timeout is not None:
                 completion = await self._stream(provider, request, slot, t0, timeout)
             else:
@@ -196,9 +202,11 @@ class Workers:
                     completion.output_tokens,
                 )
                 ledger.budget_settled(run)
-            else:
-                budget.spend(completion.model or t.model, completion)
-            if pm.circuit.finished(t1, t, OK, t0) and was_down is not None:
+            c = pm.circuit
+            # (a success amid successes changes nothing in the circuit: skip the call)
+            if (c.down_since is not None or c.fails or not c.answered) and (
+                c.finished(t1, t, OK, t0) and was_down is not None
+            ):
                 ledger.provider_up(t1, pm.key, t1 - was_down)
             self._planner.observe(t, duration)
             result = Result(
