@@ -57,9 +57,7 @@ def test_a_run_stops_at_its_cap_and_resumes_with_a_higher_one(tmp_path: Path) ->
     cap = 0.004
 
     async def main() -> None:
-        async with Engine(
-            providers=SimProvider(sim), store=SqliteStore(path), concurrency=4
-        ) as e:
+        async with Engine(providers=SimProvider(sim), store=SqliteStore(path), concurrency=4) as e:
             run = e.submit(tasks, max_cost_usd=cap)
             m = await run.wait()
             assert run.status == "budget_exhausted"
