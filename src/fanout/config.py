@@ -292,11 +292,12 @@ class Config(_Section):
             "expected_s": {
                 a: s.expected_s for a, s in self.agents.items() if s.expected_s is not None
             },
-            "prices": {
+        }
+        if self.prices:  # over the shipped table (the engine's default without any)
+            kw["prices"] = {
                 **DEFAULT_PRICES,
                 **{m: Price(p.input, p.output) for m, p in self.prices.items()},
-            },
-        }
+            }
         model = specs[self.default_provider_name].model
         if model is not None:
             kw["model"] = model

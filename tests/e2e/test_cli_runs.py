@@ -278,3 +278,25 @@ def test_resume_retry_failed_reruns_exactly_the_failed_lines(tmp_path: Path) -> 
     p = fanout("resume", run_id, "--retry-failed=", "--json")
     assert p.returncode == 2
     assert "--retry-failed" in p.stderr
+
+
+def test_a_cost_cap_stops_the_batch_and_a_higher_one_finishes_it(tmp_path: Path) -> None:
+    src = write_jsonl(
+        tmp_path / "in.jsonl", [{"id": f"q{i}", "prompt": f"解释概念 {i}"} for i in range(60)]
+    )
+    out = tmp_path / "out.jsonl"
+    p = fanout("batch", src, "-o", out, "--max-cost", "0.01", "--sim-latency", "1ms", "--json")
+    assert p.returncode == 1, p.stderr
+    first = last_json(p.stdout)
+    assert first["status"] == "budget_exhausted"
+    assert 0 < first["done"] < 60
+    assert first["cost_usd"] <= 0.01
+    assert "stopped at its cap" in p.stderr
+    assert "--max-cost" in p.stderr
+    run_id = next(x.split()[1] for x in p.stderr.splitlines() if x.startswith("run r-"))
+    p = fanout("resume", run_id, "--max-cost", "1", "--json")
+    assert p.returncode == 0, p.stderr
+    second = last_json(p.stdout)
+    assert (second["done"], second["status"]) == (60, "done")
+    assert second["cost_usd"] > first["cost_usd"]
+    assert len(read_jsonl(out)) == 60

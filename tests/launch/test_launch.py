@@ -184,3 +184,14 @@ def test_bad_options_are_config_errors() -> None:
         RunOptions(deadline_s=0)
     with pytest.raises(ConfigError, match="--grace"):
         RunOptions(grace_s=-1)
+
+
+def test_caps_are_kept_with_the_run_and_a_resume_may_raise_them() -> None:
+    capped = RunOptions(max_cost_usd=2.5, max_tokens=90_000)
+    back = RunOptions.from_config(capped.to_config())
+    assert (back.max_cost_usd, back.max_tokens) == (2.5, 90_000)
+    raised = back.updated(Overrides(max_cost_usd=10.0))
+    assert (raised.max_cost_usd, raised.max_tokens) == (10.0, 90_000)
+    assert "max_cost_usd" not in RunOptions().to_config()["options"]  # uncapped: not stored
+    with pytest.raises(ConfigError, match="--max-cost"):
+        RunOptions(max_cost_usd=0)

@@ -53,8 +53,9 @@ class RunOptions:
                 "cache_ttl_s": self.cache_ttl_s,
                 "deadline_s": self.deadline_s,
                 "grace_s": self.grace_s,
-                "max_cost_usd": self.max_cost_usd,
-                "max_tokens": self.max_tokens,
+                # caps only when set: a run without one stores what it always stored
+                **({} if self.max_cost_usd is None else {"max_cost_usd": self.max_cost_usd}),
+                **({} if self.max_tokens is None else {"max_tokens": self.max_tokens}),
             },
         }
 
