@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from fanout.errors import FanoutError
-from fanout.launch import DEFAULT_GRACE_S, EngineChoice, Overrides, RunOptions, parse_duration
+from fanout.launch import EngineChoice, Overrides, RunOptions, parse_duration
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -149,15 +149,16 @@ def run_options(
     max_tokens: int | None = None,
 ) -> RunOptions:
     """The options of a new run from its flags (unset: the defaults)."""
-    return RunOptions(
-        choice=choice,
-        cache=True if cache is None else cache,
-        cache_ttl_s=parse_duration("--cache-ttl", cache_ttl),
-        deadline_s=deadline,
-        grace_s=DEFAULT_GRACE_S if grace is None else grace,
-        max_cost_usd=max_cost,
+    given = overrides(
+        choice,
+        cache=cache,
+        cache_ttl=cache_ttl,
+        deadline=deadline,
+        grace=grace,
+        max_cost=max_cost,
         max_tokens=max_tokens,
     )
+    return RunOptions(choice=choice).updated(given)
 
 
 def overrides(
