@@ -195,3 +195,17 @@ def test_random_5xx_do_not_open_the_circuit(kind: str) -> None:
 
     arun(main)
     assert rec.of(ProviderDown) == []
+
+
+def test_a_probe_that_never_went_out_hands_the_turn_to_the_next_call() -> None:
+    """A probe picked but not sent (cancelled, interrupted, over its run's cap) ends
+    NEUTRAL: the circuit must not wait for its answer forever."""
+    c = Circuit(seed=4)
+    fail(c, 0.0, CIRCUIT_FAILURES)
+    now = c.wait_time(0.0)
+    probe = Task("probe")
+    c.started(probe)
+    assert c.wait_time(now) == INF
+    c.finished(now, probe, NEUTRAL, now)
+    assert c.wait_time(now) == 0.0
+    assert c.down_since is not None  # still down: nothing was learned

@@ -135,6 +135,8 @@ class Workers:
                 now = loop.time()
                 for m in g.meters:
                     m.finished(now, t, NEUTRAL, 0)
+                if g.limiter is not None:  # it may have been picked as the circuit's probe
+                    g.limiter.circuit.finished(now, t, NEUTRAL, now)
                 ledger.over_budget(t, g)
                 return
         t.state = RUNNING
