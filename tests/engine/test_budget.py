@@ -29,6 +29,7 @@ def test_a_call_starts_only_while_spent_plus_in_flight_stays_under_the_cap() -> 
     assert b.admit(3, "m", *est)
     assert not b.admit(4, "m", *est)  # 0.009 held + 0.003 > 0.01
     assert b.in_flight == 3
+    assert not b.exhausted  # a refusal while others are out only waits
     b.settle(1, "m", 500, 200)  # what it really used: $0.0009
     assert b.spent_usd == pytest.approx(0.0009)
     assert b.admit(4, "m", *est)  # 0.0009 + 0.006 + 0.003 <= 0.01
@@ -82,5 +83,24 @@ def test_a_run_stops_at_its_cap_and_resumes_with_a_higher_one(tmp_path: Path) ->
             assert run.status == "done"
             assert all(t.state is TaskState.DONE for t in run.tasks)
             assert m["cost_usd"] <= 1.0
+
+    arun(main)
+
+
+def test_an_answer_that_fails_its_checks_is_still_counted_against_the_cap() -> None:
+    """Truncated or invalid answers were billed: a capped run counts them."""
+    from fanout import CallableProvider, Completion, Request
+
+    async def cut(req: Request) -> Completion:
+        return Completion(text="half an answ", finish_reason="length", input_tokens=40,
+                          output_tokens=60)  # fmt: skip
+
+    async def main() -> None:
+        async with Engine(providers=CallableProvider(cut, name="p")) as e:
+            run = e.submit([Task(f"q{i}", max_tokens=100) for i in range(3)], max_tokens=100_000)
+            await run.wait()
+            assert run.metrics()["failed"] == 3
+            # each task tried twice (a truncated answer gets one retry with more room)
+            assert run.budget.spent_tokens == 3 * 2 * 100
 
     arun(main)

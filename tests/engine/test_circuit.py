@@ -21,6 +21,7 @@ from fanout.engine.limits import (
     ERROR,
     INF,
     NEUTRAL,
+    OVERLOADED,
     OK,
     RATE_LIMITED,
     UNREACHABLE_PROBES,
@@ -209,3 +210,35 @@ def test_a_probe_that_never_went_out_hands_the_turn_to_the_next_call() -> None:
     c.finished(now, probe, NEUTRAL, now)
     assert c.wait_time(now) == 0.0
     assert c.down_since is not None  # still down: nothing was learned
+
+
+def test_a_probe_overtaken_by_an_answer_does_not_hold_the_next_outage_shut() -> None:
+    """The circuit opens while a call sent after the failures began is still out; a probe
+    goes out; that call answers first and closes the circuit. The probe's own answer, or its
+    absence, must not leave the circuit waiting for it at the next outage."""
+    c = Circuit(seed=5)
+    c.answered = True
+    fail(c, 1.0, CIRCUIT_FAILURES)
+    late = Task("sent after the row began")
+    now = 1.0 + c.wait_time(1.0)
+    probe = Task("probe")
+    c.started(probe)
+    assert c.finished(now, late, OK, 1.5)  # closed by the other answer
+    assert c.wait_time(now) == 0.0
+    fail(c, now + 1, CIRCUIT_FAILURES)  # the next outage: the probe never came back
+    assert c.down_since is not None
+    assert c.wait_time(now + 1) < INF  # a new probe may go out
+
+
+def test_a_provider_that_answers_429_or_529_is_never_unreachable() -> None:
+    c = Circuit(seed=6)
+    fail(c, 0.0, CIRCUIT_FAILURES, OVERLOADED)
+    assert c.down_since == 0.0
+    now = 0.0
+    for k in range(UNREACHABLE_PROBES + 2):
+        now += c.wait_time(now)
+        probe = Task(f"p{k}")
+        c.started(probe)
+        c.finished(now, probe, OVERLOADED, now)
+    assert not c.unreachable  # it answers, if only to say it is busy: it is probed on
+    assert c.wait_time(now) > 0.0

@@ -165,20 +165,30 @@ class RunBudget:
             cap_tokens is not None
             and self.spent_tokens + self.inflight_tokens + tokens > cap_tokens
         ):
-            self.exhausted = True
-            return False
+            return False  # (the ledger decides whether the run is out of budget)
         self._inflight[n] = (usd, tokens)
         self.inflight_usd += usd
         self.inflight_tokens += tokens
         return True
 
-    def settle(self, n: int, model: str | None, input_tokens: int, output_tokens: int) -> None:
-        """The call of task `n` ended having used these tokens (0 and 0: it was not billed)."""
+    def settle(
+        self,
+        n: int,
+        model: str | None,
+        input_tokens: int,
+        output_tokens: int,
+        asked: str | None = None,
+    ) -> None:
+        """The call of task `n` ended having used these tokens (0 and 0: it was not billed).
+        `model` is what the provider says answered; `asked`, the model the call named, prices
+        it when the provider's name has no price (e.g. a dated variant)."""
         held = self._inflight.pop(n, None)
         if held is not None:
             self.inflight_usd -= held[0]
             self.inflight_tokens -= held[1]
         if input_tokens or output_tokens:
             self.spent_tokens += input_tokens + output_tokens
+            if model is not None and asked is not None and self._prices.of(model) is None:
+                model = asked
             if model is not None:
                 self._settled_usd += self._prices.cost(model, input_tokens, output_tokens)

@@ -255,10 +255,7 @@ class Engine:
         )
         task_list = list(tasks)
         self._planner.check(run_id, task_list)  # raises before anything is recorded
-        if budget.capped:
-            models = {t.model or str((t.body or {}).get("model") or s.model) for t in task_list}
-            for model in models:
-                budget.check_model(model)
+        ledger.check_prices(run, task_list)
         if self._persistent:
             opened = RunOpened(
                 run_id,

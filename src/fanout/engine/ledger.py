@@ -147,11 +147,19 @@ class Ledger:
         if run.done or run.status != "running":
             raise FanoutError(f"run {run.id} has finished; start a new run", run_id=run.id)
         self._planner.check(run.id, tasks, run.tasks, run.by_key)
+        self.check_prices(run, tasks)
         self._admit(run, tasks)
         if run.cancel_reason is not None:  # e.g. a `then` of a task that ended as it was cancelled
             for t in tasks:
                 self.cancel_task(t, run.cancel_reason)
         return tasks
+
+    def check_prices(self, run: Run, tasks: list[Task]) -> None:
+        """Refuse tasks whose model a capped run cannot price (before any is recorded)."""
+        if run.budget.capped:
+            model = self._settings.model
+            for m in {t.model or str((t.body or {}).get("model") or model) for t in tasks}:
+                run.budget.check_model(m)
 
     def _admit(self, run: Run, tasks: list[Task]) -> None:
         # a spec is taken before binding fills in defaults: a resume applies its own
@@ -189,16 +197,20 @@ class Ledger:
         tries: Mapping[int, int],
         deadline_s: float | None = None,
         fresh: Collection[int] = (),
+        free: Mapping[int, int] | None = None,
     ) -> None:
         """Go on with a resumed `run` (its tasks attached): `ops` record the resume, `loaded`
         are the stored results kept, `tries` the attempts each task had made; the tasks
-        numbered in `fresh` begin their attempt counts anew (their attempt numbers go on)."""
+        numbered in `fresh` begin their attempt counts anew (their attempt numbers go on);
+        `free` counts each task's calls that never reached the provider (they cost nothing)."""
+        free = free or {}
         self._runs[run.id] = run
         self._set_deadline(run, deadline_s)
         for op in ops:
             self._journal.append(op)
         for t in tasks:
             t.tries = tries.get(t.n, 0)
+            t.free_tries = free.get(t.n, 0)
         for n in fresh:
             tasks[n].free_tries = tasks[n].tries
         for n, r in loaded.items():
@@ -334,8 +346,10 @@ class Ledger:
         run.bus.emit(TaskRetrying(now, t, attempt, g.lane, duration, info, delay))
         if run.cancel_reason is not None:
             self.finalize(t, CANCELLED, ErrorInfo("cancelled", "cancelled", run.cancel_reason))
-        elif run.interrupting:
+        elif run.interrupting:  # waits for a resume: another task leads its cache key
             t.state = WAITING
+            if self._gate is not None and self._gate.leads(t):
+                self._gate.abandon(t)
         else:
             self._sched.push_later(t, g, now + delay, self._planner.prepare(t, g))
 
@@ -375,15 +389,21 @@ class Ledger:
             self.check_interrupted(run)
 
     def budget_settled(self, run: Run) -> None:
-        """A call of `run` settled its estimate: one task that waited for room tries again."""
+        """A call of `run` settled its estimate: one task that waited for room tries again;
+        all of them once none of the run's calls is in flight (then the first either fits or
+        finds the run out of budget), so none is left behind."""
         parked = self._parked.get(run.id)
+        if not parked:
+            return
+        everyone = run.budget.in_flight == 0
         while parked:
             t, g = parked.popleft()
             if t.state is WAITING and not self.settled(t) and not run.interrupting:
                 self._sched.push(
                     t, g, self._loop.time(), 0.0 if g.plain else self._planner.prepare(t, g)
                 )
-                return
+                if not everyone:
+                    return
 
     def limiter_paused(self, t: Task, now: float, key: str, limit: float, pause_s: float) -> None:
         run_of(t).emit(LimiterChanged(now, key, limit, pause_s))
@@ -482,6 +502,7 @@ class Ledger:
         else:
             status = "done"
         run.status = status
+        self._parked.pop(run.id, None)
         if run.deadline_handle is not None:
             run.deadline_handle.cancel()
         if run.grace_handle is not None:

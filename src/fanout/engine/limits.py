@@ -27,6 +27,7 @@ OVERLOADED = "overloaded"  # a 529, or a 429 that names no wait: AIMD halves the
 DOWN = "down"  # could not connect, connection lost, 5xx, timeout: counts toward the circuit
 ERROR = "error"  # the provider answered, but not usably (4xx, bad content)
 NEUTRAL = "neutral"  # no verdict on the provider (the attempt was cancelled or interrupted)
+NOT_SENT = "not_sent"  # picked but never sent (over its run's cap): its charges are refunded
 
 DEFAULT_BURST_S = 0.5  # a client-side burst of half a second of budget: under any server's 1 s
 AIMD_DECREASE_FACTOR = 0.5
@@ -197,11 +198,15 @@ class Circuit:
 
     def finished(self, now: float, task: Task, outcome: str, started: float) -> bool:
         """Count the outcome of a call sent at `started`; True when the circuit opened or
-        closed."""
+        closed. Connection failures, 5xx and timeouts are failures; a 529 (or a 429 that names
+        no wait) is a failure too, but an answer: a provider that answers is never given up on
+        as unreachable."""
         probe = self._probe is not None and self._probe == id(task)
         if probe:
             self._probe = None
         if outcome in (DOWN, OVERLOADED):
+            if outcome == OVERLOADED:
+                self.answered = True
             if self.fails == 0:
                 self._row_since = now
             self.fails += 1
@@ -209,15 +214,16 @@ class Circuit:
                 if self.fails >= CIRCUIT_FAILURES:
                     self.down_since = now
                     self.probes = 0
+                    self._probe = None
                     self._schedule(now)
                     return True
             elif probe:
                 self.probes += 1
                 self._schedule(now)
             return False
-        if outcome == NEUTRAL:
+        if outcome in (NEUTRAL, NOT_SENT):
             return False
-        # the provider answered (OK, a 429, a 4xx, bad content)
+        # the provider answered (OK, a 429 naming its wait, a 4xx, bad content)
         self.answered = True
         if started < self._row_since:
             return False  # sent before the row of failures began: it says nothing of now
@@ -225,6 +231,7 @@ class Circuit:
         if self.down_since is not None:
             self.down_since = None
             self.probes = 0
+            self._probe = None  # a probe still out (another call answered first) is moot
             return True
         return False
 
@@ -348,6 +355,14 @@ class ProviderMeter:
 
     def finished(self, now: float, task: Task, outcome: str, tokens: int) -> None:
         self.inflight -= 1
+        if outcome == NOT_SENT:  # give back what `started` charged for a call never sent
+            if self.rpm is not None:
+                self.rpm.refund(1.0)
+            if self.tpm is not None:
+                self.tpm.refund(max(task.est_tokens, 1))
+            if self.pace_rate is not None and self._starts.pop(id(task), None) is not None:
+                self._pace_tat -= 1.0 / self.pace_rate
+            return
         if self.tpm is not None and tokens > 0:
             self.tpm.refund(task.est_tokens - tokens)
         if not self.adaptive:

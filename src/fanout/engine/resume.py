@@ -225,6 +225,7 @@ async def resume_run(
         planner.check(run_id, task_list)
         specs = [task_spec(t) for t in task_list[stored:]]
         ledger.attach(run, task_list)
+        ledger.check_prices(run, task_list)
         loaded = {
             n: sr.to_result(task_list[n])
             for n, sr in snap.results.items()
@@ -253,11 +254,21 @@ async def resume_run(
         ops.append(ResultsDropped(run_id, sorted(dropped)))
     if len(task_list) > stored:
         ops.append(StoreTasksAdded(run_id, task_list[stored:], specs))
-    run.retries = sum(1 for a in snap.attempts if a[2] == "error" and a[0] not in fresh)
+    # calls that never reached the provider cost no attempt and no retry budget, then as now
+    free: dict[int, int] = {}
+    for n, _, outcome, kind, _ in snap.attempts:
+        if outcome == "error" and kind == "connection":
+            free[n] = free.get(n, 0) + 1
+    run.retries = sum(
+        1
+        for n, _, outcome, kind, _ in snap.attempts
+        if outcome == "error" and kind != "connection" and n not in fresh
+    )
     for n, r in loaded.items():  # what the run spent before counts against its cap
-        budget.settle(n, r.model or task_list[n].model, r.input_tokens, r.output_tokens)
+        if r.attempts:  # (an answer from the cache cost nothing)
+            budget.settle(n, r.model or task_list[n].model, r.input_tokens, r.output_tokens)
     run.metrics_.seed(snap, dropped)
-    ledger.adopt(run, task_list, ops, loaded, snap.tries(), deadline_s, fresh)
+    ledger.adopt(run, task_list, ops, loaded, snap.tries(), deadline_s, fresh, free)
     return run
 
 

@@ -19,6 +19,7 @@ from fanout.engine.limits import (
     DOWN,
     ERROR,
     NEUTRAL,
+    NOT_SENT,
     OK,
     OVERLOADED,
     RATE_LIMITED,
@@ -54,6 +55,10 @@ INF = float("inf")
 TICK_S = 0.25  # slow-task checks and a safety wake-up for parked workers
 YIELD_EVERY = 64  # a worker whose calls finish without yielding gives way this often
 BACKLOG_EVERY = 8
+#: calls of one task that never reached the provider and cost nothing; past this many they
+#: count as attempts (a provider down for good must not keep a task forever: the circuit's
+#: probes make this many last hours)
+MAX_FREE_TRIES = 200
 
 RUNNING = TaskState.RUNNING
 DONE = TaskState.DONE
@@ -134,9 +139,9 @@ class Workers:
             if not budget.admit(t.n, t.model or settings.model, prompt_tokens, output_tokens):
                 now = loop.time()
                 for m in g.meters:
-                    m.finished(now, t, NEUTRAL, 0)
+                    m.finished(now, t, NOT_SENT, 0)
                 if g.limiter is not None:  # it may have been picked as the circuit's probe
-                    g.limiter.circuit.finished(now, t, NEUTRAL, now)
+                    g.limiter.circuit.finished(now, t, NOT_SENT, now)
                 ledger.over_budget(t, g)
                 return
         t.state = RUNNING
@@ -202,6 +207,7 @@ class Workers:
                     completion.model or t.model,
                     completion.input_tokens,
                     completion.output_tokens,
+                    t.model,
                 )
                 ledger.budget_settled(run)
             c = pm.circuit
@@ -225,8 +231,17 @@ class Workers:
             )
             ledger.finalize(t, DONE, None, result, duration)
             return
-        if budget.capped:
-            budget.settle(t.n, None, 0, 0)
+        if budget.capped:  # an answer that failed its checks was billed all the same
+            if completion is not None:
+                budget.settle(
+                    t.n,
+                    completion.model or t.model,
+                    completion.input_tokens,
+                    completion.output_tokens,
+                    t.model,
+                )
+            else:
+                budget.settle(t.n, None, 0, 0)
             ledger.budget_settled(run)
         retry_after = error.retry_after if isinstance(error, ProviderError) else None
         outcome = outcome_of(error, retry_after)
@@ -253,7 +268,7 @@ class Workers:
             rate_limited = isinstance(error, RateLimited)
             if pm.pause(t1, retry_after, rate_limited=rate_limited):
                 ledger.limiter_paused(t, t1, pm.key, pm.limit, retry_after)
-        unreached = isinstance(error, ConnectionFailed)
+        unreached = isinstance(error, ConnectionFailed) and t.free_tries < MAX_FREE_TRIES
         delay = self._retry_delay(t, run, error, info, retry_after, pm)
         if delay is None:
             result = Result(t, FAILED, attempts=attempt, error=info, latency_s=duration)
@@ -278,7 +293,7 @@ class Workers:
         that never reached the provider costs no attempt and no retry budget: the provider's
         circuit decides when calls go out again (or that it cannot be reached at all)."""
         policy = self._settings.retry
-        if isinstance(error, ConnectionFailed):
+        if isinstance(error, ConnectionFailed) and t.free_tries < MAX_FREE_TRIES:
             if pm.circuit.unreachable:
                 return None
             t.free_tries += 1

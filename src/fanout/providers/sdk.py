@@ -93,7 +93,10 @@ class SdkProvider:
         try:
             resp = await self._http.post(url, content=_DUMPS(body).encode())
         except Exception as exc:
-            raise transport_error(exc, self.name, str(client.base_url)) from exc
+            mapped = transport_error(exc, self.name, str(client.base_url))
+            if mapped is exc:
+                raise
+            raise mapped from exc
         status: int = resp.status_code
         if not 200 <= status < 300:
             message = f"{self.name}: Error code: {status} - {_error_text(resp.content)}"
@@ -183,23 +186,43 @@ def from_sdk_error(exc: Exception, provider: str) -> ProviderError:
     return ConnectionLost(message) if "APIError" in name else ProviderError(message)
 
 
+#: what aiohttp raises when it could not open a connection (the request never left)
+_AIOHTTP_CONNECT = frozenset(
+    {
+        "ClientConnectorError",
+        "ClientConnectorDNSError",
+        "ClientConnectorCertificateError",
+        "ClientProxyConnectionError",
+        "ClientConnectorSSLError",
+        "ConnectionTimeoutError",
+    }
+)
+
+
 def transport_error(exc: Exception, provider: str, url: str) -> Exception:
     """Our error for an exception of the HTTP client below an SDK (httpx or its fork): a
-    failure to connect never reached the provider (`ConnectionFailed`, named as such);
-    a timeout after connecting is a timeout; a connection that broke after the request was
-    sent is `ConnectionLost`. Anything else is returned unchanged."""
+    failure to connect never reached the provider (`ConnectionFailed`, named as such); a
+    timeout after connecting is a timeout; a connection that broke after the request was
+    sent, or any other transport failure, is `ConnectionLost`. Anything that is not a
+    transport failure is returned unchanged.
+
+    The aiohttp transport reports every broken connection as a connect timeout, so the
+    aiohttp error it wraps decides: only a connection that was never opened counts as one
+    that never reached the provider."""
     kind = type(exc).__name__
     text = f"{provider}: {kind}: {exc}"[:MAX_MESSAGE]
     if kind in ("ConnectError", "ConnectTimeout"):
-        return ConnectionFailed(
-            f"{provider}: cannot connect to {_host(url)}: is the server running? ({exc})"[
-                :MAX_MESSAGE
-            ]
-        )
+        cause = exc.__cause__ or exc.__context__
+        if cause is None or type(cause).__name__ in _AIOHTTP_CONNECT:
+            return ConnectionFailed(
+                f"{provider}: cannot connect to {_host(url)}: is the server running? ({exc})"[
+                    :MAX_MESSAGE
+                ]
+            )
+        return ConnectionLost(f"{provider}: {type(cause).__name__}: {cause}"[:MAX_MESSAGE])
     if kind.endswith("Timeout") or kind == "TimeoutException":
         return ProviderTimeout(text)
-    if kind in ("ReadError", "WriteError", "RemoteProtocolError", "CloseError", "NetworkError",
-                "ProtocolError", "TransportError", "LocalProtocolError"):  # fmt: skip
+    if any(k.__name__ in ("TransportError", "HTTPError") for k in type(exc).__mro__):
         return ConnectionLost(text)
     return exc
 
