@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from fanout.errors import ConfigError
-from fanout.tasks import Result
+from fanout.tasks import Result, Task
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +154,12 @@ class RunBudget:
                 f"fanout.yaml (e.g. prices: {{{model}: {{input: 2.5, output: 10}}}}, dollars "
                 "per million tokens)"
             )
+
+    def check_tasks(self, tasks: Iterable[Task], default_model: str) -> None:
+        """Refuse tasks whose model a capped run cannot price (before any is recorded)."""
+        if self.max_cost_usd is not None:
+            for m in {t.model or str((t.body or {}).get("model") or default_model) for t in tasks}:
+                self.check_model(m)
 
     def admit(self, n: int, model: str, input_tokens: int, output_tokens: int) -> bool:
         """Whether call of task `n` may start now (then its estimate is held until

@@ -255,7 +255,7 @@ class Engine:
         )
         task_list = list(tasks)
         self._planner.check(run_id, task_list)  # raises before anything is recorded
-        ledger.check_prices(run, task_list)
+        budget.check_tasks(task_list, s.model)
         if self._persistent:
             opened = RunOpened(
                 run_id,

@@ -19,8 +19,6 @@ from typing import Any
 from fanout.engine.cache import CacheGate, request_keys
 from fanout.engine.events import (
     LimiterChanged,
-    ProviderDown,
-    ProviderUp,
     RunFinished,
     RunStarted,
     TaskFinished,
@@ -147,19 +145,12 @@ class Ledger:
         if run.done or run.status != "running":
             raise FanoutError(f"run {run.id} has finished; start a new run", run_id=run.id)
         self._planner.check(run.id, tasks, run.tasks, run.by_key)
-        self.check_prices(run, tasks)
+        run.budget.check_tasks(tasks, self._settings.model)
         self._admit(run, tasks)
         if run.cancel_reason is not None:  # e.g. a `then` of a task that ended as it was cancelled
             for t in tasks:
                 self.cancel_task(t, run.cancel_reason)
         return tasks
-
-    def check_prices(self, run: Run, tasks: list[Task]) -> None:
-        """Refuse tasks whose model a capped run cannot price (before any is recorded)."""
-        if run.budget.capped:
-            model = self._settings.model
-            for m in {t.model or str((t.body or {}).get("model") or model) for t in tasks}:
-                run.budget.check_model(m)
 
     def _admit(self, run: Run, tasks: list[Task]) -> None:
         # a spec is taken before binding fills in defaults: a resume applies its own
@@ -363,14 +354,6 @@ class Ledger:
         run.bus.emit(TaskInterrupted(now, t, attempt, lane, duration))
         if self._gate is not None and self._gate.leads(t):
             self._gate.abandon(t)
-
-    def provider_down(self, now: float, key: str, since: float, error: str) -> None:
-        for run in self.live_runs():
-            run.bus.emit(ProviderDown(now, key, since, error))
-
-    def provider_up(self, now: float, key: str, down_s: float) -> None:
-        for run in self.live_runs():
-            run.bus.emit(ProviderUp(now, key, down_s))
 
     def over_budget(self, t: Task, g: Group) -> None:
         """`t` would pass its run's cap. While other calls of the run are in flight it waits

@@ -225,7 +225,7 @@ async def resume_run(
         planner.check(run_id, task_list)
         specs = [task_spec(t) for t in task_list[stored:]]
         ledger.attach(run, task_list)
-        ledger.check_prices(run, task_list)
+        run.budget.check_tasks(task_list, settings.model)
         loaded = {
             n: sr.to_result(task_list[n])
             for n, sr in snap.results.items()

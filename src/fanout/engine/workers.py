@@ -13,7 +13,7 @@ import asyncio
 import random
 from typing import Any
 
-from fanout.engine.events import TaskSlow
+from fanout.engine.events import Event, ProviderDown, ProviderUp, TaskSlow
 from fanout.engine.ledger import Ledger
 from fanout.engine.limits import (
     DOWN,
@@ -215,7 +215,7 @@ class Workers:
             if (c.down_since is not None or c.fails or not c.answered) and (
                 c.finished(t1, t, OK, t0) and was_down is not None
             ):
-                ledger.provider_up(t1, pm.key, t1 - was_down)
+                self._tell(ProviderUp(t1, pm.key, t1 - was_down))
             self._planner.observe(t, duration)
             result = Result(
                 t,
@@ -250,10 +250,10 @@ class Workers:
         pm.circuit.finished(t1, t, outcome, t0)
         now_down = pm.circuit.down_since
         if now_down is not None and was_down is None:
-            ledger.provider_down(t1, pm.key, now_down, str(error))
+            self._tell(ProviderDown(t1, pm.key, now_down, str(error)))
             self._down_error[pm.key] = str(error)
         elif now_down is None and was_down is not None:
-            ledger.provider_up(t1, pm.key, t1 - was_down)
+            self._tell(ProviderUp(t1, pm.key, t1 - was_down))
         if isinstance(error, Aborted):
             slot.abort = None
             if error.reason == INTERRUPT:  # back to waiting, for a resume to start again
@@ -275,6 +275,11 @@ class Workers:
             ledger.finalize(t, FAILED, info, result, duration)
             return
         ledger.retry(t, g, attempt, t1, duration, info, delay, charged=not unreached)
+
+    def _tell(self, event: Event) -> None:
+        """A provider's news (down, up again) reaches every live run."""
+        for run in self._ledger.live_runs():
+            run.bus.emit(event)
 
     def _unreachable(self, pm: ProviderMeter) -> ConnectionFailed:
         last = self._down_error.get(pm.key) or "no answer"
