@@ -197,3 +197,27 @@ def test_order_is_parsed_once_at_the_edge() -> None:
     assert parse_order("completion") == "completion"
     with pytest.raises(ConfigError, match="use 'input' or 'completion'"):
         parse_order("random")
+
+
+@pytest.mark.parametrize("sep", ["\u2028", "\u2029", "\u0085"])
+def test_a_line_holding_a_unicode_line_separator_stays_one_line(tmp_path: Path, sep: str) -> None:
+    """JSONL lines end at \\n (or \\r\\n) only: a JSON string may hold U+2028, U+2029 and
+    U+0085 as they are, where `str.splitlines` would split the line and lose the request."""
+    rows = [
+        json.dumps({"id": "a", "prompt": f"x{sep}y"}, ensure_ascii=False),
+        json.dumps({"id": "b", "prompt": "第二行"}, ensure_ascii=False),
+    ]
+    path = tmp_path / "批.jsonl"
+    path.write_bytes(("\r\n".join(rows) + "\n").encode())
+    batch = read_batch(path)
+    assert batch.errors == []
+    assert [t.key for t in batch.tasks] == ["a", "b"]
+    assert batch.tasks[0].prompt == f"x{sep}y"
+
+
+def test_a_raw_control_character_makes_one_bad_line_not_two(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'{"id": "a", "prompt": "x\x0cy"}\n{"id": "b", "prompt": "ok"}\n')
+    batch = read_batch(path)
+    assert [e.line for e in batch.errors] == [1]
+    assert [t.key for t in batch.tasks] == ["b"]

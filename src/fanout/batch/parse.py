@@ -97,7 +97,17 @@ def read_batch(
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InputError(f"{p}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
-    return parse_lines(text.splitlines(), blueprints)
+    return parse_lines(jsonl_lines(text), blueprints)
+
+
+def jsonl_lines(text: str) -> list[str]:
+    """The lines of a JSONL text: they end at "\n" (or "\r\n") only. `str.splitlines` also
+    splits at U+2028, U+2029, U+0085, \x0b, \x0c and \x1c-\x1e, which JSON strings may hold
+    as they are: a line holding one would become two bad lines and its request be lost."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the file's final newline ends the last line; it starts none
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
 def parse_lines(lines: Iterable[str], blueprints: Mapping[str, Blueprint] | None = None) -> Batch:
