@@ -202,3 +202,25 @@ def test_canvas_plan_reads_blueprints_without_a_key(tmp_path: Path) -> None:
     )
     _one_line(p, "OPENAI_API_KEY")
     assert path.read_bytes() == before
+
+
+def test_version_and_short_help_everywhere_and_the_simulators_own_help() -> None:
+    import subprocess
+    import sys
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "fanout", *args], capture_output=True, text=True, timeout=60
+        )
+
+    v = run("--version")
+    assert v.returncode == 0
+    assert v.stdout.startswith("fanout ")
+    for args in (("-h",), ("batch", "-h"), ("canvas", "run", "-h"), ("resume", "--help")):
+        p = run(*args)
+        assert p.returncode == 0, (args, p.stderr)
+        assert "Usage" in p.stdout
+    for flag in ("-h", "--help"):  # the simulator's own help, with its own flags
+        p = run("sim-server", flag)
+        assert p.returncode == 0, p.stderr
+        assert "--stats-file" in p.stdout

@@ -4,6 +4,7 @@ its arguments, calls the library and prints."""
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
@@ -17,11 +18,27 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"fanout {version('fanout')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
     """Run many LLM agent calls at once, fast and safely."""
 
 
@@ -38,7 +55,10 @@ app.add_typer(agents.app, name="agents")
 
 
 @app.command(
-    "sim-server", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+    "sim-server",
+    # its own flags (and -h/--help) are the simulator's: everything is passed on to it
+    add_help_option=False,
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
 )
 def sim_server(ctx: typer.Context) -> None:
     """Serve the simulator over HTTP on loopback (OpenAI and Anthropic wire formats).
