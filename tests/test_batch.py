@@ -221,3 +221,22 @@ def test_a_raw_control_character_makes_one_bad_line_not_two(tmp_path: Path) -> N
     batch = read_batch(path)
     assert [e.line for e in batch.errors] == [1]
     assert [t.key for t in batch.tasks] == ["b"]
+
+
+def test_the_output_file_gets_the_mode_open_would_give_it(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        w = AtomicJsonlWriter(tmp_path / "out.jsonl")
+        w.write({"a": 1})
+        w.commit()
+        assert stat.S_IMODE((tmp_path / "out.jsonl").stat().st_mode) == 0o644
+        (tmp_path / "out.jsonl").chmod(0o640)  # a file the user set up: its mode is kept
+        w = AtomicJsonlWriter(tmp_path / "out.jsonl")
+        w.write({"a": 2})
+        w.commit()
+        assert stat.S_IMODE((tmp_path / "out.jsonl").stat().st_mode) == 0o640
+    finally:
+        os.umask(old)

@@ -110,6 +110,13 @@ class AtomicJsonlWriter:
 
     def commit(self) -> None:
         self._f.flush()
+        # the temp file was made private (0600): give the output the mode a file made with
+        # open() would have, or keep the one the file it replaces had
+        try:
+            mode = self.target.stat().st_mode & 0o777
+        except FileNotFoundError:
+            mode = 0o666 & ~_umask()
+        os.fchmod(self._f.fileno(), mode)
         os.fsync(self._f.fileno())
         self._f.close()
         os.replace(self._tmp, self.target)
@@ -206,3 +213,10 @@ class BatchSink:
 
     def abort(self) -> None:
         self.writer.abort()
+
+
+def _umask() -> int:
+    """The process's umask (it can only be read by setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
