@@ -3,43 +3,113 @@
 Not UTF-8, not JSON, not a JSON object, `nodes`/`edges` that are not arrays, or two nodes
 (or two edges) with one id: one `InputError` naming the file and the line/column or id.
 Everything else (malformed nodes, dangling edges, duplicate keys, unknown keys) is kept
-as it is and reported in `Canvas.warnings`.
+as it is and reported in `Canvas.warnings`. Also refused: anything but a regular file (a
+FIFO would block the read forever), a number that overflows to infinity (it could not be
+written back), a value nested deeper than `MAX_DEPTH` (no recursion error anywhere later).
+
+Writing keeps the file's own bytes: `dumps_canvas` edits the text the canvas was parsed
+from (`canvas.textmodel`), so an unchanged node or edge is written back byte for byte.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import math
+import os
+import re
+import stat
 from pathlib import Path
 from typing import Any
 
+from fanout.canvas import textmodel
 from fanout.canvas.model import Canvas, CanvasStyle, CanvasWarning, check_structure
 from fanout.errors import InputError
+
+#: deeper than this is no canvas a tool wrote (Obsidian's nodes are 3 levels down)
+MAX_DEPTH = 100
+#: the most digits of an integer we read (Python refuses to convert more than 4,300)
+MAX_INT_DIGITS = 4000
+_STRING = re.compile(r'"(?:[^"\\]++|\\.)*+"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]++")
+
+
+def check_canvas_path(path: str | Path) -> Path:
+    """`path` if it is a regular file we may read; `InputError` (one line) if not.
+
+    Checked without opening the file: opening a FIFO for reading blocks until a writer comes.
+    """
+    path = Path(path)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such canvas file") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError(
+                f"{path}: a loop of symbolic links, not a canvas file; point the link at the file"
+            ) from None
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise InputError(f"{path}: is a folder, not a canvas file")
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(
+            f"{path}: is a {_file_kind(info.st_mode)}, not a regular file; give a .canvas file"
+        )
+    return path
+
+
+def canvas_realpath(path: str | Path) -> Path:
+    """The canvas's absolute path (symlinks resolved), after `check_canvas_path`."""
+    return Path(os.path.realpath(check_canvas_path(path)))
 
 
 def load_canvas(path: str | Path) -> Canvas:
     """Read and parse a canvas file; `InputError` if it cannot be used."""
-    path = Path(path)
+    path = check_canvas_path(path)
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such canvas file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a folder, not a canvas file") from None
+        # O_NONBLOCK: had the file been swapped for a FIFO since the check, do not hang on it
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InputError(f"{path}: not a regular file; give a .canvas file")
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            data = file.read()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
     return parse_canvas(data, path=path)
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return "special file"
 
 
 def parse_canvas(source: bytes | str, *, path: str | Path | None = None) -> Canvas:
     """Parse canvas text (or UTF-8 bytes); `path` names the file in messages and titles it."""
     where = str(path) if path is not None else "<canvas>"
-    text = _decode(source, where)
+    text, bom = _decode(source, where)
     warnings: list[CanvasWarning] = []
+    source_text: textmodel.SourceText | None = None
     if not text.strip():
         warnings.append(CanvasWarning("empty-file", f"{where} is empty; read as an empty canvas"))
         data: Any = {}
     else:
         data = _loads(text, where, warnings)
+        _check_depth(text, where)
+        if isinstance(data, dict):
+            source_text = textmodel.scan(
+                text, bom=bom, parse_float=_float_of(text, where), parse_int=_int_of(where)
+            )
     if not isinstance(data, dict):
         raise InputError(f"{where}: a canvas is a JSON object, this file holds a {_kind(data)}")
     for key in ("nodes", "edges"):
@@ -49,7 +119,9 @@ def parse_canvas(source: bytes | str, *, path: str | Path | None = None) -> Canv
     canvas = Canvas(
         data,
         path=Path(path) if path is not None else None,
-        style=_style_of(text, has_content=bool(data.get("nodes") or data.get("edges"))),
+        style=_style_of(
+            text, has_content=bool(data.get("nodes") or data.get("edges")), source=source_text
+        ),
         warnings=warnings,
     )
     canvas.warnings.extend(check_structure(canvas))
@@ -57,8 +129,18 @@ def parse_canvas(source: bytes | str, *, path: str | Path | None = None) -> Canv
 
 
 def dumps_canvas(canvas: Canvas) -> str:
-    """The canvas as JSON text in the file's own indentation (tabs, as Obsidian, for new files)."""
+    """The canvas as JSON text: the file's own text with our changes, else in its indentation.
+
+    A canvas parsed from text is written as edits to that text (original bytes for every
+    unchanged node and edge, new ones in the file's style); one made in memory, or changed
+    beyond adding and editing elements, is written whole (tabs, as Obsidian, for new files).
+    """
     style = canvas.style
+    if style.source is not None:
+        edited = textmodel.render(canvas.data, style.source)
+        if edited is not None:
+            return edited
+        return textmodel.render_whole(canvas.data, style.source, style.trailing_newline)
     separators = (",", ": ") if style.indent is not None else (",", ":")
     try:
         text = json.dumps(
@@ -81,15 +163,64 @@ def dump_bytes(canvas: Canvas) -> bytes:
     return dumps_canvas(canvas).encode("utf-8")
 
 
-def _decode(source: bytes | str, where: str) -> str:
+def _decode(source: bytes | str, where: str) -> tuple[str, bool]:
+    """The text without its BOM, and whether it had one (the write puts it back)."""
     if isinstance(source, str):
-        return source
+        return source.removeprefix("\ufeff"), source.startswith("\ufeff")
     try:
         text = source.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = source.count(b"\n", 0, exc.start) + 1
         raise InputError(f"{where}:{line}: not UTF-8 text (byte {exc.start})") from None
-    return text.removeprefix("\ufeff")
+    return text.removeprefix("\ufeff"), text.startswith("\ufeff")
+
+
+def _float_of(text: str, where: str) -> Any:
+    def parse(spelling: str) -> float:
+        value = float(spelling)
+        if math.isinf(value):
+            line = text.count("\n", 0, max(text.find(spelling), 0)) + 1
+            raise _Refused(
+                f"{where}:{line}: the number {spelling[:40]} is too large (it overflows to "
+                "infinity and could not be written back); write a smaller number"
+            )
+        return value
+
+    return parse
+
+
+def _int_of(where: str) -> Any:
+    def parse(spelling: str) -> int:
+        if len(spelling.lstrip("-")) > MAX_INT_DIGITS:
+            raise _Refused(
+                f"{where}: an integer of {len(spelling)} digits (at most {MAX_INT_DIGITS} "
+                "are read); shorten it or write it as a string"
+            )
+        return int(spelling)
+
+    return parse
+
+
+class _Refused(ValueError):
+    """A number the canvas cannot hold; its message is the whole one-line explanation."""
+
+
+def _check_depth(text: str, where: str) -> None:
+    """Refuse values nested deeper than `MAX_DEPTH` (json accepted the text already)."""
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    depth = deepest = 0
+    for char in brackets:
+        depth += 1 if char in "[{" else -1
+        deepest = max(deepest, depth)
+    if deepest > MAX_DEPTH:
+        raise InputError(_too_deep(where))
+
+
+def _too_deep(where: str) -> str:
+    return (
+        f"{where}: a value is nested more than {MAX_DEPTH} levels deep, which no canvas "
+        "needs; flatten or remove it"
+    )
 
 
 def _loads(text: str, where: str, warnings: list[CanvasWarning]) -> Any:
@@ -111,13 +242,21 @@ def _loads(text: str, where: str, warnings: list[CanvasWarning]) -> Any:
         raise ValueError(f"{name} is not JSON")
 
     try:
-        return json.loads(text, object_pairs_hook=pairs, parse_constant=constant)
+        return json.loads(
+            text,
+            object_pairs_hook=pairs,
+            parse_constant=constant,
+            parse_float=_float_of(text, where),
+            parse_int=_int_of(where),
+        )
     except json.JSONDecodeError as exc:
         raise InputError(f"{where}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
+    except _Refused as exc:
+        raise InputError(str(exc)) from None
     except ValueError as exc:  # NaN / Infinity
         raise InputError(f"{where}: not valid JSON: {exc}") from None
     except RecursionError:
-        raise InputError(f"{where}: not a canvas: nested too deeply") from None
+        raise InputError(_too_deep(where)) from None
 
 
 def _check_unique_ids(data: dict[str, Any], where: str) -> None:
@@ -135,15 +274,19 @@ def _check_unique_ids(data: dict[str, Any], where: str) -> None:
             seen[item_id] = index
 
 
-def _style_of(text: str, *, has_content: bool) -> CanvasStyle:
+def _style_of(
+    text: str, *, has_content: bool, source: textmodel.SourceText | None = None
+) -> CanvasStyle:
     trailing = text.endswith("\n") or not text.strip()
     newline = text.find("\n")
     if newline < 0 or not text[newline + 1 :].strip():
         # one line: minified if it holds anything, else (e.g. "{}") Obsidian's tabs
-        return CanvasStyle(indent=None if has_content else "\t", trailing_newline=trailing)
+        return CanvasStyle(
+            indent=None if has_content else "\t", trailing_newline=trailing, source=source
+        )
     rest = text[newline + 1 :]
     indent = rest[: len(rest) - len(rest.lstrip(" \t"))]
-    return CanvasStyle(indent=indent or "\t", trailing_newline=trailing)
+    return CanvasStyle(indent=indent or "\t", trailing_newline=trailing, source=source)
 
 
 def _kind(value: object) -> str:
