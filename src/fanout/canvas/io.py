@@ -59,11 +59,6 @@ def check_canvas_path(path: str | Path) -> Path:
     return path
 
 
-def canvas_realpath(path: str | Path) -> Path:
-    """The canvas's absolute path (symlinks resolved), after `check_canvas_path`."""
-    return Path(os.path.realpath(check_canvas_path(path)))
-
-
 def load_canvas(path: str | Path) -> Canvas:
     """Read and parse a canvas file; `InputError` if it cannot be used."""
     path = check_canvas_path(path)
