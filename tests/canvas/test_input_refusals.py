@@ -19,11 +19,14 @@ from fanout.canvas.io import MAX_DEPTH
 from fanout.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[2]
-NODE = '{"id":"问","type":"text","text":"什么是逆否命题？","x":0,"y":0,"width":250,"height":60,"color":"3"'
+NODE = (
+    '{"id":"问","type":"text","text":"什么是逆否命题？",'
+    '"x":0,"y":0,"width":250,"height":60,"color":"3"'
+)
 
 
 def canvas_with(extra: str) -> str:
-    return '{\n\t"nodes":[\n\t\t' + NODE + "," + extra + "}\n\t],\n\t\"edges\":[]\n}\n"
+    return '{\n\t"nodes":[\n\t\t' + NODE + "," + extra + '}\n\t],\n\t"edges":[]\n}\n'
 
 
 def fanout(*args: str | Path, home: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
