@@ -122,3 +122,17 @@ def test_a_number_that_fits_is_kept_as_spelled() -> None:
     from fanout.canvas import dumps_canvas
 
     assert dumps_canvas(canvas) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[1, 2]", "this file holds an array"),
+        ('{"nodes": {}}', "`nodes` must be an array, found an object"),
+        ('{"edges": "边"}', "`edges` must be an array, found a string"),
+        ('{"nodes": null}', "`nodes` must be an array, found null"),
+    ],
+)
+def test_a_file_that_is_not_a_canvas_is_named_in_plain_words(text: str, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        parse_canvas(text, path="白板.canvas")

@@ -92,7 +92,7 @@ def test_floats_big_numbers_and_escapes_keep_their_meaning() -> None:
     [
         ('{"nodes": [\n  {"id": "a",\n  }\n]}', ":3:"),  # line:column of the error
         ("nodes: []", ":1:1:"),
-        ("[]", "holds a array"),
+        ("[]", "holds an array"),
         ('"canvas"', "holds a string"),
         ('{"nodes": {}}', "`nodes` must be an array"),
         ('{"edges": "none"}', "`edges` must be an array"),

@@ -106,10 +106,10 @@ def parse_canvas(source: bytes | str, *, path: str | Path | None = None) -> Canv
                 text, bom=bom, parse_float=_float_of(text, where), parse_int=_int_of(where)
             )
     if not isinstance(data, dict):
-        raise InputError(f"{where}: a canvas is a JSON object, this file holds a {_kind(data)}")
+        raise InputError(f"{where}: a canvas is a JSON object, this file holds {_kind(data)}")
     for key in ("nodes", "edges"):
         if key in data and not isinstance(data[key], list):
-            raise InputError(f"{where}: `{key}` must be an array, found a {_kind(data[key])}")
+            raise InputError(f"{where}: `{key}` must be an array, found {_kind(data[key])}")
     _check_unique_ids(data, where)
     canvas = Canvas(
         data,
@@ -285,14 +285,15 @@ def _style_of(
 
 
 def _kind(value: object) -> str:
+    """What a JSON value is, with its article: "an array", "a string", "null"."""
     if isinstance(value, list):
-        return "array"
+        return "an array"
     if isinstance(value, str):
-        return "string"
+        return "a string"
     if isinstance(value, bool):
-        return "boolean"
+        return "a boolean"
     if isinstance(value, int | float):
-        return "number"
+        return "a number"
     if value is None:
         return "null"
-    return "object"
+    return "an object"
