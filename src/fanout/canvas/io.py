@@ -17,7 +17,6 @@ import errno
 import json
 import math
 import os
-import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -28,10 +27,6 @@ from fanout.errors import InputError
 
 #: deeper than this is no canvas a tool wrote (Obsidian's nodes are 3 levels down)
 MAX_DEPTH = 100
-#: the most digits of an integer we read (Python refuses to convert more than 4,300)
-MAX_INT_DIGITS = 4000
-_STRING = re.compile(r'"(?:[^"\\]++|\\.)*+"')
-_NOT_BRACKET = re.compile(r"[^\[\]{}]++")
 
 
 def check_canvas_path(path: str | Path) -> Path:
@@ -99,12 +94,18 @@ def parse_canvas(source: bytes | str, *, path: str | Path | None = None) -> Canv
         warnings.append(CanvasWarning("empty-file", f"{where} is empty; read as an empty canvas"))
         data: Any = {}
     else:
-        data = _loads(text, where, warnings)
-        _check_depth(text, where)
-        if isinstance(data, dict):
-            source_text = textmodel.scan(
-                text, bom=bom, parse_float=_float_of(text, where), parse_int=_int_of(where)
+        try:
+            # one pass: the value and the span of each node and edge, for the write
+            source_text, data = textmodel.scan(
+                text, bom=bom, decoder=_decoder(text, where, warnings)
             )
+        except (textmodel.NotAnObject, ValueError, RecursionError):
+            # not a JSON object, or not JSON: json's own parse says which, and where
+            warnings.clear()
+            data = _loads(text, where, warnings)
+        if source_text is not None:
+            warnings.extend(_duplicate(where, key) for key in source_text.duplicates)
+        _check_depth(data, where)
     if not isinstance(data, dict):
         raise InputError(f"{where}: a canvas is a JSON object, this file holds {_kind(data)}")
     for key in ("nodes", "edges"):
@@ -184,31 +185,24 @@ def _float_of(text: str, where: str) -> Any:
     return parse
 
 
-def _int_of(where: str) -> Any:
-    def parse(spelling: str) -> int:
-        if len(spelling.lstrip("-")) > MAX_INT_DIGITS:
-            raise _Refused(
-                f"{where}: an integer of {len(spelling)} digits (at most {MAX_INT_DIGITS} "
-                "are read); shorten it or write it as a string"
-            )
-        return int(spelling)
-
-    return parse
-
-
 class _Refused(ValueError):
     """A number the canvas cannot hold; its message is the whole one-line explanation."""
 
 
-def _check_depth(text: str, where: str) -> None:
-    """Refuse values nested deeper than `MAX_DEPTH` (json accepted the text already)."""
-    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
-    depth = deepest = 0
-    for char in brackets:
-        depth += 1 if char in "[{" else -1
-        deepest = max(deepest, depth)
-    if deepest > MAX_DEPTH:
-        raise InputError(_too_deep(where))
+def _check_depth(data: Any, where: str) -> None:
+    """Refuse values nested deeper than `MAX_DEPTH`: nothing after this recurses too far.
+
+    (json itself stops near 1,000 levels with a RecursionError; `copy.deepcopy` or a
+    caller's own walk could stop earlier.) Walked with a stack, not by recursion."""
+    stack: list[tuple[Any, int]] = [(data, 1)] if isinstance(data, dict | list) else []
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InputError(_too_deep(where))
+        for child in value.values() if type(value) is dict else value:
+            kind = type(child)  # json makes plain dicts and lists: the fast test is enough
+            if (kind is dict or kind is list) and child:
+                stack.append((child, depth + 1))
 
 
 def _too_deep(where: str) -> str:
@@ -218,37 +212,44 @@ def _too_deep(where: str) -> str:
     )
 
 
-def _loads(text: str, where: str, warnings: list[CanvasWarning]) -> Any:
+def _duplicate(where: str, key: str) -> CanvasWarning:
+    # JSON.parse (Obsidian) keeps the last one too; say so instead of hiding it
+    return CanvasWarning(
+        "duplicate-key",
+        f"{where}: key {key!r} appears twice in an object; the last value is kept",
+    )
+
+
+def _decoder(text: str, where: str, warnings: list[CanvasWarning]) -> json.JSONDecoder:
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
         obj: dict[str, Any] = {}
         for key, value in items:
             if key in obj:
-                # JSON.parse (Obsidian) keeps the last one too; say so instead of hiding it
-                warnings.append(
-                    CanvasWarning(
-                        "duplicate-key",
-                        f"{where}: key {key!r} appears twice in an object; the last value is kept",
-                    )
-                )
+                warnings.append(_duplicate(where, key))
             obj[key] = value
         return obj
 
     def constant(name: str) -> float:
         raise ValueError(f"{name} is not JSON")
 
+    return json.JSONDecoder(
+        object_pairs_hook=pairs, parse_constant=constant, parse_float=_float_of(text, where)
+    )
+
+
+def _loads(text: str, where: str, warnings: list[CanvasWarning]) -> Any:
     try:
-        return json.loads(
-            text,
-            object_pairs_hook=pairs,
-            parse_constant=constant,
-            parse_float=_float_of(text, where),
-            parse_int=_int_of(where),
-        )
+        return _decoder(text, where, warnings).decode(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{where}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
     except _Refused as exc:
         raise InputError(str(exc)) from None
-    except ValueError as exc:  # NaN / Infinity
+    except ValueError as exc:
+        if "integer string conversion" in str(exc):  # over Python's 4,300 digits
+            raise InputError(
+                f"{where}: an integer of more than 4,300 digits; shorten it or write it as a string"
+            ) from None
+        # NaN / Infinity
         raise InputError(f"{where}: not valid JSON: {exc}") from None
     except RecursionError:
         raise InputError(_too_deep(where)) from None

@@ -20,12 +20,13 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from json.decoder import scanstring  # type: ignore[attr-defined]
 from typing import Any
 
 ARRAYS = ("nodes", "edges")
 _WS = re.compile(r"[ \t\n\r]*")
+_SEPARATOR = re.compile(r"[ \t\n\r]*,[ \t\n\r]*")
 # an escape of a non-ASCII character, or an escaped backslash (skipped so `\\u00e9` is not one)
 _ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|.)")
 _LINE_INDENT = re.compile(r"\n([ \t]*)\S")
@@ -48,31 +49,56 @@ class Member:
 
 @dataclass(slots=True)
 class ArraySpan:
-    """The `nodes` or `edges` array: its brackets, its elements' spans and parsed values."""
+    """The `nodes` or `edges` array: its brackets and its elements' spans."""
 
     open: int
     close: int
     items: list[tuple[int, int]]
-    pristine: list[Any]
 
 
-@dataclass(slots=True)
 class SourceText:
-    """The text a canvas was parsed from, and where each of its pieces is."""
+    """The text a canvas was parsed from, and where each of its pieces is.
 
-    text: str
-    bom: bool
-    #: the top-level object's `{` and `}`
-    open: int
-    close: int
-    members: list[Member]
-    #: pristine values of the top-level members that are not `nodes`/`edges` arrays
-    others: dict[str, Any]
-    arrays: dict[str, ArraySpan]
-    style: TextStyle = field(init=False)
+    What the file said (`pristine`) is parsed again from the text the first time a write
+    needs it, so it is never an object the caller could have changed.
+    """
 
-    def __post_init__(self) -> None:
-        self.style = _detect_style(self)
+    def __init__(
+        self,
+        text: str,
+        bom: bool,
+        span: tuple[int, int],
+        members: list[Member],
+        arrays: dict[str, ArraySpan],
+    ) -> None:
+        self.text = text
+        self.bom = bom
+        #: the top-level object's `{` and `}`
+        self.open, self.close = span
+        self.members = members
+        self.arrays = arrays
+        #: top-level keys that are not the `nodes`/`edges` arrays (the last one of a name)
+        self.other_keys = [m.key for m in members if m.key not in arrays]
+        #: top-level keys the text holds more than once (json keeps the last value)
+        self.duplicates: list[str] = []
+        self._pristine: dict[str, Any] | None = None
+        self._style: TextStyle | None = None
+
+    @property
+    def pristine(self) -> dict[str, Any]:
+        if self._pristine is None:
+            self._pristine = json.loads(self.text)
+        return self._pristine
+
+    def pristine_items(self, key: str) -> list[Any]:
+        value = self.pristine.get(key)
+        return value if isinstance(value, list) else []
+
+    @property
+    def style(self) -> TextStyle:
+        if self._style is None:
+            self._style = _detect_style(self)
+        return self._style
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,14 +119,21 @@ class TextStyle:
     item_sep: str
 
 
-def scan(text: str, *, bom: bool, parse_float: Any, parse_int: Any) -> SourceText | None:
-    """The spans of `text` (already accepted by json), or None if it is not a JSON object."""
-    decoder = json.JSONDecoder(parse_float=parse_float, parse_int=parse_int)
+def scan(text: str, *, bom: bool, decoder: json.JSONDecoder) -> tuple[SourceText, Any]:
+    """The spans of `text` and its value, parsed with `decoder`'s hooks.
+
+    Raises what json raises for text that is not JSON, and `NotAnObject` for JSON that is
+    not an object (or that this scan does not follow: the caller parses it plainly then).
+    """
     scan_once = json.scanner.make_scanner(decoder)  # type: ignore[attr-defined]
     try:
         return _scan(text, bom, scan_once)
-    except (_Mismatch, StopIteration, ValueError, IndexError):
-        return None
+    except (_Mismatch, StopIteration, IndexError):
+        raise NotAnObject from None
+
+
+class NotAnObject(Exception):
+    """`scan` cannot follow this text (not an object, or not JSON where it looked)."""
 
 
 def _ws(text: str, i: int) -> int:
@@ -134,13 +167,14 @@ def _object_members(text: str, start: int, scan_once: Any) -> tuple[list[tuple[M
         i = _ws(text, k + 1)
 
 
-def _scan(text: str, bom: bool, scan_once: Any) -> SourceText:
+def _scan(text: str, bom: bool, scan_once: Any) -> tuple[SourceText, dict[str, Any]]:
     start = _ws(text, 0)
     if text[start] != "{":
         raise _Mismatch
     members: list[Member] = []
-    others: dict[str, Any] = {}
+    data: dict[str, Any] = {}
     arrays: dict[str, ArraySpan] = {}
+    duplicates: list[str] = []
     i = _ws(text, start + 1)
     close = i
     if text[i] != "}":
@@ -153,14 +187,16 @@ def _scan(text: str, bom: bool, scan_once: Any) -> SourceText:
                 raise _Mismatch
             j = _ws(text, j + 1)
             if key in ARRAYS and text[j] == "[":
-                span = _array(text, j, scan_once)
+                span, value = _array(text, j, scan_once)
                 arrays[key] = span
-                others.pop(key, None)
                 end = span.close + 1
             else:
                 value, end = scan_once(text, j)
-                others[key] = value
                 arrays.pop(key, None)  # a later duplicate key wins, as in json.loads
+            if key in data:
+                duplicates.append(key)
+                members = [m for m in members if m.key != key]
+            data[key] = value
             members.append(Member(key, i, key_end, j, end))
             k = _ws(text, end)
             if text[k] == "}":
@@ -169,25 +205,31 @@ def _scan(text: str, bom: bool, scan_once: Any) -> SourceText:
             if text[k] != ",":
                 raise _Mismatch
             i = _ws(text, k + 1)
-    return SourceText(text, bom, start, close, members, others, arrays)
+    if text[_ws(text, close + 1) :]:
+        raise _Mismatch  # extra data after the object: let json say where
+    source = SourceText(text, bom, (start, close), members, arrays)
+    source.duplicates = duplicates
+    return source, data
 
 
-def _array(text: str, start: int, scan_once: Any) -> ArraySpan:
+def _array(text: str, start: int, scan_once: Any) -> tuple[ArraySpan, list[Any]]:
     items: list[tuple[int, int]] = []
-    pristine: list[Any] = []
+    values: list[Any] = []
     i = _ws(text, start + 1)
     if text[i] == "]":
-        return ArraySpan(start, i, items, pristine)
+        return ArraySpan(start, i, items), values
+    separator = _SEPARATOR.match
     while True:
         value, end = scan_once(text, i)
         items.append((i, end))
-        pristine.append(value)
-        k = _ws(text, end)
-        if text[k] == "]":
-            return ArraySpan(start, k, items, pristine)
-        if text[k] != ",":
-            raise _Mismatch
-        i = _ws(text, k + 1)
+        values.append(value)
+        found = separator(text, end)  # `,` and the whitespace around it, in one step
+        if found is None:
+            k = _ws(text, end)
+            if text[k] != "]":
+                raise _Mismatch
+            return ArraySpan(start, k, items), values
+        i = found.end()
 
 
 # ---------------------------------------------------------------------------- the style
@@ -241,7 +283,7 @@ def _sample_element(src: SourceText) -> tuple[int, int] | None:
         span = src.arrays.get(key)
         if span is None:
             continue
-        for (s, e), value in zip(span.items, span.pristine, strict=True):
+        for (s, e), value in zip(span.items, src.pristine_items(key), strict=False):
             if isinstance(value, dict) and len(value) >= 2:
                 return s, e
     return None
@@ -270,17 +312,32 @@ def _line_prefix(text: str, pos: int) -> str:
 
 def same(a: Any, b: Any) -> bool:
     """Equal as JSON text would be: types, key order and the sign of zero count."""
-    if type(a) is not type(b):
+    kind = type(a)
+    if kind is not type(b):
         return False
-    if isinstance(a, dict):
-        if len(a) != len(b) or list(a) != list(b):
-            return False
-        return all(same(v, b[k]) for k, v in a.items())
-    if isinstance(a, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, float):
-        return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
+    if kind is dict:
+        # `==` first (C speed, and most elements are unchanged), then what it overlooks:
+        # `1 == 1.0 == True`, `0.0 == -0.0`, and the order of the keys
+        return a == b and list(a) == list(b) and _same_types(a.values(), b.values())
+    if kind is list:
+        return a == b and _same_types(a, b)
+    if kind is float:
+        return bool(a == b and math.copysign(1.0, a) == math.copysign(1.0, b))
     return bool(a == b)
+
+
+def _same_types(xs: Any, ys: Any) -> bool:
+    """For values already known `==` pairwise: their types and zeros' signs match too."""
+    for x, y in zip(xs, ys, strict=True):
+        kind = type(x)
+        if kind is not type(y):
+            return False
+        if kind is float:
+            if x == 0.0 and math.copysign(1.0, x) != math.copysign(1.0, y):
+                return False
+        elif (kind is dict or kind is list) and not same(x, y):
+            return False
+    return True
 
 
 # ---------------------------------------------------------------------------- writing
@@ -336,21 +393,22 @@ def render(data: dict[str, Any], src: SourceText) -> str | None:
     """`data` written as edits to the source text; None if it cannot be said that way."""
     text = src.text
     style = src.style
-    for key, value in src.others.items():
-        if key not in data or not same(data[key], value):
+    for key in src.other_keys:
+        if key not in data or not same(data[key], src.pristine[key]):
             return None
-    new_keys = [k for k in data if k not in src.others and k not in src.arrays]
+    new_keys = [k for k in data if k not in src.other_keys and k not in src.arrays]
     if any(k not in ARRAYS or not isinstance(data[k], list) for k in new_keys):
         return None
     edits: list[tuple[int, int, str]] = []
     for key, span in src.arrays.items():
         current = data.get(key)
-        if not isinstance(current, list) or len(current) < len(span.pristine):
+        pristine = src.pristine_items(key)
+        if not isinstance(current, list) or len(current) < len(pristine):
             return None
-        for (s, e), old, new in zip(span.items, span.pristine, current, strict=False):
+        for (s, e), old, new in zip(span.items, pristine, current, strict=False):
             if not same(old, new):
                 edits.append((s, e, _changed(text, s, e, old, new, style)))
-        added = [_ordered(v, span.pristine) for v in current[len(span.pristine) :]]
+        added = [_ordered(v, pristine) for v in current[len(pristine) :]]
         if added:
             edits.append(_append(text, span, added, src))
     if new_keys:
