@@ -21,7 +21,8 @@ restore(path)   # put the newest backup back (or restore(path, backup=...))
 
 API
 - `load_canvas(path) -> Canvas`, `parse_canvas(bytes|str, path=) -> Canvas`,
-  `dumps_canvas(canvas) -> str`. `Canvas.data` is the file's top-level dict; `Canvas.nodes`
+  `dumps_canvas(canvas) -> str` (the file's own text, with only what changed rewritten and
+  new nodes and edges in its style). `Canvas.data` is the file's top-level dict; `Canvas.nodes`
   / `.edges` are `Node` / `Edge` views over its dicts (typed accessors: `id`, `type`, `text`,
   `file`, `subpath`, `url`, `label`, `background`, `background_style`, `color`, `rect`;
   `from_node`, `to_node`, `from_side`, `to_side`, `from_end`, `to_end`). `Canvas.warnings`.
