@@ -160,3 +160,23 @@ def test_a_recolouring_write_back_changes_one_line_and_appends(vault: Path) -> N
     assert after_lines[2] == before_lines[2].replace('"color":"1"', '"color":"3"')
     assert after_lines[3] == before_lines[3] + ","
     assert after_lines[7] == before_lines[6] + ","
+
+
+def test_a_duplicate_nodes_key_appends_to_the_one_that_counts() -> None:
+    text = '{"nodes":[{"id":"旧"}],"nodes":[{"id":"新"}],"edges":[]}'
+    canvas = parse_canvas(text, path="重复.canvas")
+    assert [n.id for n in canvas.nodes] == ["新"]
+    assert [w.code for w in canvas.warnings].count("duplicate-key") == 1
+    canvas.append_node({"id": "加"})
+    out = dumps_canvas(canvas)
+    assert out == text.replace('{"id":"新"}', '{"id":"新"},{"id":"加"}')
+
+
+def test_odd_whitespace_is_kept_and_copied() -> None:
+    text = '{ "nodes" : [ { "id" : "a" , "x" : 1 } ,\n  { "id" : "b" , "x" : 2 } ] }\r\n'
+    canvas = parse_canvas(text)
+    assert dumps_canvas(canvas) == text
+    canvas.append_node({"id": "c", "x": 3})
+    out = dumps_canvas(canvas)
+    # the separators between elements and around `:` are the file's own
+    assert out == text.replace('"x" : 2 }', '"x" : 2 } ,\n  {"id" : "c", "x" : 3}')
