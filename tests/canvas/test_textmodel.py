@@ -180,3 +180,9 @@ def test_odd_whitespace_is_kept_and_copied() -> None:
     out = dumps_canvas(canvas)
     # the separators between elements and around `:` are the file's own
     assert out == text.replace('"x" : 2 }', '"x" : 2 } ,\n  {"id" : "c", "x" : 3}')
+
+
+def test_an_empty_array_with_a_space_is_closed_on_its_own_line() -> None:
+    canvas = parse_canvas('{\n\t"nodes":[ ],\n\t"edges":[]\n}')
+    canvas.append_node({"id": "n"})
+    assert dumps_canvas(canvas) == '{\n\t"nodes":[\n\t\t{"id":"n"}\n\t],\n\t"edges":[]\n}'

@@ -4,9 +4,10 @@ Obsidian writes a canvas tab-indented with one node or edge per line; other tool
 tab- or space-pretty, or minified; with CRLF, a BOM, `\\u5355` escapes or `1.6e2` numbers.
 A git diff of a learner's vault should show our additions and nothing else, so:
 
-- `scan` records the text span of the top-level members and of every element of `nodes`
-  and `edges`, with the element's value as parsed from that span (`pristine`, never handed
-  out, so whatever the caller changes in `Canvas.data`, we still know what the file said);
+- `scan` parses the text once (json's own C scanner, element by element) and records the
+  span of the top-level members and of every element of `nodes` and `edges`; what the file
+  said (`pristine`) is parsed from the text again when a write needs it, never handed out,
+  so whatever the caller changed in `Canvas.data`, we still know what the file said;
 - `render` writes the canvas back as edits to the original text: an element strictly equal
   to its pristine value (types included: `1` is not `1.0`, `-0.0` is not `0.0`) is its own
   bytes; a changed element is patched member by member (only the changed values are
@@ -33,7 +34,7 @@ _LINE_INDENT = re.compile(r"\n([ \t]*)\S")
 
 
 class _Mismatch(Exception):
-    """The text is not shaped as `scan` expects (it only runs on text json accepted)."""
+    """The text is not shaped as `scan` expects (not an object, or not JSON there)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -497,8 +498,9 @@ def _append(text: str, span: ArraySpan, added: list[Any], src: SourceText) -> tu
         return span.open + 1, span.open + 1, body
     joiner = "," + style.newline + inner
     body = style.newline + inner + joiner.join(_element(v, style, inner) for v in added)
-    if not interior:
-        body += style.newline + owner
+    if "\n" not in interior:
+        # `[]` or `[ ]`: the only original bytes a write may replace, to close the array
+        return span.open + 1, span.close, body + style.newline + owner
     return span.open + 1, span.open + 1, body
 
 
