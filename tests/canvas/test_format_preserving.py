@@ -83,7 +83,7 @@ def _reads_as(row: str, value: Any) -> bool:
         return False
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(canvases(), STYLES, new_nodes(), st.randoms(use_true_random=False))
 def test_output_minus_appended_is_the_input(
     data: dict[str, Any], style: Style, nodes: list[dict[str, Any]], rnd: Any

@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from fanout.canvas import parse_canvas
 from fanout.errors import InputError
 
@@ -150,6 +152,8 @@ def generate(folder: Path, rng: random.Random) -> list[Path]:
     return paths
 
 
+# about 30 s on an idle machine; several times that while eight test suites share two cores
+@pytest.mark.timeout(400)
 def test_canvas_plan_never_crashes_hangs_or_writes(tmp_path: Path) -> None:
     vault = tmp_path / "模糊 测试"
     (vault / ".obsidian").mkdir(parents=True)
@@ -184,6 +188,7 @@ def test_canvas_plan_never_crashes_hangs_or_writes(tmp_path: Path) -> None:
     assert codes.get(2, 0) >= CASES // 5, codes
 
 
+@pytest.mark.timeout(400)
 def test_canvas_run_and_plan_as_commands_on_a_sample(tmp_path: Path) -> None:
     vault = tmp_path / "模糊 测试"
     (vault / ".obsidian").mkdir(parents=True)
