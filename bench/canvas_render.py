@@ -1,7 +1,8 @@
 """Draw a canvas to a PNG: groups, nodes in their colours, edges, the first line of text.
 
 For looking at a layout as a learner would (matplotlib, from the `dev` extra; Chinese text
-needs a CJK font such as Debian's fonts-noto-cjk). Nodes whose id is in `new` (or, by
+needs a CJK font such as Debian's fonts-noto-cjk, which `make test` installs where it
+can; without one it shows as boxes). Nodes whose id is in `new` (or, by
 default, any id fanout makes) get a thick outline, so notes stand out.
 
     .venv/bin/python bench/canvas_render.py CANVAS OUT.png [--title T] [--width 12]
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -50,7 +52,7 @@ def _colour(raw: Any, default: str) -> str:
     return default
 
 
-def _label(node: dict[str, Any]) -> str:
+def _label(node: dict[str, Any], room_em: float) -> str:
     kind = node.get("type")
     if kind == "file":
         text = "▸ " + str(node.get("file", "")).rsplit("/", 1)[-1]
@@ -59,7 +61,17 @@ def _label(node: dict[str, Any]) -> str:
     else:
         text = str(node.get("text", ""))
     first = next((line.strip("# ") for line in text.splitlines() if line.strip()), "")
-    return first[:18] + ("…" if len(first) > 18 else "")
+    return _fit(first, room_em)
+
+
+def _fit(text: str, room_em: float) -> str:
+    """`text` cut (with …) to about `room_em` font sizes of width: CJK ~1.15 em, the rest ~0.6."""
+    used = 0.0
+    for k, ch in enumerate(text):
+        used += 1.15 if ord(ch) >= 0x2E80 else 0.62
+        if used > room_em - 1:
+            return text[:k] + "…"
+    return text
 
 
 def render(data: dict[str, Any], out: Path, *, title: str = "", width: float = 12.0,
@@ -110,13 +122,17 @@ def render(data: dict[str, Any], out: Path, *, title: str = "", width: float = 1
                                     edgecolor="#1a73e8" if mine else "#444",
                                     linewidth=2.0 if mine else 0.6, zorder=3))  # fmt: skip
         if fontsize * 1.2 < n["height"] * scale:
-            label = ax.text(n["x"] + 6, n["y"] + n["height"] / 2, _label(n),
+            room = (n["width"] - 12) * scale / fontsize
+            label = ax.text(n["x"] + 6, n["y"] + n["height"] / 2, _label(n, room),
                             fontsize=fontsize, va="center", zorder=4)  # fmt: skip
             label.set_clip_path(box)  # text stays inside its node
             label.set_clip_on(True)
     if title:
         ax.set_title(title, fontsize=11)
-    fig.savefig(out, bbox_inches="tight", dpi=100)
+    with warnings.catch_warnings():
+        if not font:  # no CJK font: Chinese shows as boxes, said once in the docstring
+            warnings.filterwarnings("ignore", "Glyph .* missing", UserWarning)
+        fig.savefig(out, bbox_inches="tight", dpi=100)
     plt.close(fig)
 
 

@@ -11,12 +11,14 @@ corner first. A place is *good* when:
 - it is free: the note grown by `gap / 4` shares no area with any node (old or placed
   before it), and every group it touches holds the target and wholly contains it (a note
   may join its target's group, never cut across a group or sit in another topic's);
-- its edge from the target (side midpoint to side midpoint) crosses no other node;
+- its edge from the target (side midpoint to side midpoint) crosses no other node, and
+  it does not sit on the edge of a note placed before it;
 - no original node is nearer to it than its target (so a reader sees whose note it is);
 - for a target in a group: it lies inside the target's innermost group.
 
 The first good place is taken. If none is within `max_rings`, the best free place seen is
-taken (fewest crossings, then nearest-to-its-target, then in the group, then nearest);
+taken (fewest crossings, then nearest-to-its-target, then in the group, then the bigger
+size, then nearest);
 if there was none, rings of doubling width further out, as long as that is nearer than
 the last resort: just outside everything, level with the target, on the canvas's side
 nearest to it (never "below everything" from the far top of a tall canvas). Groups
@@ -163,6 +165,10 @@ class Layout:
         self._group_index = _Index(self._groups)
         self.gap = float(gap)
         self.max_rings = max(1, max_rings)
+        # the edges of the notes placed so far (by their bounding boxes): a later note
+        # must not sit on an earlier one's edge
+        self._edges = _Index()
+        self._edge_ends: dict[int, tuple[tuple[float, float], tuple[float, float]]] = {}
 
     def add(self, rect: Rect) -> None:
         """A node placed elsewhere that later notes must avoid."""
@@ -222,6 +228,10 @@ class Layout:
                 sizes = [s for s in sizes if s[0] <= last[0] and s[1] <= last[1]] or [last]
             found = self._find(anchor, sizes, home, inner, previous)
             self._solid.add(found.rect)
+            p, q = side_point(anchor, found.from_side), side_point(found.rect, found.to_side)
+            box = _segment_box(p, q)
+            self._edges.add(box)
+            self._edge_ends[id(box)] = (p, q)
             placed.append(found)
         return placed
 
@@ -249,8 +259,9 @@ class Layout:
                     continue
                 if not any(score[:3]):
                     return spot
-                if k == 0 and (best is None or (*score, n) < best[0]):
-                    best = ((*score, n), spot)
+                key = (*score[:3], k, score[3], n)  # failing that: fewest faults, then bigger
+                if best is None or key < best[0]:
+                    best = (key, spot)
         if best is not None:
             return best[1]
         width, height = sizes[0]
@@ -347,11 +358,16 @@ class Layout:
         return all(g in home and g.contains(grown) for g in self._group_index.touching(grown))
 
     def _crosses(self, anchor: Rect, spot: Placement) -> bool:
+        """Its edge crosses a node, or it sits on the edge of a note placed before it."""
         p, q = side_point(anchor, spot.from_side), side_point(spot.rect, spot.to_side)
-        box = Rect(min(p[0], q[0]), min(p[1], q[1]), abs(q[0] - p[0]) + 1, abs(q[1] - p[1]) + 1)
-        return any(
+        if any(
             r != anchor and r != spot.rect and segment_crosses(p, q, r)
-            for r in self._solid.touching(box)
+            for r in self._solid.touching(_segment_box(p, q))
+        ):
+            return True
+        return any(
+            segment_crosses(*self._edge_ends[id(box)], spot.rect)
+            for box in self._edges.touching(spot.rect)
         )
 
     def _outside_everything(self, anchor: Rect, width: float, height: float) -> Placement:
@@ -377,6 +393,10 @@ class Layout:
             max(r.right for r in rects),
             max(r.bottom for r in rects),
         )
+
+
+def _segment_box(p: tuple[float, float], q: tuple[float, float]) -> Rect:
+    return Rect(min(p[0], q[0]), min(p[1], q[1]), abs(q[0] - p[0]) + 1, abs(q[1] - p[1]) + 1)
 
 
 def _slide(start: float, lo: float, hi: float, step: float, steps: int) -> Iterator[float]:
