@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck bench clean fonts
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ demo: $(VENV)/.stamp-base
 	@echo "canvases with their new notes: scratch/vault/ (open it in Obsidian)"
 	@echo "batch results: scratch/results.jsonl ($$(wc -l < scratch/results.jsonl) lines)"
 
-test: $(VENV)/.stamp-dev
+test: $(VENV)/.stamp-dev fonts
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
@@ -49,3 +49,12 @@ bench: $(VENV)/.stamp-dev
 
 clean:
 	rm -rf $(VENV) scratch .pytest_cache .mypy_cache .ruff_cache
+
+# A CJK font for drawing canvases with Chinese text (bench/canvas_render.py): installed
+# with apt-get only where it is missing, we are root and apt-get exists; else a no-op.
+fonts:
+	@if ! fc-list 2>/dev/null | grep -qi "Noto Sans CJK\|Noto Serif CJK" \
+	  && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q fonts-noto-cjk >/dev/null \
+	    || echo "fonts-noto-cjk not installed: canvas pictures will lack Chinese glyphs"; \
+	fi
