@@ -50,12 +50,19 @@ class TasksAdded:
     specs: Sequence[str | None] | None = None  # JSON per task (store/spec.py), when kept
 
 
+#: a task's span (engine/spans.py): (seq, kind, t0, t1, attempt, detail, first token time),
+#: unix times; seq counts the task's spans in this process (the store adds an offset per
+#: resumed segment)
+SpanRow = tuple[int, str, float, float, int | None, str | None, float | None]
+
+
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs a call per field
 class AttemptStarted:
     run_id: str
     n: int
     attempt: int
     t: float  # unix time
+    spans: list[SpanRow] | None = None  # the task's spans closed since its last op
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs a call per field
@@ -67,6 +74,7 @@ class AttemptFailed:
     attempt: int
     duration: float
     error: ErrorInfo
+    spans: list[SpanRow] | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -77,6 +85,7 @@ class AttemptInterrupted:
     n: int
     attempt: int
     duration: float
+    spans: list[SpanRow] | None = None
 
 
 #: `ResultRecorded.cache`: how the result relates to the result cache
@@ -96,6 +105,19 @@ class ResultRecorded:
     cache_key: bytes | None = None
     request_hash: bytes | None = None  # sha256 of the canonical body (the sim-server's hash)
     cache: int = CACHE_NONE
+    spans: list[SpanRow] | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class Sampled:
+    """The run's state now (about once a second while it runs, and at its end)."""
+
+    run_id: str
+    t: float  # unix time
+    in_flight: int
+    limit_now: int  # the concurrency allowed now (adaptive limits included)
+    rpm_used: float  # calls started per minute, over the time since the last sample
+    tpm_used: float  # tokens per minute, likewise
 
 
 @dataclass(slots=True, frozen=True)
@@ -132,6 +154,7 @@ class RunClosed:
     status: str  # done | failed | cancelled | interrupted
     ended_at: float  # unix time
     wall_s: float = -1.0  # this segment's wall time, as the run's metrics measured it
+    peak_rss_mb: float = -1.0  # the process's peak memory when the segment ended
 
 
 Op = (
@@ -146,6 +169,7 @@ Op = (
     | SinkAcked
     | Heartbeat
     | RunClosed
+    | Sampled
 )
 
 
@@ -287,6 +311,8 @@ class _RunData:
     results: list[Result | None] = field(default_factory=list)  # by task number
     attempts_started: int = 0
     attempts_failed: list[AttemptFailed] = field(default_factory=list)
+    spans: list[tuple[int, SpanRow]] = field(default_factory=list)  # (n, span)
+    samples: list[Sampled] = field(default_factory=list)
     acks: dict[str, int] = field(default_factory=dict)
     status: str = "running"
     ended_at: float | None = None
@@ -311,10 +337,23 @@ class MemoryStore:
                 runs[op.run_id].results[op.n] = op.result
                 if op.cache == CACHE_STORE and op.cache_key is not None:
                     self._cache[op.cache_key] = (time.time(), _stored(op))
+                if op.spans:
+                    runs[op.run_id].spans.extend([(op.n, s) for s in op.spans])
             elif isinstance(op, AttemptStarted):
-                runs[op.run_id].attempts_started += 1
+                data = runs[op.run_id]
+                data.attempts_started += 1
+                if op.spans:
+                    data.spans.extend([(op.n, s) for s in op.spans])
             elif isinstance(op, AttemptFailed):
-                runs[op.run_id].attempts_failed.append(op)
+                data = runs[op.run_id]
+                data.attempts_failed.append(op)
+                if op.spans:
+                    data.spans.extend([(op.n, s) for s in op.spans])
+            elif isinstance(op, AttemptInterrupted):
+                if op.spans:
+                    runs[op.run_id].spans.extend([(op.n, s) for s in op.spans])
+            elif isinstance(op, Sampled):
+                runs[op.run_id].samples.append(op)
             elif isinstance(op, TasksAdded):
                 data = runs[op.run_id]
                 data.tasks.extend(op.tasks)
@@ -333,6 +372,13 @@ class MemoryStore:
 
     async def results(self, run_id: str, tasks: Sequence[Task] | None = None) -> list[Result]:
         return [r for r in self._runs[run_id].results if r is not None]
+
+    def spans(self, run_id: str) -> list[tuple[int, SpanRow]]:
+        """The run's spans as (task number, span), in the order they were written."""
+        return list(self._runs[run_id].spans)
+
+    def samples(self, run_id: str) -> list[Sampled]:
+        return list(self._runs[run_id].samples)
 
     async def sink_position(self, run_id: str, sink: str) -> int:
         return self._runs[run_id].acks.get(sink, -1)
