@@ -130,7 +130,7 @@ def test_each_task_s_spans_cover_its_life_and_sum_to_its_wall_time(tmp_path: Pat
 
 def test_a_budget_wait_is_its_own_span() -> None:
     """Tasks parked by the cost cap while other calls settle show `budget` time."""
-    store = MemoryStore()
+    store = MemoryStore(spans=True)
     sim = SimConfig(base_latency_s=0.02, jitter=0.0, per_token_s=0.0)
     tasks = [Task(f"idea {i}", key=f"k{i}", max_tokens=200) for i in range(30)]
 
@@ -141,7 +141,7 @@ def test_a_budget_wait_is_its_own_span() -> None:
             return run.id
 
     run_id = arun(main)
-    kinds = {s[1] for _, s in store.spans(run_id)}
+    kinds = {s[0] for _, _, s in store.spans(run_id)}
     assert "budget" in kinds, kinds
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 
+from fanout.store.base import SpanBatch
 from fanout.tasks import ErrorInfo, Task, TaskState
 
 INF = math.inf
@@ -40,9 +41,6 @@ BACKOFF = "backoff"
 RUN = "run"
 #: every kind, in the order a split wait lays them out
 KINDS = (DEPS, LANE, RPM, TPM, RETRY_AFTER, CIRCUIT, BUDGET, QUEUED, BACKOFF, RUN)
-#: a span as the store gets it (`take`): (seq, kind, t0, t1, attempt, detail, first token
-#: time), times in unix seconds; on the task, the same without seq, in loop seconds
-StoredSpan = tuple[int, str, float, float, int | None, str | None, float | None]
 
 
 class WaitClock:
@@ -153,19 +151,16 @@ def leave_queue(t: Task, now: float, nxt: str) -> None:
     close(t, now, nxt)
 
 
-def take(t: Task, clock: float) -> list[StoredSpan] | None:
-    """The task's closed spans in unix time (`clock` = unix - loop time), numbered; they
-    leave the task."""
+def take(t: Task, clock: float) -> SpanBatch | None:
+    """The task's closed spans, for the store (they leave the task): `clock` turns their
+    loop times into unix times, and they are numbered from the task's count so far."""
     spans = t.spans
     if spans is None:
         return None
     t.spans = None
     seq = t.span_seq
     t.span_seq = seq + len(spans)
-    return [
-        (seq + i, k, a + clock, b + clock, at, d, None if ft is None else ft + clock)
-        for i, (k, a, b, at, d, ft) in enumerate(spans)
-    ]
+    return (clock, seq, spans)
 
 
 def end(

@@ -47,7 +47,7 @@ from fanout.store.base import (
     RunSnapshot,
     Sampled,
     SinkAcked,
-    SpanRow,
+    SpanBatch,
     TasksAdded,
 )
 from fanout.store.migrations import migrate
@@ -199,12 +199,14 @@ class SqliteStore:
         first_tokens: list[tuple[Any, ...]] = []
         span_base = self._span_base
 
-        def add_spans(rid: int, n: int, rows: list[SpanRow]) -> None:
-            base = span_base.get(rid, 0)
-            for seq, kind, t0, t1, attempt, detail, first_token in rows:
-                spans.append((rid, n, base + seq, kind, t0, t1, attempt, detail))
+        def add_spans(rid: int, n: int, batch: SpanBatch) -> None:
+            clock, seq, rows = batch
+            seq += span_base.get(rid, 0)
+            for kind, t0, t1, attempt, detail, first_token in rows:
+                spans.append((rid, n, seq, kind, t0 + clock, t1 + clock, attempt, detail))
+                seq += 1
                 if first_token is not None:
-                    first_tokens.append((first_token, rid, n, attempt))
+                    first_tokens.append((first_token + clock, rid, n, attempt))
 
         def flush() -> None:
             if tasks:
