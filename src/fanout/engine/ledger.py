@@ -38,6 +38,7 @@ from fanout.engine.samples import Sampler
 from fanout.engine.scheduler import Group, Scheduler, group_of
 from fanout.engine.settings import EngineSettings
 from fanout.engine.slots import INTERRUPT, Slots
+from fanout.engine.spans import DEPS, QUEUED
 from fanout.errors import FanoutError
 from fanout.store.base import (
     CACHE_HIT,
@@ -239,7 +240,8 @@ class Ledger:
         for t in tasks:
             if t.state.terminal:  # a resumed run's finished task
                 continue
-            spans.begin(t, spans.DEPS, now)
+            t.span_kind = DEPS if t.depends_on else QUEUED  # (its first span opens)
+            t.span_t0 = now
             left = 0
             failed_dep: Task | None = None
             for d in t.depends_on:
@@ -261,7 +263,7 @@ class Ledger:
             self._make_ready(t, now)
 
     def _make_ready(self, t: Task, now: float) -> None:
-        spans.close(t, now, spans.QUEUED)
+        spans.close(t, now, QUEUED)  # (it may be queued already: then nothing changes)
         if t.when is not None:
             try:
                 selected = t.when(self.deps_of(t))
@@ -315,9 +317,8 @@ class Ledger:
 
     def attempt_started(self, t: Task, attempt: int, now: float, lane: str) -> None:
         run = run_of(t)
-        spans.leave_queue(t, now, spans.RUN)
-        taken = spans.take(t, self._clock)
-        self._journal.append(AttemptStarted(run.id, t.n, attempt, now + self._clock, taken))
+        spans.leave_queue(t, now, spans.RUN)  # (its spans go with the attempt's end)
+        self._journal.append(AttemptStarted(run.id, t.n, attempt, now + self._clock))
         run.bus.emit(TaskStarted(now, t, attempt, lane))  # a listener may cancel it
 
     def retry(

@@ -96,12 +96,6 @@ class WaitClock:
         return out
 
 
-def begin(t: Task, kind: str, now: float) -> None:
-    """`t` was submitted (or resumed) at `now`: its first span opens."""
-    t.span_kind = kind
-    t.span_t0 = now
-
-
 def close(
     t: Task,
     now: float,
@@ -111,8 +105,10 @@ def close(
     first_token: float | None = None,
 ) -> None:
     """Close the open span at `now` and open `nxt` (an empty span is dropped, but for an
-    attempt's: every attempt has its `run` span)."""
+    attempt's: every attempt has its `run` span); a span of kind `nxt` just goes on."""
     kind = t.span_kind
+    if kind == nxt:
+        return
     if kind and (now > t.span_t0 or kind == RUN):
         spans = t.spans
         if spans is None:
@@ -126,9 +122,20 @@ def leave_queue(t: Task, now: float, nxt: str) -> None:
     """`t` leaves the ready queue at `now` (it starts, is parked or ends): split its wait
     by its group's wait clock, then open `nxt`."""
     base = t.span_base
-    clock: WaitClock | None = getattr(t.group, "clock", None)
-    reading = clock.reading(now) if clock is not None else None
+    clock: WaitClock = getattr(t.group, "clock", None) or _NO_WAIT
+    if base is None and clock.why is None and not clock.acc:
+        # never held back (most groups never are): one `queued` span, as `close` makes it
+        if now > t.span_t0:
+            spans = t.spans
+            if spans is None:
+                t.spans = [(t.span_kind, t.span_t0, now, None, None, None)]
+            else:
+                spans.append((t.span_kind, t.span_t0, now, None, None, None))
+        t.span_kind = nxt
+        t.span_t0 = now
+        return
     t.span_base = None
+    reading = clock.reading(now)
     if reading is not None:
         cursor = t.span_t0
         spans = t.spans
@@ -149,6 +156,9 @@ def leave_queue(t: Task, now: float, nxt: str) -> None:
             cursor = end
         t.span_t0 = cursor
     close(t, now, nxt)
+
+
+_NO_WAIT = WaitClock()  # the clock of a task without a group (never held back)
 
 
 def take(t: Task, clock: float) -> SpanBatch | None:
@@ -174,11 +184,18 @@ def end(
     """`t` reached its final `state` at `now`; `duration` is that of the attempt that ended
     it (its `run` span then ends exactly `duration` after it began), -1 when none did."""
     kind = t.span_kind
-    if kind == RUN:
+    if kind == RUN:  # (`close`, inline: nearly every task ends so)
+        t0 = t.span_t0
         if duration >= 0.0:
-            now = t.span_t0 + duration
+            now = t0 + duration
         detail = "done" if state is TaskState.DONE else error.kind if error else str(state)
-        close(t, now, "", t.tries, detail, first_token)
+        span = (RUN, t0, now, t.tries, detail, first_token)
+        spans = t.spans
+        if spans is None:
+            t.spans = [span]
+        else:
+            spans.append(span)
+        t.span_kind = ""
     elif kind == QUEUED:
         leave_queue(t, now, "")
     else:
