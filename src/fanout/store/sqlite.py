@@ -201,10 +201,14 @@ class SqliteStore:
 
         def add_spans(rid: int, n: int, batch: SpanBatch) -> None:
             clock, seq, rows = batch
-            seq += span_base.get(rid, 0)
-            for kind, t0, t1, attempt, detail, first_token in rows:
-                spans.append((rid, n, seq, kind, t0 + clock, t1 + clock, attempt, detail))
-                seq += 1
+            seq += span_base.get(rid, 0) if span_base else 0
+            spans.extend(
+                [
+                    (rid, n, seq + i, k, t0 + clock, t1 + clock, attempt, detail)
+                    for i, (k, t0, t1, attempt, detail, _) in enumerate(rows)
+                ]
+            )
+            for _, _, _, attempt, _, first_token in rows:
                 if first_token is not None:
                     first_tokens.append((first_token + clock, rid, n, attempt))
 
