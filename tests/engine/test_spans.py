@@ -172,3 +172,37 @@ def test_a_breakdown_sums_its_spans_by_category() -> None:
     shares = run_shares([b])
     assert shares["deps"] == 1.0 / 3.0
     assert shares["lane"] == 0.0
+
+
+def test_a_resumed_run_s_spans_go_on_after_those_of_its_first_segment(tmp_path: Path) -> None:
+    """An interrupted attempt keeps its `run` span (detail `interrupted`); the resume's spans
+    are numbered after the first segment's, so none is lost to a clash of keys."""
+    from tests.store.test_resume import Calls, interrupted_run
+
+    path = tmp_path / "s.db"
+    tasks = [Task(f"t{i}", key=f"k{i}") for i in range(10)]
+
+    async def main() -> str:
+        run_id, _ = await interrupted_run(path, tasks, ["t7", "t8", "t9"])
+        async with Engine(providers=Calls().provider(), store=SqliteStore(path)) as e:
+            run = await e.resume(run_id)
+            await run.wait()
+        return run_id
+
+    run_id = arun(main)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        rid = db.execute("SELECT rid FROM runs WHERE id = ?", (run_id,)).fetchone()[0]
+        rows = db.execute(
+            "SELECT n, seq, kind, attempt, detail, t0, t1 FROM spans WHERE rid = ? ORDER BY n, seq",
+            (rid,),
+        ).fetchall()
+        attempts = db.execute(
+            "SELECT n, attempt, outcome FROM attempts WHERE rid = ? ORDER BY n, attempt", (rid,)
+        ).fetchall()
+    runs = [(n, a, d) for n, _, k, a, d, _, _ in rows if k == "run"]
+    assert runs == [(n, a, "interrupted" if o == "interrupted" else "done") for n, a, o in attempts]
+    for n in (7, 8, 9):  # interrupted, then resumed: two attempts, in order, numbered on
+        mine = [r for r in rows if r[0] == n]
+        assert [r[3] for r in mine if r[2] == "run"] == [1, 2]
+        assert [r[1] for r in mine] == sorted(r[1] for r in mine)
+        assert all(b[5] >= a[6] for a, b in itertools.pairwise(mine))
