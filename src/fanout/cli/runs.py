@@ -189,15 +189,40 @@ def status(run: RunArg, json_out: JsonOpt = False) -> None:
         typer.echo(line)
 
 
-def report(run: RunArg, json_out: JsonOpt = False) -> None:
+PriceListOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--price",
+        metavar="MODEL=IN/OUT",
+        help="Dollars per million tokens in and out for MODEL, over the price table and "
+        "the config's prices: (repeatable), e.g. --price gpt-4o=2.5/10.",
+    ),
+]
+
+
+def report(
+    run: RunArg,
+    json_out: JsonOpt = False,
+    price: PriceListOpt = None,
+    config: ConfigOpt = None,
+) -> None:
     """A run's metrics: wall, serial estimate, speedup, utilisation, p50/p95 per agent,
-    retries, tokens, errors (the numbers `run.metrics()` gives)."""
-    from fanout.report import report_lines, run_report
+    retries, tokens, errors (the numbers `run.metrics()` gives); throughput, cost, peak
+    memory; where the time went (waiting on dependencies, lanes, rate limits, backoff,
+    running) as shares, per lane and for the slowest tasks."""
+    from fanout.config import load_config
+    from fanout.engine.budget import Price
+    from fanout.report import report_lines, report_prices, run_report, where_time_went
 
     with exits():
+        cfg = load_config(config)
+        table = {m: Price(p.input, p.output) for m, p in cfg.prices.items()}
+        prices = report_prices(table, price or [])
         run_id = find_run(run)
         with opened() as db:
             m = run_report(db, run_id)
+            if m is not None:
+                where_time_went(db, run_id, m, prices)
     assert m is not None
     if json_out:
         typer.echo(json.dumps(m, ensure_ascii=False))

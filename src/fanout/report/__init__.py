@@ -1,13 +1,16 @@
-"""Pictures of a run: `text` (the summary, `fanout runs`, `status`, `report`)."""
+"""Pictures of a run: `text` (the summary, `fanout runs`, `status`, `report`), and
+`breakdown` (where each task's time went, from its spans)."""
 
 from fanout.report.text import (
     fmt_s,
     format_runs,
     format_status,
     report_lines,
+    report_prices,
     run_report,
     summary_lines,
     when,
+    where_time_went,
 )
 
 __all__ = [
@@ -15,7 +18,9 @@ __all__ = [
     "format_runs",
     "format_status",
     "report_lines",
+    "report_prices",
     "run_report",
     "summary_lines",
     "when",
+    "where_time_went",
 ]
