@@ -124,7 +124,10 @@ def has_spans(db: sqlite3.Connection) -> bool:
 
 
 def load_spans(db: sqlite3.Connection, rid: int) -> dict[int, list[SpanRow]]:
-    """Task number -> its spans, in order; empty for a store without spans."""
+    """Task number -> its spans, in order; empty for a store without spans.
+
+    The SQLite store keeps the waits in `spans` and each attempt only in `attempts` (its
+    `run` span would repeat that row): the attempts are put back here, in time order."""
     if not has_spans(db):
         return {}
     out: dict[int, list[SpanRow]] = {}
@@ -133,6 +136,19 @@ def load_spans(db: sqlite3.Connection, rid: int) -> dict[int, list[SpanRow]]:
     )
     for n, kind, t0, t1, attempt, detail in rows:
         out.setdefault(n, []).append(SpanRow(kind, t0, t1, attempt, detail))
+    runs = db.execute(
+        "SELECT n, attempt, started_at, duration, outcome, error_kind FROM attempts "
+        "WHERE rid = ? AND duration IS NOT NULL",
+        (rid,),
+    )
+    added: set[int] = set()
+    for n, attempt, t0, duration, outcome, kind in runs:
+        if n in out:  # (a task of a run from before spans were kept has none)
+            detail = "done" if outcome == "done" else (kind or outcome)
+            out[n].append(SpanRow("run", t0, t0 + duration, attempt, detail))
+            added.add(n)
+    for n in added:
+        out[n].sort(key=lambda s: (s.t0, s.t1))
     return out
 
 

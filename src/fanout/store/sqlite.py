@@ -202,10 +202,13 @@ class SqliteStore:
         def add_spans(rid: int, n: int, batch: SpanBatch) -> None:
             clock, seq, rows = batch
             seq += span_base.get(rid, 0) if span_base else 0
+            # an attempt's own span is its `attempts` row (start, duration, outcome): kept
+            # once, there; readers (report/breakdown.py) put it back among the waits
             spans.extend(
                 [
                     (rid, n, seq + i, k, t0 + clock, t1 + clock, attempt, detail)
                     for i, (k, t0, t1, attempt, detail, _) in enumerate(rows)
+                    if k != "run"
                 ]
             )
             for _, _, _, attempt, _, first_token in rows:
