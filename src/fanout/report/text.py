@@ -45,7 +45,7 @@ def summary_lines(m: dict[str, Any]) -> list[tuple[str, str]]:
         ("speedup", f"{m['speedup']:.2f}x"),
         ("utilisation", f"{m['utilisation'] * 100:.0f}% of the concurrency limit"),
         ("latency", f"p50 {fmt_s(m['p50_s'])}, p95 {fmt_s(m['p95_s'])}"),
-        ("retries", _counts(m["retries"], m["retries_by_kind"])),
+        ("retries", _counts(m["retries"], m["retries_by_kind"]) + _budget_spent(m)),
         ("failures", _counts(m["failed"], m["failures_by_kind"])),
         ("tokens", f"{m['input_tokens']:,} in, {m['output_tokens']:,} out"),
     ]
@@ -55,6 +55,15 @@ def summary_lines(m: dict[str, Any]) -> list[tuple[str, str]]:
     if m.get("cancel_reason"):
         rows.append(("cancelled", str(m["cancel_reason"])))
     return rows
+
+
+def _budget_spent(m: dict[str, Any]) -> str:
+    """Said when the run-wide retry budget ran out while tasks failed (they were not all
+    retried as their attempts allowed)."""
+    budget = m.get("retry_budget")
+    if budget is None or not m["failed"] or m["retries"] < budget:
+        return ""
+    return f"; retry budget spent ({m['retries']}/{budget})"
 
 
 def _counts(total: int, by_kind: dict[str, int]) -> str:
