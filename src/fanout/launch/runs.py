@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,10 +130,34 @@ def find_run(ref: str, store_path: Path | None = None) -> str:
 
     with opened(store_path) as db:
         run_id = queries.find_run(db, ref)
-    if run_id is None:
-        where = store_path or default_path()
-        raise FanoutError(f"no run {ref!r} in the run store ({where}); see fanout runs")
-    return run_id
+        matches = [] if run_id is not None else _runs_starting(db, ref)
+    if run_id is not None:
+        return run_id
+    if matches:
+        shown = ", ".join(
+            f"{rid} ({kind}, {status}, {time.strftime('%Y-%m-%d %H:%M', time.localtime(at))})"
+            for rid, kind, status, at in matches[:SHOW_MATCHES]
+        )
+        more = f" and {len(matches) - SHOW_MATCHES} more" if len(matches) > SHOW_MATCHES else ""
+        raise FanoutError(
+            f"ambiguous: {len(matches)} runs match {ref!r}: {shown}{more}; give more of the id"
+        )
+    where = store_path or default_path()
+    raise FanoutError(f"no run {ref!r} in the run store ({where}); see fanout runs")
+
+
+SHOW_MATCHES = 5
+
+
+def _runs_starting(db: sqlite3.Connection, prefix: str) -> list[tuple[str, str, str, float]]:
+    """(id, kind, status, started) of every run whose id starts with `prefix`, newest first."""
+    pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    rows = db.execute(
+        "SELECT id, kind, status, created_at FROM runs WHERE id LIKE ? ESCAPE '\\' "
+        "ORDER BY created_at DESC",
+        (pattern,),
+    ).fetchall()
+    return [(str(r[0]), str(r[1]), str(r[2]), float(r[3])) for r in rows]
 
 
 def run_kind(run_id: str, store_path: Path | None = None) -> str | None:
@@ -143,10 +169,18 @@ def run_kind(run_id: str, store_path: Path | None = None) -> str | None:
     return None if info is None else str(info["kind"])
 
 
-def _engine(setup: Setup, options: RunOptions, store: SqliteStore) -> Engine:
+def _engine(
+    setup: Setup, options: RunOptions, store: SqliteStore, tasks: int | None = None
+) -> Engine:
+    """The engine of a run. With `tasks` (a run that cannot grow), no more workers than
+    tasks: the engine makes one worker per slot up front, and `--concurrency 100000` for a
+    file of 25 lines would spend seconds making workers that never get a task."""
     ttl = DEFAULT_CACHE_TTL_S if options.cache_ttl_s is None else options.cache_ttl_s
+    kw = setup.engine.copy()
+    if tasks is not None and "concurrency" in kw:
+        kw["concurrency"] = max(1, min(kw["concurrency"], tasks))
     return Engine(
-        **setup.engine,
+        **kw,
         providers=setup.providers,
         seed=setup.seed,
         store=store,
@@ -182,7 +216,8 @@ async def start(
         setup = engine_setup(options.choice) if setup is None else setup
         store = open_store(store_path)
         try:
-            engine = _engine(setup, options, store)
+            fixed = not any(t.then is not None for t in tasks)  # `then` adds tasks
+            engine = _engine(setup, options, store, len(tasks) if fixed else None)
         except BaseException:
             await store.close()
             raise

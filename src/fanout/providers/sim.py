@@ -536,11 +536,23 @@ def from_spec(
 ) -> SimProvider:
     """Build from a fanout.yaml entry; `options` holds `SimConfig` fields (faults, latency)."""
     opts = dict(spec.options)
-    if isinstance(opts.get("faults"), str):
-        opts["faults"] = parse_faults(opts["faults"])
-    if isinstance(opts.get("latency"), str):
-        opts.update(parse_latency(opts.pop("latency")))
     try:
+        faults = opts.get("faults")
+        if isinstance(faults, str):
+            opts["faults"] = parse_faults(faults)
+        elif faults is not None and not isinstance(faults, dict):
+            raise ValueError("faults: give KIND=RATE pairs, e.g. faults: 429=0.05,500=0.02")
+        if "latency" in opts:
+            latency = opts.pop("latency")
+            if not isinstance(latency, str | int | float) or isinstance(latency, bool):
+                raise ValueError("latency: give a duration such as 50ms")
+            opts.update(parse_latency(str(latency)))
         return SimProvider(SimConfig(**opts))
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"provider {name!r} (sim): options: {exc}") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ConfigError(f"provider {name!r} (sim): options: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's message for a one-line error (a TypeError names the unknown field)."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text.replace("SimConfig.__init__() got an unexpected keyword argument", "unknown option")
