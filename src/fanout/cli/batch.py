@@ -70,7 +70,7 @@ def batch(
     max_line: Annotated[
         str,
         typer.Option(
-            metavar="SIZE",
+            metavar="<size>",
             help="A longer line is refused (a bad line, not sent), e.g. 10MB, 500kB.",
         ),
     ] = "10MB",

@@ -278,7 +278,7 @@ def results(
     typer.echo(f"wrote {lines} lines to {output} ({have} of {total} tasks have a result)")
 
 
-@cache_app.command("stats")
+@cache_app.command("stats", short_help="How many answers the cache holds, how old, how used.")
 def cache_stats(json_out: JsonOpt = False) -> None:
     """How many answers the cache holds, their size and age, and how often they were used."""
     from fanout.report import when
@@ -294,7 +294,7 @@ def cache_stats(json_out: JsonOpt = False) -> None:
         typer.echo(f"oldest: {when(st['oldest'])}  newest: {when(st['newest'])}")
 
 
-@cache_app.command("clear")
+@cache_app.command("clear", short_help="Forget cached answers (runs and results are kept).")
 def cache_clear(
     older_than: Annotated[
         str | None, typer.Option(help="Only answers older than this, e.g. 7d.")

@@ -421,6 +421,7 @@ def _instance(schema: Any, rng: random.Random, zh: bool) -> Any:
         obj = {k: _instance(v, rng, zh) for k, v in props.items()}
         for k in schema.get("required") or ():
             obj.setdefault(k, _phrase(rng, zh))
+        _sum_total(obj, props)
         return obj
     if kind == "array":
         lo = int(schema.get("minItems", 1))
@@ -439,6 +440,21 @@ def _instance(schema: Any, rng: random.Random, zh: bool) -> Any:
         return None
     text = _phrase(rng, zh, int(schema.get("minLength", 0)))
     return text[: int(schema["maxLength"])] if "maxLength" in schema else text
+
+
+def _sum_total(obj: dict[str, Any], props: Mapping[str, Any]) -> None:
+    """An integer `total` described as a sum (the scoring agent's "The sum of the four
+    dimensions") is the sum of the object's other integers, as a model asked would make it."""
+    spec = props.get("total")
+    if not isinstance(spec, dict) or spec.get("type") != "integer":
+        return
+    if "sum" not in str(spec.get("description", "")).lower():
+        return
+    parts = [
+        v for k, v in obj.items() if k != "total" and isinstance(v, int) and not isinstance(v, bool)
+    ]
+    if parts:
+        obj["total"] = sum(parts)
 
 
 def _cut(text: str, tokens: int) -> str:
