@@ -306,6 +306,8 @@ def test_a_task_failed_by_the_spent_retry_budget_says_so(tmp_path: Path) -> None
     assert spent, failed
     assert all(e["attempts"] < 3 for e in spent)  # each had attempts left
     assert re.search(r"^retries .*; retry budget spent \(2/2\)$", p.stdout, re.M), p.stdout
+    report = fanout("report", p.stderr.split()[1], env=home(tmp_path))
+    assert re.search(r"^retries .*; retry budget spent \(2/2\)$", report.stdout, re.M), report
     assert "exit 1: " in p.stderr
     assert "failed" in p.stderr.splitlines()[-1]
 

@@ -8,6 +8,7 @@ the same numbers.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from typing import Any
@@ -57,6 +58,9 @@ def summary_lines(m: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+_SPENT = re.compile(r"\[retry budget spent \(\d+/(\d+)\)\]")
+
+
 def _budget_spent(m: dict[str, Any]) -> str:
     """Said when the run-wide retry budget ran out while tasks failed (they were not all
     retried as their attempts allowed)."""
@@ -79,6 +83,12 @@ def run_report(db: sqlite3.Connection, run_id: str) -> dict[str, Any] | None:
     from fanout.store.overview import display_status
 
     m = metrics_from_snapshot(snap)
+    # the store keeps no retry budget; a task it failed says it in its error
+    for r in snap.results.values():
+        spent = _SPENT.search(r.error.message) if r.error is not None else None
+        if spent is not None:
+            m["retry_budget"] = int(spent[1])
+            break
     m["status"] = display_status(snap.status, snap.lease)
     m["kind"] = snap.kind
     m["segments"] = len(snap.segments)
