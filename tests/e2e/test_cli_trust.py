@@ -160,6 +160,8 @@ FLAGS = {
     ),
     "command unbalanced quote": (["--provider", "command", "--command", "claude 'p"], "quote"),
     "max-line not a size": (["--max-line", "lots"], "--max-line"),
+    # a byte that is not UTF-8 reaches Python as a lone surrogate (os.fsencode gives it back)
+    "model with a 0xff byte": (["--model", "m\udcff"], "--model is not UTF-8 text"),
 }
 
 
@@ -397,3 +399,16 @@ def test_cache_clear_asks_first_or_takes_yes(tmp_path: Path) -> None:
     p = fanout("cache", "clear", "--yes", env=home(tmp_path))
     assert p.returncode == 0
     assert "removed 3 cached answers" in p.stdout
+
+
+def test_file_names_that_are_not_utf8_are_refused_before_the_run(tmp_path: Path) -> None:
+    good = write_jsonl(tmp_path / "in.jsonl", GOOD)
+    odd = Path(os.fsdecode(bytes(tmp_path / "in") + b"\xff.jsonl"))
+    odd.write_bytes(good.read_bytes())
+    p = fanout("batch", odd, "-o", tmp_path / "out.jsonl", *FAST, env=home(tmp_path))
+    assert_refused(p, "the input file's path is not UTF-8")
+    out = Path(os.fsdecode(bytes(tmp_path / "out") + b"\xff.jsonl"))
+    p = fanout("batch", good, "-o", out, *FAST, env=home(tmp_path))
+    assert_refused(p, "(-o) is not UTF-8")
+    assert sorted(x.name for x in tmp_path.iterdir()) == sorted(["in.jsonl", odd.name])
+    no_runs(tmp_path)

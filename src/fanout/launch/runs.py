@@ -213,6 +213,8 @@ async def start(
     `config` is the application's part of the stored config (the options are added). On
     an error nothing runs and the sink is aborted."""
     try:
+        stored = {**config, **options.to_config()}
+        _check_storable(stored)
         setup = engine_setup(options.choice) if setup is None else setup
         store = open_store(store_path)
         try:
@@ -231,7 +233,7 @@ async def start(
             kind=kind,
             run_id=run_id,
             deadline_s=_deadline(options, setup),
-            config={**config, **options.to_config()},
+            config=stored,
             max_cost_usd=_pick(setup.max_cost_usd, options.max_cost_usd),
             max_tokens=_pick(setup.max_tokens, options.max_tokens),
         )
@@ -241,6 +243,38 @@ async def start(
         await engine.aclose()
         raise
     return Launched(engine, run, sink, options, setup.note)
+
+
+def _check_storable(config: Mapping[str, Any]) -> None:
+    """Refuse, before anything runs, a run whose settings the store cannot keep: text that
+    is not UTF-8 (a flag or a file name with a byte like 0xff arrives as a lone surrogate),
+    named by where it is, never shown whole."""
+    stack: list[tuple[str, Any]] = [("", config)]
+    while stack:
+        where, v = stack.pop()
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                what = _STORED_NAMES.get(where, where)
+                raise ConfigError(
+                    f"{what} is not UTF-8 text (it holds a byte such as 0xff); fanout keeps it "
+                    "with the run: give it as UTF-8 (rename the file, retype the value)"
+                ) from None
+        elif isinstance(v, Mapping):
+            stack.extend((f"{where}.{k}" if where else str(k), x) for k, x in v.items())
+        elif isinstance(v, list | tuple):
+            stack.extend((where, x) for x in v)
+
+
+#: where in a run's stored settings -> what the user gave it as
+_STORED_NAMES = {
+    "batch.input": "the input file's path",
+    "batch.output": "the output file's path (-o)",
+    "choice.config": "the --config path",
+    **{f"choice.{f}": "--" + f.replace("_", "-") for f in ("provider", "model", "base_url")},
+    **{f"choice.{f}": "--" + f.replace("_", "-") for f in ("command", "sim_latency", "sim_faults")},
+}
 
 
 async def resume(
