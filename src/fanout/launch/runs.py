@@ -303,6 +303,7 @@ async def resume(
                 "with engine.resume(run_id, tasks=[...])"
             )
         options = RunOptions.from_config(snap.config).updated(overrides or Overrides())
+        _check_storable(options.to_config())
         setup = engine_setup(options.choice)
         reopened = reopen(snap.config, setup)
         engine = _engine(setup, options, store)
