@@ -169,7 +169,8 @@ def summary_text(done: BatchOutcome) -> list[str]:
     if done.bad_lines:
         rows.insert(1, ("bad lines", f"{len(done.bad_lines)}, not run ({_see(done.bad_lines)})"))
     if summary.get("cached"):
-        rows.append(("from the cache", f"{summary['cached']} answers (not sent, no tokens)"))
+        n = summary["cached"]
+        rows.append(("from the cache", f"{n} answer{'s' if n != 1 else ''} (not sent, no tokens)"))
     width = max(len(label) for label, _ in rows)
     return [f"{label:<{width}}  {value}".rstrip() for label, value in rows]
 
