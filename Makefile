@@ -19,11 +19,12 @@ $(VENV)/.stamp-dev: pyproject.toml | $(BIN)/python
 	touch $(VENV)/.stamp-base $@
 
 # The demo works on a copy of examples/vault in scratch/ (ignored), so the tree stays clean.
+# Its batch leaves the cache alone: the README's tour runs the same file and shows real calls.
 demo: $(VENV)/.stamp-base
 	@rm -rf scratch/vault && mkdir -p scratch && cp -r examples/vault scratch/vault
 	$(BIN)/fanout canvas run scratch/vault/离散数学.canvas --agents oral-explanation,memory-anchor,comparison-table --no-progress
 	$(BIN)/fanout canvas run scratch/vault/数据结构.canvas --smart --no-progress
-	$(BIN)/fanout batch examples/jobs.jsonl -o scratch/results.jsonl --concurrency 16 --no-progress
+	$(BIN)/fanout batch examples/jobs.jsonl -o scratch/results.jsonl --concurrency 16 --no-progress --no-cache
 	@echo
 	@echo "canvases with their new notes: scratch/vault/ (open it in Obsidian)"
 	@echo "batch results: scratch/results.jsonl ($$(wc -l < scratch/results.jsonl) lines)"

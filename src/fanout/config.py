@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
@@ -72,6 +73,9 @@ __all__ = [
 ]
 
 CONFIG_FILE = "fanout.yaml"
+#: calls in flight at once, at most: each holds a worker, a connection and a file descriptor
+#: or two; far past what any provider allows one client
+MAX_CONCURRENCY = 100_000
 #: the seed notes' lanes and their limits
 DEFAULT_LANES: dict[str, int] = {"computation_intensive": 2, "io_intensive": 4, "lightweight": 6}
 IMPLICIT_PROVIDER = "sim"
@@ -171,7 +175,7 @@ class EngineKwargs(TypedDict, total=False):
 class Config(_Section):
     """A validated `fanout.yaml`. Build with `load_config`; `Config()` is all defaults."""
 
-    concurrency: int = Field(default=DEFAULT_CONCURRENCY, ge=1)
+    concurrency: int = Field(default=DEFAULT_CONCURRENCY, ge=1, le=MAX_CONCURRENCY)
     providers: dict[str, ProviderSpec] = Field(default_factory=dict)
     default_provider: str | None = None
     lanes: dict[str, Limit] = Field(default_factory=lambda: dict(DEFAULT_LANES))
@@ -360,6 +364,9 @@ def load_config(
 
 def _read(path: Path) -> dict[str, Any]:
     try:
+        # a FIFO or a device would block the read (or never end): only a regular file
+        if not stat.S_ISREG(path.stat().st_mode) and not path.is_dir():
+            raise ConfigError(f"{path}: not a regular file (a pipe or a device); give a YAML file")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None

@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import itertools
 import json
@@ -422,9 +423,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(str(e))
     try:
         serve(args.host, args.port, config, None, None, args.stats_file)
-    except (OSError, ValueError) as e:
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            print(
+                f"sim-server: port {args.port} on {args.host} is in use; stop what holds it "
+                "or give another --port (0 picks a free one)",
+                file=sys.stderr,
+            )
+            return 2
         print(f"sim-server: {e}", file=sys.stderr)
         return 1
+    except ValueError as e:
+        print(f"sim-server: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

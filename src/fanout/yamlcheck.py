@@ -20,12 +20,71 @@ from fanout.errors import ConfigError
 
 MAX_PROBLEMS = 10  # a message listing more helps nobody
 _SHOW_CHARS = 60
+#: deeper than any real configuration; PyYAML composes nodes recursively and would crash
+MAX_DEPTH = 64
+#: values a document may stand for once its aliases are expanded: nine anchors of nine
+#: aliases each (a 431-byte file) stand for 387 million, which validation would walk
+MAX_EXPANDED = 100_000
 
 Loc = tuple[str | int, ...]
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key written twice in one mapping."""
+    """SafeLoader that refuses a key written twice in one mapping, a document nested deeper
+    than `MAX_DEPTH` and aliases that expand to more than `MAX_EXPANDED` values."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    f"nested more than {MAX_DEPTH} levels deep",
+                    self.peek_event().start_mark,  # type: ignore[no-untyped-call]
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_document(self) -> yaml.Node | None:
+        node = super().compose_document()
+        if node is not None and _expanded_size(node) > MAX_EXPANDED:
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"its aliases (*name) expand to more than {MAX_EXPANDED:,} values",
+                node.start_mark,
+            )
+        return node
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """How many values the document stands for with every alias written out, counted once
+    per distinct node (an alias is the same node object as its anchor), without recursion."""
+    size: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in size:
+            continue
+        kids = _children(node)
+        if children_done or not kids:
+            size[id(node)] = min(1 + sum(size.get(id(k), 0) for k in kids), MAX_EXPANDED + 1)
+            continue
+        stack.append((node, True))
+        stack.extend((k, False) for k in kids if id(k) not in size)
+    return size[id(root)]
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
 
 
 def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
@@ -63,6 +122,10 @@ def parse_yaml(text: str, *, source: str, line_offset: int = 0) -> Any:
         raise ConfigError(f"{source}: {where}not valid YAML: {what}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    except ValueError:  # Python reads no integer of more than 4,300 digits
+        raise ConfigError(f"{source}: holds a number too long to read (4,300+ digits)") from None
+    except RecursionError:  # MAX_DEPTH should stop it first; never a traceback
+        raise ConfigError(f"{source}: nested too deep to read") from None
 
 
 def show(value: Any) -> str:
@@ -76,8 +139,51 @@ def show(value: Any) -> str:
     elif isinstance(value, int | float):
         text = str(value)
     else:
-        text = json.dumps(value, ensure_ascii=False, default=str)
+        text = _bounded_json(value, _SHOW_CHARS + 1)
     return text if len(text) <= _SHOW_CHARS else text[: _SHOW_CHARS - 1] + "…"
+
+
+def _bounded_json(value: Any, limit: int) -> str:
+    """The start of `value` as JSON, at least `limit` characters of it when it is that long,
+    in work bounded by `limit`: a value may share parts (YAML aliases) and stand for far
+    more text than it holds."""
+    out: list[str] = []
+    length = 0
+    stack: list[Any] = [value]
+    while stack and length < limit:
+        v = stack.pop()
+        if isinstance(v, _Raw):
+            piece = v.text
+        elif isinstance(v, Mapping):
+            parts: list[Any] = [_Raw("{")]
+            for i, (k, x) in enumerate(v.items()):
+                if i * 2 > limit:
+                    break
+                parts += [_Raw(", " if i else ""), str(k), _Raw(": "), x]
+            stack.extend(reversed([*parts, _Raw("}")]))
+            continue
+        elif isinstance(v, list | tuple):
+            parts = [_Raw("[")]
+            for i, x in enumerate(v):
+                if i * 2 > limit:
+                    break
+                parts += [_Raw(", " if i else ""), x]
+            stack.extend(reversed([*parts, _Raw("]")]))
+            continue
+        else:
+            piece = json.dumps(v, ensure_ascii=False, default=str)[:limit]
+        out.append(piece)
+        length += len(piece)
+    return "".join(out)
+
+
+class _Raw:
+    """Text `_bounded_json` writes as it is (punctuation), not as a JSON value."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
 
 
 def key_path(loc: Sequence[str | int]) -> str:

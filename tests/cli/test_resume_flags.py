@@ -159,7 +159,11 @@ def test_a_resumed_completion_order_batch_writes_each_line_once(tmp_path: Path) 
     )
     assert not out.exists()
     p = fanout("resume", run_id, "--json", env={"FANOUT_HOME": str(tmp_path / "home")})
-    assert p.returncode == 0, p.stderr  # a resume reports no bad lines (the start did)
+    # the refused line is still in the output: the resumed run's exit code and summary
+    # say so, as the start's did
+    assert p.returncode == 1, p.stderr
+    assert "1 bad line, see line 21" in p.stderr
+    assert json.loads(p.stdout)["bad_lines"] == 1
     ids = [json.loads(x)["custom_id"] for x in out.read_text(encoding="utf-8").splitlines()]
     assert ids[0] is None  # the refused line first, as when it started
     assert sorted(i for i in ids if i is not None) == sorted(r["id"] for r in rows)

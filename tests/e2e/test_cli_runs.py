@@ -124,7 +124,11 @@ def test_a_second_identical_batch_sends_zero_requests(sim_server: str, tmp_path:
     assert all(secret.encode() not in f.read_bytes() for f in home.iterdir() if f.is_file())
     p = fanout("cache", "stats", "--json")
     assert json.loads(p.stdout)["entries"] == 30
-    p = fanout("cache", "clear")
+    p = fanout("cache", "clear")  # no terminal to ask on: it asks for --yes instead
+    assert p.returncode == 2
+    assert "add --yes" in p.stderr
+    assert json.loads(fanout("cache", "stats", "--json").stdout)["entries"] == 30
+    p = fanout("cache", "clear", "--yes")
     assert "removed 30 cached answers" in p.stdout
     assert json.loads(fanout("cache", "stats", "--json").stdout)["entries"] == 0
 

@@ -141,6 +141,16 @@ def check_output_path(path: str | os.PathLike[str], input_path: str | os.PathLik
         raise InputError(f"-o {out}: is the input file; write the results to another file")
     if not out.parent.is_dir():
         raise InputError(f"-o {out}: the folder {out.parent} does not exist")
+    # the file is written at the end, by a temp file renamed into place: find out now, before
+    # a single call is paid for, that the folder takes one (permissions, read-only mounts)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".check", dir=out.parent)
+    except OSError as exc:
+        raise InputError(
+            f"-o {out}: cannot write in {out.parent} ({exc.strerror}); choose another folder"
+        ) from None
+    os.close(fd)
+    os.unlink(tmp)
     return out
 
 

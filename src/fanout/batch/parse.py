@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fanout.errors import FanoutError, InputError
+from fanout.errors import ConfigError, FanoutError, InputError
 from fanout.prompts import Placeholders
 from fanout.tasks import Priority, PromptFn, PromptValue, Task
 
@@ -42,6 +43,12 @@ _SIMPLE_KEYS = frozenset(
     }
 )
 _BATCH_KEYS = frozenset({"custom_id", "method", "url", "body", "priority", "lane", "depends_on"})
+#: the largest context windows hold about 2M tokens, some 8 MB of text: a longer line cannot
+#: be one request, and sending it would cost money for nothing (`--max-line` changes it)
+DEFAULT_MAX_LINE_BYTES = 10_000_000
+#: deeper than any real request (a JSON schema in a request nests some tens of levels); the
+#: store, the cache and the providers all walk a request recursively
+MAX_DEPTH = 100
 
 
 @dataclass(slots=True, frozen=True)
@@ -80,12 +87,21 @@ def _line_of(item: Task | LineError) -> int:
 
 
 def read_batch(
-    path: str | os.PathLike[str], blueprints: Mapping[str, Blueprint] | None = None
+    path: str | os.PathLike[str],
+    blueprints: Mapping[str, Blueprint] | None = None,
+    *,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> Batch:
     """Parse a JSONL batch file. A missing or unreadable file raises `InputError`; bad lines
     are collected (with line number and reason), not raised."""
     p = Path(path)
     try:
+        # a FIFO or a device would block the read (or never end): only a regular file
+        mode = p.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(mode):
+            raise InputError(f"{p}: not a regular file (a pipe or a device); give a JSONL file")
         raw = p.read_bytes()
     except FileNotFoundError:
         raise InputError(f"{p}: no such file") from None
@@ -97,7 +113,7 @@ def read_batch(
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InputError(f"{p}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
-    return parse_lines(jsonl_lines(text), blueprints)
+    return parse_lines(jsonl_lines(text), blueprints, max_line_bytes=max_line_bytes)
 
 
 def jsonl_lines(text: str) -> list[str]:
@@ -110,7 +126,12 @@ def jsonl_lines(text: str) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
-def parse_lines(lines: Iterable[str], blueprints: Mapping[str, Blueprint] | None = None) -> Batch:
+def parse_lines(
+    lines: Iterable[str],
+    blueprints: Mapping[str, Blueprint] | None = None,
+    *,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> Batch:
     tasks: list[Task] = []
     errors: list[LineError] = []
     seen: dict[str, int] = {}
@@ -119,10 +140,33 @@ def parse_lines(lines: Iterable[str], blueprints: Mapping[str, Blueprint] | None
         if not line.strip():
             continue
         count += 1
+        # a character is at most 4 bytes: only a long line is measured exactly
+        if len(line) * 4 > max_line_bytes and len(line.encode("utf-8", "replace")) > max_line_bytes:
+            errors.append(
+                LineError(
+                    i,
+                    None,
+                    f"{_size(len(line.encode('utf-8', 'replace')))}, over the "
+                    f"{_size(max_line_bytes)} a line may have; raise --max-line to send it",
+                )
+            )
+            continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             errors.append(LineError(i, None, f"not valid JSON ({exc.msg} at column {exc.colno})"))
+            continue
+        except RecursionError:
+            errors.append(LineError(i, None, f"nested more than {MAX_DEPTH} levels deep"))
+            continue
+        except ValueError:  # Python refuses to read an integer of more than 4,300 digits
+            errors.append(LineError(i, None, "holds a number too long to read (4,300+ digits)"))
+            continue
+        problem = _unsendable(obj)
+        if problem is not None:
+            cid = obj.get("custom_id", obj.get("id")) if isinstance(obj, dict) else None
+            ok_id = isinstance(cid, str) and _unsendable(cid) is None
+            errors.append(LineError(i, cid if ok_id else None, problem))
             continue
         if not isinstance(obj, dict):
             errors.append(LineError(i, None, f"a line must be a JSON object, not {_kind(obj)}"))
@@ -144,6 +188,48 @@ def parse_lines(lines: Iterable[str], blueprints: Mapping[str, Blueprint] | None
         tasks.append(task)
     _check_dependencies(tasks, errors, seen)
     return Batch(tasks, errors, count)
+
+
+def _unsendable(obj: Any) -> str | None:
+    """Why a parsed line cannot be stored or sent, or None: nested deeper than `MAX_DEPTH`,
+    or a string holding a lone surrogate (`\\ud800` without its pair is not Unicode text:
+    it cannot be written as UTF-8). Walks the value without recursion."""
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, str):
+            if not v.isascii():
+                try:
+                    v.encode("utf-8")
+                except UnicodeEncodeError:
+                    return "holds a lone surrogate escape (such as \\ud800), which is not text"
+        elif isinstance(v, dict | list):
+            if depth > MAX_DEPTH:
+                return f"nested more than {MAX_DEPTH} levels deep"
+            items = [*v.keys(), *v.values()] if isinstance(v, dict) else v
+            stack.extend((x, depth + 1) for x in items)
+    return None
+
+
+_SIZE_UNITS = {"k": 1_000, "kb": 1_000, "m": 1_000_000, "mb": 1_000_000, "b": 1, "": 1}
+
+
+def parse_size(flag: str, value: str) -> int:
+    """Bytes from "10MB", "500kB", "2000000"; `ConfigError` naming `flag`."""
+    v = value.strip().lower().replace("_", "").replace(",", "")
+    digits = v.rstrip("kmb")
+    unit = _SIZE_UNITS.get(v[len(digits) :])
+    try:
+        n = float(digits) * unit if unit is not None else -1.0
+    except ValueError:
+        n = -1.0
+    if not n >= 1:
+        raise ConfigError(f"{flag} {value!r}: give a size in bytes, e.g. 10MB, 500kB or 2000000")
+    return int(n)
+
+
+def _size(n: int) -> str:
+    return f"{n / 1_000_000:.1f} MB" if n >= 1_000_000 else f"{n:,} bytes"
 
 
 def _kind(v: object) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 from fanout import launch
 from fanout.batch.output import AtomicJsonlWriter, BatchSink, Order, check_output_path, output_line
-from fanout.batch.parse import Batch, LineError, read_batch
+from fanout.batch.parse import DEFAULT_MAX_LINE_BYTES, Batch, LineError, read_batch
 from fanout.engine.resume import RetryFailed
 from fanout.engine.run import Run
 from fanout.errors import ConfigError, FanoutError
@@ -47,6 +47,7 @@ class BatchOutcome:
     summary: dict[str, Any]
     lines: int | None  # output lines written; None when the run was interrupted
     output: Path
+    bad_lines: tuple[int, ...] = ()  # the input line numbers refused (not run)
 
     @property
     def interrupted(self) -> bool:
@@ -65,27 +66,37 @@ class BatchRun:
 
     launched: Launched[int | None]
     output: Path
-    bad_lines: int  # lines refused by this start (a resume reports none)
+    bad_lines: list[int]  # the input line numbers refused (not run), a resumed run's too
 
     async def finish(self, watch: Watch | None = None) -> BatchOutcome:
         done = await self.launched.finish(watch)
         return outcome(done, self.output, self.bad_lines)
 
 
-def outcome(done: Finished[int | None], output: Path, bad_lines: int = 0) -> BatchOutcome:
+def outcome(
+    done: Finished[int | None], output: Path, bad_lines: list[int] | None = None
+) -> BatchOutcome:
+    bad = tuple(sorted(bad_lines or ()))
     summary = dict(done.metrics)
-    summary["bad_lines"] = bad_lines
+    summary["bad_lines"] = len(bad)
     if done.output is not None:
         summary["output_lines"] = done.output
-    return BatchOutcome(done.run_id, summary, done.output, output)
+    return BatchOutcome(done.run_id, summary, done.output, output, bad)
 
 
-def plan_batch(input_path: Path, output: Path, order: Order, options: RunOptions) -> BatchPlan:
+def plan_batch(
+    input_path: Path,
+    output: Path,
+    order: Order,
+    options: RunOptions,
+    *,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> BatchPlan:
     """Read `input_path` and check everything a run needs. Raises `ConfigError` or
     `InputError` (nothing run, nothing written); bad lines are kept in `batch.errors`."""
     setup = launch.engine_setup(options.choice)
     out = check_output_path(output, input_path)
-    batch = read_batch(input_path, setup.blueprints)
+    batch = read_batch(input_path, setup.blueprints, max_line_bytes=max_line_bytes)
     if batch.lines == 0:
         raise ConfigError(f"{input_path}: has no request lines")
     return BatchPlan(batch, input_path, out, order, setup)
@@ -130,7 +141,7 @@ async def start_batch(
         setup=plan.setup,
         store_path=store_path,
     )
-    return BatchRun(launched, plan.output, len(plan.batch.errors))
+    return BatchRun(launched, plan.output, [e.line for e in plan.batch.errors])
 
 
 async def resume_batch(
@@ -144,9 +155,11 @@ async def resume_batch(
     """Go on with a stored batch run; its output file is rewritten from the store when it
     ends."""
     output: list[Path] = []
+    bad: list[int] = []
 
     def reopen(config: Mapping[str, Any], setup: Setup) -> Reopened[int | None]:
-        stored_batch(config, [])  # a batch run's config, or ConfigError before anything runs
+        # a batch run's config, or ConfigError before anything runs
+        bad.extend(e.line for e in stored_batch(config, [])[0].errors)
 
         def sink(run: Run) -> BatchSink:
             batch, out, order = stored_batch(config, run.tasks)
@@ -164,7 +177,7 @@ async def resume_batch(
         store_path=store_path,
         retry_failed=retry_failed,
     )
-    return BatchRun(launched, output[0], 0)
+    return BatchRun(launched, output[0], bad)
 
 
 def export_results(db: sqlite3.Connection, run_id: str, out: Path) -> tuple[int, int, int]:

@@ -12,7 +12,7 @@ from fanout.launch import load_agents
 app = typer.Typer(help="The agent blueprints: built in, yours, this project's.")
 
 
-@app.command("list")
+@app.command("list", short_help="Every agent blueprint usable here, and its source.")
 def agents_list(config: ConfigOpt = None) -> None:
     """Every agent blueprint that can be used here, and where it comes from."""
     with exits():

@@ -18,7 +18,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    # plain help: rewrapped to the terminal (up to 120 columns), no boxes, no "<bool>"
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120},
 )
 
 
@@ -42,20 +44,22 @@ def _root(
     """Run many LLM agent calls at once, fast and safely."""
 
 
-app.command()(batch)
-app.command()(runs.resume)
-app.command()(runs.runs)
-app.command()(runs.status)
-app.command()(runs.report)
-app.command()(runs.cancel)
-app.command()(runs.results)
-app.add_typer(runs.cache_app, name="cache")
-app.add_typer(canvas.app, name="canvas")
-app.add_typer(agents.app, name="agents")
+# the command list shows one short line each: click cuts a longer one with "..."
+app.command(short_help="Run a JSONL file of requests: one result line per line.")(batch)
+app.command(short_help="Go on with a run after a crash, kill -9 or Ctrl-C.")(runs.resume)
+app.command(short_help="The latest runs: status, done/total, failed, wall time.")(runs.runs)
+app.command(short_help="Where a run is: counts, retries, errors, tokens, ETA.")(runs.status)
+app.command(short_help="A run's metrics: speedup, latency, retries, tokens.")(runs.report)
+app.command(short_help="Cancel a run, in whichever process runs it.")(runs.cancel)
+app.command(short_help="Export a run's results now, complete or partial.")(runs.results)
+app.add_typer(runs.cache_app, name="cache", short_help="The result cache: stats, clear.")
+app.add_typer(canvas.app, name="canvas", short_help="Explain a canvas's marked nodes at once.")
+app.add_typer(agents.app, name="agents", short_help="The agent blueprints: list, show.")
 
 
 @app.command(
     "sim-server",
+    short_help="Serve the simulator over HTTP on loopback.",
     # its own flags (and -h/--help) are the simulator's: everything is passed on to it
     add_help_option=False,
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},

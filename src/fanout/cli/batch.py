@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -11,6 +10,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from fanout.batch import LineError, parse_order
+from fanout.batch.parse import parse_size
 from fanout.batch.run import BatchOutcome, plan_batch, start_batch
 from fanout.cli.common import (
     EXIT_BAD_INPUT,
@@ -67,6 +67,13 @@ def batch(
     max_tokens: MaxTokensOpt = None,
     order: Annotated[str, typer.Option(help="Output order: input or completion.")] = "input",
     strict: Annotated[bool, typer.Option(help="Refuse to start if any line is bad.")] = False,
+    max_line: Annotated[
+        str,
+        typer.Option(
+            metavar="<size>",
+            help="A longer line is refused (a bad line, not sent), e.g. 10MB, 500kB.",
+        ),
+    ] = "10MB",
     sim_latency: SimLatencyOpt = None,
     sim_faults: SimFaultsOpt = None,
     seed: SeedOpt = 0,
@@ -105,7 +112,13 @@ def batch(
             max_cost=max_cost,
             max_tokens=max_tokens,
         )
-        plan = plan_batch(input, output, parse_order(order), options)
+        plan = plan_batch(
+            input,
+            output,
+            parse_order(order),
+            options,
+            max_line_bytes=parse_size("--max-line", max_line),
+        )
         if plan.batch.errors and strict:
             show_bad_lines(plan.batch.errors)
             err(f"{len(plan.batch.errors)} bad line(s); nothing was run (--strict)")
@@ -131,9 +144,8 @@ def report_batch(done: BatchOutcome, json_summary: bool) -> NoReturn:
     if json_summary:
         typer.echo(json.dumps(summary, ensure_ascii=False))
     else:
-        from fanout.cli.progress import print_summary
-
-        print_summary(summary, sys.stdout)
+        for line in summary_text(done):
+            typer.echo(line)
     rid = done.run_id
     say_if_capped(rid, summary)
     if done.interrupted:
@@ -142,4 +154,43 @@ def report_batch(done: BatchOutcome, json_summary: bool) -> NoReturn:
         raise typer.Exit(EXIT_INTERRUPTED)
     if not json_summary:
         typer.echo(f"wrote {done.lines} lines to {done.output}")
-    raise typer.Exit(EXIT_OK if done.ok else EXIT_FAILED)
+    if done.ok:
+        raise typer.Exit(EXIT_OK)
+    err(f"exit {EXIT_FAILED}: {why_not_ok(done)}; each has its output line, with the error")
+    raise typer.Exit(EXIT_FAILED)
+
+
+def summary_text(done: BatchOutcome) -> list[str]:
+    """The summary as aligned `label  value` lines (plain text: no padding at line ends)."""
+    from fanout.report import aligned, summary_lines
+
+    summary = done.summary
+    rows = summary_lines(summary)
+    if done.bad_lines:
+        rows.insert(1, ("bad lines", f"{len(done.bad_lines)}, not run ({_see(done.bad_lines)})"))
+    return aligned(rows)
+
+
+def bad_lines_text(lines: Sequence[int]) -> str:
+    """ "1 bad line, see line 7" / "3 bad lines, see lines 2, 7, 9" (the first few)."""
+    n = len(lines)
+    return f"{n} bad line{'s' if n != 1 else ''}, {_see(lines)}"
+
+
+def _see(lines: Sequence[int], shown: int = 5) -> str:
+    listed = ", ".join(str(x) for x in lines[:shown]) + (", ..." if len(lines) > shown else "")
+    return f"see line{'s' if len(lines) != 1 else ''} {listed}"
+
+
+def why_not_ok(done: BatchOutcome) -> str:
+    """Why a finished batch run exits 1: its failed (or unfinished) tasks and bad lines."""
+    s = done.summary
+    parts = []
+    not_done = s["total"] - s["done"]
+    if s["failed"]:
+        parts.append(f"{s['failed']} task{'s' if s['failed'] != 1 else ''} failed")
+    if not_done - s["failed"]:
+        parts.append(f"{not_done - s['failed']} not done (skipped or cancelled)")
+    if done.bad_lines:
+        parts.append(bad_lines_text(done.bad_lines))
+    return ", ".join(parts)

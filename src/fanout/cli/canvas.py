@@ -63,7 +63,9 @@ SmartOpt = Annotated[
 ]
 YellowOpt = Annotated[
     str,
-    typer.Option("--yellow", help='Colour of the learner\'s nodes: "3" (spec yellow), "6"...'),
+    typer.Option(
+        "--yellow", help="Colour of the learner's nodes: 3 (the spec's yellow) or another, e.g. 6."
+    ),
 ]
 IdsOpt = Annotated[str | None, typer.Option(help="Target these node ids (comma-separated).")]
 GroupOpt = Annotated[str | None, typer.Option(help="Target the nodes inside this group.")]
@@ -77,7 +79,7 @@ def _split(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-@app.command("plan")
+@app.command("plan", short_help="What a run would do: targets, context, tasks.")
 def plan_cmd(
     canvas: CanvasArg,
     agents: AgentsOpt = None,
@@ -140,7 +142,7 @@ def _short(text: str, n: int = 60) -> str:
     return one if len(one) <= n else one[: n - 1] + "…"
 
 
-@app.command("run")
+@app.command("run", short_help="Explain every target at once; write the notes back.")
 def run_cmd(
     canvas: CanvasArg,
     agents: AgentsOpt = None,
@@ -254,7 +256,7 @@ def report_canvas(done: CanvasOutcome, as_json: bool) -> NoReturn:
     raise typer.Exit(EXIT_FAILED if done.failures else EXIT_OK)
 
 
-@app.command("restore")
+@app.command("restore", short_help="Put a backup of the canvas back.")
 def restore_cmd(
     canvas: CanvasArg,
     backup: Annotated[

@@ -20,14 +20,13 @@ from typing import Any, TextIO
 
 from rich.console import Console, Group
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
-from rich.table import Table
 from rich.text import Text
 
 from fanout.engine.census import NOT_SELECTED, SAVING, Census, census
 from fanout.engine.events import Event, ProviderDown, ProviderUp, TaskRetrying, TaskSlow
 from fanout.engine.run import Run
 from fanout.launch import Watch
-from fanout.report import fmt_s, summary_lines
+from fanout.report import aligned, fmt_s, summary_lines
 
 REFRESH_S = 0.2
 #: the ETA is the rate of completions over this many seconds
@@ -226,10 +225,6 @@ class LiveProgress:
 
 
 def print_summary(m: dict[str, Any], out: TextIO) -> None:
-    console = Console(file=out, highlight=False, soft_wrap=True)
-    table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold")
-    table.add_column()
-    for label, value in summary_lines(m):
-        table.add_row(label, value)
-    console.print(table)
+    # plain text (no rich table): it is read in logs and diffs, so nothing trails a line
+    for line in aligned(summary_lines(m)):
+        print(line, file=out)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from fanout.cli.common import (
+    EXIT_BAD_INPUT,
     AttemptsOpt,
     BaseUrlOpt,
     CacheOpt,
@@ -32,6 +35,7 @@ from fanout.cli.common import (
     TimeoutOpt,
     TpmOpt,
     engine_choice,
+    err,
     exits,
     overrides,
 )
@@ -93,6 +97,7 @@ def resume(
 
     with exits():
         run_id = find_run(run)
+        note = finished_note(run_id) if retry_failed is None else None
         changes = overrides(
             engine_choice(
                 config=config,
@@ -125,6 +130,7 @@ def resume(
                     ),
                     progress=progress,
                     resumed=True,
+                    after_start=say(note),
                 ),
                 json_summary,
             )
@@ -134,8 +140,37 @@ def resume(
             ),
             progress=progress,
             resumed=True,
+            after_start=say(note),
         )
     report_batch(batch_done, json_summary)
+
+
+def say(note: str | None) -> Callable[[], None] | None:
+    return None if note is None else lambda: err(note)
+
+
+def finished_note(run_id: str) -> str | None:
+    """What to say on resuming a run whose every task has ended (None for any other): it
+    is finished, how it ended, and how to run its failed tasks again. The resume still
+    goes on (it rewrites the output, sends nothing again, exits as the run ended)."""
+    from fanout.store.overview import run_status
+
+    with opened() as db:
+        st = run_status(db, run_id)
+    if st is None or st["status"] not in ("done", "failed"):
+        return None
+    states = st["states"]
+    ended = sum(states.get(s, 0) for s in ("done", "failed", "skipped"))
+    if ended < st["total"]:  # cancelled tasks: a resume runs them
+        return None
+    failed = states.get("failed", 0)
+    counts = f"{states.get('done', 0)} done, {failed} failed"
+    if states.get("skipped"):
+        counts += f", {states['skipped']} skipped"
+    again = f"; to run the failed ones again: fanout resume {run_id} --retry-failed"
+    return f"run {run_id} had finished ({counts}, of {st['total']}): nothing to send" + (
+        again if failed else ""
+    )
 
 
 #: a bare `--retry-failed` (typer options take no optional value): `main` spells it out
@@ -252,15 +287,23 @@ def results(
 ) -> None:
     """Export a run's results now, complete or partial (unfinished tasks are left out)."""
     from fanout.batch.run import export_results
+    from fanout.store.overview import run_status
 
     with exits():
         run_id = find_run(run)
         with opened() as db:
+            st = run_status(db, run_id)
             lines, have, total = export_results(db, run_id, output)
+    if st is not None and st["status"] == "running":
+        done = st["states"].get("done", 0)
+        err(
+            f"run {run_id} is still running ({done} of {total} done so far): these are the "
+            "results so far; export again when it ends"
+        )
     typer.echo(f"wrote {lines} lines to {output} ({have} of {total} tasks have a result)")
 
 
-@cache_app.command("stats")
+@cache_app.command("stats", short_help="How many answers the cache holds, how old, how used.")
 def cache_stats(json_out: JsonOpt = False) -> None:
     """How many answers the cache holds, their size and age, and how often they were used."""
     from fanout.report import when
@@ -276,15 +319,29 @@ def cache_stats(json_out: JsonOpt = False) -> None:
         typer.echo(f"oldest: {when(st['oldest'])}  newest: {when(st['newest'])}")
 
 
-@cache_app.command("clear")
+@cache_app.command("clear", short_help="Forget cached answers (runs and results are kept).")
 def cache_clear(
     older_than: Annotated[
         str | None, typer.Option(help="Only answers older than this, e.g. 7d.")
     ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask first.")] = False,
 ) -> None:
     """Forget cached answers (all, or the old ones); runs and their results are kept."""
     with exits():
         age = parse_duration("--older-than", older_than)
+        if not yes:
+            with opened() as db:
+                entries = queries.cache_stats(db)["entries"]
+            which = f"cached answers older than {older_than}" if older_than else "cached answers"
+            if not entries:
+                typer.echo("the cache is empty")
+                return
+            if not sys.stdin.isatty():
+                err(f"this would remove {which} (of {entries}); add --yes to do it")
+                raise typer.Exit(EXIT_BAD_INPUT)
+            if not typer.confirm(f"remove {which} (of {entries})?", default=False):
+                typer.echo("nothing removed")
+                return
         with opened() as db:
             n = queries.cache_clear(db, age)
     typer.echo(f"removed {n} cached answers")

@@ -10,6 +10,7 @@ slot.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from typing import Any
 
@@ -271,6 +272,12 @@ class Workers:
         unreached = isinstance(error, ConnectionFailed) and t.free_tries < MAX_FREE_TRIES
         delay = self._retry_delay(t, run, error, info, retry_after, pm)
         if delay is None:
+            attempts = t.attempts if t.attempts is not None else self._settings.retry.attempts
+            budget_spent = run.retries >= run.retry_budget and t.tries - t.free_tries < attempts
+            if budget_spent and info.error_class == "transient":
+                # say why a retriable error was not retried: the run's budget is spent
+                spent = f"retry budget spent ({run.retries}/{run.retry_budget})"
+                info = dataclasses.replace(info, message=f"{info.message} [{spent}]")
             result = Result(t, FAILED, attempts=attempt, error=info, latency_s=duration)
             ledger.finalize(t, FAILED, info, result, duration, first_token=slot.first_token)
             return

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,10 +130,34 @@ def find_run(ref: str, store_path: Path | None = None) -> str:
 
     with opened(store_path) as db:
         run_id = queries.find_run(db, ref)
-    if run_id is None:
-        where = store_path or default_path()
-        raise FanoutError(f"no run {ref!r} in the run store ({where}); see fanout runs")
-    return run_id
+        matches = [] if run_id is not None else _runs_starting(db, ref)
+    if run_id is not None:
+        return run_id
+    if matches:
+        shown = ", ".join(
+            f"{rid} ({kind}, {status}, {time.strftime('%Y-%m-%d %H:%M', time.localtime(at))})"
+            for rid, kind, status, at in matches[:SHOW_MATCHES]
+        )
+        more = f" and {len(matches) - SHOW_MATCHES} more" if len(matches) > SHOW_MATCHES else ""
+        raise FanoutError(
+            f"ambiguous: {len(matches)} runs match {ref!r}: {shown}{more}; give more of the id"
+        )
+    where = store_path or default_path()
+    raise FanoutError(f"no run {ref!r} in the run store ({where}); see fanout runs")
+
+
+SHOW_MATCHES = 5
+
+
+def _runs_starting(db: sqlite3.Connection, prefix: str) -> list[tuple[str, str, str, float]]:
+    """(id, kind, status, started) of every run whose id starts with `prefix`, newest first."""
+    pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    rows = db.execute(
+        "SELECT id, kind, status, created_at FROM runs WHERE id LIKE ? ESCAPE '\\' "
+        "ORDER BY created_at DESC",
+        (pattern,),
+    ).fetchall()
+    return [(str(r[0]), str(r[1]), str(r[2]), float(r[3])) for r in rows]
 
 
 def run_kind(run_id: str, store_path: Path | None = None) -> str | None:
@@ -143,10 +169,18 @@ def run_kind(run_id: str, store_path: Path | None = None) -> str | None:
     return None if info is None else str(info["kind"])
 
 
-def _engine(setup: Setup, options: RunOptions, store: SqliteStore) -> Engine:
+def _engine(
+    setup: Setup, options: RunOptions, store: SqliteStore, tasks: int | None = None
+) -> Engine:
+    """The engine of a run. With `tasks` (a run that cannot grow), no more workers than
+    tasks: the engine makes one worker per slot up front, and `--concurrency 100000` for a
+    file of 25 lines would spend seconds making workers that never get a task."""
     ttl = DEFAULT_CACHE_TTL_S if options.cache_ttl_s is None else options.cache_ttl_s
+    kw = setup.engine.copy()
+    if tasks is not None and "concurrency" in kw:
+        kw["concurrency"] = max(1, min(kw["concurrency"], tasks))
     return Engine(
-        **setup.engine,
+        **kw,
         providers=setup.providers,
         seed=setup.seed,
         store=store,
@@ -179,10 +213,13 @@ async def start(
     `config` is the application's part of the stored config (the options are added). On
     an error nothing runs and the sink is aborted."""
     try:
+        stored = {**config, **options.to_config()}
+        _check_storable(stored)
         setup = engine_setup(options.choice) if setup is None else setup
         store = open_store(store_path)
         try:
-            engine = _engine(setup, options, store)
+            fixed = not any(t.then is not None for t in tasks)  # `then` adds tasks
+            engine = _engine(setup, options, store, len(tasks) if fixed else None)
         except BaseException:
             await store.close()
             raise
@@ -196,7 +233,7 @@ async def start(
             kind=kind,
             run_id=run_id,
             deadline_s=_deadline(options, setup),
-            config={**config, **options.to_config()},
+            config=stored,
             max_cost_usd=_pick(setup.max_cost_usd, options.max_cost_usd),
             max_tokens=_pick(setup.max_tokens, options.max_tokens),
         )
@@ -206,6 +243,38 @@ async def start(
         await engine.aclose()
         raise
     return Launched(engine, run, sink, options, setup.note)
+
+
+def _check_storable(config: Mapping[str, Any]) -> None:
+    """Refuse, before anything runs, a run whose settings the store cannot keep: text that
+    is not UTF-8 (a flag or a file name with a byte like 0xff arrives as a lone surrogate),
+    named by where it is, never shown whole."""
+    stack: list[tuple[str, Any]] = [("", config)]
+    while stack:
+        where, v = stack.pop()
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                what = _STORED_NAMES.get(where, where)
+                raise ConfigError(
+                    f"{what} is not UTF-8 text (it holds a byte such as 0xff); fanout keeps it "
+                    "with the run: give it as UTF-8 (rename the file, retype the value)"
+                ) from None
+        elif isinstance(v, Mapping):
+            stack.extend((f"{where}.{k}" if where else str(k), x) for k, x in v.items())
+        elif isinstance(v, list | tuple):
+            stack.extend((where, x) for x in v)
+
+
+#: where in a run's stored settings -> what the user gave it as
+_STORED_NAMES = {
+    "batch.input": "the input file's path",
+    "batch.output": "the output file's path (-o)",
+    "choice.config": "the --config path",
+    **{f"choice.{f}": "--" + f.replace("_", "-") for f in ("provider", "model", "base_url")},
+    **{f"choice.{f}": "--" + f.replace("_", "-") for f in ("command", "sim_latency", "sim_faults")},
+}
 
 
 async def resume(
@@ -234,6 +303,7 @@ async def resume(
                 "with engine.resume(run_id, tasks=[...])"
             )
         options = RunOptions.from_config(snap.config).updated(overrides or Overrides())
+        _check_storable(options.to_config())
         setup = engine_setup(options.choice)
         reopened = reopen(snap.config, setup)
         engine = _engine(setup, options, store)

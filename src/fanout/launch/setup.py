@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fanout.config import Config, EngineKwargs, load_config
+from pydantic import ValidationError
+
+from fanout.config import MAX_CONCURRENCY, Config, EngineKwargs, load_config
 from fanout.engine.limits import ProviderLimits
 from fanout.engine.retry import RetryPolicy
 from fanout.engine.settings import DEFAULT_CONCURRENCY
@@ -110,6 +112,10 @@ def engine_setup(choice: EngineChoice) -> Setup:
         raise ConfigError(f"--timeout {choice.timeout}: must be positive")
     if choice.concurrency is not None and choice.concurrency < 1:
         raise ConfigError(f"--concurrency {choice.concurrency}: must be at least 1")
+    if choice.concurrency is not None and choice.concurrency > MAX_CONCURRENCY:
+        raise ConfigError(
+            f"--concurrency {choice.concurrency}: at most {MAX_CONCURRENCY:,} calls at once"
+        )
     if choice.attempts is not None and choice.attempts < 1:
         raise ConfigError(f"--attempts {choice.attempts}: must be at least 1")
 
@@ -138,9 +144,15 @@ def engine_setup(choice: EngineChoice) -> Setup:
         )
     kw["limits"] = limits
     note = SIM_NOTE if spec.type == "sim" and choice.provider is None and not configured else None
+    try:
+        provider = build_provider(name, spec, concurrency=concurrency)
+    except ConfigError as exc:
+        if cfg.source is None or name not in cfg.providers:
+            raise
+        raise ConfigError(f"{cfg.source}: {exc.message}") from None  # say which file
     return Setup(
         engine=kw,
-        providers={name: build_provider(name, spec, concurrency=concurrency)},
+        providers={name: provider},
         blueprints=cfg.apply_agents(load_blueprints()),
         deadline_s=cfg.timeouts.run,
         max_cost_usd=cfg.budget.max_cost,
@@ -158,6 +170,12 @@ def _spec_from_flags(kind: str, choice: EngineChoice) -> ProviderSpec:
 
     if choice.base_url is not None and kind not in ("openai", "anthropic"):
         raise ConfigError(f"--base-url is for --provider openai or anthropic, not {kind}")
+    if kind == "python":
+        raise ConfigError(
+            "--provider python needs a function to call: name it in fanout.yaml, e.g. "
+            "providers: {mine: {type: python, callable: mypkg.agents:answer}}, then "
+            "--provider mine"
+        )
     if kind == "command":
         if not choice.command:
             raise ConfigError('--provider command needs --command, e.g. --command "claude -p"')
@@ -175,8 +193,19 @@ def _spec_from_flags(kind: str, choice: EngineChoice) -> ProviderSpec:
         key_env = None  # a local server without a key
     try:
         return ProviderSpec(type=kind, base_url=choice.base_url, api_key_env=key_env)
-    except ValueError as exc:
-        raise ConfigError(f"--provider {kind}: {exc}") from None
+    except ValidationError as exc:
+        raise ConfigError(f"--provider {kind}: {_flag_problem(exc)}") from None
+
+
+def _flag_problem(exc: ValidationError) -> str:
+    """The first problem of a spec built from flags, in the flags' words (never pydantic's
+    own text, which links to its web site)."""
+    first = exc.errors(include_url=False)[0]
+    loc = first.get("loc") or ()
+    ctx = first.get("ctx") or {}
+    what = str(ctx.get("error") or first.get("msg", "not allowed"))
+    flag = {"base_url": "--base-url", "command": "--command"}.get(str(loc[0]) if loc else "")
+    return f"{flag} {what}" if flag else what
 
 
 def _sim_spec(spec: ProviderSpec, choice: EngineChoice, seed: int) -> ProviderSpec:

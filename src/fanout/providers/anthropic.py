@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from fanout.providers.base import Chunk, Completion, Request
+from fanout.providers.openai import LOCAL_KEY
 from fanout.providers.sdk import SdkProvider
 
 if TYPE_CHECKING:
@@ -18,6 +19,9 @@ JSON_HINT = "Answer with one JSON value only, no prose and no code fence."
 class AnthropicProvider(SdkProvider):
     sdk = "anthropic"
     client_class = "AsyncAnthropic"
+    # a local Anthropic-compatible server takes any key; without one the SDK refuses every
+    # call ("Could not resolve authentication method")
+    fallback_key = LOCAL_KEY
 
     def body(self, request: Request) -> dict[str, Any]:
         system = [m["content"] for m in request.messages if m.get("role") == "system"]
@@ -107,5 +111,17 @@ def from_spec(
             "your key (e.g. api_key_env: ANTHROPIC_API_KEY)"
         )
     return AnthropicProvider(
-        name=name, api_key=key, base_url=spec.base_url, pool=spec.concurrency or concurrency
+        name=name,
+        api_key=key,
+        base_url=anthropic_base_url(spec.base_url),
+        pool=spec.concurrency or concurrency,
     )
+
+
+def anthropic_base_url(url: str | None) -> str | None:
+    """The SDK adds `/v1/messages` to its base URL: a URL written the OpenAI way, ending in
+    `/v1`, would call `/v1/v1/messages`, so that `/v1` is dropped."""
+    if url is None:
+        return None
+    trimmed = url.rstrip("/")
+    return trimmed[: -len("/v1")] if trimmed.endswith("/v1") else url

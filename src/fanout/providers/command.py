@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import shlex
+import shutil
 import signal
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -35,7 +36,13 @@ class CommandProvider:
         name: str = "command",
         env: Mapping[str, str] | None = None,
     ) -> None:
-        self.argv = shlex.split(command) if isinstance(command, str) else list(command)
+        try:
+            self.argv = shlex.split(command) if isinstance(command, str) else list(command)
+        except ValueError as exc:  # an unbalanced quote
+            raise ConfigError(
+                f"the command {command!r} cannot be split into words ({str(exc).lower()}); "
+                "check its quotes"
+            ) from None
         if not self.argv:
             raise ConfigError("the command provider needs a command, e.g. 'claude -p'")
         self.name = name
@@ -102,4 +109,13 @@ def from_spec(
     name: str, spec: ProviderSpec, *, concurrency: int, env: Mapping[str, str] | None = None
 ) -> CommandProvider:
     assert spec.command is not None  # the spec's validator requires it
-    return CommandProvider(spec.command, name=name)
+    provider = CommandProvider(spec.command, name=name)
+    # every call would fail with "command not found": say so now, before the run starts
+    program = provider.argv[0]
+    found = shutil.which(program, path=(env or os.environ).get("PATH"))
+    if found is None:
+        where = "not an executable file" if os.sep in program else "not found on PATH"
+        raise ConfigError(
+            f"provider {name!r}: the command {program!r} is {where}; install it or fix the command"
+        )
+    return provider

@@ -421,6 +421,7 @@ def _instance(schema: Any, rng: random.Random, zh: bool) -> Any:
         obj = {k: _instance(v, rng, zh) for k, v in props.items()}
         for k in schema.get("required") or ():
             obj.setdefault(k, _phrase(rng, zh))
+        _sum_total(obj, props)
         return obj
     if kind == "array":
         lo = int(schema.get("minItems", 1))
@@ -439,6 +440,21 @@ def _instance(schema: Any, rng: random.Random, zh: bool) -> Any:
         return None
     text = _phrase(rng, zh, int(schema.get("minLength", 0)))
     return text[: int(schema["maxLength"])] if "maxLength" in schema else text
+
+
+def _sum_total(obj: dict[str, Any], props: Mapping[str, Any]) -> None:
+    """An integer `total` described as a sum (the scoring agent's "The sum of the four
+    dimensions") is the sum of the object's other integers, as a model asked would make it."""
+    spec = props.get("total")
+    if not isinstance(spec, dict) or spec.get("type") != "integer":
+        return
+    if "sum" not in str(spec.get("description", "")).lower():
+        return
+    parts = [
+        v for k, v in obj.items() if k != "total" and isinstance(v, int) and not isinstance(v, bool)
+    ]
+    if parts:
+        obj["total"] = sum(parts)
 
 
 def _cut(text: str, tokens: int) -> str:
@@ -536,11 +552,23 @@ def from_spec(
 ) -> SimProvider:
     """Build from a fanout.yaml entry; `options` holds `SimConfig` fields (faults, latency)."""
     opts = dict(spec.options)
-    if isinstance(opts.get("faults"), str):
-        opts["faults"] = parse_faults(opts["faults"])
-    if isinstance(opts.get("latency"), str):
-        opts.update(parse_latency(opts.pop("latency")))
     try:
+        faults = opts.get("faults")
+        if isinstance(faults, str):
+            opts["faults"] = parse_faults(faults)
+        elif faults is not None and not isinstance(faults, dict):
+            raise ValueError("faults: give KIND=RATE pairs, e.g. faults: 429=0.05,500=0.02")
+        if "latency" in opts:
+            latency = opts.pop("latency")
+            if not isinstance(latency, str | int | float) or isinstance(latency, bool):
+                raise ValueError("latency: give a duration such as 50ms")
+            opts.update(parse_latency(str(latency)))
         return SimProvider(SimConfig(**opts))
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"provider {name!r} (sim): options: {exc}") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ConfigError(f"provider {name!r} (sim): options: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's message for a one-line error (a TypeError names the unknown field)."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text.replace("SimConfig.__init__() got an unexpected keyword argument", "unknown option")

@@ -2,6 +2,7 @@
 `breakdown` (where each task's time went, from its spans)."""
 
 from fanout.report.text import (
+    aligned,
     fmt_s,
     format_runs,
     format_status,
@@ -14,6 +15,7 @@ from fanout.report.text import (
 )
 
 __all__ = [
+    "aligned",
     "fmt_s",
     "format_runs",
     "format_status",

@@ -9,6 +9,7 @@ cost and its peak memory.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from typing import Any
@@ -30,6 +31,14 @@ from fanout.store.queries import load_snapshot, rid_of
 SLOWEST_SHOWN = 5
 #: what a task waiting in a lane's queue may be waiting for (ready, not running)
 QUEUE_KINDS = ("queued", "lane", "rpm", "tpm", "retry_after", "circuit", "budget")
+
+
+def aligned(rows: list[tuple[str, str]]) -> list[str]:
+    """`label  value` lines, labels padded to one width, nothing trailing at a line's end."""
+    if not rows:
+        return []
+    width = max(len(label) for label, _ in rows)
+    return [f"{label:<{width}}  {value}".rstrip() for label, value in rows]
 
 
 def fmt_s(s: float | None) -> str:
@@ -74,7 +83,7 @@ def summary_lines(m: dict[str, Any]) -> list[tuple[str, str]]:
         none = "- (no calls made)"
         rows += [("speedup", none), ("utilisation", none), ("latency", none)]
     rows += [
-        ("retries", _counts(m["retries"], m["retries_by_kind"])),
+        ("retries", _counts(m["retries"], m["retries_by_kind"]) + _budget_spent(m)),
         ("failures", _counts(m["failed"], m["failures_by_kind"])),
         ("tokens", f"{m['input_tokens']:,} in, {m['output_tokens']:,} out"),
     ]
@@ -84,6 +93,18 @@ def summary_lines(m: dict[str, Any]) -> list[tuple[str, str]]:
     if m.get("cancel_reason"):
         rows.append(("cancelled", str(m["cancel_reason"])))
     return rows
+
+
+_SPENT = re.compile(r"\[retry budget spent \(\d+/(\d+)\)\]")
+
+
+def _budget_spent(m: dict[str, Any]) -> str:
+    """Said when the run-wide retry budget ran out while tasks failed (they were not all
+    retried as their attempts allowed)."""
+    budget = m.get("retry_budget")
+    if budget is None or not m["failed"] or m["retries"] < budget:
+        return ""
+    return f"; retry budget spent ({m['retries']}/{budget})"
 
 
 def _counts(total: int, by_kind: dict[str, int]) -> str:
@@ -99,6 +120,12 @@ def run_report(db: sqlite3.Connection, run_id: str) -> dict[str, Any] | None:
     from fanout.store.overview import display_status
 
     m = metrics_from_snapshot(snap)
+    # the store keeps no retry budget; a task it failed says it in its error
+    for r in snap.results.values():
+        spent = _SPENT.search(r.error.message) if r.error is not None else None
+        if spent is not None:
+            m["retry_budget"] = int(spent[1])
+            break
     m["status"] = display_status(snap.status, snap.lease)
     m["kind"] = snap.kind
     m["segments"] = len(snap.segments)
