@@ -10,24 +10,29 @@ worker pool itself). Calls wait for budget, never rejected for it.
 from __future__ import annotations
 
 import math
-import random
 from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
+from fanout.engine.circuit import (  # re-exported: the outcomes are the meters' vocabulary
+    CIRCUIT_FAILURES as CIRCUIT_FAILURES,
+)
+from fanout.engine.circuit import CIRCUIT_PROBE_BASE_S as CIRCUIT_PROBE_BASE_S
+from fanout.engine.circuit import CIRCUIT_PROBE_CAP_S as CIRCUIT_PROBE_CAP_S
+from fanout.engine.circuit import DOWN as DOWN
+from fanout.engine.circuit import ERROR as ERROR
+from fanout.engine.circuit import NEUTRAL as NEUTRAL
+from fanout.engine.circuit import NOT_SENT as NOT_SENT
+from fanout.engine.circuit import OK as OK
+from fanout.engine.circuit import OVERLOADED as OVERLOADED
+from fanout.engine.circuit import RATE_LIMITED as RATE_LIMITED
+from fanout.engine.circuit import UNREACHABLE_PROBES as UNREACHABLE_PROBES
+from fanout.engine.circuit import Circuit as Circuit
+from fanout.engine.shared import SYNC_S, SharedAccount
 from fanout.errors import ConfigError
 from fanout.tasks import Task
 
 INF = math.inf
-
-#: outcome values passed to `finished`
-OK = "ok"
-RATE_LIMITED = "rate_limited"  # a 429 with Retry-After: acts through `pause`, not AIMD
-OVERLOADED = "overloaded"  # a 529, or a 429 that names no wait: AIMD halves the limit
-DOWN = "down"  # could not connect, connection lost, 5xx, timeout: counts toward the circuit
-ERROR = "error"  # the provider answered, but not usably (4xx, bad content)
-NEUTRAL = "neutral"  # no verdict on the provider (the attempt was cancelled or interrupted)
-NOT_SENT = "not_sent"  # picked but never sent (over its run's cap): its charges are refunded
 
 DEFAULT_BURST_S = 0.5  # a client-side burst of half a second of budget: under any server's 1 s
 AIMD_DECREASE_FACTOR = 0.5
@@ -41,8 +46,16 @@ RATE_DECREASE_FACTOR = 0.9
 #: then climb: each success adds this many calls/s (+10 % a second while paced) back up to
 #: the rate last admitted...
 RATE_INCREASE = 0.1
-#: ...and only this many above it (+1 % a second), so 429s come seldom
+#: ...and only this many above it (+1 % a second), so 429s come seldom; the step grows by
+#: this much each second since the last cut (up to `RATE_PROBE_MAX` times), so capacity that
+#: another client freed is found within seconds
 RATE_PROBE = 0.01
+RATE_PROBE_GROWTH = 1.0
+RATE_PROBE_MAX = 8.0
+#: the provider's rate headers: a budget with fewer than this many calls' worth left holds
+#: new calls until the provider says it is whole again (at most `HOLD_MAX_S` at a time)
+HOLD_CALLS = 1.0
+HOLD_MAX_S = 60.0
 #: until a full window has been measured (the start of a run, when the first count is short)
 #: the climb doubles the pace every second
 RATE_SLOW_START = 1.0
@@ -57,16 +70,6 @@ RATE_NOISE_SHARE = 0.5
 #: a long Retry-After pauses every call only when at least this share of the calls that
 #: ended lately were 429s: a stray 429 amid successes holds back its own task alone
 PAUSE_SHARE = 0.5
-#: this many provider failures in a row (connection, 5xx, 529, timeout) open the circuit; an
-#: answer to a call sent before the first of them does not break the row (it is old news)
-CIRCUIT_FAILURES = 10
-#: while open, one probe at a time, the first after this long, doubling up to the cap
-#: (with jitter): an outage costs a probe now and then, not the tasks' attempts
-CIRCUIT_PROBE_BASE_S = 0.5
-CIRCUIT_PROBE_CAP_S = 30.0
-#: a provider that never answered and failed this many probes cannot be reached: its calls
-#: fail at once instead of waiting for it
-UNREACHABLE_PROBES = 3
 
 
 class Meter(Protocol):
@@ -110,6 +113,8 @@ class ProviderLimits:
     tpm: float | None = None
     concurrency: int | None = None
     adaptive: bool = True
+    #: the account these budgets belong to, shared with other processes on this machine
+    account: SharedAccount | None = None
 
     def __post_init__(self) -> None:
         for name in ("rpm", "tpm"):
@@ -146,98 +151,11 @@ class Gcra:
         """Correct a charge (negative units add): reconcile an estimate with reported usage."""
         self.tat -= units * self.interval
 
-
-class Circuit:
-    """Whether a provider is down. `CIRCUIT_FAILURES` failures in a row (could not connect,
-    connection lost, 5xx, 529, timeout) open it: nothing new is sent but one probe at a time,
-    the first after `CIRCUIT_PROBE_BASE_S`, then at doubling intervals (full jitter, capped at
-    `CIRCUIT_PROBE_CAP_S`); the first call that gets an answer closes it. A provider that never
-    answered and failed `UNREACHABLE_PROBES` probes is `unreachable`: the engine then fails
-    its calls at once, with one message, instead of waiting for it."""
-
-    __slots__ = (
-        "_next_probe",
-        "_probe",
-        "_rng",
-        "_row_since",
-        "answered",
-        "down_since",
-        "fails",
-        "probes",
-    )
-
-    def __init__(self, seed: int | None = None) -> None:
-        self.fails = 0
-        self._row_since = 0.0  # when the current row of failures began
-        self.down_since: float | None = None
-        self._next_probe = 0.0
-        self._probe: int | None = None  # id() of the task whose call is the probe
-        self.probes = 0  # failed probes since the circuit opened
-        self.answered = False  # whether the provider ever answered a call
-        self._rng = random.Random(seed)
-
-    @property
-    def unreachable(self) -> bool:
-        return (
-            self.down_since is not None
-            and not self.answered
-            and (self.probes >= UNREACHABLE_PROBES)
-        )
-
-    def wait_time(self, now: float) -> float:
-        if self.down_since is None or self.unreachable:
-            return 0.0
-        if self._probe is not None:
-            return INF  # until the probe's answer
-        w = self._next_probe - now
-        return w if w > 0.0 else 0.0
-
-    def started(self, task: Task) -> None:
-        if self.down_since is not None and self._probe is None:
-            self._probe = id(task)
-
-    def finished(self, now: float, task: Task, outcome: str, started: float) -> bool:
-        """Count the outcome of a call sent at `started`; True when the circuit opened or
-        closed. Connection failures, 5xx and timeouts are failures; a 529 (or a 429 that names
-        no wait) is a failure too, but an answer: a provider that answers is never given up on
-        as unreachable."""
-        probe = self._probe is not None and self._probe == id(task)
-        if probe:
-            self._probe = None
-        if outcome in (DOWN, OVERLOADED):
-            if outcome == OVERLOADED:
-                self.answered = True
-            if self.fails == 0:
-                self._row_since = now
-            self.fails += 1
-            if self.down_since is None:
-                if self.fails >= CIRCUIT_FAILURES:
-                    self.down_since = now
-                    self.probes = 0
-                    self._probe = None
-                    self._schedule(now)
-                    return True
-            elif probe:
-                self.probes += 1
-                self._schedule(now)
-            return False
-        if outcome in (NEUTRAL, NOT_SENT):
-            return False
-        # the provider answered (OK, a 429 naming its wait, a 4xx, bad content)
-        self.answered = True
-        if started < self._row_since:
-            return False  # sent before the row of failures began: it says nothing of now
-        self.fails = 0
-        if self.down_since is not None:
-            self.down_since = None
-            self.probes = 0
-            self._probe = None  # a probe still out (another call answered first) is moot
-            return True
-        return False
-
-    def _schedule(self, now: float) -> None:
-        window = min(CIRCUIT_PROBE_CAP_S, CIRCUIT_PROBE_BASE_S * 2.0**self.probes)
-        self._next_probe = now + window * self._rng.uniform(0.5, 1.0)
+    def retune(self, rate_per_min: float, burst_s: float) -> None:
+        """A new rate from now on (a new share of the account, a limit the provider stated):
+        what is already charged keeps its time."""
+        self.interval = 60.0 / rate_per_min
+        self.tau = burst_s
 
 
 class ProviderMeter:
@@ -271,8 +189,16 @@ class ProviderMeter:
     """
 
     __slots__ = (
+        "_asked",
+        "_avg_tokens",
         "_ceiling",
+        "_conf_rpm",
+        "_conf_tpm",
+        "_cuts_synced",
         "_first_ok",
+        "_hdr_rpm",
+        "_hdr_tpm",
+        "_holders",
         "_last_cut",
         "_last_decrease",
         "_limited_start",
@@ -281,6 +207,7 @@ class ProviderMeter:
         "_rej_n",
         "_rej_prev",
         "_starts",
+        "_sync_at",
         "_win_n",
         "_win_prev",
         "_win_start",
@@ -290,6 +217,7 @@ class ProviderMeter:
         "decreases",
         "inflight",
         "key",
+        "lease",
         "limit",
         "pace_rate",
         "paused_until",
@@ -326,8 +254,23 @@ class ProviderMeter:
         self._rej_n = 0  # 429s in this window and the last, beside the successes
         self._rej_prev = 0
         self.circuit = Circuit()
+        # the account's budgets: configured, stated by the provider's headers, and the
+        # number of processes sharing them (see `observe`, `_sync`)
+        self._conf_rpm, self._conf_tpm = limits.rpm, limits.tpm
+        self._hdr_rpm: float | None = None
+        self._hdr_tpm: float | None = None
+        self._avg_tokens = 0.0
+        self._holders = 1
+        self.lease = None if limits.account is None else limits.account.lease(_model(key))
+        self._sync_at = -INF
+        self._asked = -INF
+        self._cuts_synced = 0
 
     def wait_time(self, now: float, task: Task) -> float:
+        if self.lease is not None:
+            self._asked = now
+            if now >= self._sync_at:
+                self._sync(now)
         if self.inflight >= int(self.limit):
             return INF
         w = self.paused_until - now
@@ -342,6 +285,8 @@ class ProviderMeter:
         return w if w > 0.0 else 0.0
 
     def started(self, now: float, task: Task) -> None:
+        if self.lease is not None and now >= self._sync_at:
+            self._sync(now)
         self.inflight += 1
         if self.circuit.down_since is not None:
             self.circuit.started(task)
@@ -355,6 +300,8 @@ class ProviderMeter:
 
     def finished(self, now: float, task: Task, outcome: str, tokens: int) -> None:
         self.inflight -= 1
+        if self.lease is not None and now >= self._sync_at:
+            self._sync(now)
         if outcome == NOT_SENT:  # give back what `started` charged for a call never sent
             if self.rpm is not None:
                 self.rpm.refund(1.0)
@@ -363,8 +310,10 @@ class ProviderMeter:
             if self.pace_rate is not None and self._starts.pop(id(task), None) is not None:
                 self._pace_tat -= 1.0 / self.pace_rate
             return
-        if self.tpm is not None and tokens > 0:
-            self.tpm.refund(task.est_tokens - tokens)
+        if tokens > 0:
+            self._avg_tokens += 0.1 * (tokens - self._avg_tokens)
+            if self.tpm is not None:
+                self.tpm.refund(task.est_tokens - tokens)
         if not self.adaptive:
             return
         # a call sent before the pacer existed was sent before its first cut
@@ -379,8 +328,9 @@ class ProviderMeter:
                     self.pace_rate += RATE_SLOW_START
                 elif self.pace_rate < self._ceiling:
                     self.pace_rate += RATE_INCREASE
-                else:
-                    self.pace_rate += RATE_PROBE
+                else:  # probe: a step that grows while no 429 says we are over
+                    grow = min(RATE_PROBE_MAX, 1.0 + RATE_PROBE_GROWTH * (now - self._last_cut))
+                    self.pace_rate += RATE_PROBE * grow
             elif now < self._first_ok:
                 self._first_ok = now
             if self.limit < self.cap:
@@ -467,12 +417,81 @@ class ProviderMeter:
         self.rate_cuts += 1
         return True
 
+    def observe(self, now: float, rate: dict[str, float]) -> None:
+        """What the provider's rate headers said with an answer (`providers.sdk.rate_headers`):
+        its per-minute limits seed the budgets (the lower of them and what is configured, as
+        a share of the account when other processes use it); a budget that has less than
+        `HOLD_CALLS` calls' worth left holds new calls until its reset."""
+        hdr_rpm, hdr_tpm = rate.get("requests_limit"), rate.get("tokens_limit")
+        if (hdr_rpm or None, hdr_tpm or None) != (self._hdr_rpm, self._hdr_tpm):
+            self._hdr_rpm, self._hdr_tpm = hdr_rpm or None, hdr_tpm or None
+            self._retune()
+        per_call = {"requests": 1.0, "tokens": max(self._avg_tokens, 1.0)}
+        for name, need in per_call.items():
+            left, reset = rate.get(f"{name}_remaining"), rate.get(f"{name}_reset")
+            if left is not None and reset and left < HOLD_CALLS * need:
+                self.paused_until = max(self.paused_until, now + min(reset, HOLD_MAX_S))
+
+    def _retune(self) -> None:
+        """The RPM/TPM budgets from what is configured, what the provider stated and how
+        many processes share the account."""
+        n = self._holders
+        rpm = _least(self._conf_rpm, self._hdr_rpm)
+        if rpm is None:
+            self.rpm = None
+        elif self.rpm is None:
+            self.rpm = Gcra(rpm / n, _burst(rpm / n))
+        else:
+            self.rpm.retune(rpm / n, _burst(rpm / n))
+        tpm = _least(self._conf_tpm, self._hdr_tpm)
+        if tpm is None:
+            self.tpm = None
+        elif self.tpm is None:
+            self.tpm = Gcra(tpm / n, DEFAULT_BURST_S)
+        else:
+            self.tpm.retune(tpm / n, DEFAULT_BURST_S)
+
+    def _sync(self, now: float) -> None:
+        """Renew this process's lease on the account and take its share: the budgets split
+        among the processes with calls to make, and the account's learned rate too (so a
+        process that joins paces at once, and one that stays takes up what the others
+        freed). At most once per `SYNC_S`: the hot path never waits on the file."""
+        lease = self.lease
+        assert lease is not None
+        self._sync_at = now + SYNC_S
+        learned = None
+        if self.rate_cuts != self._cuts_synced and self.pace_rate is not None:
+            self._cuts_synced = self.rate_cuts
+            learned = self.pace_rate * self._holders
+        demand = self.inflight > 0 or now - self._asked < 2 * SYNC_S
+        share = lease.sync(demand=demand, pace=self.pace_rate, learned=learned)
+        if share is None:
+            return
+        holders = max(1, share.holders)
+        if holders == self._holders and self.pace_rate is not None:
+            return
+        self._holders = holders
+        self._retune()
+        if self.adaptive and share.pace_total:
+            self.pace_rate = self._ceiling = share.pace_total / holders
+            self._pace_tat = min(self._pace_tat, now + 1.0 / self.pace_rate)
+            self._last_cut = now
+
     def __repr__(self) -> str:
         pace = "" if self.pace_rate is None else f", pace={self.pace_rate:.2f}/s"
         return (
             f"ProviderMeter({self.key!r}, limit={self.limit:.1f}/{self.cap:.0f}, "
             f"inflight={self.inflight}{pace})"
         )
+
+
+def _least(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _model(key: str) -> str:
+    """The model of a limiter key ("provider:model")."""
+    return key.partition(":")[2] or key
 
 
 def _burst(rpm: float) -> float:
