@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from fanout import ProviderLimits, Task
-from fanout.engine.limits import ProviderMeter
+from fanout.engine.limits import OK, ProviderMeter
 from fanout.engine.shared import LEASE_S, SYNC_S, SharedAccount, account_id
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -174,3 +174,21 @@ def test_a_configured_limit_below_the_stated_one_wins_and_the_stated_one_caps_it
     high.observe(0.0, {"requests_limit": 600})
     assert high.rpm is not None
     assert high.rpm.interval == pytest.approx(0.1)
+
+
+def test_a_call_is_charged_what_calls_use_not_its_whole_output_limit() -> None:
+    """With answers of about 100 tokens and an output limit of 4,000, a TPM budget of 6,000
+    a minute admits about one call a second, not one every 40 s; the usage reported then
+    replaces the charge."""
+    m = ProviderMeter("p:m", ProviderLimits(tpm=6000), default_cap=64)
+    assert m.tpm is not None
+    first, second = Task("a"), Task("b")
+    first.est_tokens = second.est_tokens = 4000
+    m.started(0.0, first)
+    assert m.tpm.tat == pytest.approx(40.0)  # nothing known yet: the estimate
+    m.finished(0.5, first, OK, 100)
+    assert m.tpm.tat == pytest.approx(1.0)  # what it used
+    m.started(1.0, second)
+    assert m.tpm.tat == pytest.approx(1.0 + 1.5)  # 1.5 x the 100 tokens calls use
+    m.finished(1.5, second, OK, 100)
+    assert m.tpm.tat == pytest.approx(2.0)

@@ -55,6 +55,8 @@ RATE_PROBE_MAX = 8.0
 #: the provider's rate headers: a budget with fewer than this many calls' worth left holds
 #: new calls until the provider says it is whole again (at most `HOLD_MAX_S` at a time)
 HOLD_CALLS = 1.0
+#: a call is charged at most this many times the tokens calls used lately (`_token_cost`)
+TOKENS_MARGIN = 1.5
 HOLD_MAX_S = 60.0
 #: until a full window has been measured (the start of a run, when the first count is short)
 #: the climb doubles the pace every second
@@ -192,6 +194,7 @@ class ProviderMeter:
         "_asked",
         "_avg_tokens",
         "_ceiling",
+        "_charged",
         "_conf_rpm",
         "_conf_tpm",
         "_cuts_synced",
@@ -259,7 +262,8 @@ class ProviderMeter:
         self._conf_rpm, self._conf_tpm = limits.rpm, limits.tpm
         self._hdr_rpm: float | None = None
         self._hdr_tpm: float | None = None
-        self._avg_tokens = 0.0
+        self._avg_tokens = 0.0  # tokens per call lately (reported usage)
+        self._charged: dict[int, float] = {}  # id(task) -> tokens charged at its start
         self._holders = 1
         self.lease = None if limits.account is None else limits.account.lease(_model(key))
         self._sync_at = -INF
@@ -296,24 +300,36 @@ class ProviderMeter:
         if self.rpm is not None:
             self.rpm.charge(now, 1.0)
         if self.tpm is not None:
-            self.tpm.charge(now, max(task.est_tokens, 1))
+            self._charged[id(task)] = cost = self._token_cost(task)
+            self.tpm.charge(now, cost)
+
+    def _token_cost(self, task: Task) -> float:
+        """What a call is charged against the TPM budget when it starts: its estimate (the
+        prompt and its output limit), but no more than `TOKENS_MARGIN` times what calls
+        have used lately: an output limit far above the answers would hold back calls the
+        budget admits until each answer's usage gives the difference back."""
+        est = float(max(task.est_tokens, 1))
+        avg = self._avg_tokens
+        return min(est, TOKENS_MARGIN * avg) if avg > 0.0 else est
 
     def finished(self, now: float, task: Task, outcome: str, tokens: int) -> None:
         self.inflight -= 1
         if self.lease is not None and now >= self._sync_at:
             self._sync(now)
+        charged = self._charged.pop(id(task), 0.0) if self._charged else 0.0
         if outcome == NOT_SENT:  # give back what `started` charged for a call never sent
             if self.rpm is not None:
                 self.rpm.refund(1.0)
             if self.tpm is not None:
-                self.tpm.refund(max(task.est_tokens, 1))
+                self.tpm.refund(charged)
             if self.pace_rate is not None and self._starts.pop(id(task), None) is not None:
                 self._pace_tat -= 1.0 / self.pace_rate
             return
         if tokens > 0:
-            self._avg_tokens += 0.1 * (tokens - self._avg_tokens)
-            if self.tpm is not None:
-                self.tpm.refund(task.est_tokens - tokens)
+            avg = self._avg_tokens
+            self._avg_tokens = float(tokens) if avg == 0.0 else avg + 0.1 * (tokens - avg)
+            if self.tpm is not None:  # the usage reported replaces the charge
+                self.tpm.refund(charged - tokens)
         if not self.adaptive:
             return
         # a call sent before the pacer existed was sent before its first cut
