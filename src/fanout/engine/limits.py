@@ -55,6 +55,9 @@ RATE_PROBE_MAX = 8.0
 #: the provider's rate headers: a budget with fewer than this many calls' worth left holds
 #: new calls until the provider says it is whole again (at most `HOLD_MAX_S` at a time)
 HOLD_CALLS = 1.0
+#: calls sent to a service's account before its first answer (its rate headers, the rate it
+#: admits): a run of 64 at once would meet a budget of 20 calls/s with 44 429s
+FIRST_CALLS = 4
 #: a call is charged at most this many times the tokens calls used lately (`_token_cost`)
 TOKENS_MARGIN = 1.5
 HOLD_MAX_S = 60.0
@@ -277,6 +280,8 @@ class ProviderMeter:
                 self._sync(now)
         if self.inflight >= int(self.limit):
             return INF
+        if self.lease is not None and not self.circuit.answered and self.inflight >= FIRST_CALLS:
+            return INF  # a service's account: learn its limits from a few answers first
         w = self.paused_until - now
         if self.circuit.down_since is not None:
             w = max(w, self.circuit.wait_time(now))
@@ -479,7 +484,8 @@ class ProviderMeter:
         if self.rate_cuts != self._cuts_synced and self.pace_rate is not None:
             self._cuts_synced = self.rate_cuts
             learned = self.pace_rate * self._holders
-        demand = self.inflight > 0 or now - self._asked < 2 * SYNC_S
+        # only calls waiting to start need budget: the last ones in flight do not
+        demand = now - self._asked < 2 * SYNC_S
         share = lease.sync(demand=demand, pace=self.pace_rate, learned=learned)
         if share is None:
             return
