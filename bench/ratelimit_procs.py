@@ -53,6 +53,7 @@ class Figures:
     rejected_429_share: float = 0.0
     failed: int = 0
     done: int = 0
+    lines: int = 0  # input lines over all processes
     ends: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -132,6 +133,7 @@ def run(
             n = int(share + (per_s * alone if p == procs - 1 else 0))
             src = tmp / f"in-{p}.jsonl"
             write_lines(src, n, f"p{p}")
+            figures.lines += n
             cmd = [sys.executable, "-m", "fanout", "batch", str(src), "-o", str(tmp / f"out-{p}")]
             cmd += ["--provider", "openai", "--base-url", url + "/v1", "--model", MODEL]
             cmd += ["--concurrency", str(concurrency), "--json", "--attempts", "6"]
@@ -166,6 +168,8 @@ def run(
     finally:
         server.terminate()
         server.wait()
+        if server.stdout is not None:
+            server.stdout.close()
     if tpm is not None:  # the tokens a call took, from the answers' usage
         used = calls = 0
         for p in range(procs):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from fanout import ProviderLimits, Task
-from fanout.engine.limits import OK, ProviderMeter
+from fanout.engine.limits import OK, SHARED_HEADROOM, ProviderMeter
 from fanout.engine.shared import LEASE_S, SYNC_S, SharedAccount, account_id
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,7 +53,8 @@ def test_two_processes_split_the_budget_and_the_last_one_takes_it_whole(tmp_path
     busy(b, 0.0)
     busy(a, SYNC_S)  # a sees b at its next sync
     assert b.rpm is not None
-    assert (a.rpm.interval, b.rpm.interval) == (pytest.approx(0.2), pytest.approx(0.2))
+    half = 60 / (600 * (1 - SHARED_HEADROOM) / 2)  # each half, less the headroom
+    assert (a.rpm.interval, b.rpm.interval) == (pytest.approx(half), pytest.approx(half))
     assert b.lease is not None
     b.lease.release()  # b ended
     busy(a, 2 * SYNC_S)
@@ -67,7 +68,7 @@ def test_a_process_with_nothing_to_send_leaves_its_share(tmp_path: Path) -> None
     busy(b, 0.0)
     busy(a, SYNC_S)
     assert a.tpm is not None
-    assert a.tpm.interval == pytest.approx(60 / 30_000)
+    assert a.tpm.interval == pytest.approx(60 / (60_000 * (1 - SHARED_HEADROOM) / 2))
     assert b.lease is not None
     b.lease.sync(demand=False, pace=None)  # b has gone quiet: nothing in flight, none asked
     busy(a, 2 * SYNC_S)
@@ -98,7 +99,8 @@ def test_a_killed_process_releases_its_share_by_lease_expiry(tmp_path: Path) -> 
             a = meter(path, rpm=1200)
             busy(a, 0.0)
             assert a.rpm is not None
-            assert a.rpm.interval == pytest.approx(0.1)  # two share 1200/min
+            # two share 1200/min
+            assert a.rpm.interval == pytest.approx(60 / (1200 * (1 - SHARED_HEADROOM) / 2))
         finally:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()

@@ -55,6 +55,9 @@ RATE_PROBE_MAX = 8.0
 #: the provider's rate headers: a budget with fewer than this many calls' worth left holds
 #: new calls until the provider says it is whole again (at most `HOLD_MAX_S` at a time)
 HOLD_CALLS = 1.0
+#: processes sharing an account leave this share of its budget unused: their bursts, and
+#: calls bunched by a busy machine, arrive together
+SHARED_HEADROOM = 0.02
 #: calls sent to a service's account before its first answer (its rate headers, the rate it
 #: admits): a run of 64 at once would meet a budget of 20 calls/s with 44 429s
 FIRST_CALLS = 4
@@ -455,22 +458,24 @@ class ProviderMeter:
 
     def _retune(self) -> None:
         """The RPM/TPM budgets from what is configured, what the provider stated and how
-        many processes share the account."""
+        many processes share the account (each its share, less `SHARED_HEADROOM`: their
+        bursts add up)."""
         n = self._holders
+        share = 1.0 if n == 1 else (1.0 - SHARED_HEADROOM) / n
         rpm = _least(self._conf_rpm, self._hdr_rpm)
         if rpm is None:
             self.rpm = None
         elif self.rpm is None:
-            self.rpm = Gcra(rpm / n, _burst(rpm / n))
+            self.rpm = Gcra(rpm * share, _burst(rpm * share))
         else:
-            self.rpm.retune(rpm / n, _burst(rpm / n))
+            self.rpm.retune(rpm * share, _burst(rpm * share))
         tpm = _least(self._conf_tpm, self._hdr_tpm)
         if tpm is None:
             self.tpm = None
         elif self.tpm is None:
-            self.tpm = Gcra(tpm / n, DEFAULT_BURST_S)
+            self.tpm = Gcra(tpm * share, DEFAULT_BURST_S)
         else:
-            self.tpm.retune(tpm / n, DEFAULT_BURST_S)
+            self.tpm.retune(tpm * share, DEFAULT_BURST_S)
 
     def _sync(self, now: float) -> None:
         """Renew this process's lease on the account and take its share: the budgets split
@@ -492,8 +497,13 @@ class ProviderMeter:
         holders = max(1, share.holders)
         if holders == self._holders and self.pace_rate is not None:
             return
+        more = holders > self._holders
         self._holders = holders
         self._retune()
+        if more:  # a newcomer's burst would add to the credit banked here: drop it
+            for gcra in (self.rpm, self.tpm):
+                if gcra is not None:
+                    gcra.tat = max(gcra.tat, now + gcra.tau)
         if self.adaptive and share.pace_total:
             self.pace_rate = self._ceiling = share.pace_total / holders
             self._pace_tat = min(self._pace_tat, now + 1.0 / self.pace_rate)
