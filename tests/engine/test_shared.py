@@ -3,6 +3,7 @@ the meter's use of it and of the provider's rate headers (`ProviderMeter.observe
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sqlite3
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from fanout import ProviderLimits, Task
-from fanout.engine.limits import OK, SHARED_HEADROOM, ProviderMeter
+from fanout.engine.limits import FIRST_CALLS, OK, SHARED_HEADROOM, ProviderMeter
 from fanout.engine.shared import LEASE_S, SYNC_S, SharedAccount, account_id
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -194,3 +195,22 @@ def test_a_call_is_charged_what_calls_use_not_its_whole_output_limit() -> None:
     assert m.tpm.tat == pytest.approx(1.0 + 1.5)  # 1.5 x the 100 tokens calls use
     m.finished(1.5, second, OK, 100)
     assert m.tpm.tat == pytest.approx(2.0)
+
+
+def test_a_services_account_gets_a_few_calls_before_its_first_answer(tmp_path: Path) -> None:
+    """Its first answer brings the rate headers (or the rate it admits): until then only
+    `FIRST_CALLS` go out; a provider that is no account (the simulator in-process, a
+    command) is not held back."""
+    m = meter(tmp_path / "accounts.db")
+    tasks = [Task(f"t{i}") for i in range(FIRST_CALLS + 1)]
+    for t in tasks[:FIRST_CALLS]:
+        assert m.wait_time(0.0, t) == 0.0
+        m.started(0.0, t)
+    assert m.wait_time(0.0, tasks[-1]) == math.inf
+    m.finished(0.5, tasks[0], OK, 10)
+    m.circuit.finished(0.5, tasks[0], OK, 0.0)
+    assert m.wait_time(0.5, tasks[-1]) == 0.0
+    alone = ProviderMeter("sim:sim-1", ProviderLimits(), default_cap=64)
+    for t in tasks:
+        assert alone.wait_time(0.0, t) == 0.0
+        alone.started(0.0, t)
