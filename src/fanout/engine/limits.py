@@ -28,7 +28,7 @@ from fanout.engine.circuit import OVERLOADED as OVERLOADED
 from fanout.engine.circuit import RATE_LIMITED as RATE_LIMITED
 from fanout.engine.circuit import UNREACHABLE_PROBES as UNREACHABLE_PROBES
 from fanout.engine.circuit import Circuit as Circuit
-from fanout.engine.shared import SYNC_S, SharedAccount
+from fanout.engine.shared import LEASE_S, SYNC_S, SharedAccount
 from fanout.errors import ConfigError
 from fanout.tasks import Task
 
@@ -489,8 +489,9 @@ class ProviderMeter:
         if self.rate_cuts != self._cuts_synced and self.pace_rate is not None:
             self._cuts_synced = self.rate_cuts
             learned = self.pace_rate * self._holders
-        # only calls waiting to start need budget: the last ones in flight do not
-        demand = now - self._asked < 2 * SYNC_S
+        # only calls waiting to start need budget (the last ones in flight do not); a call
+        # paced at a small share asks seldom, so "lately" is a lease's length
+        demand = now - self._asked < LEASE_S
         share = lease.sync(demand=demand, pace=self.pace_rate, learned=learned)
         if share is None:
             return
