@@ -441,20 +441,30 @@ class ProviderMeter:
         self.rate_cuts += 1
         return True
 
-    def observe(self, now: float, rate: dict[str, float]) -> None:
+    def observe(self, now: float, rate: dict[str, float], retry_after: float | None = None) -> None:
         """What the provider's rate headers said with an answer (`providers.sdk.rate_headers`):
         its per-minute limits seed the budgets (the lower of them and what is configured, as
-        a share of the account when other processes use it); a budget that has less than
-        `HOLD_CALLS` calls' worth left holds new calls until its reset."""
+        a share of the account when other processes use it). A budget with less than
+        `HOLD_CALLS` calls' worth left holds new calls: until the `Retry-After` of a 429
+        that says so (when the provider admits the next one, whatever its shape), else for
+        one call's interval at the stated rate (the reset says when the budget is whole
+        again, which a sliding window at its rate never is)."""
         hdr_rpm, hdr_tpm = rate.get("requests_limit"), rate.get("tokens_limit")
         if (hdr_rpm or None, hdr_tpm or None) != (self._hdr_rpm, self._hdr_tpm):
             self._hdr_rpm, self._hdr_tpm = hdr_rpm or None, hdr_tpm or None
             self._retune()
-        per_call = {"requests": 1.0, "tokens": max(self._avg_tokens, 1.0)}
-        for name, need in per_call.items():
+        kinds = (("requests", 1.0, hdr_rpm), ("tokens", max(self._avg_tokens, 1.0), hdr_tpm))
+        for name, need, per_min in kinds:
             left, reset = rate.get(f"{name}_remaining"), rate.get(f"{name}_reset")
-            if left is not None and reset and left < HOLD_CALLS * need:
-                self.paused_until = max(self.paused_until, now + min(reset, HOLD_MAX_S))
+            if left is None or left >= HOLD_CALLS * need:
+                continue
+            if retry_after is not None:
+                hold = retry_after
+            elif per_min:
+                hold = need * 60.0 / per_min
+            else:
+                hold = reset or 0.0
+            self.paused_until = max(self.paused_until, now + min(hold, HOLD_MAX_S))
 
     def _retune(self) -> None:
         """The RPM/TPM budgets from what is configured, what the provider stated and how

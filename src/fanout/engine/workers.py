@@ -250,7 +250,7 @@ class Workers:
         for m in g.meters:
             m.finished(t1, t, outcome, 0)
         if isinstance(error, ProviderError) and error.rate is not None:
-            pm.observe(t1, error.rate)
+            pm.observe(t1, error.rate, retry_after if outcome == RATE_LIMITED else None)
         pm.circuit.finished(t1, t, outcome, t0)
         now_down = pm.circuit.down_since
         if now_down is not None and was_down is None:
