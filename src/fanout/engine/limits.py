@@ -57,7 +57,7 @@ RATE_PROBE_MAX = 8.0
 HOLD_CALLS = 1.0
 #: processes sharing an account leave this share of its budget unused: their bursts, and
 #: calls bunched by a busy machine, arrive together
-SHARED_HEADROOM = 0.02
+SHARED_HEADROOM = 0.01
 #: calls sent to a service's account before its first answer (its rate headers, the rate it
 #: admits): a run of 64 at once would meet a budget of 20 calls/s with 44 429s
 FIRST_CALLS = 4
@@ -500,8 +500,10 @@ class ProviderMeter:
             self._cuts_synced = self.rate_cuts
             learned = self.pace_rate * self._holders
         # only calls waiting to start need budget (the last ones in flight do not); a call
-        # paced at a small share asks seldom, so "lately" is a lease's length
-        demand = now - self._asked < LEASE_S
+        # paced at a small share asks once per interval, so "lately" is two of those
+        pace = self.pace_rate
+        every = self.rpm.interval if self.rpm is not None else 1.0 / pace if pace else SYNC_S
+        demand = now - self._asked < min(2 * every + SYNC_S, LEASE_S)
         share = lease.sync(demand=demand, pace=self.pace_rate, learned=learned)
         if share is None:
             return
