@@ -500,10 +500,10 @@ class ProviderMeter:
             self._cuts_synced = self.rate_cuts
             learned = self.pace_rate * self._holders
         # only calls waiting to start need budget (the last ones in flight do not); a call
-        # paced at a small share asks once per interval, so "lately" is two of those
-        pace = self.pace_rate
-        every = self.rpm.interval if self.rpm is not None else 1.0 / pace if pace else SYNC_S
-        demand = now - self._asked < min(2 * every + SYNC_S, LEASE_S)
+        # paced at a known share asks once per interval, so "lately" is two of those; a
+        # learned rate moves, and holders coming and going would move it more: a lease
+        lately = LEASE_S if self.rpm is None else min(2 * self.rpm.interval + SYNC_S, LEASE_S)
+        demand = now - self._asked < lately
         share = lease.sync(demand=demand, pace=self.pace_rate, learned=learned)
         if share is None:
             return
