@@ -52,10 +52,11 @@ MODEL = "sim-1"
 
 
 @contextlib.contextmanager
-def sim_server(rpm: float, latency: float) -> Iterator[str]:
-    """A sim-server process on a free loopback port; yields its base URL."""
+def sim_server(rpm: float, latency: float, extra: list[str] | None = None) -> Iterator[str]:
+    """A sim-server process on a free loopback port; yields its base URL. `extra`: more of
+    its flags (the limit's shape, no rate headers)."""
     cmd = [sys.executable, "-m", "fanout.sim_server", "--host", "127.0.0.1", "--port", "0"]
-    cmd += ["--rpm", f"{rpm:g}", "--latency", f"{latency * 1000:g}ms"]
+    cmd += ["--rpm", f"{rpm:g}", "--latency", f"{latency * 1000:g}ms", *(extra or [])]
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
         assert proc.stdout is not None
         try:
@@ -187,7 +188,12 @@ def main() -> None:
     ap.add_argument("--demand", type=float, default=DEFAULT_DEMAND, help="tasks / window budget")
     ap.add_argument("--attempts", type=int, help="attempts per task (default: the engine's)")
     ap.add_argument("--only", choices=("configured", "adaptive"), help="run one of the two")
+    ap.add_argument("--shape", default="gcra", help="the server's limit shape (gcra, fixed, ...)")
+    ap.add_argument("--window", type=float, default=60.0, help="its window, seconds")
+    ap.add_argument("--no-rate-headers", action="store_true", help="the server sends none")
     args = ap.parse_args()
+    extra = ["--limit-shape", args.shape, "--limit-window", f"{args.window:g}"]
+    extra += ["--no-rate-headers"] if args.no_rate_headers else []
     warmup = args.warmup
     if warmup >= args.seconds:
         warmup = args.seconds / 6.0
@@ -195,10 +201,11 @@ def main() -> None:
     print(
         f"ratelimit_http: sim-server limit {args.rpm:g} RPM per key (its own process, "
         f"{args.latency * 1000:g} ms answers), {args.seconds:g} s per run, steady state after "
-        f"{warmup:g} s, demand {args.demand:g}x, concurrency {args.concurrency}"
+        f"{warmup:g} s, demand {args.demand:g}x, concurrency {args.concurrency}, shape "
+        f"{args.shape} ({args.window:g} s), rate headers {'off' if args.no_rate_headers else 'on'}"
     )
     results: dict[str, dict[str, Any]] = {}
-    with sim_server(args.rpm, args.latency) as url:
+    with sim_server(args.rpm, args.latency, extra) as url:
         for name in ("configured", "adaptive"):
             if args.only not in (None, name):
                 continue
@@ -217,6 +224,7 @@ def main() -> None:
             )
             report(name, results[name], args.rpm)
     figures: dict[str, Any] = {"limit_rpm": args.rpm, "seconds": args.seconds, "warmup_s": warmup}
+    figures |= {"shape": args.shape, "rate_headers": not args.no_rate_headers}
     if "configured" in results:
         m = results["configured"]
         figures["achieved_rpm"] = round(m["achieved_rpm"], 1)

@@ -71,6 +71,8 @@ class ProviderError(FanoutError):
     error_class: ClassVar[ErrorClass] = "transient"
     #: seconds the provider asked us to wait (Retry-After), if it said
     retry_after: float | None
+    #: what the provider's rate headers said (`providers.sdk.rate_headers`), if it sent any
+    rate: dict[str, float] | None = None
 
     def __init__(
         self,

@@ -5,8 +5,12 @@ and Anthropic Messages (`POST /v1/messages`) wire formats, streaming included, w
 `GET /v1/models`. Answers, usage, latency and injected faults come from the in-process
 simulator (`SimProvider`): each wire body becomes a `Request`. Every API key (bearer token or
 `x-api-key`; "anonymous" without one) gets its own simulator, so RPM/TPM are enforced per key
-with the simulator's GCRA (bursts of at most one second of budget) and answered with real 429s,
-`retry-after` / `retry-after-ms` and OpenAI-style `x-ratelimit-*` headers. The n-th arrival of
+in the shape `--limit-shape` names (GCRA with bursts of one second of budget, a fixed window,
+a token bucket with a large burst, a sliding window: `providers/sim_limits.py`) and answered
+with real 429s and `retry-after` / `retry-after-ms`. Every answer carries the rate headers
+the real services send: `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` on the
+OpenAI route, `anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}` on the
+Anthropic one (`--no-rate-headers` leaves them out, as many local servers do). The n-th arrival of
 the same body is its attempt n, so a client's retry draws its fault anew.
 
 `GET /stats` counts requests, completions by the sha256 of each body's canonical JSON, and 429s
@@ -20,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import datetime
 import errno
 import hashlib
 import itertools
@@ -39,6 +44,7 @@ from aiohttp import web
 from fanout.errors import ProviderError
 from fanout.providers.base import Chunk, Completion, Request, estimate_tokens
 from fanout.providers.sim import SimConfig, SimProvider, parse_faults, parse_latency
+from fanout.providers.sim_limits import DEFAULT_SHAPE, DEFAULT_WINDOW_S, SHAPES
 from fanout.sim_wire import (
     AnthropicSse,
     BadRequest,
@@ -153,8 +159,16 @@ class SimServer:
     """A running sim-server; `await start_server(...)` makes one. Stop it with `stop()` (or
     use it as an async context manager)."""
 
-    def __init__(self, config: SimConfig, host: str, stats_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: SimConfig,
+        host: str,
+        stats_file: Path | None = None,
+        *,
+        rate_headers: bool = True,
+    ) -> None:
         self.config = config  # its rpm / tpm apply per API key
+        self.rate_headers = rate_headers
         self.host = host
         self.port = 0
         self._sims: dict[str, SimProvider] = {}
@@ -275,7 +289,7 @@ class SimServer:
             payload = anthropic_message(cid, done, tool)
         self._completed(digest)
         return web.Response(
-            text=_DUMP(payload), content_type="application/json", headers=_limit_headers(sim)
+            text=_DUMP(payload), content_type="application/json", headers=self._headers(api, sim)
         )
 
     async def _stream(
@@ -293,7 +307,7 @@ class SimServer:
                 item = await anext(gen)  # an error before the first chunk is a plain HTTP error
             except ProviderError as e:
                 return self._failed(api, sim, e)
-            resp = web.StreamResponse(headers={**_SSE_HEADERS, **_limit_headers(sim)})
+            resp = web.StreamResponse(headers={**_SSE_HEADERS, **self._headers(api, sim)})
             try:
                 await resp.prepare(request)
                 await resp.write(enc.head(estimate_tokens(req.prompt_text())))
@@ -325,6 +339,9 @@ class SimServer:
             sim = self._sims[key] = SimProvider(self.config)
         return sim
 
+    def _headers(self, api: Api, sim: SimProvider) -> dict[str, str]:
+        return _limit_headers(api, sim) if self.rate_headers else {}
+
     def _completed(self, digest: str) -> None:
         stats = self._stats
         stats.completed += 1
@@ -333,7 +350,7 @@ class SimServer:
 
     def _failed(self, api: Api, sim: SimProvider, err: ProviderError) -> web.Response:
         status = err.status or 504  # only the injected timeout has no status
-        headers = _limit_headers(sim)
+        headers = self._headers(api, sim)
         if err.retry_after is not None:
             headers["retry-after"] = _seconds(err.retry_after)
             headers["retry-after-ms"] = str(math.ceil(err.retry_after * 1000))
@@ -343,12 +360,20 @@ class SimServer:
         return _error(api, status, err.message, headers)
 
 
-def _limit_headers(sim: SimProvider) -> dict[str, str]:
+def _limit_headers(api: Api, sim: SimProvider) -> dict[str, str]:
+    """The rate headers of `api` for the budgets of `sim` (per minute, as the services
+    state them)."""
     headers: dict[str, str] = {}
     for name, (rate, remaining, reset) in sim.rate_limits().items():
-        headers[f"x-ratelimit-limit-{name}"] = f"{rate:g}"
-        headers[f"x-ratelimit-remaining-{name}"] = str(remaining)
-        headers[f"x-ratelimit-reset-{name}"] = _duration(reset)
+        if api == "openai":
+            headers[f"x-ratelimit-limit-{name}"] = f"{rate:g}"
+            headers[f"x-ratelimit-remaining-{name}"] = str(remaining)
+            headers[f"x-ratelimit-reset-{name}"] = _duration(reset)
+        else:  # Anthropic: the reset is an RFC 3339 time
+            at = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=reset)
+            headers[f"anthropic-ratelimit-{name}-limit"] = f"{rate:g}"
+            headers[f"anthropic-ratelimit-{name}-remaining"] = str(remaining)
+            headers[f"anthropic-ratelimit-{name}-reset"] = at.isoformat(timespec="milliseconds")
     return headers
 
 
@@ -360,13 +385,16 @@ async def start_server(
     rpm: float | None = None,
     tpm: float | None = None,
     stats_file: str | os.PathLike[str] | None = None,
+    rate_headers: bool = True,
 ) -> SimServer:
     """Start a sim-server in the running event loop (port 0: any free port; see `.url`).
-    `rpm` / `tpm` are per API key and default to `config.rpm` / `config.tpm`."""
+    `rpm` / `tpm` are per API key and default to `config.rpm` / `config.tpm`;
+    `rate_headers=False` leaves out the rate headers."""
     rpm = config.rpm if rpm is None else rpm
     tpm = config.tpm if tpm is None else tpm
     path = Path(stats_file) if stats_file is not None else None
-    server = SimServer(dataclasses.replace(config, rpm=rpm, tpm=tpm), host, path)
+    cfg = dataclasses.replace(config, rpm=rpm, tpm=tpm)
+    server = SimServer(cfg, host, path, rate_headers=rate_headers)
     await server.start(port)
     return server
 
@@ -378,13 +406,20 @@ def serve(
     rpm: float | None = None,
     tpm: float | None = None,
     stats_file: str | os.PathLike[str] | None = None,
+    rate_headers: bool = True,
 ) -> None:
     """Run a sim-server until SIGINT / SIGTERM; prints `sim-server listening on URL` first."""
 
     async def run() -> None:
         cfg = config or SimConfig()
         server = await start_server(
-            cfg, host=host, port=port, rpm=rpm, tpm=tpm, stats_file=stats_file
+            cfg,
+            host=host,
+            port=port,
+            rpm=rpm,
+            tpm=tpm,
+            stats_file=stats_file,
+            rate_headers=rate_headers,
         )
         print(f"sim-server listening on {server.url}", flush=True)
         stop, loop = asyncio.Event(), asyncio.get_running_loop()
@@ -410,6 +445,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port")
     p.add_argument("--rpm", type=float, help="requests per minute, per API key")
     p.add_argument("--tpm", type=float, help="tokens per minute, per API key")
+    p.add_argument(
+        "--limit-shape",
+        choices=SHAPES,
+        default=DEFAULT_SHAPE,
+        help="how --rpm/--tpm are enforced: gcra (bursts of one second), fixed (a window), "
+        "bucket (a token bucket of a whole window), sliding (a sliding window)",
+    )
+    p.add_argument(
+        "--limit-window",
+        type=float,
+        default=DEFAULT_WINDOW_S,
+        help="seconds of the fixed/bucket/sliding window (default: 60)",
+    )
+    p.add_argument(
+        "--no-rate-headers",
+        action="store_true",
+        help="send no x-ratelimit-* / anthropic-ratelimit-* headers",
+    )
     p.add_argument("--faults", default="", help="fault rates, e.g. 429=0.05,500=0.02,timeout=1%%")
     p.add_argument("--latency", help="e.g. 50ms or base=50ms,per_token=1ms,jitter=0.2")
     p.add_argument("--seed", type=int, default=0, help="seed of answers and fault draws")
@@ -418,11 +471,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         latency = parse_latency(args.latency) if args.latency else {}
         faults = parse_faults(args.faults)
-        config = SimConfig(seed=args.seed, faults=faults, rpm=args.rpm, tpm=args.tpm, **latency)
+        config = SimConfig(
+            seed=args.seed,
+            faults=faults,
+            rpm=args.rpm,
+            tpm=args.tpm,
+            limit_shape=args.limit_shape,
+            limit_window_s=args.limit_window,
+            **latency,
+        )
     except ValueError as e:
         p.error(str(e))
     try:
-        serve(args.host, args.port, config, None, None, args.stats_file)
+        serve(
+            args.host,
+            args.port,
+            config,
+            None,
+            None,
+            args.stats_file,
+            rate_headers=not args.no_rate_headers,
+        )
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             print(

@@ -14,6 +14,7 @@ from fanout.engine.limits import (
     RATE_LIMITED,
     RATE_MIN_SAMPLES,
     RATE_PROBE,
+    RATE_PROBE_MAX,
     RATE_SLOW_START,
     ProviderMeter,
 )
@@ -63,9 +64,32 @@ def test_the_rate_climbs_fast_to_what_was_admitted_then_slowly() -> None:
         assert m.pace_rate is not None
         assert before is not None
         steps.append(round(m.pace_rate - before, 9))
-    assert set(steps) == {RATE_INCREASE, RATE_PROBE}
-    assert steps == sorted(steps, reverse=True)  # fast below the ceiling, slow above
+    fast = [s for s in steps if s == RATE_INCREASE]
+    probe = steps[len(fast) :]
+    assert fast
+    assert probe
+    assert steps[: len(fast)] == fast
+    assert all(RATE_PROBE <= s < RATE_INCREASE for s in probe)  # ...then slowly above it
+    assert probe == sorted(probe)
+    assert probe[-1] > probe[0]
     assert m.pace_rate > ceiling
+
+
+def test_the_probe_finds_capacity_freed_by_another_client_within_seconds() -> None:
+    """At the learned rate the probe is slow, but its step grows while no 429 comes: a
+    provider that admits twice as much (another client stopped) is found within seconds."""
+    m = meter()
+    succeed(m, [10.0 + i / 20 for i in range(40)])  # 20 calls/s for 2 s
+    m.pause(12.0, 0.05)
+    start = m.pace_rate
+    assert start is not None
+    now = 12.0
+    while m.pace_rate < 2 * start and now < 60.0:  # answers come at the pace, none refused
+        now += 1.0 / m.pace_rate
+        succeed(m, [now])
+    assert m.pace_rate >= 2 * start
+    assert now - 12.0 < 12.0, f"doubled only after {now - 12.0:.1f}s"
+    assert RATE_PROBE_MAX * RATE_PROBE < RATE_INCREASE
 
 
 def test_at_the_start_of_a_run_the_short_first_count_is_made_up_for_by_slow_start() -> None:

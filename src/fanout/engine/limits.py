@@ -10,24 +10,29 @@ worker pool itself). Calls wait for budget, never rejected for it.
 from __future__ import annotations
 
 import math
-import random
 from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
+from fanout.engine.circuit import (  # re-exported: the outcomes are the meters' vocabulary
+    CIRCUIT_FAILURES as CIRCUIT_FAILURES,
+)
+from fanout.engine.circuit import CIRCUIT_PROBE_BASE_S as CIRCUIT_PROBE_BASE_S
+from fanout.engine.circuit import CIRCUIT_PROBE_CAP_S as CIRCUIT_PROBE_CAP_S
+from fanout.engine.circuit import DOWN as DOWN
+from fanout.engine.circuit import ERROR as ERROR
+from fanout.engine.circuit import NEUTRAL as NEUTRAL
+from fanout.engine.circuit import NOT_SENT as NOT_SENT
+from fanout.engine.circuit import OK as OK
+from fanout.engine.circuit import OVERLOADED as OVERLOADED
+from fanout.engine.circuit import RATE_LIMITED as RATE_LIMITED
+from fanout.engine.circuit import UNREACHABLE_PROBES as UNREACHABLE_PROBES
+from fanout.engine.circuit import Circuit as Circuit
+from fanout.engine.shared import LEASE_S, SYNC_S, SharedAccount
 from fanout.errors import ConfigError
 from fanout.tasks import Task
 
 INF = math.inf
-
-#: outcome values passed to `finished`
-OK = "ok"
-RATE_LIMITED = "rate_limited"  # a 429 with Retry-After: acts through `pause`, not AIMD
-OVERLOADED = "overloaded"  # a 529, or a 429 that names no wait: AIMD halves the limit
-DOWN = "down"  # could not connect, connection lost, 5xx, timeout: counts toward the circuit
-ERROR = "error"  # the provider answered, but not usably (4xx, bad content)
-NEUTRAL = "neutral"  # no verdict on the provider (the attempt was cancelled or interrupted)
-NOT_SENT = "not_sent"  # picked but never sent (over its run's cap): its charges are refunded
 
 DEFAULT_BURST_S = 0.5  # a client-side burst of half a second of budget: under any server's 1 s
 AIMD_DECREASE_FACTOR = 0.5
@@ -41,8 +46,24 @@ RATE_DECREASE_FACTOR = 0.9
 #: then climb: each success adds this many calls/s (+10 % a second while paced) back up to
 #: the rate last admitted...
 RATE_INCREASE = 0.1
-#: ...and only this many above it (+1 % a second), so 429s come seldom
+#: ...and only this many above it (+1 % a second), so 429s come seldom; the step grows by
+#: this much each second since the last cut (up to `RATE_PROBE_MAX` times), so capacity that
+#: another client freed is found within seconds
 RATE_PROBE = 0.01
+RATE_PROBE_GROWTH = 1.0
+RATE_PROBE_MAX = 8.0
+#: the provider's rate headers: a budget with fewer than this many calls' worth left holds
+#: new calls until the provider says it is whole again (at most `HOLD_MAX_S` at a time)
+HOLD_CALLS = 1.0
+#: processes sharing an account leave this share of its budget unused: their bursts, and
+#: calls bunched by a busy machine, arrive together
+SHARED_HEADROOM = 0.01
+#: calls sent to a service's account before its first answer (its rate headers, the rate it
+#: admits): a run of 64 at once would meet a budget of 20 calls/s with 44 429s
+FIRST_CALLS = 4
+#: a call is charged at most this many times the tokens calls used lately (`_token_cost`)
+TOKENS_MARGIN = 1.5
+HOLD_MAX_S = 60.0
 #: until a full window has been measured (the start of a run, when the first count is short)
 #: the climb doubles the pace every second
 RATE_SLOW_START = 1.0
@@ -57,16 +78,6 @@ RATE_NOISE_SHARE = 0.5
 #: a long Retry-After pauses every call only when at least this share of the calls that
 #: ended lately were 429s: a stray 429 amid successes holds back its own task alone
 PAUSE_SHARE = 0.5
-#: this many provider failures in a row (connection, 5xx, 529, timeout) open the circuit; an
-#: answer to a call sent before the first of them does not break the row (it is old news)
-CIRCUIT_FAILURES = 10
-#: while open, one probe at a time, the first after this long, doubling up to the cap
-#: (with jitter): an outage costs a probe now and then, not the tasks' attempts
-CIRCUIT_PROBE_BASE_S = 0.5
-CIRCUIT_PROBE_CAP_S = 30.0
-#: a provider that never answered and failed this many probes cannot be reached: its calls
-#: fail at once instead of waiting for it
-UNREACHABLE_PROBES = 3
 
 
 #: why a meter holds a task back (`Meter.why`): the span kinds of engine/spans.py
@@ -125,6 +136,8 @@ class ProviderLimits:
     tpm: float | None = None
     concurrency: int | None = None
     adaptive: bool = True
+    #: the account these budgets belong to, shared with other processes on this machine
+    account: SharedAccount | None = None
 
     def __post_init__(self) -> None:
         for name in ("rpm", "tpm"):
@@ -161,98 +174,11 @@ class Gcra:
         """Correct a charge (negative units add): reconcile an estimate with reported usage."""
         self.tat -= units * self.interval
 
-
-class Circuit:
-    """Whether a provider is down. `CIRCUIT_FAILURES` failures in a row (could not connect,
-    connection lost, 5xx, 529, timeout) open it: nothing new is sent but one probe at a time,
-    the first after `CIRCUIT_PROBE_BASE_S`, then at doubling intervals (full jitter, capped at
-    `CIRCUIT_PROBE_CAP_S`); the first call that gets an answer closes it. A provider that never
-    answered and failed `UNREACHABLE_PROBES` probes is `unreachable`: the engine then fails
-    its calls at once, with one message, instead of waiting for it."""
-
-    __slots__ = (
-        "_next_probe",
-        "_probe",
-        "_rng",
-        "_row_since",
-        "answered",
-        "down_since",
-        "fails",
-        "probes",
-    )
-
-    def __init__(self, seed: int | None = None) -> None:
-        self.fails = 0
-        self._row_since = 0.0  # when the current row of failures began
-        self.down_since: float | None = None
-        self._next_probe = 0.0
-        self._probe: int | None = None  # id() of the task whose call is the probe
-        self.probes = 0  # failed probes since the circuit opened
-        self.answered = False  # whether the provider ever answered a call
-        self._rng = random.Random(seed)
-
-    @property
-    def unreachable(self) -> bool:
-        return (
-            self.down_since is not None
-            and not self.answered
-            and (self.probes >= UNREACHABLE_PROBES)
-        )
-
-    def wait_time(self, now: float) -> float:
-        if self.down_since is None or self.unreachable:
-            return 0.0
-        if self._probe is not None:
-            return INF  # until the probe's answer
-        w = self._next_probe - now
-        return w if w > 0.0 else 0.0
-
-    def started(self, task: Task) -> None:
-        if self.down_since is not None and self._probe is None:
-            self._probe = id(task)
-
-    def finished(self, now: float, task: Task, outcome: str, started: float) -> bool:
-        """Count the outcome of a call sent at `started`; True when the circuit opened or
-        closed. Connection failures, 5xx and timeouts are failures; a 529 (or a 429 that names
-        no wait) is a failure too, but an answer: a provider that answers is never given up on
-        as unreachable."""
-        probe = self._probe is not None and self._probe == id(task)
-        if probe:
-            self._probe = None
-        if outcome in (DOWN, OVERLOADED):
-            if outcome == OVERLOADED:
-                self.answered = True
-            if self.fails == 0:
-                self._row_since = now
-            self.fails += 1
-            if self.down_since is None:
-                if self.fails >= CIRCUIT_FAILURES:
-                    self.down_since = now
-                    self.probes = 0
-                    self._probe = None
-                    self._schedule(now)
-                    return True
-            elif probe:
-                self.probes += 1
-                self._schedule(now)
-            return False
-        if outcome in (NEUTRAL, NOT_SENT):
-            return False
-        # the provider answered (OK, a 429 naming its wait, a 4xx, bad content)
-        self.answered = True
-        if started < self._row_since:
-            return False  # sent before the row of failures began: it says nothing of now
-        self.fails = 0
-        if self.down_since is not None:
-            self.down_since = None
-            self.probes = 0
-            self._probe = None  # a probe still out (another call answered first) is moot
-            return True
-        return False
-
-    def _schedule(self, now: float) -> None:
-        window = min(CIRCUIT_PROBE_CAP_S, CIRCUIT_PROBE_BASE_S * 2.0**self.probes)
-        self._next_probe = now + window * self._rng.uniform(0.5, 1.0)
+    def retune(self, rate_per_min: float, burst_s: float) -> None:
+        """A new rate from now on (a new share of the account, a limit the provider stated):
+        what is already charged keeps its time."""
+        self.interval = 60.0 / rate_per_min
+        self.tau = burst_s
 
 
 class ProviderMeter:
@@ -286,8 +212,17 @@ class ProviderMeter:
     """
 
     __slots__ = (
+        "_asked",
+        "_avg_tokens",
         "_ceiling",
+        "_charged",
+        "_conf_rpm",
+        "_conf_tpm",
+        "_cuts_synced",
         "_first_ok",
+        "_hdr_rpm",
+        "_hdr_tpm",
+        "_holders",
         "_last_cut",
         "_last_decrease",
         "_limited_start",
@@ -296,6 +231,7 @@ class ProviderMeter:
         "_rej_n",
         "_rej_prev",
         "_starts",
+        "_sync_at",
         "_win_n",
         "_win_prev",
         "_win_start",
@@ -305,6 +241,7 @@ class ProviderMeter:
         "decreases",
         "inflight",
         "key",
+        "lease",
         "limit",
         "pace_rate",
         "paused_until",
@@ -341,10 +278,28 @@ class ProviderMeter:
         self._rej_n = 0  # 429s in this window and the last, beside the successes
         self._rej_prev = 0
         self.circuit = Circuit()
+        # the account's budgets: configured, stated by the provider's headers, and the
+        # number of processes sharing them (see `observe`, `_sync`)
+        self._conf_rpm, self._conf_tpm = limits.rpm, limits.tpm
+        self._hdr_rpm: float | None = None
+        self._hdr_tpm: float | None = None
+        self._avg_tokens = 0.0  # tokens per call lately (reported usage)
+        self._charged: dict[int, float] = {}  # id(task) -> tokens charged at its start
+        self._holders = 1
+        self.lease = None if limits.account is None else limits.account.lease(_model(key))
+        self._sync_at = -INF
+        self._asked = -INF
+        self._cuts_synced = 0
 
     def wait_time(self, now: float, task: Task) -> float:
+        if self.lease is not None:
+            self._asked = now
+            if now >= self._sync_at:
+                self._sync(now)
         if self.inflight >= int(self.limit):
             return INF
+        if self.lease is not None and not self.circuit.answered and self.inflight >= FIRST_CALLS:
+            return INF  # a service's account: learn its limits from a few answers first
         w = self.paused_until - now
         if self.circuit.down_since is not None:
             w = max(w, self.circuit.wait_time(now))
@@ -372,6 +327,8 @@ class ProviderMeter:
         return why
 
     def started(self, now: float, task: Task) -> None:
+        if self.lease is not None and now >= self._sync_at:
+            self._sync(now)
         self.inflight += 1
         if self.circuit.down_since is not None:
             self.circuit.started(task)
@@ -381,20 +338,36 @@ class ProviderMeter:
         if self.rpm is not None:
             self.rpm.charge(now, 1.0)
         if self.tpm is not None:
-            self.tpm.charge(now, max(task.est_tokens, 1))
+            self._charged[id(task)] = cost = self._token_cost(task)
+            self.tpm.charge(now, cost)
+
+    def _token_cost(self, task: Task) -> float:
+        """What a call is charged against the TPM budget when it starts: its estimate (the
+        prompt and its output limit), but no more than `TOKENS_MARGIN` times what calls
+        have used lately: an output limit far above the answers would hold back calls the
+        budget admits until each answer's usage gives the difference back."""
+        est = float(max(task.est_tokens, 1))
+        avg = self._avg_tokens
+        return min(est, TOKENS_MARGIN * avg) if avg > 0.0 else est
 
     def finished(self, now: float, task: Task, outcome: str, tokens: int) -> None:
         self.inflight -= 1
+        if self.lease is not None and now >= self._sync_at:
+            self._sync(now)
+        charged = self._charged.pop(id(task), 0.0) if self._charged else 0.0
         if outcome == NOT_SENT:  # give back what `started` charged for a call never sent
             if self.rpm is not None:
                 self.rpm.refund(1.0)
             if self.tpm is not None:
-                self.tpm.refund(max(task.est_tokens, 1))
+                self.tpm.refund(charged)
             if self.pace_rate is not None and self._starts.pop(id(task), None) is not None:
                 self._pace_tat -= 1.0 / self.pace_rate
             return
-        if self.tpm is not None and tokens > 0:
-            self.tpm.refund(task.est_tokens - tokens)
+        if tokens > 0:
+            avg = self._avg_tokens
+            self._avg_tokens = float(tokens) if avg == 0.0 else avg + 0.1 * (tokens - avg)
+            if self.tpm is not None:  # the usage reported replaces the charge
+                self.tpm.refund(charged - tokens)
         if not self.adaptive:
             return
         # a call sent before the pacer existed was sent before its first cut
@@ -409,8 +382,9 @@ class ProviderMeter:
                     self.pace_rate += RATE_SLOW_START
                 elif self.pace_rate < self._ceiling:
                     self.pace_rate += RATE_INCREASE
-                else:
-                    self.pace_rate += RATE_PROBE
+                else:  # probe: a step that grows while no 429 says we are over
+                    grow = min(RATE_PROBE_MAX, 1.0 + RATE_PROBE_GROWTH * (now - self._last_cut))
+                    self.pace_rate += RATE_PROBE * grow
             elif now < self._first_ok:
                 self._first_ok = now
             if self.limit < self.cap:
@@ -497,12 +471,102 @@ class ProviderMeter:
         self.rate_cuts += 1
         return True
 
+    def observe(self, now: float, rate: dict[str, float], retry_after: float | None = None) -> None:
+        """What the provider's rate headers said with an answer (`providers.sdk.rate_headers`):
+        its per-minute limits seed the budgets (the lower of them and what is configured, as
+        a share of the account when other processes use it). A budget with less than
+        `HOLD_CALLS` calls' worth left holds new calls: until the `Retry-After` of a 429
+        that says so (when the provider admits the next one, whatever its shape), else for
+        one call's interval at the stated rate (the reset says when the budget is whole
+        again, which a sliding window at its rate never is)."""
+        hdr_rpm, hdr_tpm = rate.get("requests_limit"), rate.get("tokens_limit")
+        if (hdr_rpm or None, hdr_tpm or None) != (self._hdr_rpm, self._hdr_tpm):
+            self._hdr_rpm, self._hdr_tpm = hdr_rpm or None, hdr_tpm or None
+            self._retune()
+        kinds = (("requests", 1.0, hdr_rpm), ("tokens", max(self._avg_tokens, 1.0), hdr_tpm))
+        for name, need, per_min in kinds:
+            left, reset = rate.get(f"{name}_remaining"), rate.get(f"{name}_reset")
+            if left is None or left >= HOLD_CALLS * need:
+                continue
+            if retry_after is not None:
+                hold = retry_after
+            elif per_min:
+                hold = need * 60.0 / per_min
+            else:
+                hold = reset or 0.0
+            self.paused_until = max(self.paused_until, now + min(hold, HOLD_MAX_S))
+
+    def _retune(self) -> None:
+        """The RPM/TPM budgets from what is configured, what the provider stated and how
+        many processes share the account (each its share, less `SHARED_HEADROOM`: their
+        bursts add up)."""
+        n = self._holders
+        share = 1.0 if n == 1 else (1.0 - SHARED_HEADROOM) / n
+        rpm = _least(self._conf_rpm, self._hdr_rpm)
+        if rpm is None:
+            self.rpm = None
+        elif self.rpm is None:
+            self.rpm = Gcra(rpm * share, _burst(rpm * share))
+        else:
+            self.rpm.retune(rpm * share, _burst(rpm * share))
+        tpm = _least(self._conf_tpm, self._hdr_tpm)
+        if tpm is None:
+            self.tpm = None
+        elif self.tpm is None:
+            self.tpm = Gcra(tpm * share, DEFAULT_BURST_S)
+        else:
+            self.tpm.retune(tpm * share, DEFAULT_BURST_S)
+
+    def _sync(self, now: float) -> None:
+        """Renew this process's lease on the account and take its share: the budgets split
+        among the processes with calls to make, and the account's learned rate too (so a
+        process that joins paces at once, and one that stays takes up what the others
+        freed). At most once per `SYNC_S`: the hot path never waits on the file."""
+        lease = self.lease
+        assert lease is not None
+        self._sync_at = now + SYNC_S
+        learned = None
+        if self.rate_cuts != self._cuts_synced and self.pace_rate is not None:
+            self._cuts_synced = self.rate_cuts
+            learned = self.pace_rate * self._holders
+        # only calls waiting to start need budget (the last ones in flight do not); a call
+        # paced at a known share asks once per interval, so "lately" is two of those; a
+        # learned rate moves, and holders coming and going would move it more: a lease
+        lately = LEASE_S if self.rpm is None else min(2 * self.rpm.interval + SYNC_S, LEASE_S)
+        demand = now - self._asked < lately
+        share = lease.sync(demand=demand, pace=self.pace_rate, learned=learned)
+        if share is None:
+            return
+        holders = max(1, share.holders)
+        if holders == self._holders and self.pace_rate is not None:
+            return
+        more = holders > self._holders
+        self._holders = holders
+        self._retune()
+        if more:  # a newcomer's burst would add to the credit banked here: drop it
+            for gcra in (self.rpm, self.tpm):
+                if gcra is not None:
+                    gcra.tat = max(gcra.tat, now + gcra.tau)
+        if self.adaptive and share.pace_total:
+            self.pace_rate = self._ceiling = share.pace_total / holders
+            self._pace_tat = min(self._pace_tat, now + 1.0 / self.pace_rate)
+            self._last_cut = now
+
     def __repr__(self) -> str:
         pace = "" if self.pace_rate is None else f", pace={self.pace_rate:.2f}/s"
         return (
             f"ProviderMeter({self.key!r}, limit={self.limit:.1f}/{self.cap:.0f}, "
             f"inflight={self.inflight}{pace})"
         )
+
+
+def _least(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _model(key: str) -> str:
+    """The model of a limiter key ("provider:model")."""
+    return key.partition(":")[2] or key
 
 
 def _burst(rpm: float) -> float:

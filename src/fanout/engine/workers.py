@@ -202,6 +202,8 @@ class Workers:
             tokens = completion.input_tokens + completion.output_tokens
             for m in g.meters:
                 m.finished(t1, t, OK, tokens)
+            if completion.rate is not None:  # the provider's rate headers
+                pm.observe(t1, completion.rate)
             if budget.capped:
                 budget.settle(
                     t.n,
@@ -248,6 +250,8 @@ class Workers:
         outcome = outcome_of(error, retry_after)
         for m in g.meters:
             m.finished(t1, t, outcome, 0)
+        if isinstance(error, ProviderError) and error.rate is not None:
+            pm.observe(t1, error.rate, retry_after if outcome == RATE_LIMITED else None)
         pm.circuit.finished(t1, t, outcome, t0)
         now_down = pm.circuit.down_since
         if now_down is not None and was_down is None:

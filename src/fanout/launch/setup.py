@@ -19,7 +19,10 @@ from fanout.config import MAX_CONCURRENCY, Config, EngineKwargs, load_config
 from fanout.engine.limits import ProviderLimits
 from fanout.engine.retry import RetryPolicy
 from fanout.engine.settings import DEFAULT_CONCURRENCY
+from fanout.engine.shared import FILE_NAME as ACCOUNTS_FILE
+from fanout.engine.shared import SharedAccount, account_id
 from fanout.errors import ConfigError
+from fanout.paths import data_dir
 
 if TYPE_CHECKING:
     from fanout.agents import Blueprint
@@ -27,6 +30,8 @@ if TYPE_CHECKING:
     from fanout.providers.spec import ProviderSpec
 
 DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+#: providers whose budgets belong to an account at a service, shared by the runs on a machine
+SHARED_TYPES = ("openai", "anthropic")
 SIM_NOTE = "no provider configured: using the built-in simulator (sim); see --provider"
 
 
@@ -142,6 +147,11 @@ def engine_setup(choice: EngineChoice) -> Setup:
             rpm=choice.rpm if choice.rpm is not None else base.rpm,
             tpm=choice.tpm if choice.tpm is not None else base.tpm,
         )
+    if spec.type in SHARED_TYPES:  # one account's budget, shared with the other runs here
+        base = limits.get(name) or ProviderLimits()
+        account = account_id(spec.type, spec.base_url, spec.api_key())
+        shared = SharedAccount(data_dir() / ACCOUNTS_FILE, account)
+        limits[name] = dataclasses.replace(base, account=shared)
     kw["limits"] = limits
     note = SIM_NOTE if spec.type == "sim" and choice.provider is None and not configured else None
     try:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from fanout.providers.base import Chunk, Completion, Request
 from fanout.providers.openai import LOCAL_KEY
-from fanout.providers.sdk import SdkProvider
+from fanout.providers.sdk import SdkProvider, rate_headers
 
 if TYPE_CHECKING:
     from fanout.providers.spec import ProviderSpec
@@ -49,7 +49,8 @@ class AnthropicProvider(SdkProvider):
         client = self._get()
         t0 = time.perf_counter()
         try:
-            msg = await client.messages.create(**self.body(request))
+            raw = await client.messages.with_raw_response.create(**self.body(request))
+            msg = await raw.parse()
         except Exception as exc:
             raise self._mapped(exc) from exc
         text = "".join(getattr(b, "text", "") for b in msg.content if b.type == "text")
@@ -60,6 +61,7 @@ class AnthropicProvider(SdkProvider):
             output_tokens=msg.usage.output_tokens,
             model=msg.model or request.model,
             latency_s=time.perf_counter() - t0,
+            rate=rate_headers(raw.headers),
         )
 
     async def stream(self, request: Request) -> AsyncIterator[Chunk | Completion]:
@@ -71,6 +73,7 @@ class AnthropicProvider(SdkProvider):
         model = request.model
         try:
             events = await client.messages.create(**self.body(request), stream=True)
+            rate = rate_headers(events.response.headers)
             async with events:
                 async for ev in events:
                     kind = ev.type
@@ -92,6 +95,7 @@ class AnthropicProvider(SdkProvider):
             output_tokens=output_tokens,
             model=model,
             latency_s=time.perf_counter() - t0,
+            rate=rate,
         )
 
 

@@ -47,6 +47,8 @@ class Completion:
     output_tokens: int = 0
     model: str = ""
     latency_s: float = 0.0
+    #: what the provider's rate headers said (`providers.sdk.rate_headers`), if it sent any
+    rate: dict[str, float] | None = None
 
 
 @dataclass(slots=True)

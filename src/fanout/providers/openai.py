@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from fanout.errors import ConfigError, ServerError
 from fanout.providers.base import Chunk, Completion, Request, chat_body
-from fanout.providers.sdk import MAX_MESSAGE, SdkProvider
+from fanout.providers.sdk import MAX_MESSAGE, SdkProvider, rate_headers
 
 if TYPE_CHECKING:
     from fanout.providers.spec import ProviderSpec
@@ -44,8 +44,10 @@ class OpenAIProvider(SdkProvider):
 
     async def complete(self, request: Request) -> Completion:
         t0 = time.perf_counter()
-        content = await self._post_json(PATH, self.body(request))
-        return _completion(self.name, content, request.model, t0)
+        content, rate = await self._post_json(PATH, self.body(request))
+        done = _completion(self.name, content, request.model, t0)
+        done.rate = rate
+        return done
 
     async def stream(self, request: Request) -> AsyncIterator[Chunk | Completion]:
         from openai import AsyncStream
@@ -66,6 +68,7 @@ class OpenAIProvider(SdkProvider):
                 stream=True,
                 stream_cls=AsyncStream[ChatCompletionChunk],
             )
+            rate = rate_headers(stream.response.headers)
             async with stream:
                 async for chunk in stream:
                     model = chunk.model or model
@@ -87,6 +90,7 @@ class OpenAIProvider(SdkProvider):
             output_tokens=usage.completion_tokens if usage else 0,
             model=model,
             latency_s=time.perf_counter() - t0,
+            rate=rate,
         )
 
 

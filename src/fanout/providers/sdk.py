@@ -4,7 +4,9 @@ exceptions into the engine's classes."""
 
 from __future__ import annotations
 
+import datetime
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -74,14 +76,16 @@ class SdkProvider:
             self._http = http
         return self._client
 
-    async def _post_json(self, path: str, body: Mapping[str, Any]) -> bytes:
+    async def _post_json(
+        self, path: str, body: Mapping[str, Any]
+    ) -> tuple[bytes, dict[str, float] | None]:
         """POST `body` to the SDK client's base URL + `path` on the client's own HTTP client
         (its aiohttp transport), with the headers the SDK sends (auth included), and return
-        the answer's bytes; failures raise our errors, mapped as `from_sdk_error` maps the
-        SDK's. This skips the SDK's per-call request building (options, URL and header
-        merging, body transformation), which under fan-out costs more CPU than the HTTP
-        call itself. The headers become the HTTP client's defaults and each URL is parsed
-        once, which spares httpx a third of its own work per call."""
+        the answer's bytes with what its rate headers say; failures raise our errors, mapped
+        as `from_sdk_error` maps the SDK's. This skips the SDK's per-call request building
+        (options, URL and header merging, body transformation), which under fan-out costs
+        more CPU than the HTTP call itself. The headers become the HTTP client's defaults
+        and each URL is parsed once, which spares httpx a third of its own work per call."""
         import httpx2
 
         client = self._get()
@@ -100,11 +104,13 @@ class SdkProvider:
         status: int = resp.status_code
         if not 200 <= status < 300:
             message = f"{self.name}: Error code: {status} - {_error_text(resp.content)}"
-            raise error_for_status(
+            err = error_for_status(
                 status, message[:MAX_MESSAGE], retry_after=retry_after_s(resp.headers)
             )
+            err.rate = rate_headers(resp.headers)
+            raise err
         content: bytes = resp.content
-        return content
+        return content, rate_headers(resp.headers)
 
     def _make_client(self, module: Any, http: Any) -> Any:
         client_class = getattr(module, self.client_class)
@@ -162,6 +168,65 @@ def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
     return None
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d*)?)(ms|h|m|s)")
+_RATE_NAMES = ("requests", "tokens")
+
+
+def rate_headers(headers: Mapping[str, str] | None) -> dict[str, float] | None:
+    """What a provider's rate headers say, or None when it sent none: for `requests` and
+    `tokens`, `{name}_limit` (per minute), `{name}_remaining` and `{name}_reset` (seconds
+    from now until the budget is whole again). Reads OpenAI's `x-ratelimit-limit-requests`,
+    `-remaining-`, `-reset-` (a duration such as `1s`, `6m0s`, `120ms`) and Anthropic's
+    `anthropic-ratelimit-requests-limit`, `-remaining`, `-reset` (an RFC 3339 time).
+    Values that do not parse are left out: a header is a hint, never a reason to fail."""
+    if not headers:
+        return None
+    out: dict[str, float] = {}
+    for name in _RATE_NAMES:
+        for field in ("limit", "remaining", "reset"):
+            raw = headers.get(f"x-ratelimit-{field}-{name}")
+            value = None
+            if raw is not None:
+                value = _openai_duration(raw) if field == "reset" else _number(raw)
+            else:
+                raw = headers.get(f"anthropic-ratelimit-{name}-{field}")
+                if raw is not None:
+                    value = _rfc3339_from_now(raw) if field == "reset" else _number(raw)
+            if value is not None:
+                out[f"{name}_{field}"] = value
+    return out or None
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if 0.0 <= value < float("inf") else None
+
+
+def _openai_duration(text: str) -> float | None:
+    """`"6m0s"` -> 360.0, `"120ms"` -> 0.12, `"1.5s"` -> 1.5 (a bare number is seconds)."""
+    text = text.strip()
+    if (plain := _number(text)) is not None:
+        return plain
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    return sum(float(n) * scale[u] for n, u in parts)
+
+
+def _rfc3339_from_now(text: str) -> float | None:
+    try:
+        at = datetime.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=datetime.UTC)
+    return max(0.0, (at - datetime.datetime.now(datetime.UTC)).total_seconds())
+
+
 def from_sdk_error(exc: Exception, provider: str) -> ProviderError:
     """Map an `openai` or `anthropic` SDK exception (they share a shape) to ours.
 
@@ -172,7 +237,9 @@ def from_sdk_error(exc: Exception, provider: str) -> ProviderError:
     if isinstance(status, int):
         response = getattr(exc, "response", None)
         headers = getattr(response, "headers", None)
-        return error_for_status(status, message, retry_after=retry_after_s(headers))
+        err = error_for_status(status, message, retry_after=retry_after_s(headers))
+        err.rate = rate_headers(headers)
+        return err
     cause = exc.__cause__
     if isinstance(cause, Exception) and ("Timeout" in name or "Connection" in name):
         url = str(getattr(getattr(exc, "request", None), "url", "") or "")

@@ -29,6 +29,7 @@ from fanout.errors import (
     ServerError,
 )
 from fanout.providers.base import Chunk, Completion, Request, chat_body, estimate_tokens
+from fanout.providers.sim_limits import DEFAULT_SHAPE, DEFAULT_WINDOW_S, SHAPES, make_budget
 
 if TYPE_CHECKING:
     from fanout.providers.spec import ProviderSpec
@@ -87,6 +88,11 @@ class SimConfig:
     hang_s: float = DEFAULT_HANG_S
     rpm: float | None = None
     tpm: float | None = None
+    #: how the rpm/tpm budgets are enforced: one of `sim_limits.SHAPES`
+    limit_shape: str = DEFAULT_SHAPE
+    #: the window of the `fixed`, `bucket` and `sliding` shapes (a minute, as services use;
+    #: tests shorten it)
+    limit_window_s: float = DEFAULT_WINDOW_S
     min_output_tokens: int = DEFAULT_MIN_OUTPUT_TOKENS
     max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS
 
@@ -98,6 +104,12 @@ class SimConfig:
         for name in ("rpm", "tpm"):
             if (value := getattr(self, name)) is not None and not 0.0 < value < math.inf:
                 raise ValueError(f"SimConfig.{name} must be None or a number > 0, got {value!r}")
+        if self.limit_shape not in SHAPES:
+            raise ValueError(
+                f"SimConfig.limit_shape {self.limit_shape!r}: use one of {', '.join(SHAPES)}"
+            )
+        if not 0.0 < self.limit_window_s < math.inf:
+            raise ValueError(f"SimConfig.limit_window_s must be > 0, got {self.limit_window_s!r}")
         if not 0.0 <= self.jitter <= 1.0:
             raise ValueError(f"SimConfig.jitter must be in [0, 1], got {self.jitter!r}")
         if not 1 <= self.min_output_tokens <= self.max_output_tokens:
@@ -113,27 +125,6 @@ class LatencyKwargs(TypedDict, total=False):
     base_latency_s: float
     per_token_s: float
     jitter: float
-
-
-class _Gcra:
-    """Generic cell rate algorithm: `per_minute` units, bursts of one second of budget."""
-
-    __slots__ = ("interval", "tat", "window")
-
-    def __init__(self, per_minute: float) -> None:
-        self.interval = 60.0 / per_minute
-        self.window = max(1.0, self.interval)  # one second's worth, at least one unit
-        self.tat = -math.inf  # theoretical arrival time
-
-    def wait(self, now: float, cost: float) -> float:
-        """Seconds until `cost` units would be admitted; 0.0 means now. A cost above the
-        burst is admitted once the budget is fully recovered, so it cannot starve."""
-        inc = cost * self.interval
-        over = max(self.tat, now) + inc - now - max(self.window, inc)
-        return over if over > 1e-9 else 0.0
-
-    def commit(self, now: float, cost: float) -> None:
-        self.tat = max(self.tat, now) + cost * self.interval
 
 
 class SimProvider:
@@ -154,8 +145,9 @@ class SimProvider:
             if cfg.faults.get(kind, 0.0) > 0.0:
                 acc += cfg.faults[kind]
                 self._fault_table.append((acc, kind))
-        self._rpm = _Gcra(cfg.rpm) if cfg.rpm else None
-        self._tpm = _Gcra(cfg.tpm) if cfg.tpm else None
+        shape, window = cfg.limit_shape, cfg.limit_window_s
+        self._rpm = make_budget(shape, cfg.rpm, window) if cfg.rpm else None
+        self._tpm = make_budget(shape, cfg.tpm, window) if cfg.tpm else None
         self.reset_stats()
 
     def limiter_key(self, model: str) -> str:
@@ -216,11 +208,10 @@ class SimProvider:
         admitted right now without waiting, and seconds until the budget is full again."""
         now = self._clock()
         out: dict[str, tuple[float, int, float]] = {}
-        limits = (("requests", self._rpm, self.config.rpm), ("tokens", self._tpm, self.config.tpm))
-        for name, gcra, rate in limits:
-            if gcra is not None and rate is not None:
-                used = max(gcra.tat - now, 0.0)
-                out[name] = (rate, int(max(gcra.window - used, 0.0) / gcra.interval + 1e-9), used)
+        for name, budget in (("requests", self._rpm), ("tokens", self._tpm)):
+            if budget is not None:
+                remaining, reset = budget.state(now)
+                out[name] = (budget.per_minute, remaining, reset)
         return out
 
     def reset_stats(self) -> None:
@@ -244,7 +235,7 @@ class SimProvider:
         self._requests += 1
         key = body_hash(self.body(request))
         now = self._clock()
-        if self._rpm is not None and (wait := self._rpm.wait(now, 1)) > 0.0:
+        if self._rpm is not None and (wait := self._rpm.wait(now, 1.0)) > 0.0:
             self._reject(f"over {cfg.rpm:g} requests/minute", wait)
         prompt = request.prompt_text()
         input_tokens = estimate_tokens(prompt)
@@ -254,7 +245,7 @@ class SimProvider:
         if self._tpm is not None and (wait := self._tpm.wait(now, cost)) > 0.0:
             self._reject(f"over {cfg.tpm:g} tokens/minute ({cost} asked)", wait)
         if self._rpm is not None:
-            self._rpm.commit(now, 1)
+            self._rpm.commit(now, 1.0)
         if self._tpm is not None:
             self._tpm.commit(now, cost)
         fault, factor = self._draw(key, request.attempt)

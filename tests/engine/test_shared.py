@@ -1,0 +1,221 @@
+"""One account's budget across processes: the coordination file (`engine/shared.py`), and
+the meter's use of it and of the provider's rate headers (`ProviderMeter.observe`)."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fanout import ProviderLimits, Task
+from fanout.engine.limits import FIRST_CALLS, OK, SHARED_HEADROOM, ProviderMeter
+from fanout.engine.shared import LEASE_S, SYNC_S, SharedAccount, account_id
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def meter(path: Path, *, rpm: float | None = None, tpm: float | None = None) -> ProviderMeter:
+    account = SharedAccount(path, account_id("openai", "http://127.0.0.1:1/v1", "sk-共享"))
+    return ProviderMeter(
+        "openai:sim-1", ProviderLimits(rpm=rpm, tpm=tpm, account=account), default_cap=64
+    )
+
+
+def busy(m: ProviderMeter, now: float) -> None:
+    """The meter has a call to make at `now` (and syncs, its time being due)."""
+    m.wait_time(now, Task("x"))
+
+
+def test_the_account_is_named_by_a_hash_never_by_the_key(tmp_path: Path) -> None:
+    a = account_id("openai", "http://h/v1/", "sk-secret-密钥")
+    assert a == account_id("openai", "http://h/v1", "sk-secret-密钥")
+    assert a != account_id("openai", "http://h/v1", "sk-other")
+    assert a != account_id("anthropic", "http://h/v1", "sk-secret-密钥")
+    m = meter(tmp_path / "accounts.db", rpm=600)
+    busy(m, 0.0)
+    data = (tmp_path / "accounts.db").read_bytes()
+    assert b"sk-" not in data
+    assert "共享".encode() not in data
+
+
+def test_two_processes_split_the_budget_and_the_last_one_takes_it_whole(tmp_path: Path) -> None:
+    path = tmp_path / "accounts.db"
+    a, b = meter(path, rpm=600), meter(path, rpm=600)
+    busy(a, 0.0)
+    assert a.rpm is not None
+    assert a.rpm.interval == pytest.approx(0.1)  # alone: 600/min
+    busy(b, 0.0)
+    busy(a, SYNC_S)  # a sees b at its next sync
+    assert b.rpm is not None
+    half = 60 / (600 * (1 - SHARED_HEADROOM) / 2)  # each half, less the headroom
+    assert (a.rpm.interval, b.rpm.interval) == (pytest.approx(half), pytest.approx(half))
+    assert b.lease is not None
+    b.lease.release()  # b ended
+    busy(a, 2 * SYNC_S)
+    assert a.rpm.interval == pytest.approx(0.1)
+
+
+def test_a_process_with_nothing_to_send_leaves_its_share(tmp_path: Path) -> None:
+    path = tmp_path / "accounts.db"
+    a, b = meter(path, tpm=60_000), meter(path, tpm=60_000)
+    busy(a, 0.0)
+    busy(b, 0.0)
+    busy(a, SYNC_S)
+    assert a.tpm is not None
+    assert a.tpm.interval == pytest.approx(60 / (60_000 * (1 - SHARED_HEADROOM) / 2))
+    assert b.lease is not None
+    b.lease.sync(demand=False, pace=None)  # b has gone quiet: nothing in flight, none asked
+    busy(a, 2 * SYNC_S)
+    assert a.tpm.interval == pytest.approx(60 / 60_000)
+
+
+def test_a_killed_process_releases_its_share_by_lease_expiry(tmp_path: Path) -> None:
+    """A real process takes a lease and is SIGKILLed: the survivor's share grows back once
+    the lease expires, and not before it is gone."""
+    path = tmp_path / "accounts.db"
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from fanout.engine.shared import SharedAccount, account_id\n"
+        "acc = SharedAccount(Path(sys.argv[1]), account_id('openai', 'http://127.0.0.1:1/v1', "
+        "'sk-共享'))\n"
+        "lease = acc.lease('sim-1')\n"
+        "while True:\n"
+        "    lease.sync(demand=True, pace=None)\n"
+        "    print('synced', flush=True)\n"
+        "    time.sleep(0.1)\n"
+    )
+    cmd = [sys.executable, "-c", code, str(path)]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT) as proc:
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline() == "synced\n"
+            a = meter(path, rpm=1200)
+            busy(a, 0.0)
+            assert a.rpm is not None
+            # two share 1200/min
+            assert a.rpm.interval == pytest.approx(60 / (1200 * (1 - SHARED_HEADROOM) / 2))
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        killed = time.time()
+        db = sqlite3.connect(path)
+        (expires,) = db.execute("SELECT expires FROM leases WHERE pid = ?", (proc.pid,)).fetchone()
+        db.close()
+        now = 0.0
+        while a.rpm.interval != pytest.approx(0.05):
+            now += SYNC_S
+            busy(a, now)
+            assert time.time() - killed < 30 * LEASE_S, "the dead process's lease never expired"
+            time.sleep(0.05)
+        assert time.time() >= expires  # its share came back by the lease's expiry, not before
+
+
+def test_the_learned_rate_is_shared_with_a_newcomer_and_given_back_when_it_ends(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "accounts.db"
+    a = meter(path)
+    busy(a, 0.0)
+    a.pace_rate = 9.0  # as learned after a 429 (see test_rate_learning)
+    a.rate_cuts = 1
+    busy(a, SYNC_S)  # records the account's rate: 9 calls/s
+    b = meter(path)
+    busy(b, 0.0)
+    assert b.pace_rate == pytest.approx(4.5)  # paces at once at its share, no 429 needed
+    busy(a, 2 * SYNC_S)
+    assert a.pace_rate == pytest.approx(4.5)
+    assert b.lease is not None
+    b.lease.release()
+    busy(a, 3 * SYNC_S)
+    assert a.pace_rate == pytest.approx(9.0)  # what b freed, at once
+
+
+def test_an_unusable_file_means_running_alone_not_failing(tmp_path: Path) -> None:
+    path = tmp_path / "accounts.db"
+    path.write_bytes(b"this is not a database" * 100)
+    m = meter(path, rpm=600)
+    busy(m, 0.0)
+    assert m.lease is not None
+    assert m.lease.broken is not None
+    assert m.rpm is not None
+    assert m.rpm.interval == pytest.approx(0.1)
+    db = sqlite3.connect(path)
+    with pytest.raises(sqlite3.DatabaseError):
+        db.execute("SELECT 1 FROM leases").fetchall()
+    db.close()
+
+
+def test_rate_headers_seed_the_budgets_and_a_spent_budget_holds_until_its_reset() -> None:
+    m = ProviderMeter("openai:sim-1", ProviderLimits(), default_cap=64)
+    t = Task("x")
+    assert m.rpm is None
+    m.observe(0.0, {"requests_limit": 600, "requests_remaining": 599, "requests_reset": 0.1})
+    assert m.rpm is not None
+    assert m.rpm.interval == pytest.approx(0.1)
+    assert m.wait_time(0.0, t) == 0.0
+    m.observe(1.0, {"requests_limit": 600, "requests_remaining": 0, "requests_reset": 30.0})
+    # spent: a sliding window frees a call in about one interval; the reset (when the budget
+    # is whole again) is far later
+    assert m.wait_time(1.0, t) == pytest.approx(0.1)
+    spent = {"requests_limit": 600, "requests_remaining": 0, "requests_reset": 30.0}
+    m.observe(1.2, spent, retry_after=20.0)  # a 429 says when: a fixed window's end
+    assert m.wait_time(1.2, t) == pytest.approx(20.0)
+    m.observe(1.0, {"tokens_limit": 60_000, "requests_limit": 600})
+    assert m.tpm is not None
+    assert m.tpm.interval == pytest.approx(0.001)
+
+
+def test_a_configured_limit_below_the_stated_one_wins_and_the_stated_one_caps_it() -> None:
+    low = ProviderMeter("p:m", ProviderLimits(rpm=300), default_cap=64)
+    low.observe(0.0, {"requests_limit": 600})
+    assert low.rpm is not None
+    assert low.rpm.interval == pytest.approx(0.2)
+    high = ProviderMeter("p:m", ProviderLimits(rpm=6000), default_cap=64)
+    high.observe(0.0, {"requests_limit": 600})
+    assert high.rpm is not None
+    assert high.rpm.interval == pytest.approx(0.1)
+
+
+def test_a_call_is_charged_what_calls_use_not_its_whole_output_limit() -> None:
+    """With answers of about 100 tokens and an output limit of 4,000, a TPM budget of 6,000
+    a minute admits about one call a second, not one every 40 s; the usage reported then
+    replaces the charge."""
+    m = ProviderMeter("p:m", ProviderLimits(tpm=6000), default_cap=64)
+    assert m.tpm is not None
+    first, second = Task("a"), Task("b")
+    first.est_tokens = second.est_tokens = 4000
+    m.started(0.0, first)
+    assert m.tpm.tat == pytest.approx(40.0)  # nothing known yet: the estimate
+    m.finished(0.5, first, OK, 100)
+    assert m.tpm.tat == pytest.approx(1.0)  # what it used
+    m.started(1.0, second)
+    assert m.tpm.tat == pytest.approx(1.0 + 1.5)  # 1.5 x the 100 tokens calls use
+    m.finished(1.5, second, OK, 100)
+    assert m.tpm.tat == pytest.approx(2.0)
+
+
+def test_a_services_account_gets_a_few_calls_before_its_first_answer(tmp_path: Path) -> None:
+    """Its first answer brings the rate headers (or the rate it admits): until then only
+    `FIRST_CALLS` go out; a provider that is no account (the simulator in-process, a
+    command) is not held back."""
+    m = meter(tmp_path / "accounts.db")
+    tasks = [Task(f"t{i}") for i in range(FIRST_CALLS + 1)]
+    for t in tasks[:FIRST_CALLS]:
+        assert m.wait_time(0.0, t) == 0.0
+        m.started(0.0, t)
+    assert m.wait_time(0.0, tasks[-1]) == math.inf
+    m.finished(0.5, tasks[0], OK, 10)
+    m.circuit.finished(0.5, tasks[0], OK, 0.0)
+    assert m.wait_time(0.5, tasks[-1]) == 0.0
+    alone = ProviderMeter("sim:sim-1", ProviderLimits(), default_cap=64)
+    for t in tasks:
+        assert alone.wait_time(0.0, t) == 0.0
+        alone.started(0.0, t)
