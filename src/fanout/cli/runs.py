@@ -189,13 +189,34 @@ def status(run: RunArg, json_out: JsonOpt = False) -> None:
         typer.echo(line)
 
 
-def report(run: RunArg, json_out: JsonOpt = False) -> None:
+def report(
+    run: RunArg,
+    json_out: JsonOpt = False,
+    html: Annotated[
+        Path | None, typer.Option(help="Write the timeline as one self-contained HTML file.")
+    ] = None,
+    png: Annotated[
+        Path | None, typer.Option(help="Write the timeline as a PNG (needs fanout[report]).")
+    ] = None,
+    trace: Annotated[
+        Path | None, typer.Option(help="Write Chrome trace JSON (Perfetto, chrome://tracing).")
+    ] = None,
+) -> None:
     """A run's metrics: wall, serial estimate, speedup, utilisation, p50/p95 per agent,
-    retries, tokens, errors (the numbers `run.metrics()` gives)."""
+    retries, tokens, errors (the numbers `run.metrics()` gives); --html, --png and --trace
+    write its timeline instead."""
     from fanout.report import report_lines, run_report
 
     with exits():
         run_id = find_run(run)
+        if html or png or trace:
+            from fanout.report.pictures import run_pictures
+
+            with opened() as db:
+                written = run_pictures(db, run_id, html=html, png=png, trace=trace)
+            for line in written:
+                typer.echo(line)
+            return
         with opened() as db:
             m = run_report(db, run_id)
     assert m is not None
