@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck bench clean report-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,18 @@ demo: $(VENV)/.stamp-base
 	@echo "canvases with their new notes: scratch/vault/ (open it in Obsidian)"
 	@echo "batch results: scratch/results.jsonl ($$(wc -l < scratch/results.jsonl) lines)"
 
-test: $(VENV)/.stamp-dev
+# The timeline tests open `fanout report --html` in Debian's headless Chromium and draw
+# Chinese labels with Noto CJK: installed here when missing (a fresh CI machine), else nothing.
+CJK_FONT := /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
+report-deps:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -f $(CJK_FONT) ]; then \
+		echo "installing chromium and fonts-noto-cjk (for the timeline tests)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk; \
+	fi
+
+test: $(VENV)/.stamp-dev report-deps
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy

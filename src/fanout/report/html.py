@@ -18,7 +18,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from fanout.report.timeline import Timeline, binned_max, waiting_counts
+from fanout.report.timeline import Bar, Timeline, binned_max, waiting_counts
 
 #: attempts embedded one by one; a bigger run's Gantt is aggregated into bins
 MAX_BARS = 150_000
@@ -56,6 +56,13 @@ def _series(points: list[tuple[float, float]], end: float) -> dict[str, Any]:
     return {"t": [i * width for i in range(SERIES_BINS)], "v": vals, "binned": True}
 
 
+def _outcome(b: Bar) -> str:
+    """done, running, or what went wrong: `transient: rate_limited`."""
+    if b.error_class:
+        return f"{b.error_class}: {b.error_kind}" if b.error_kind else b.error_class
+    return b.outcome or "running"
+
+
 def _bars(tl: Timeline, q: float, lanes: _Index) -> dict[str, Any]:
     if len(tl.bars) > MAX_BARS:
         return _aggregated(tl, q, lanes)
@@ -70,7 +77,7 @@ def _bars(tl: Timeline, q: float, lanes: _Index) -> dict[str, Any]:
         cols["a"].append(agents(b.agent))
         cols["k"].append(keys(b.key))
         cols["n"].append(b.attempt)
-        cols["o"].append(outcomes(b.error_class or b.outcome or "running"))
+        cols["o"].append(outcomes(_outcome(b)))
         cols["x"].append(b.tokens)
     return {
         "aggregated": False,

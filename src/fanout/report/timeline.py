@@ -50,6 +50,8 @@ class Bar:
     error_class: str | None
     tokens: int | None
     first_token: float | None = None
+    #: what went wrong within the class: rate_limited, server_error, timeout, ...
+    error_kind: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +200,8 @@ def load_timeline(db: sqlite3.Connection, run_id: str) -> Timeline | None:
     info, with_deps = _keys(db, rid)
     first_token = "first_token_at" if _has_column(db, "attempts", "first_token_at") else "NULL"
     attempts = db.execute(
-        f"SELECT n, attempt, started_at, duration, outcome, error_class, tokens, {first_token} "
+        "SELECT n, attempt, started_at, duration, outcome, error_class, tokens, "
+        f"{first_token}, error_kind "
         "FROM attempts WHERE rid = ? AND started_at IS NOT NULL ORDER BY started_at",
         (rid,),
     ).fetchall()
@@ -236,7 +239,7 @@ def load_timeline(db: sqlite3.Connection, run_id: str) -> Timeline | None:
     ]
     rows, slots = pack(spans_iv)
     bars = []
-    for (n, attempt, _s, _d, outcome, error_class, tokens, ft), (t0, t1), slot in zip(
+    for (n, attempt, _s, _d, outcome, error_class, tokens, ft, ekind), (t0, t1), slot in zip(
         attempts, spans_iv, rows, strict=True
     ):
         key, lane, agent = info.get(n, (f"#{n}", "default", "-"))
@@ -254,6 +257,7 @@ def load_timeline(db: sqlite3.Connection, run_id: str) -> Timeline | None:
                 error_class,
                 tokens,
                 None if ft is None else ft - origin,
+                ekind,
             )
         )
     wait_iv = [(s[2] - origin, s[3] - origin) for s in spans]

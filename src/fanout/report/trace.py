@@ -58,6 +58,7 @@ def trace_events(tl: Timeline) -> list[dict[str, Any]]:
                     "attempt": b.attempt,
                     "outcome": b.outcome,
                     "error_class": b.error_class,
+                    "error_kind": b.error_kind,
                     "tokens": b.tokens,
                     **({} if b.first_token is None else {"first_token_s": b.first_token - b.t0}),
                 },
