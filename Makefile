@@ -57,6 +57,7 @@ bench: $(VENV)/.stamp-dev
 	$(BIN)/python bench/wall.py
 	$(BIN)/python bench/ratelimit.py
 	$(BIN)/python bench/serial_vs_parallel.py
+	$(BIN)/fanout bench --out scratch/bench
 
 clean:
 	rm -rf $(VENV) scratch .pytest_cache .mypy_cache .ruff_cache

@@ -10,6 +10,7 @@ import typer
 
 from fanout.cli import agents, canvas, runs
 from fanout.cli.batch import batch
+from fanout.cli.bench import bench
 from fanout.cli.common import EXIT_INTERRUPTED, err
 
 app = typer.Typer(
@@ -49,6 +50,7 @@ app.command()(runs.status)
 app.command()(runs.report)
 app.command()(runs.cancel)
 app.command()(runs.results)
+app.command()(bench)
 app.add_typer(runs.cache_app, name="cache")
 app.add_typer(canvas.app, name="canvas")
 app.add_typer(agents.app, name="agents")
