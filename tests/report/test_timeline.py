@@ -196,9 +196,9 @@ def test_png_is_1600_px_wide_and_shows_the_gantt(store: tuple[Path, str], tmp_pa
 
 def test_png_renders_the_chinese_lane_name(store: tuple[Path, str], tmp_path: Path) -> None:
     """A Chinese label (lane, agent, task) is drawn with Noto CJK, not as empty boxes."""
-    from fanout.report.png import CJK_FONTS, _pyplot
+    from fanout.report.png import CJK_FONTS, pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     assert any(Path(p).exists() for p in CJK_FONTS), "fonts-noto-cjk: make test installs it"
     # drawn with the house font list: a missing glyph would warn, and warnings are errors
     fig = plt.figure(figsize=(2, 1), dpi=100)

@@ -273,9 +273,9 @@ def _pictures(store: Path, out: Path, name: str, row: Row) -> None:
 
 
 def _comparison_png(rows: Sequence[Row], path: Path) -> None:
-    from fanout.report.png import _pyplot
+    from fanout.report.png import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
     xs = range(len(rows))
     w = 0.27
@@ -314,17 +314,16 @@ def _comparison_png(rows: Sequence[Row], path: Path) -> None:
 
 
 def format_rows(rows: Sequence[Row]) -> list[str]:
-    from fanout.report.text import fmt_s
-
+    """The table: seconds with three decimals, so serial and its ideal stay apart."""
     head = (
-        f"{'set':<10} {'tasks':>5}  {'serial':>9} {'ideal':>9}  {'parallel':>9} {'ideal':>9}  "
+        f"{'set':<10} {'tasks':>5}  {'serial':>8} {'ideal':>8}  {'parallel':>8} {'ideal':>8}  "
         f"{'speedup':>8} {'ideal':>7}  {'share of ideal':>14}"
     )
     out = [head]
     for r in rows:
         out.append(
-            f"{r.name:<10} {r.tasks:>5}  {fmt_s(r.serial_s):>9} {fmt_s(r.ideal_serial_s):>9}  "
-            f"{fmt_s(r.parallel_s):>9} {fmt_s(r.ideal_parallel_s):>9}  {r.speedup:>7.2f}x "
+            f"{r.name:<10} {r.tasks:>5}  {r.serial_s:>7.3f}s {r.ideal_serial_s:>7.3f}s  "
+            f"{r.parallel_s:>7.3f}s {r.ideal_parallel_s:>7.3f}s  {r.speedup:>7.2f}x "
             f"{r.ideal_speedup:>6.2f}x  {r.share:>14.3f}"
         )
     return out

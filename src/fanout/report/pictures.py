@@ -52,9 +52,9 @@ def write_pictures(
         if path is not None:
             _check_target(flag, path)
     if png is not None:
-        from fanout.report.png import _pyplot
+        from fanout.report.png import pyplot
 
-        _pyplot()  # raises the one-line "install fanout[report]" before anything is written
+        pyplot()  # raises the one-line "install fanout[report]" before anything is written
     lines: list[str] = []
     if html is not None:
         from fanout.report.html import render_html

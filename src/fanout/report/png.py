@@ -40,7 +40,7 @@ FAILED = "#d62728"
 WIDTH_PX, DPI = 1600, 100
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     try:
         import matplotlib
     except ImportError:
@@ -66,7 +66,7 @@ def _rects(items: list[tuple[float, float, float, float]]) -> list[list[tuple[fl
 
 
 def write_png(tl: Timeline, path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.collections import PolyCollection
     from matplotlib.patches import Patch
 
