@@ -69,10 +69,11 @@ def write_png(tl: Timeline, path: Path) -> None:
     plt = pyplot()
     from matplotlib.collections import PolyCollection
     from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
 
     waits_drawn = tl.waits and tl.wait_rows <= 400
     rows = tl.slots + (tl.wait_rows + 1 if waits_drawn else 0)
-    gantt_in = min(max(rows * 0.18, 3.0), 9.0)
+    gantt_in = min(max(rows * 0.18, 1.2), 9.0) + 0.6
     waiting = waiting_counts(tl)
     charts = 1 + (1 if waiting else 0)
     fig, axes = plt.subplots(
@@ -98,7 +99,9 @@ def write_png(tl: Timeline, path: Path) -> None:
             PolyCollection(
                 _rects(items),
                 facecolors=colour[lane],
-                edgecolors="#333333" if retry else "none",
+                # a thin white edge keeps neighbouring attempts of a slot apart, until the
+                # bars are too many for it not to wash the colours out
+                edgecolors="#333333" if retry else ("white" if len(tl.bars) < 5_000 else "none"),
                 hatch="///" if retry else None,
                 linewidths=0.4,
             )
@@ -124,11 +127,14 @@ def write_png(tl: Timeline, path: Path) -> None:
         [s + 0.5 for s in range(0, tl.slots, step)], [str(s) for s in range(0, tl.slots, step)]
     )
     ax.set_ylabel("concurrency slot" + (" / waiting" if waits_drawn else ""))
-    title = f"fanout run {tl.run_id} ({tl.kind}): {len(tl.bars):,} attempts on {tl.slots} slots"
+    slots = f"{tl.slots} slot" + ("" if tl.slots == 1 else "s")
+    title = f"fanout run {tl.run_id} ({tl.kind}): {len(tl.bars):,} attempts on {slots}"
     ax.set_title(title, loc="left")
     handles = [Patch(facecolor=colour[lane], label=f"lane {lane}") for lane in lanes]
-    handles.append(Patch(facecolor="white", edgecolor="#333333", hatch="///", label="retry"))
-    handles.append(Patch(facecolor="white", edgecolor=FAILED, label="failed attempt"))
+    if any(retry for _lane, retry in groups):
+        handles.append(Patch(facecolor="white", edgecolor="#333333", hatch="///", label="retry"))
+    if failed:
+        handles.append(Patch(facecolor="white", edgecolor=FAILED, label="failed attempt"))
     if waits_drawn:
         kinds = [k for k in WAIT_KINDS if k in {w.kind for w in tl.waits}]
         handles += [Patch(facecolor=WAIT_COLOURS[k], label=f"waiting: {k}") for k in kinds]
@@ -145,6 +151,7 @@ def write_png(tl: Timeline, path: Path) -> None:
     if limit:
         cx.step(*zip(*limit, strict=True), where="post", label="concurrency limit", color=FAILED)
     cx.set_ylabel("attempts")
+    cx.yaxis.set_major_locator(MaxNLocator(integer=True))
     cx.set_ylim(bottom=0)
     cx.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=9)
     if waiting:
@@ -158,6 +165,7 @@ def write_png(tl: Timeline, path: Path) -> None:
                 color=WAIT_COLOURS.get(kind, "#777777"),
             )
         wx.set_ylabel("tasks waiting")
+        wx.yaxis.set_major_locator(MaxNLocator(integer=True))
         wx.set_ylim(bottom=0)
         wx.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=9)
     axes[-1].set_xlabel("seconds since the run's first instant")
