@@ -153,3 +153,24 @@ def test_a_100000_task_run_makes_a_small_page_that_draws(tmp_path: Path) -> None
     # every attempt is on screen at full zoom-out: the Gantt drew them all
     assert n == len(tl.bars)
     print(f"100,000 tasks: {size / 1e6:.1f} MB, Chromium loaded and drew it in {load_s:.1f} s")
+
+
+def test_an_aggregated_page_draws_too(
+    cli_run: tuple[Path, dict[str, str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fanout.report import html
+    from fanout.store.sqlite import default_path
+
+    tmp, env, run_id = cli_run
+    monkeypatch.setenv("FANOUT_HOME", env["FANOUT_HOME"])
+    db = connect(default_path())
+    try:
+        tl = load_timeline(db, run_id)
+    finally:
+        db.close()
+    assert tl is not None
+    monkeypatch.setattr(html, "MAX_BARS", 5)
+    page = tmp / "聚合.html"
+    write_html(tl, page)
+    blocks = len(html.timeline_data(tl)["bars"]["s"])
+    assert drawn(chromium_dom(page, tmp / "profile-agg")) == blocks > 0

@@ -211,3 +211,31 @@ def test_png_renders_the_chinese_lane_name(store: tuple[Path, str], tmp_path: Pa
     with pytest.warns(match=r"[Gg]lyph"):
         fig.canvas.draw()
     plt.close(fig)
+
+
+def test_a_run_past_max_bars_is_aggregated_per_slot_and_bin(
+    store: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fanout.report import html
+
+    path, run_id = store
+    with db_of(path) as db:
+        tl = load_timeline(db, run_id)
+    assert tl is not None
+    monkeypatch.setattr(html, "MAX_BARS", len(tl.bars) - 1)
+    monkeypatch.setattr(html, "GANTT_BINS", 50)
+    bars = timeline_data(tl)["bars"]
+    assert bars["aggregated"]
+    assert "keys" not in bars  # nothing per attempt is carried any more
+    assert 0 < len(bars["s"]) < len(tl.bars) * 50
+    assert set(bars["s"]) == {b.slot for b in tl.bars}
+    # every attempt touched at least one block; blocks of a slot do not overlap
+    assert sum(bars["c"]) >= len(tl.bars)
+    for s in set(bars["s"]):
+        mine = sorted(
+            (t0, t0 + d)
+            for t0, d, slot in zip(bars["t0"], bars["d"], bars["s"], strict=True)
+            if slot == s
+        )
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(mine))
+        assert mine[-1][1] <= html.GRID + 1
