@@ -4,6 +4,7 @@ run's page under 15 MB that still draws."""
 
 from __future__ import annotations
 
+import html as html_lib
 import json
 import os
 import re
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.e2e
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-def chromium_dom(page: Path, profile: Path) -> str:
+def chromium_dom(page: Path, profile: Path, fragment: str = "") -> str:
     """The page's DOM once its scripts have run, from Debian's headless Chromium, with every
     network path closed (a proxy that does not exist, no background fetches)."""
     assert CHROMIUM.exists(), "Chromium is missing: `make test` installs it (apt-get)"
@@ -45,7 +46,7 @@ def chromium_dom(page: Path, profile: Path) -> str:
             "--window-size=1400,900",
             "--virtual-time-budget=10000",
             "--dump-dom",
-            page.as_uri(),
+            page.as_uri() + fragment,
         ],
         capture_output=True,
         text=True,
@@ -93,6 +94,18 @@ def test_report_writes_all_three_pictures(cli_run: tuple[Path, dict[str, str], s
     assert sum(1 for e in trace["traceEvents"] if e["ph"] == "X") == stored
     assert (out / "运行.png").read_bytes()[:4] == b"\x89PNG"
     assert drawn(chromium_dom(out / "运行.html", tmp / "profile")) == stored
+    # as a user would: the hover card of the first attempt, then ten wheel steps of zoom
+    dom = chromium_dom(out / "运行.html", tmp / "profile", "#check")
+    first = min(
+        (e for e in trace["traceEvents"] if e["ph"] == "X"), key=lambda e: (e["ts"], e["tid"])
+    )
+    card = html_lib.unescape(re.search(r'data-hover-card="([^"]*)"', dom).group(1))
+    assert first["name"] in card
+    assert f"attempt {first['args']['attempt']}" in card
+    assert f"tokens {first['args']['tokens']:,}" in card
+    zoom = json.loads(html_lib.unescape(re.search(r'data-zoom="([^"]*)"', dom).group(1)))
+    assert zoom["v1"] - zoom["v0"] == pytest.approx(zoom["end"] * 0.8**10, rel=0.01)
+    assert 0 < zoom["after"] < zoom["before"] == stored
     # nothing but the three files (no temporary left behind)
     assert sorted(f.name for f in out.iterdir()) == ["运行.html", "运行.json", "运行.png"]
 

@@ -273,4 +273,20 @@
   gantt.addEventListener("mouseleave", () => { card.hidden = true; });
   window.addEventListener("resize", drawAll);
   drawAll();
+
+  // `page.html#check`: the page exercises itself as a user would (hover the first bar,
+  // zoom in on the run's first tenth) and records what it saw on <body>, so a headless
+  // browser can prove the card and the zoom work
+  if (location.hash === "#check" && nBars) {
+    const i = byRow.get(B.s[0]).indexOf(0) >= 0 ? 0 : byRow.values().next().value[0];
+    const r = gantt.getBoundingClientRect();
+    const x = r.left + (xOf((B.t0[i] + B.d[i] / 2) * Q)), y = r.top + AXIS + B.s[i] * rowH + rowH / 2;
+    gantt.dispatchEvent(new MouseEvent("mousemove", { clientX: x, clientY: y, bubbles: true }));
+    document.body.dataset.hoverCard = card.hidden ? "" : card.textContent;
+    const before = drawn;
+    for (let k = 0; k < 10; k++) {
+      gantt.dispatchEvent(new WheelEvent("wheel", { deltaY: -100, clientX: r.left + LEFT + 1, clientY: y, bubbles: true, cancelable: true }));
+    }
+    document.body.dataset.zoom = JSON.stringify({ before, after: drawn, v0, v1, end: END });
+  }
 })();
