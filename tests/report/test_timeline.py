@@ -183,7 +183,7 @@ def test_png_is_1600_px_wide_and_shows_the_gantt(store: tuple[Path, str], tmp_pa
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     px = image.imread(out)
     assert px.shape[1] == 1600
-    assert px.shape[0] >= 500
+    assert px.shape[0] >= 400
     # the lanes' colours fill part of the upper half (the Gantt), none of the image's edge
     top = px[: px.shape[0] // 2, :, :3]
     lane0 = (0x4E / 255, 0x79 / 255, 0xA7 / 255)

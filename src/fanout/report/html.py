@@ -4,7 +4,8 @@ No network reference: the script and the style are inlined, the data is embedded
 JSON block. The data is columnar and its times are integers (millionths of the run's
 length), so a 100,000-task run stays a few MB. Beyond `MAX_BARS` attempts the Gantt is
 aggregated here (per slot, per time bin, the lane that kept it busiest), beyond
-`MAX_WAITS` waits they are shown only as the "waiting" chart, and long counter series are
+`MAX_WAITS` waits (or more rows of them than slots) they are shown only as the "waiting"
+chart, and long counter series are
 binned (highest level per bin): the page then carries what a screen can show, not every
 row. The script draws on canvases, with zoom (wheel, drag, double-click to reset) and a
 hover card per attempt.
@@ -18,7 +19,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from fanout.report.timeline import Bar, Timeline, binned_max, waiting_counts
+from fanout.report.timeline import Bar, Timeline, binned_max, waiting_counts, waits_fit
 
 #: attempts embedded one by one; a bigger run's Gantt is aggregated into bins
 MAX_BARS = 150_000
@@ -138,7 +139,7 @@ def timeline_data(tl: Timeline) -> dict[str, Any]:
         "lanes": lanes.items,
     }
     kinds = _Index()
-    if tl.waits and len(tl.waits) <= MAX_WAITS:
+    if waits_fit(tl, MAX_WAITS):
         data["waits"] = {
             "r": [w.row for w in tl.waits],
             "t0": [round(w.t0 / q) for w in tl.waits],

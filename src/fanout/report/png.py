@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fanout.errors import ConfigError
-from fanout.report.timeline import WAIT_KINDS, Timeline, waiting_counts
+from fanout.report.timeline import WAIT_KINDS, Timeline, waiting_counts, waits_fit
 
 #: where Debian's fonts-noto-cjk puts the sans face
 CJK_FONTS = (
@@ -36,6 +36,20 @@ WAIT_COLOURS = {
     "budget": "#bcbddc",
     "backoff": "#fee391",
 }
+#: the waiting chart's lines: darker than the segments, to read on white
+WAIT_LINES = {
+    "deps": "#636363",
+    "queued": "#969696",
+    "lane": "#3182bd",
+    "rpm": "#e6550d",
+    "tpm": "#a63603",
+    "retry_after": "#de2d26",
+    "circuit": "#a50f15",
+    "budget": "#756bb1",
+    "backoff": "#b8860b",
+}
+#: waits drawn one by one at most; beyond, the waiting chart alone
+MAX_WAITS = 30_000
 FAILED = "#d62728"
 WIDTH_PX, DPI = 1600, 100
 
@@ -71,7 +85,7 @@ def write_png(tl: Timeline, path: Path) -> None:
     from matplotlib.patches import Patch
     from matplotlib.ticker import MaxNLocator
 
-    waits_drawn = tl.waits and tl.wait_rows <= 400
+    waits_drawn = waits_fit(tl, MAX_WAITS)
     rows = tl.slots + (tl.wait_rows + 1 if waits_drawn else 0)
     gantt_in = min(max(rows * 0.18, 1.2), 9.0) + 0.6
     waiting = waiting_counts(tl)
@@ -162,13 +176,15 @@ def write_png(tl: Timeline, path: Path) -> None:
                 [v for _, v in pts],
                 where="post",
                 label=kind,
-                color=WAIT_COLOURS.get(kind, "#777777"),
+                color=WAIT_LINES.get(kind, "#777777"),
             )
         wx.set_ylabel("tasks waiting")
         wx.yaxis.set_major_locator(MaxNLocator(integer=True))
         wx.set_ylim(bottom=0)
         wx.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=9)
     axes[-1].set_xlabel("seconds since the run's first instant")
-    fig.tight_layout()
+    # fixed margins (room on the right for the legends): tight_layout would draw the
+    # whole figure once more only to measure it
+    fig.subplots_adjust(left=0.05, right=0.86, top=0.96, bottom=0.35 / fig.get_figheight() + 0.04)
     fig.savefig(path, format="png", dpi=DPI)
     plt.close(fig)

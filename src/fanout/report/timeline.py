@@ -283,6 +283,14 @@ def load_timeline(db: sqlite3.Connection, run_id: str) -> Timeline | None:
     )
 
 
+def waits_fit(tl: Timeline, max_waits: int) -> bool:
+    """Whether the waits are drawn one by one below the slots: when there are at most
+    `max_waits` of them and their rows are no more than the slots' (or 32). A run that
+    queues thousands of tasks at once would otherwise bury its Gantt under a band of
+    queued rows; its waits are then shown by the waiting-by-cause chart alone."""
+    return 0 < len(tl.waits) <= max_waits and tl.wait_rows <= max(tl.slots, 32)
+
+
 def waiting_counts(tl: Timeline) -> dict[str, list[tuple[float, int]]]:
     """For each wait kind that occurs: how many tasks wait that way, as change points."""
     by_kind: dict[str, list[tuple[float, float]]] = {}
