@@ -239,3 +239,14 @@ def test_a_run_past_max_bars_is_aggregated_per_slot_and_bin(
         )
         assert all(a[1] <= b[0] for a, b in itertools.pairwise(mine))
         assert mine[-1][1] <= html.GRID + 1
+
+
+def test_a_run_with_no_attempts_still_draws(tmp_path: Path) -> None:
+    """A run answered wholly from the cache has no attempt: every picture is still made
+    (and no warning, which the suite turns into an error)."""
+    tl = Timeline("r-缓存", "batch", 0.0, 0.0, 0, [])
+    out = [tmp_path / f"空.{ext}" for ext in ("html", "png", "json")]
+    lines = write_pictures(tl, html=out[0], png=out[1], trace=out[2])
+    assert len(lines) == 3
+    assert all(p.stat().st_size > 0 for p in out)
+    assert not [e for e in json.loads(out[2].read_text())["traceEvents"] if e["ph"] == "X"]

@@ -135,7 +135,7 @@ def write_png(tl: Timeline, path: Path) -> None:
                 PolyCollection(_rects(items), facecolors=WAIT_COLOURS.get(kind, "#eeeeee"))
             )
     ax.set_xlim(0, tl.end or 1.0)
-    ax.set_ylim(rows, 0)
+    ax.set_ylim(max(rows, 1), 0)
     step = max(1, rows // 24)
     ax.set_yticks(
         [s + 0.5 for s in range(0, tl.slots, step)], [str(s) for s in range(0, tl.slots, step)]
