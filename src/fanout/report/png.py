@@ -185,6 +185,16 @@ def write_png(tl: Timeline, path: Path) -> None:
     axes[-1].set_xlabel("seconds since the run's first instant")
     # fixed margins (room on the right for the legends): tight_layout would draw the
     # whole figure once more only to measure it
-    fig.subplots_adjust(left=0.05, right=0.86, top=0.96, bottom=0.35 / fig.get_figheight() + 0.04)
+    # whole figure once more only to measure it; the gap between panels is about half an
+    # inch, whatever their heights (hspace is a share of their mean height)
+    height = fig.get_figheight()
+    mean_axes_in = (gantt_in + 2.2 * charts) / (1 + charts)
+    fig.subplots_adjust(
+        left=0.05,
+        right=0.86,
+        top=1 - 0.35 / height,
+        bottom=0.5 / height,
+        hspace=0.55 / mean_axes_in,
+    )
     fig.savefig(path, format="png", dpi=DPI)
     plt.close(fig)
