@@ -34,7 +34,7 @@ WAIT_KINDS: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Bar:
     """One attempt on its slot: `outcome` is None while it runs (or when it was cut off)."""
 
@@ -54,7 +54,7 @@ class Bar:
     error_kind: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Wait:
     """A task waiting (one span of the `spans` table), on its own packed row."""
 
@@ -65,7 +65,7 @@ class Wait:
     kind: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Sample:
     t: float
     in_flight: int | None
