@@ -187,3 +187,12 @@ def test_an_aggregated_page_draws_too(
     write_html(tl, page)
     blocks = len(html.timeline_data(tl)["bars"]["s"])
     assert drawn(chromium_dom(page, tmp / "profile-agg")) == blocks > 0
+
+
+def test_json_with_a_picture_is_refused(cli_run: tuple[Path, dict[str, str], str]) -> None:
+    tmp, env, run_id = cli_run
+    out = tmp / "j.html"
+    p = fanout("report", run_id, "--json", "--html", out, env=env)
+    assert p.returncode == 2
+    assert p.stderr.count("\n") == 1
+    assert not out.exists()

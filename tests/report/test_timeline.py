@@ -250,3 +250,26 @@ def test_a_run_with_no_attempts_still_draws(tmp_path: Path) -> None:
     assert len(lines) == 3
     assert all(p.stat().st_size > 0 for p in out)
     assert not [e for e in json.loads(out[2].read_text())["traceEvents"] if e["ph"] == "X"]
+
+
+def test_first_token_times_reach_the_page_and_the_trace(
+    store: tuple[Path, str], tmp_path: Path
+) -> None:
+    """`attempts.first_token_at` (the spans interface's column, for streamed attempts)."""
+    path, run_id, _counts = with_spans(store, tmp_path)
+    with db_of(path) as db:
+        db.execute("ALTER TABLE attempts ADD COLUMN first_token_at REAL")
+        db.execute(
+            "UPDATE attempts SET first_token_at = started_at + duration / 4 WHERE attempt = 1"
+        )
+        tl = load_timeline(db, run_id)
+    assert tl is not None
+    firsts = [b for b in tl.bars if b.attempt == 1]
+    for b in firsts:
+        # unix seconds as doubles: a quarter of a microsecond apart at most
+        assert b.first_token == pytest.approx(b.t0 + (b.t1 - b.t0) / 4, abs=1e-6), b
+    assert all(b.first_token is None for b in tl.bars if b.attempt > 1)
+    bars = timeline_data(tl)["bars"]
+    assert sum(f is not None for f in bars["f"]) == len(firsts)
+    xs = [e for e in json.loads(render_trace(tl))["traceEvents"] if e["ph"] == "X"]
+    assert sum("first_token_s" in e["args"] for e in xs) == len(firsts)

@@ -212,6 +212,9 @@ def report(
         if html or png or trace:
             from fanout.report.pictures import run_pictures
 
+            if json_out:
+                raise ConfigError("--json prints the text report's numbers: drop it or the files")
+
             with opened() as db:
                 written = run_pictures(db, run_id, html=html, png=png, trace=trace)
             for line in written:

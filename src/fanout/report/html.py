@@ -80,6 +80,11 @@ def _bars(tl: Timeline, q: float, lanes: _Index) -> dict[str, Any]:
         cols["n"].append(b.attempt)
         cols["o"].append(outcomes(_outcome(b)))
         cols["x"].append(b.tokens)
+    if any(b.first_token is not None for b in tl.bars):
+        # streamed attempts: when the first token came, from the attempt's start
+        cols["f"] = [
+            None if b.first_token is None else round((b.first_token - b.t0) / q) for b in tl.bars
+        ]
     return {
         "aggregated": False,
         **cols,

@@ -112,6 +112,9 @@
         g.strokeRect(x0 + 1, y + 1, Math.max(x1 - x0 - 2, 1), rowH - gap - 2);
       }
       if (B.n[i] > 1) { g.fillStyle = "#333"; g.fillRect(x0, y, Math.max(x1 - x0, 1), 2); }
+      if (B.f && B.f[i] != null) {  // the first token of a streamed answer: a white tick
+        g.fillStyle = "#fff"; g.fillRect(xOf((B.t0[i] + B.f[i]) * Q), y + 2, 1, rowH - gap - 4);
+      }
     }
     g.fillStyle = "#444"; g.font = "11px sans-serif";
     g.clearRect(0, AXIS, LEFT - 2, h);
@@ -259,6 +262,7 @@
         const tok = B.x[i] == null ? "-" : B.x[i].toLocaleString();
         html = `<b>${esc(B.keys[B.k[i]])}</b>agent ${esc(B.agents[B.a[i]])} · lane ${esc(D.lanes[B.l[i]])}<br>` +
           `attempt ${B.n[i]} · ${esc(B.outcomes[B.o[i]])}<br>tokens ${tok}<br>` +
+          (B.f && B.f[i] != null ? `first token after ${fmt(B.f[i] * Q)}<br>` : "") +
           `${fmt(B.t0[i] * Q)} + ${fmt(B.d[i] * Q)} · slot ${row}`;
       }
     } else if (waitByRow.has(row)) {
