@@ -131,6 +131,11 @@ def test_trace_has_one_complete_event_per_stored_attempt(
     ends = [e for e in events if e["ph"] == "f"]
     assert len(starts) == len(ends) == 24
     assert {e["id"] for e in starts} == {e["id"] for e in ends}
+    # each arrow starts inside a slice of its track and ends at the start of one
+    for e in starts:
+        assert any(x["tid"] == e["tid"] and x["ts"] <= e["ts"] < x["ts"] + x["dur"] for x in xs), e
+    for e in ends:
+        assert any(x["tid"] == e["tid"] and x["ts"] == e["ts"] for x in xs), e
 
 
 def test_html_is_self_contained_and_carries_every_attempt(store: tuple[Path, str]) -> None:

@@ -118,7 +118,9 @@ def trace_events(tl: Timeline) -> list[dict[str, Any]]:
                 "id": i,
                 "pid": SLOTS_PID,
                 "tid": a.slot,
-                "ts": max(_us(a.t1) - 0.1, _us(a.t0)),
+                # from the slice's own rounded start and duration: rounding t1 apart
+                # could put the point just past the slice's end
+                "ts": round(_us(a.t0) + max(_us(a.t1 - a.t0) - 0.1, 0.0), 1),
                 "name": "depends",
                 "cat": "dependency",
             }
