@@ -196,7 +196,8 @@ def report(
         Path | None, typer.Option(help="Write the timeline as one self-contained HTML file.")
     ] = None,
     png: Annotated[
-        Path | None, typer.Option(help="Write the timeline as a PNG (needs fanout[report]).")
+        Path | None,
+        typer.Option(help="Write the timeline as a PNG (needs matplotlib: the report extra)."),
     ] = None,
     trace: Annotated[
         Path | None, typer.Option(help="Write Chrome trace JSON (Perfetto, chrome://tracing).")
