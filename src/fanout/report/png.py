@@ -75,6 +75,11 @@ def pyplot() -> Any:
     return plt
 
 
+def _short(label: str, width: int = 22) -> str:
+    """A legend label that fits the figure's right margin."""
+    return label if len(label) <= width else label[: width - 1] + "…"
+
+
 def _rects(items: list[tuple[float, float, float, float]]) -> list[list[tuple[float, float]]]:
     return [[(x0, y0), (x1, y0), (x1, y1), (x0, y1)] for x0, x1, y0, y1 in items]
 
@@ -144,7 +149,7 @@ def write_png(tl: Timeline, path: Path) -> None:
     slots = f"{tl.slots} slot" + ("" if tl.slots == 1 else "s")
     title = f"fanout run {tl.run_id} ({tl.kind}): {len(tl.bars):,} attempts on {slots}"
     ax.set_title(title, loc="left")
-    handles = [Patch(facecolor=colour[lane], label=f"lane {lane}") for lane in lanes]
+    handles = [Patch(facecolor=colour[lane], label=_short(f"lane {lane}")) for lane in lanes]
     if any(retry for _lane, retry in groups):
         handles.append(Patch(facecolor="white", edgecolor="#333333", hatch="///", label="retry"))
     if failed:
@@ -191,7 +196,7 @@ def write_png(tl: Timeline, path: Path) -> None:
     mean_axes_in = (gantt_in + 2.2 * charts) / (1 + charts)
     fig.subplots_adjust(
         left=0.05,
-        right=0.86,
+        right=0.85,
         top=1 - 0.35 / height,
         bottom=0.5 / height,
         hspace=0.55 / mean_axes_in,
