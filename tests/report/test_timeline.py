@@ -172,6 +172,7 @@ def test_too_many_waits_are_left_to_the_waiting_chart() -> None:
     tl = Timeline("r-w", "batch", 0.0, 40.0, 0, [], waits=waits, wait_rows=7, has_spans=True)
     data = timeline_data(tl)
     assert "waits" not in data
+    assert data["waits_note"] == f"more than {MAX_WAITS:,} to draw one by one"
     assert data["waiting"]["queued"]["binned"]
     assert max(data["waiting"]["queued"]["v"]) >= 10
 

@@ -152,6 +152,12 @@ def timeline_data(tl: Timeline) -> dict[str, Any]:
             "k": [kinds(w.kind) for w in tl.waits],
             "rows": tl.wait_rows,
         }
+    elif tl.waits:
+        data["waits_note"] = (
+            f"more than {MAX_WAITS:,} to draw one by one"
+            if len(tl.waits) > MAX_WAITS
+            else "more at once than the Gantt has rows"
+        )
     data["wait_kinds"] = kinds.items
     data["waits_total"] = len(tl.waits)
     series: dict[str, Any] = {"in flight": _series([(t, float(v)) for t, v in tl.in_flight], end)}

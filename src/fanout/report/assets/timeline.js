@@ -44,7 +44,7 @@
     `${D.attempts.toLocaleString()} attempts on ${D.slots} slots over ${fmt(END)}` +
     (B.aggregated ? " (aggregated: each block is the lane busiest in it)" : "") +
     (D.has_spans ? `; ${D.waits_total.toLocaleString()} waits` +
-      (W ? "" : " (more at once than the Gantt has rows: shown by the waiting chart)")
+      (W || !D.waits_total ? "" : ` (${D.waits_note}: shown by the waiting chart)`)
       : "; this run's store has no spans: waits are not known");
   const legend = document.getElementById("legend");
   let lg = D.lanes.map((l, i) => `<span><i style="background:${laneColour(i)}"></i>lane ${esc(l)}</span>`).join("");
