@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck bench clean report-deps
+.PHONY: demo test lint typecheck bench clean fonts report-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,7 @@ report-deps:
 		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk; \
 	fi
 
-test: $(VENV)/.stamp-dev report-deps
+test: $(VENV)/.stamp-dev fonts report-deps
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
@@ -61,3 +61,12 @@ bench: $(VENV)/.stamp-dev
 
 clean:
 	rm -rf $(VENV) scratch .pytest_cache .mypy_cache .ruff_cache
+
+# A CJK font for drawing canvases with Chinese text (bench/canvas_render.py): installed
+# with apt-get only where it is missing, we are root and apt-get exists; else a no-op.
+fonts:
+	@if ! fc-list 2>/dev/null | grep -qi "Noto Sans CJK\|Noto Serif CJK" \
+	  && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q fonts-noto-cjk >/dev/null \
+	    || echo "fonts-noto-cjk not installed: canvas pictures will lack Chinese glyphs"; \
+	fi

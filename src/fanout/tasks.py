@@ -205,6 +205,11 @@ class Task:
         "run",
         "sample",
         "schema",
+        "span_base",
+        "span_kind",
+        "span_seq",
+        "span_t0",
+        "spans",
         "state",
         "temperature",
         "then",
@@ -292,6 +297,14 @@ class Task:
         self.content_retried = False
         self.ran_for = False  # whether an attempt (not a skip or a cancel in queue) ended it
         self.retry_hint: str | None = None
+        # where its time goes (engine/spans.py): the span open now, since when (loop time),
+        # the closed ones not yet handed to the store, and its group's wait clocks when it
+        # joined the ready queue
+        self.span_kind = ""
+        self.span_t0 = 0.0
+        self.spans: list[tuple[Any, ...]] | None = None
+        self.span_base: dict[str, float] | None = None
+        self.span_seq = 0  # how many spans it handed to the store in this process
 
     @property
     def id(self) -> str:

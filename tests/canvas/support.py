@@ -119,12 +119,16 @@ def read_json(path: Path) -> Any:
 
 
 def assert_kept(before: dict[str, Any], after: dict[str, Any]) -> None:
-    """Everything `before` held is in `after` unchanged; only nodes/edges may be appended."""
+    """Everything `before` held is in `after` unchanged; only nodes/edges may be appended.
+
+    Compared with JSON types (`true` is not `1`, `1` is not `1.0`, `-0.0` is not `0.0`)."""
+    from .canvas_text import strict
+
     for key, value in before.items():
         if key in ("nodes", "edges"):
-            assert after[key][: len(value)] == value, key
+            assert strict(after[key][: len(value)]) == strict(value), key
         else:
-            assert after[key] == value, key
+            assert strict(after[key]) == strict(value), key
     assert list(after)[: len(before)] == list(before)
 
 

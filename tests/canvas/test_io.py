@@ -7,20 +7,21 @@ from pathlib import Path
 
 import pytest
 
-from fanout.canvas import Canvas, dumps_canvas, load_canvas, parse_canvas
+from fanout.canvas import Canvas, dump_bytes, dumps_canvas, load_canvas, parse_canvas
 from fanout.errors import InputError
 
+from .canvas_text import strict
 from .support import study_canvas, write_canvas
 
 
 def roundtrip(canvas: Canvas) -> object:
-    return json.loads(dumps_canvas(canvas))
+    return strict(json.loads(dumps_canvas(canvas)))
 
 
 def test_every_node_type_edge_field_and_unknown_key_round_trips(tmp_path: Path) -> None:
     data = study_canvas()
     canvas = load_canvas(write_canvas(tmp_path, "离散数学.canvas", data))
-    assert roundtrip(canvas) == data
+    assert roundtrip(canvas) == strict(data)  # `true` is not `1`, `1` is not `1.0`
     out = json.loads(dumps_canvas(canvas))
     assert [n["id"] for n in out["nodes"]] == [n["id"] for n in data["nodes"]]
     assert list(out) == list(data)  # the unknown top-level key stays where it was
@@ -74,6 +75,7 @@ def test_a_trailing_newline_and_a_bom_are_handled(tmp_path: Path) -> None:
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"nodes": []}, indent="\t").encode() + b"\n")
     canvas = load_canvas(path)
     assert dumps_canvas(canvas).endswith("]\n}\n")
+    assert dump_bytes(canvas) == path.read_bytes()  # the BOM is written back too
 
 
 def test_floats_big_numbers_and_escapes_keep_their_meaning() -> None:
@@ -83,7 +85,8 @@ def test_floats_big_numbers_and_escapes_keep_their_meaning() -> None:
     )
     canvas = parse_canvas(text)
     out = dumps_canvas(canvas)
-    assert json.loads(out) == json.loads(text)
+    assert out == text  # byte for byte: `3e2`, `-0.0` and every escape as they were
+    assert strict(json.loads(out)) == strict(json.loads(text))
     assert out.encode("utf-8")  # a lone surrogate stays an escape, the file stays UTF-8
 
 
@@ -92,7 +95,7 @@ def test_floats_big_numbers_and_escapes_keep_their_meaning() -> None:
     [
         ('{"nodes": [\n  {"id": "a",\n  }\n]}', ":3:"),  # line:column of the error
         ("nodes: []", ":1:1:"),
-        ("[]", "holds a array"),
+        ("[]", "holds an array"),
         ('"canvas"', "holds a string"),
         ('{"nodes": {}}', "`nodes` must be an array"),
         ('{"edges": "none"}', "`edges` must be an array"),
@@ -160,7 +163,7 @@ def test_malformed_entries_are_kept_with_warnings(tmp_path: Path) -> None:
         ],
     }
     canvas = load_canvas(write_canvas(tmp_path, "残缺.canvas", data))
-    assert roundtrip(canvas) == data
+    assert roundtrip(canvas) == strict(data)
     codes = [w.code for w in canvas.warnings]
     assert codes.count("missing-field") == 3
     assert codes.count("bad-node") == 1

@@ -74,6 +74,9 @@ def add_spans(db: sqlite3.Connection, run_id: str) -> dict[str, int]:
     db.execute(SPANS_DDL)
     db.execute(SAMPLES_DDL)
     rid = db.execute("SELECT rid FROM runs WHERE id = ?", (run_id,)).fetchone()[0]
+    # the engine's own spans and samples, when it records them, give way to these known ones
+    db.execute("DELETE FROM spans WHERE rid = ?", (rid,))
+    db.execute("DELETE FROM samples WHERE rid = ?", (rid,))
     rows = db.execute(
         "SELECT n, attempt, started_at, duration, outcome, error_class FROM attempts "
         "WHERE rid = ? ORDER BY n, attempt",

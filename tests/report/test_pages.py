@@ -91,13 +91,14 @@ def test_report_writes_all_three_pictures(cli_run: tuple[Path, dict[str, str], s
     assert p.stdout.count("wrote ") == 3
     stored = json.loads(fanout("report", run_id, "--json", env=env).stdout)["attempts"]
     trace = json.loads((out / "运行.json").read_text(encoding="utf-8"))
-    assert sum(1 for e in trace["traceEvents"] if e["ph"] == "X") == stored
+    assert sum(1 for e in trace["traceEvents"] if e["ph"] == "X" and e["cat"] != "wait") == stored
     assert (out / "运行.png").read_bytes()[:4] == b"\x89PNG"
     assert drawn(chromium_dom(out / "运行.html", tmp / "profile")) == stored
     # as a user would: the hover card of the first attempt, then ten wheel steps of zoom
     dom = chromium_dom(out / "运行.html", tmp / "profile", "#check")
     first = min(
-        (e for e in trace["traceEvents"] if e["ph"] == "X"), key=lambda e: (e["ts"], e["tid"])
+        (e for e in trace["traceEvents"] if e["ph"] == "X" and e["cat"] != "wait"),
+        key=lambda e: (e["ts"], e["tid"]),
     )
     card = html_lib.unescape(re.search(r'data-hover-card="([^"]*)"', dom).group(1))
     assert first["name"] in card

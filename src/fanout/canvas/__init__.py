@@ -21,7 +21,8 @@ restore(path)   # put the newest backup back (or restore(path, backup=...))
 
 API
 - `load_canvas(path) -> Canvas`, `parse_canvas(bytes|str, path=) -> Canvas`,
-  `dumps_canvas(canvas) -> str`. `Canvas.data` is the file's top-level dict; `Canvas.nodes`
+  `dumps_canvas(canvas) -> str` (the file's own text, with only what changed rewritten and
+  new nodes and edges in its style). `Canvas.data` is the file's top-level dict; `Canvas.nodes`
   / `.edges` are `Node` / `Edge` views over its dicts (typed accessors: `id`, `type`, `text`,
   `file`, `subpath`, `url`, `label`, `background`, `background_style`, `color`, `rect`;
   `from_node`, `to_node`, `from_side`, `to_side`, `from_end`, `to_end`). `Canvas.warnings`.
@@ -31,8 +32,10 @@ API
 - `plan_writeback(path, results_or_pairs, options=None) -> WritePlan`;
   `write_results(path, results, options=None) -> WriteReport` (blocking: in an event loop
   use `write_results_async`, which runs it in a thread); `WriteOptions(notes_dir=,
-  node_colour="5", node_size=(400, 300), gap=40, namespace="fanout", recolour=None,
-  keep_backups=20, data_dir=None, lock_timeout=30, attempts=3, max_merges=20)`.
+  node_colour="5", node_size=None, gap=40, reserved=None, namespace="fanout", recolour=None,
+  keep_backups=20, data_dir=None, lock_timeout=30, attempts=3, max_merges=20)`;
+  `reserve_places(canvas, [(target id, count)]) -> Reservation` (every place planned up
+  front; the canvas sink does this, so writes may come in any order).
 - `restore(path, backup=None) -> Path`, `list_backups(path) -> list[Path]`,
   `canvas_lock(path)` (the cross-process lock, for anything else that rewrites a canvas).
 - `node_id_for(target, agent)`, `edge_id_for(...)`, `find_vault_root(path)`, `data_dir()`.
@@ -45,8 +48,12 @@ Rules
   updated where it is. The note's text is exactly the result's (under `# title` if given).
 - New nodes are appended to `nodes`, edges to `edges`; nothing else in the file changes,
   except question nodes recoloured by a verdict when `recolour` maps it (off by default).
-  They are placed near their target (right, then below, ring by ring) overlapping no node;
-  a note may sit inside a group that holds its target, never across or in another group.
+  A target's notes form one stack beside it (right, else below, left, above), sized from
+  the target and its neighbours (160 x 60 to 400 x 300), nearer their target than any other
+  node and with edges crossing none where the canvas has room (`canvas/layout.py`);
+  overlapping no node; a note may sit inside a group that holds its target, never across
+  or in another group. With a `Reservation` our new nodes and edges are inserted in slot
+  order, so the file is the same whatever order the writes came in.
   Our nodes and edges already on the canvas are kept where and as the learner left them.
 - Locks: `<data>/locks/<canvas key>.lock`; backups: `<data>/canvas-backups/<canvas key>/`;
   `<data>` is `$FANOUT_HOME` or the user data dir (`fanout.paths.data_dir()`), never the vault.
@@ -60,11 +67,13 @@ from fanout.canvas.merge import (
     SPEC_VERDICT_COLOURS,
     NoteResult,
     PlannedNote,
+    Reservation,
     SkippedResult,
     WriteOptions,
     WritePlan,
     merge_results,
     render_note,
+    reserve_places,
 )
 from fanout.canvas.model import (
     DEFAULT_TARGET_COLOUR,
@@ -119,6 +128,7 @@ __all__ = [
     "Placement",
     "PlannedNote",
     "Rect",
+    "Reservation",
     "Selection",
     "Skipped",
     "SkippedResult",
@@ -144,6 +154,7 @@ __all__ = [
     "place_nodes",
     "plan_writeback",
     "render_note",
+    "reserve_places",
     "restore",
     "write_results",
     "write_results_async",

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from fanout.canvas.layout import DEFAULT_GAP, DEFAULT_NODE_SIZE, place_nodes
+from fanout.canvas.layout import DEFAULT_GAP, Layout, Placement
 from fanout.canvas.model import Canvas, Node, Rect, normalize_colour
 from fanout.canvas.naming import (
     DEFAULT_NAMESPACE,
@@ -57,14 +57,62 @@ class NoteResult:
     verdict: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Where every note of a run goes, planned from the canvas before the first write.
+
+    A run writes each target's notes as its answers come in; planning all places first
+    makes the layout depend on the canvas and the plan only, never on the order answers
+    arrive. `slots[target]` are the target's places in stack order: a write gives the
+    k-th result of a target (in the order given) the k-th slot. `rank` orders our new
+    nodes and edges in the file (by target, then slot), so the bytes do not depend on
+    the order of writes either.
+    """
+
+    slots: Mapping[str, tuple[Placement, ...]]
+    rank: Mapping[Rect, tuple[int, int]]
+
+
+def reserve_places(
+    canvas: Canvas,
+    counts: Sequence[tuple[str, int]],
+    *,
+    node_size: tuple[int, int] | None = None,
+    gap: int = DEFAULT_GAP,
+) -> Reservation:
+    """Places for `count` notes of each `(target id, count)`, in that order (targets with
+    no position are left out). Nodes already on the canvas, ours included, are avoided."""
+    layout = _layout_of(canvas, gap)
+    size = (float(node_size[0]), float(node_size[1])) if node_size else None
+    slots: dict[str, tuple[Placement, ...]] = {}
+    rank: dict[Rect, tuple[int, int]] = {}
+    for index, (target_id, count) in enumerate(counts):
+        node = canvas.node(target_id)
+        if node is None or node.rect is None or count < 1 or target_id in slots:
+            continue
+        slots[target_id] = tuple(layout.place(node.rect, count, size))
+        for k, spot in enumerate(slots[target_id]):
+            rank[spot.rect] = (index, k)
+    return Reservation(slots, rank)
+
+
+def _layout_of(canvas: Canvas, gap: int) -> Layout:
+    nodes = [r for n in canvas.nodes if (r := n.rect) is not None and n.type != "group"]
+    groups = [r for n in canvas.nodes if (r := n.rect) is not None and n.type == "group"]
+    return Layout(nodes, groups, gap=gap)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WriteOptions:
     #: vault-relative folder for the notes; default `<canvas folder>/<canvas name>-explanations`
     notes_dir: str | None = None
     #: colour of the new file nodes (None: no colour)
     node_colour: str | None = DEFAULT_NOTE_COLOUR
-    node_size: tuple[int, int] = DEFAULT_NODE_SIZE
+    #: the size of new file nodes; None: follow the canvas's scale (see `layout`)
+    node_size: tuple[int, int] | None = None
     gap: int = DEFAULT_GAP
+    #: places planned for the whole run before its first write (see `reserve_places`)
+    reserved: Reservation | None = None
     #: part of every id we make; two namespaces never touch each other's nodes
     namespace: str = DEFAULT_NAMESPACE
     #: verdict -> colour for the question nodes pointing at a scored target; None: off
@@ -172,22 +220,17 @@ def merge_results(
         edge_id = edge_id_for(result.target_id, result.agent, ns)
         has_edge = any(e.id == edge_id for e in canvas.edges)
         pending.append(_Pending(result, target.rect, node_id, edge_id, path, ours, has_edge))
-    width, height = options.node_size
-    obstacles = [r for n in canvas.nodes if (r := n.rect) is not None and n.type != "group"]
-    groups = [r for n in canvas.nodes if (r := n.rect) is not None and n.type == "group"]
-    size = (float(width), float(height))
-    requests = [(p.anchor, size) for p in pending if p.ours is None]
-    spots = iter(place_nodes(obstacles, requests, groups=groups, gap=options.gap))
+    spots = _places(canvas, pending, options)
+    new_nodes: list[dict[str, Any]] = []
     new_edges: list[dict[str, Any]] = []
     for p in pending:
         rel = vault_path(vault_root, p.path)
-        from_side, to_side = "right", "left"
         if p.ours is None:
-            spot = next(spots)
+            spot = spots[p.node_id]
             rect, from_side, to_side = spot.rect, spot.from_side, spot.to_side
-            canvas.append_node(_file_node(p.node_id, rel, rect, options.node_colour))
+            new_nodes.append(_file_node(p.node_id, rel, rect, options.node_colour))
         else:
-            rect = p.ours.rect or Rect(0, 0, width, height)
+            rect = p.ours.rect or Rect(0, 0, *(options.node_size or (400, 300)))
             from_side, to_side = _facing_sides(p.anchor, rect)
             if p.ours.file != rel:
                 p.ours.raw["file"] = rel
@@ -209,9 +252,90 @@ def merge_results(
         verdict = p.result.verdict
         if verdict and options.recolour and verdict in options.recolour:
             _recolour(canvas, p.result.target_id, options.recolour[verdict], ns, plan)
-    for raw in new_edges:
-        canvas.append_edge(raw)
+    _insert_ours(canvas, new_nodes, new_edges, options.reserved, ns)
     return plan
+
+
+def _places(
+    canvas: Canvas, pending: Sequence[_Pending], options: WriteOptions
+) -> dict[str, Placement]:
+    """node id -> place, for the new nodes: the reserved slot where there is one and it is
+    still free, else a place found on the canvas as it is now (as one stack per target)."""
+    reserved = options.reserved
+    solid = [r for n in canvas.nodes if (r := n.rect) is not None and n.type != "group"]
+    out: dict[str, Placement] = {}
+    live: dict[str, list[_Pending]] = {}
+    seen: dict[str, int] = {}
+    for p in pending:
+        k = seen[p.result.target_id] = seen.get(p.result.target_id, -1) + 1
+        if p.ours is not None:
+            continue
+        slots = reserved.slots.get(p.result.target_id, ()) if reserved else ()
+        if k < len(slots) and not any(slots[k].rect.overlaps(r) for r in solid):
+            out[p.node_id] = slots[k]
+        else:
+            live.setdefault(p.result.target_id, []).append(p)
+    if live:
+        layout = _layout_of(canvas, options.gap)
+        for spot in out.values():
+            layout.add(spot.rect)
+        size = options.node_size
+        for group in live.values():
+            fixed = (float(size[0]), float(size[1])) if size else None
+            for p, spot in zip(
+                group, layout.place(group[0].anchor, len(group), fixed), strict=True
+            ):
+                out[p.node_id] = spot
+    return out
+
+
+def _insert_ours(
+    canvas: Canvas,
+    nodes: list[dict[str, Any]],
+    edges: list[dict[str, Any]],
+    reserved: Reservation | None,
+    ns: str,
+) -> None:
+    """Adds our new nodes and edges. Those in reserved slots go in slot order among ours
+    (before the first of ours with a later slot): the file then lists them in one order
+    whatever order the writes came in. The rest go at the end."""
+    if not nodes and not edges:
+        return
+    rank = reserved.rank if reserved else {}
+
+    def node_rank(raw: Any) -> tuple[int, int] | None:
+        if not isinstance(raw, dict) or not is_our_id(raw.get("id"), ns):
+            return None
+        rect = Node(raw, 0).rect
+        return rank.get(rect) if rect is not None else None
+
+    data_nodes = canvas.data.setdefault("nodes", [])
+    by_id = {raw.get("id"): node_rank(raw) for raw in data_nodes if isinstance(raw, dict)}
+    for raw in nodes:
+        by_id[raw["id"]] = node_rank(raw)
+        _insert(data_nodes, raw, node_rank(raw), node_rank)
+    data_edges = canvas.data.setdefault("edges", [])
+
+    def edge_rank(raw: Any) -> tuple[int, int] | None:
+        if not isinstance(raw, dict) or not is_our_id(raw.get("id"), ns):
+            return None
+        return by_id.get(raw.get("toNode"))
+
+    for raw in edges:
+        _insert(data_edges, raw, edge_rank(raw), edge_rank)
+    canvas.refresh()
+
+
+def _insert(
+    items: list[Any], raw: dict[str, Any], key: tuple[int, int] | None, key_of: Any
+) -> None:
+    if key is not None:
+        for i, other in enumerate(items):
+            other_key = key_of(other)
+            if other_key is not None and other_key > key:
+                items.insert(i, raw)
+                return
+    items.append(raw)
 
 
 @dataclass(frozen=True, slots=True)

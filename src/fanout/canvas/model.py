@@ -11,10 +11,11 @@ a preset "1".."6" or a hex string "#RRGGBB").
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from fanout.canvas.textmodel import SourceText
 from fanout.errors import CanvasWriteError as CanvasWriteError
 
 NODE_TYPES = ("text", "file", "link", "group")
@@ -267,10 +268,16 @@ def _node_problems(raw: object) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class CanvasStyle:
-    """How the file was formatted, so a rewrite stays close to it."""
+    """How the file was formatted, so a rewrite stays close to it.
+
+    `source` is the file's own text with the span of each node and edge: a write is then
+    edits to that text (see `canvas.textmodel`); `indent` is for a whole rewrite. Copying a
+    canvas with its style (as the merge does) keeps the source with it.
+    """
 
     indent: str | None = "\t"
     trailing_newline: bool = True
+    source: SourceText | None = field(default=None, compare=False, repr=False)
 
 
 class Canvas:

@@ -11,6 +11,7 @@ batching the targets that finish together into one locked merge of the canvas.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from fanout.canvas import aggregate
 from fanout.canvas.aggregate import SCORING_AGENT, Mode, parse_mode
 from fanout.canvas.io import load_canvas
-from fanout.canvas.merge import NoteResult, WriteOptions
+from fanout.canvas.merge import NoteResult, WriteOptions, reserve_places
 from fanout.canvas.model import Canvas
 from fanout.canvas.targets import Selection, Target, find_targets
 from fanout.canvas.writeback import NoteWrite, WriteReport, write_results_async
@@ -211,6 +212,32 @@ def documents_for(results: Sequence[Result], mode: Mode) -> list[aggregate.Docum
     return score_docs + aggregate.individual(by_agent)
 
 
+def note_slots(job: CanvasJob, mode: Mode) -> list[tuple[str, int]]:
+    """(target id, the most notes `documents_for` can make for it), in plan order: a
+    follower of `--smart` counts only under the verdict that calls for the most."""
+    agents: dict[str, list[str]] = {}
+    for t in job.tasks:
+        names = agents.setdefault(t.partition or "", [])
+        if t.agent and t.agent not in names:
+            names.append(t.agent)
+    out = []
+    for target, names in agents.items():
+        scoring = SCORING_AGENT in names
+        others = [a for a in names if a != SCORING_AGENT]
+        if job.smart:
+            others_n = max((len(set(v) & set(others)) for v in job.smart_map.values()), default=0)
+        else:
+            others_n = len(others)
+        if mode == "score":
+            n = int(scoring)
+        elif mode == "merged":
+            n = 1 + int(scoring and job.samples > 1)
+        else:
+            n = int(scoring) + others_n
+        out.append((target, n))
+    return out
+
+
 @dataclass(slots=True)
 class SinkReport:
     reports: list[WriteReport] = field(default_factory=list)
@@ -231,7 +258,13 @@ class CanvasSink:
     def __init__(self, job: CanvasJob, mode: Mode, options: WriteOptions | None = None) -> None:
         self.job = job
         self.mode: Mode = parse_mode(mode)
-        self.options = options or WriteOptions()
+        options = options or WriteOptions()
+        if options.reserved is None:  # every place planned now: writes come in any order
+            reserved = reserve_places(
+                job.canvas, note_slots(job, self.mode), node_size=options.node_size, gap=options.gap
+            )
+            options = dataclasses.replace(options, reserved=reserved)
+        self.options = options
         self.report = SinkReport()
         self._left: dict[str, int] = {}
         for t in job.tasks:

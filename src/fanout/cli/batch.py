@@ -134,8 +134,6 @@ def report_batch(done: BatchOutcome, json_summary: bool) -> NoReturn:
         from fanout.cli.progress import print_summary
 
         print_summary(summary, sys.stdout)
-        if summary.get("cached"):
-            typer.echo(f"from the cache   {summary['cached']} answers (not sent, no tokens)")
     rid = done.run_id
     say_if_capped(rid, summary)
     if done.interrupted:

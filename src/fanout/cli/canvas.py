@@ -10,6 +10,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from fanout.canvas.aggregate import parse_mode
+from fanout.canvas.io import check_canvas_path
 from fanout.canvas.run import CanvasChoice, CanvasOutcome, plan, plan_run, start_canvas
 from fanout.canvas.workflow import CanvasJob
 from fanout.cli.common import (
@@ -90,7 +91,7 @@ def plan_cmd(
     """Show the targets, their context and the tasks a run would make; write nothing."""
     with exits():
         choice = CanvasChoice(
-            path=str(canvas.resolve()),
+            path=str(check_canvas_path(canvas).resolve()),
             agents=_split(agents),
             smart=smart,
             colour=yellow,
@@ -186,7 +187,7 @@ def run_cmd(
     with it, and nothing that finished is sent again."""
     with exits():
         choice = CanvasChoice(
-            path=str(canvas.resolve()),
+            path=str(check_canvas_path(canvas).resolve()),
             agents=_split(agents),
             smart=smart,
             colour=yellow,

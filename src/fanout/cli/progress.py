@@ -1,8 +1,11 @@
 """Live progress for a run on stderr, and the end-of-run summary drawn as a table.
 
-The display reads the run's events through a bounded subscription (it may fall behind and
-skip some: it only shows recent activity from them) and its counts from the run's metrics,
-which consume the same stream synchronously and never lose an event.
+The display counts what each task is doing from the engine's own state (`census`: each
+task's open span, its group's wait clock), in the words of the report's breakdown: per
+lane running / waiting / done, the run's waiting by cause, each provider's adaptive limit,
+learned pace and Retry-After pause. It reads the run's events through a bounded
+subscription only for recent activity (it may fall behind and skip some). The ETA comes
+from the completions of the last `ETA_WINDOW_S` seconds, not from the run's start.
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections import deque
+import time
+from collections import Counter, deque
 from collections.abc import AsyncIterable
 from typing import Any, TextIO
 
@@ -19,12 +23,65 @@ from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextC
 from rich.table import Table
 from rich.text import Text
 
+from fanout.engine.census import NOT_SELECTED, SAVING, Census, census
 from fanout.engine.events import Event, ProviderDown, ProviderUp, TaskRetrying, TaskSlow
 from fanout.engine.run import Run
 from fanout.launch import Watch
 from fanout.report import fmt_s, summary_lines
 
 REFRESH_S = 0.2
+#: the ETA is the rate of completions over this many seconds
+ETA_WINDOW_S = 30.0
+#: past this many tasks, the census (a pass over every task) is taken once a second only
+BIG_RUN = 20_000
+#: the run's waiting by cause, in the order shown, with the display's words
+WAITS = (
+    ("deps", "on dependencies"),
+    ("lane", "for a lane slot"),
+    ("rpm", "rate-limited (RPM)"),
+    ("tpm", "rate-limited (TPM)"),
+    ("retry_after", "paused (Retry-After)"),
+    ("circuit", "provider down"),
+    ("budget", "parked by the cost cap"),
+    ("backoff", "backing off"),
+    ("queued", "for a worker"),
+    ("waiting", "not started"),
+)
+WAIT_KINDS = tuple(k for k, _ in WAITS)
+FAILED_STATES = ("failed", "cancelled", "skipped")
+
+
+def waiting_line(total: Counter[str]) -> Text | None:
+    """ "waiting 80: 10 on dependencies · 40 for a lane slot · ..." (None when none waits)."""
+    n = sum(total[k] for k in WAIT_KINDS)
+    if not n:
+        return None
+    parts = [f"{total[k]} {words}" for k, words in WAITS if total[k]]
+    return Text(f"waiting {n}: " + " · ".join(parts), style="yellow")
+
+
+def lane_detail(c: Counter[str]) -> str:
+    waiting = sum(c[k] for k in WAIT_KINDS)
+    parts = [f"{c['running']} running", f"{waiting} waiting", f"{c['done']} done"]
+    parts += [f"{c[k]} {k}" for k in FAILED_STATES if c[k]]
+    if c[NOT_SELECTED]:
+        parts.append(f"{c[NOT_SELECTED]} not selected")
+    return " · ".join(parts)
+
+
+def provider_lines(cen: Census, now: float) -> list[Text]:
+    out = []
+    for key, pm in sorted(cen.providers.items()):
+        parts = []
+        if pm.limit < pm.cap:
+            parts.append(f"concurrency {int(pm.limit)} of {int(pm.cap)} (adaptive: lowered)")
+        if pm.pace_rate is not None:
+            parts.append(f"learned pace {pm.pace_rate:.1f} calls/s")
+        if pm.paused_until > now:
+            parts.append(f"Retry-After pause: {pm.paused_until - now:.1f} s left")
+        if parts:
+            out.append(Text(f"provider {key}: " + " · ".join(parts), style="cyan"))
+    return out
 
 
 def watch(enabled: bool) -> Watch | None:
@@ -37,6 +94,23 @@ def watch(enabled: bool) -> Watch | None:
             await LiveProgress(run, Console(stderr=True)).follow()
 
     return show
+
+
+class EtaWindow:
+    """The time left at the pace of the last `ETA_WINDOW_S` seconds' completions."""
+
+    def __init__(self) -> None:
+        self._seen: deque[tuple[float, int]] = deque()  # (time, tasks finished then)
+
+    def update(self, now: float, finished: int, remaining: int) -> float | None:
+        w = self._seen
+        w.append((now, finished))
+        while len(w) > 2 and now - w[1][0] >= ETA_WINDOW_S:
+            w.popleft()
+        t0, f0 = w[0]
+        if remaining <= 0 or finished <= f0 or now - t0 < 1.0:
+            return None
+        return remaining / ((finished - f0) / (now - t0))
 
 
 class LiveProgress:
@@ -57,6 +131,9 @@ class LiveProgress:
         self._lane_ids: dict[str, TaskID] = {}
         self.down: dict[str, ProviderDown] = {}  # providers whose circuit is open now
         run.listen(self._on_provider)  # never misses one, unlike the bounded stream
+        self.eta = EtaWindow()
+        self._census: Census | None = None
+        self._census_at = -1.0
 
     def _on_provider(self, ev: Event) -> None:
         if isinstance(ev, ProviderDown):
@@ -65,32 +142,50 @@ class LiveProgress:
             self.down.pop(ev.key, None)
             self.recent.append(f"provider {ev.key} answers again after {fmt_s(ev.down_s)}")
 
+    def take_census(self, now: float) -> Census:
+        """What every task is doing (kept for a second on a big run: it is a full pass)."""
+        run = self.run
+        if self._census is None or len(run.tasks) < BIG_RUN or now - self._census_at >= 1.0:
+            self._census = census(run.tasks, run.results_by_n, now)
+            self._census_at = now
+        return self._census
+
     def render(self) -> Group:
         m = self.run.stats
         loop_now = asyncio.get_running_loop().time()
         snap = m.snapshot(loop_now)
-        for name, lane in sorted(m.lanes.items()):
+        cen = self.take_census(loop_now)
+        total = cen.total()
+        for name, c in sorted(cen.lanes.items()):
             tid = self._lane_ids.get(name)
+            # not-selected tasks are neither done nor left to do: out of the bar
+            size = max(sum(c.values()) - c[NOT_SELECTED], 1)
             if tid is None:
-                tid = self._lane_ids[name] = self._bars.add_task(name, total=lane.total, detail="")
-            self._bars.update(
-                tid,
-                total=max(lane.total, 1),
-                completed=lane.done + lane.failed,
-                detail=f"{lane.running} running · {lane.failed} not done",
-            )
+                tid = self._lane_ids[name] = self._bars.add_task(name, total=size, detail="")
+            self._bars.update(tid, total=size, completed=c["done"], detail=lane_detail(c))
+        finished = sum(total[k] for k in ("done", *FAILED_STATES, NOT_SELECTED, SAVING))
+        remaining = sum(total.values()) - finished
+        eta = self.eta.update(time.monotonic(), finished, remaining)
         head = Text.assemble(
             ("run ", "dim"),
             (self.run.id, "bold"),
-            f"  done {snap['done']}",
-            f" · running {snap['running']}",
-            f" · waiting {snap['waiting']}",
-            (f" · failed {snap['failed']}", "red" if snap["failed"] else ""),
+            f"  done {total['done']}",
+            (f" · failed {total['failed']}", "red") if total["failed"] else "",
+            (f" · cancelled {total['cancelled']}", "red") if total["cancelled"] else "",
+            f" · skipped {total['skipped']}" if total["skipped"] else "",
+            f" · not selected {total[NOT_SELECTED]}" if total[NOT_SELECTED] else "",
+            f" · running {total['running']} (of {m.concurrency})",
+            f" · saving {total[SAVING]}" if total[SAVING] else "",
             f" · retries {snap['retries']}",
             f" · tokens {snap['input_tokens'] + snap['output_tokens']:,}",
-            f" · ETA {fmt_s(snap['eta_s'])}",
+            f" · ETA {fmt_s(eta)}" if remaining else "",
         )
-        parts: list[Text | Progress] = [head, self._bars]
+        parts: list[Text | Progress] = [head]
+        waits = waiting_line(total)
+        if waits is not None:
+            parts.append(waits)
+        parts.append(self._bars)
+        parts += provider_lines(cen, loop_now)
         for key, ev in sorted(self.down.items()):
             parts.append(
                 Text(

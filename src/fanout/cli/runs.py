@@ -189,9 +189,22 @@ def status(run: RunArg, json_out: JsonOpt = False) -> None:
         typer.echo(line)
 
 
+PriceListOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--price",
+        metavar="MODEL=IN/OUT",
+        help="Dollars per million tokens in and out for MODEL, over the price table and "
+        "the config's prices: (repeatable), e.g. --price gpt-4o=2.5/10.",
+    ),
+]
+
+
 def report(
     run: RunArg,
     json_out: JsonOpt = False,
+    price: PriceListOpt = None,
+    config: ConfigOpt = None,
     html: Annotated[
         Path | None, typer.Option(help="Write the timeline as one self-contained HTML file.")
     ] = None,
@@ -204,25 +217,33 @@ def report(
     ] = None,
 ) -> None:
     """A run's metrics: wall, serial estimate, speedup, utilisation, p50/p95 per agent,
-    retries, tokens, errors (the numbers `run.metrics()` gives); --html, --png and --trace
+    retries, tokens, errors (the numbers `run.metrics()` gives); throughput, cost, peak
+    memory; where the time went (waiting on dependencies, lanes, rate limits, backoff,
+    running) as shares, per lane and for the slowest tasks. --html, --png and --trace
     write its timeline instead."""
-    from fanout.report import report_lines, run_report
+    from fanout.config import load_config
+    from fanout.engine.budget import Price
+    from fanout.report import report_lines, report_prices, run_report, where_time_went
 
     with exits():
-        run_id = find_run(run)
         if html or png or trace:
             from fanout.report.pictures import run_pictures
 
             if json_out:
                 raise ConfigError("--json prints the text report's numbers: drop it or the files")
-
             with opened() as db:
-                written = run_pictures(db, run_id, html=html, png=png, trace=trace)
+                written = run_pictures(db, find_run(run), html=html, png=png, trace=trace)
             for line in written:
                 typer.echo(line)
             return
+        cfg = load_config(config)
+        table = {m: Price(p.input, p.output) for m, p in cfg.prices.items()}
+        prices = report_prices(table, price or [])
+        run_id = find_run(run)
         with opened() as db:
             m = run_report(db, run_id)
+            if m is not None:
+                where_time_went(db, run_id, m, prices)
     assert m is not None
     if json_out:
         typer.echo(json.dumps(m, ensure_ascii=False))

@@ -5,17 +5,19 @@ that reports it are written side by side, so the store and the event stream cann
 apart. The ledger decides when a task becomes ready (or waits, or is skipped, or is
 answered from the cache), records its result, reports it once durable (then dependents may
 start and its `then` callback may add tasks), and closes runs: done, failed, cancelled, or
-interrupted (resumable). It is the `RunOwner` every `Run` talks to.
+interrupted (resumable). It is the `RunOwner` every `Run` talks to. Each task's spans
+(engine/spans.py) ride with the ops written for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
+from collections import Counter
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
+from fanout.engine import spans
 from fanout.engine.cache import CacheGate, request_keys
 from fanout.engine.events import (
     LimiterChanged,
@@ -27,12 +29,16 @@ from fanout.engine.events import (
     TasksAdded,
     TaskStarted,
 )
+from fanout.engine.metrics import peak_rss_mb
+from fanout.engine.parking import Parking
 from fanout.engine.plan import DEFAULT_LANE, Planner
 from fanout.engine.request import build_request
 from fanout.engine.run import Run, run_of
+from fanout.engine.samples import Sampler
 from fanout.engine.scheduler import Group, Scheduler, group_of
 from fanout.engine.settings import EngineSettings
 from fanout.engine.slots import INTERRUPT, Slots
+from fanout.engine.spans import DEPS, QUEUED
 from fanout.errors import FanoutError
 from fanout.store.base import (
     CACHE_HIT,
@@ -87,11 +93,11 @@ class Ledger:
         self._task_spec = task_spec
         self.keeps_keys = keep_keys  # keep each task's first request keys (for the store)
         self._journal: Journal[Task] = Journal(store, self._on_durable, self._on_store_error)
+        self._sampler = Sampler(planner, slots, settings.concurrency, self._clock)
         self._runs: dict[str, Run] = {}
         self._gate: CacheGate | None = None
         self._background: set[asyncio.Task[None]] = set()
-        #: tasks waiting for room under their run's cap, by run, first come first served
-        self._parked: dict[str, deque[tuple[Task, Group]]] = {}
+        self._parking = Parking(loop, scheduler, planner)
         self.fatal: BaseException | None = None  # the store's failure, once it failed
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -210,10 +216,7 @@ class Ledger:
             run.finished += 1
         now = self._loop.time()
         run.bus.emit(RunStarted(now, run.id, 0))
-        lanes: dict[str, int] = {}
-        for t in tasks:
-            lane = t.lane or DEFAULT_LANE
-            lanes[lane] = lanes.get(lane, 0) + 1
+        lanes = dict(Counter(t.lane or DEFAULT_LANE for t in tasks))
         run.bus.emit(TasksAdded(now, run.id, len(tasks), run.total, lanes))
         self.release(tasks, now)
         if run.finished == run.total:
@@ -237,6 +240,8 @@ class Ledger:
         for t in tasks:
             if t.state.terminal:  # a resumed run's finished task
                 continue
+            t.span_kind = DEPS if t.depends_on else QUEUED  # (its first span opens)
+            t.span_t0 = now
             left = 0
             failed_dep: Task | None = None
             for d in t.depends_on:
@@ -258,6 +263,7 @@ class Ledger:
             self._make_ready(t, now)
 
     def _make_ready(self, t: Task, now: float) -> None:
+        spans.close(t, now, QUEUED)  # (it may be queued already: then nothing changes)
         if t.when is not None:
             try:
                 selected = t.when(self.deps_of(t))
@@ -311,6 +317,7 @@ class Ledger:
 
     def attempt_started(self, t: Task, attempt: int, now: float, lane: str) -> None:
         run = run_of(t)
+        spans.leave_queue(t, now, spans.RUN)  # (its spans go with the attempt's end)
         self._journal.append(AttemptStarted(run.id, t.n, attempt, now + self._clock))
         run.bus.emit(TaskStarted(now, t, attempt, lane))  # a listener may cancel it
 
@@ -325,6 +332,7 @@ class Ledger:
         delay: float,
         *,
         charged: bool = True,
+        first_token: float | None = None,
     ) -> None:
         """A failed attempt is retried after `delay` seconds (outside any slot), unless the
         run was cancelled meanwhile (the task ends cancelled) or is being interrupted (it
@@ -333,7 +341,9 @@ class Ledger:
         run = run_of(t)
         if charged:
             run.retries += 1
-        self._journal.append(AttemptFailed(run.id, t.n, attempt, duration, info))
+        spans.close(t, now, spans.BACKOFF, attempt, info.kind, first_token)
+        taken = spans.take(t, self._clock)
+        self._journal.append(AttemptFailed(run.id, t.n, attempt, duration, info, taken))
         run.bus.emit(TaskRetrying(now, t, attempt, g.lane, duration, info, delay))
         if run.cancel_reason is not None:
             self.finalize(t, CANCELLED, ErrorInfo("cancelled", "cancelled", run.cancel_reason))
@@ -350,7 +360,9 @@ class Ledger:
         """An interrupt stopped the attempt: the task waits for a resume."""
         run = run_of(t)
         t.state = WAITING
-        self._journal.append(AttemptInterrupted(run.id, t.n, attempt, duration))
+        spans.close(t, now, "", attempt, "interrupted")
+        taken = spans.take(t, self._clock)
+        self._journal.append(AttemptInterrupted(run.id, t.n, attempt, duration, taken))
         run.bus.emit(TaskInterrupted(now, t, attempt, lane, duration))
         if self._gate is not None and self._gate.leads(t):
             self._gate.abandon(t)
@@ -360,33 +372,21 @@ class Ledger:
         for one of them to settle (`budget_settled`); when none is, the run is out of budget:
         it starts nothing new and closes `budget_exhausted` (resumable with a higher cap)."""
         t.state = WAITING
+        spans.leave_queue(t, self._loop.time(), spans.BUDGET)
         run = run_of(t)
         if run.budget.in_flight:
-            self._parked.setdefault(run.id, deque()).append((t, g))
+            self._parking.park(run, t, g)
             return
         run.budget.exhausted = True
-        self._parked.pop(run.id, None)
+        self._parking.drop(run)
         if not run.interrupting:
             self.interrupt(run, None)
         else:
             self.check_interrupted(run)
 
     def budget_settled(self, run: Run) -> None:
-        """A call of `run` settled its estimate: one task that waited for room tries again;
-        all of them once none of the run's calls is in flight (then the first either fits or
-        finds the run out of budget), so none is left behind."""
-        parked = self._parked.get(run.id)
-        if not parked:
-            return
-        everyone = run.budget.in_flight == 0
-        while parked:
-            t, g = parked.popleft()
-            if t.state is WAITING and not self.settled(t) and not run.interrupting:
-                self._sched.push(
-                    t, g, self._loop.time(), 0.0 if g.plain else self._planner.prepare(t, g)
-                )
-                if not everyone:
-                    return
+        """A call of `run` settled its estimate: parked tasks may try again (`Parking`)."""
+        self._parking.settled(run, lambda t: t.state is WAITING and not self.settled(t))
 
     def limiter_paused(self, t: Task, now: float, key: str, limit: float, pause_s: float) -> None:
         run_of(t).emit(LimiterChanged(now, key, limit, pause_s))
@@ -401,12 +401,16 @@ class Ledger:
         result: Result | None = None,
         duration: float = -1.0,
         cache: int = CACHE_NONE,
+        first_token: float | None = None,
     ) -> None:
         """Record a terminal result; the task becomes terminal once it is durable.
 
-        `duration` is that of the attempt that ended the task, -1 when none did."""
+        `duration` is that of the attempt that ended the task, -1 when none did;
+        `first_token` when that attempt's first streamed chunk came (loop time)."""
         if result is None:
             result = Result(t, state, attempts=t.tries, error=error)
+        spans.end(t, self._loop.time(), state, error, duration, first_token)
+        taken = spans.take(t, self._clock)
         t.ran_for = duration >= 0.0
         if t.state is READY:  # leave the ready queue or the retry timer at once
             t.state = WAITING
@@ -414,11 +418,11 @@ class Ledger:
         run.results_by_n[t.n] = result
         keys = run.keys.pop(t.n, None) if run.keys else None
         if keys is None:
-            op = ResultRecorded(run.id, t.n, result, duration)
+            op = ResultRecorded(run.id, t.n, result, duration, spans=taken)
         else:
             if cache == CACHE_NONE and self._gate is not None and state is DONE:
                 cache = CACHE_STORE
-            op = ResultRecorded(run.id, t.n, result, duration, keys[0], keys[1], cache)
+            op = ResultRecorded(run.id, t.n, result, duration, keys[0], keys[1], cache, taken)
         self._journal.commit(op, t)
 
     def cache_hit(self, t: Task, result: Result) -> None:
@@ -476,23 +480,22 @@ class Ledger:
         if run.status != "running":
             return
         m = run.metrics_
-        if status is not None:
-            pass
-        elif run.cancel_reason is not None:
-            status = "cancelled"
-        elif m.states[FAILED] or m.states[CANCELLED]:
-            status = "failed"
-        else:
-            status = "done"
+        if status is None:
+            failed = m.states[FAILED] or m.states[CANCELLED]
+            status = "failed" if failed else "done"
+            status = "cancelled" if run.cancel_reason is not None else status
         run.status = status
-        self._parked.pop(run.id, None)
+        self._parking.drop(run)
         if run.deadline_handle is not None:
             run.deadline_handle.cancel()
         if run.grace_handle is not None:
             run.grace_handle.cancel()
-        run.bus.emit(RunFinished(self._loop.time(), run.id, status, run.counts()))
+        now = self._loop.time()
+        run.bus.emit(RunFinished(now, run.id, status, run.counts()))
         wall = (m.ended_at or 0.0) - (m.started_at or 0.0)
-        self._journal.append(RunClosed(run.id, status, time.time(), wall))
+        self._journal.append(self._sampler.sample(run, now))
+        self._sampler.forget(run)
+        self._journal.append(RunClosed(run.id, status, time.time(), wall, peak_rss_mb()))
         run.bus.close()
 
         async def settle() -> None:
@@ -569,6 +572,12 @@ class Ledger:
 
     def heartbeat(self, run: Run, owner: str, now: float, until: float) -> None:
         self._journal.append(Heartbeat(run.id, owner, now, until))
+
+    def sample(self, now: float) -> None:
+        """A `samples` row per live run, when one is due (the workers' ticker asks)."""
+        if self._sampler.due(now):
+            for run in self.live_runs():
+                self._journal.append(self._sampler.sample(run, now))
 
     async def stored_results(self, run: Run) -> list[Result]:
         return await self._store.results(run.id, run.tasks)

@@ -69,8 +69,20 @@ CIRCUIT_PROBE_CAP_S = 30.0
 UNREACHABLE_PROBES = 3
 
 
+#: why a meter holds a task back (`Meter.why`): the span kinds of engine/spans.py
+WHY_SLOT = "lane"  # no free slot: a lane's, an agent's or the provider's concurrency
+WHY_RPM = "rpm"  # the request budget (the configured RPM or the learned pace)
+WHY_TPM = "tpm"
+WHY_RETRY_AFTER = "retry_after"  # a pause the provider asked for
+WHY_CIRCUIT = "circuit"  # the provider is down: only a probe now and then
+
+
 class Meter(Protocol):
     def wait_time(self, now: float, task: Task) -> float: ...
+
+    def why(self, now: float) -> str:
+        """Which of its limits holds tasks back now (asked only when `wait_time` > 0)."""
+        ...
 
     def started(self, now: float, task: Task) -> None: ...
 
@@ -91,6 +103,9 @@ class ConcurrencyMeter:
 
     def wait_time(self, now: float, task: Task) -> float:
         return 0.0 if self.inflight < self.limit else INF
+
+    def why(self, now: float) -> str:
+        return WHY_SLOT
 
     def started(self, now: float, task: Task) -> None:
         self.inflight += 1
@@ -340,6 +355,21 @@ class ProviderMeter:
         if self.tpm is not None:
             w = max(w, self.tpm.wait_time(now))
         return w if w > 0.0 else 0.0
+
+    def why(self, now: float) -> str:
+        """The limit `wait_time` waits longest for (a slot, when none is free)."""
+        if self.inflight >= int(self.limit):
+            return WHY_SLOT
+        why, w = WHY_RETRY_AFTER, self.paused_until - now
+        if self.circuit.down_since is not None and self.circuit.wait_time(now) > w:
+            why, w = WHY_CIRCUIT, self.circuit.wait_time(now)
+        if self.pace_rate is not None and self._pace_tat - now > w:
+            why, w = WHY_RPM, self._pace_tat - now
+        if self.rpm is not None and self.rpm.wait_time(now) > w:
+            why, w = WHY_RPM, self.rpm.wait_time(now)
+        if self.tpm is not None and self.tpm.wait_time(now) > w:
+            why = WHY_TPM
+        return why
 
     def started(self, now: float, task: Task) -> None:
         self.inflight += 1

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from fanout.engine.limits import Meter, ProviderMeter
+from fanout.engine.spans import BACKOFF, QUEUED, WaitClock, close
 from fanout.errors import ConfigError
 from fanout.tasks import Task, TaskState
 
@@ -39,7 +40,18 @@ _LEF_MAX = 0.999999  # an expected duration only orders tasks inside one effecti
 class Group:
     """Ready tasks sharing one set of meters."""
 
-    __slots__ = ("dropped", "heaps", "key", "lane", "lef", "limiter", "meters", "plain", "queues")
+    __slots__ = (
+        "clock",
+        "dropped",
+        "heaps",
+        "key",
+        "lane",
+        "lef",
+        "limiter",
+        "meters",
+        "plain",
+        "queues",
+    )
 
     def __init__(
         self,
@@ -59,6 +71,13 @@ class Group:
         self.queues: list[deque[Task]] = [deque() for _ in LEVELS]
         self.heaps: list[list[tuple[float, int, Task]]] = [[] for _ in LEVELS]
         self.dropped = 0  # tasks cancelled while queued, found and dropped by head()
+        self.clock = WaitClock()  # how long its meters held it back, per cause
+
+    def queued(self) -> int:
+        """How many tasks wait in it (cancelled ones not yet dropped included)."""
+        if self.lef:
+            return sum(len(h) for h in self.heaps)
+        return sum(len(q) for q in self.queues)
 
     def push(self, task: Task, expected: float, seq: int) -> None:
         if self.lef:
@@ -122,6 +141,11 @@ class Scheduler:
         self._seq += 1
         task.state = READY
         task.enqueued_at = now
+        if task.span_kind != QUEUED:  # after a backoff or a budget wait
+            close(task, now, QUEUED)
+        clock = group.clock
+        # (reading only a clock that ever held the group back: most never do)
+        task.span_base = clock.reading(now) if clock.acc or clock.why is not None else None
         group.push(task, expected, self._seq)
         self._active[group] = None
         self.ready += 1
@@ -145,8 +169,10 @@ class Scheduler:
         """The task to start now, with its meters already charged; None if none can."""
         d = self._delayed
         while d and d[0][0] <= now:
-            _, _, t, g, expected = heapq.heappop(d)
+            due, _, t, g, expected = heapq.heappop(d)
             if t.state is READY:
+                if t.span_kind == BACKOFF:  # past `due` it waited for a worker, not backoff
+                    close(t, due, QUEUED)
                 self.push(t, g, now, expected)
         best: Task | None = None
         best_group: Group | None = None
@@ -175,16 +201,22 @@ class Scheduler:
                     eff = math.floor(eff) + min(x / (1.0 + x), _LEF_MAX)
                 if eff > best_eff or (eff == best_eff and (head.enqueued_at, head.n) < best_tie):
                     wait = 0.0
+                    holder: Meter | None = None
                     for m in g.meters:
                         w = m.wait_time(now, head)
                         if w > wait:
                             wait = w
+                            holder = m
                             if w == INF:
                                 break
                     if wait > 0.0:
+                        assert holder is not None
+                        g.clock.block(now, holder.why(now), wait)
                         if wait < soonest:
                             soonest = wait
                         break  # this group's meters are shut for every level
+                    if g.clock.why is not None:
+                        g.clock.open(now)
                     best, best_group, best_level, best_eff = head, g, level, eff
                     best_tie = (head.enqueued_at, head.n)
             else:

@@ -23,7 +23,16 @@ INTERRUPT = "\x00interrupt"  # Slot.abort for an interrupt's stop
 class Slot:
     """One worker's attempt in flight (or none)."""
 
-    __slots__ = ("abort", "deadline", "idle", "slow_reported", "started", "task", "worker")
+    __slots__ = (
+        "abort",
+        "deadline",
+        "first_token",
+        "idle",
+        "slow_reported",
+        "started",
+        "task",
+        "worker",
+    )
 
     def __init__(self) -> None:
         self.task: Task | None = None
@@ -33,6 +42,7 @@ class Slot:
         self.idle = False  # the deadline is a stream's idle timeout
         self.abort: str | None = None  # TIMEOUT, INTERRUPT or a cancellation reason
         self.slow_reported = False
+        self.first_token: float | None = None  # loop time of a streamed attempt's first chunk
 
     def begin(self, t: Task, now: float) -> None:
         self.task = t
@@ -40,6 +50,7 @@ class Slot:
         self.abort = None
         self.slow_reported = False
         self.idle = False
+        self.first_token = None
 
     def end(self) -> None:
         self.task = None

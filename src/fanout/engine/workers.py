@@ -229,7 +229,7 @@ class Workers:
                 attempts=attempt,
                 latency_s=duration,
             )
-            ledger.finalize(t, DONE, None, result, duration)
+            ledger.finalize(t, DONE, None, result, duration, first_token=slot.first_token)
             return
         if budget.capped:  # an answer that failed its checks was billed all the same
             if completion is not None:
@@ -272,9 +272,19 @@ class Workers:
         delay = self._retry_delay(t, run, error, info, retry_after, pm)
         if delay is None:
             result = Result(t, FAILED, attempts=attempt, error=info, latency_s=duration)
-            ledger.finalize(t, FAILED, info, result, duration)
+            ledger.finalize(t, FAILED, info, result, duration, first_token=slot.first_token)
             return
-        ledger.retry(t, g, attempt, t1, duration, info, delay, charged=not unreached)
+        ledger.retry(
+            t,
+            g,
+            attempt,
+            t1,
+            duration,
+            info,
+            delay,
+            charged=not unreached,
+            first_token=slot.first_token,
+        )
 
     def _tell(self, event: Event) -> None:
         """A provider's news (down, up again) reaches every live run."""
@@ -343,6 +353,8 @@ class Workers:
             if isinstance(item, Completion):
                 final = item
             else:
+                if slot.first_token is None:
+                    slot.first_token = loop.time()
                 parts.append(item.text)
                 rearm()
         if final is None:
@@ -361,6 +373,7 @@ class Workers:
                     run_of(t).emit(TaskSlow(now, t, now - slot.started))
             if self._sched.ready:
                 self._sched.wake_all()
+            self._ledger.sample(now)
 
 
 def outcome_of(error: BaseException, retry_after: float | None) -> str:

@@ -50,12 +50,22 @@ class TasksAdded:
     specs: Sequence[str | None] | None = None  # JSON per task (store/spec.py), when kept
 
 
+#: a task's span (engine/spans.py): (kind, t0, t1, attempt, detail, first token time), in
+#: the engine's loop time
+Span = tuple[str, float, float, int | None, str | None, float | None]
+#: spans handed to the store with an op: (clock, seq, spans): unix time = loop time + clock;
+#: the first one is the task's `seq`-th in this process (the store numbers them on from
+#: there, after those of the run's earlier segments)
+SpanBatch = tuple[float, int, list[Span]]
+
+
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs a call per field
 class AttemptStarted:
     run_id: str
     n: int
     attempt: int
     t: float  # unix time
+    spans: SpanBatch | None = None  # the task's spans closed since its last op
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs a call per field
@@ -67,6 +77,7 @@ class AttemptFailed:
     attempt: int
     duration: float
     error: ErrorInfo
+    spans: SpanBatch | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -77,6 +88,7 @@ class AttemptInterrupted:
     n: int
     attempt: int
     duration: float
+    spans: SpanBatch | None = None
 
 
 #: `ResultRecorded.cache`: how the result relates to the result cache
@@ -96,6 +108,19 @@ class ResultRecorded:
     cache_key: bytes | None = None
     request_hash: bytes | None = None  # sha256 of the canonical body (the sim-server's hash)
     cache: int = CACHE_NONE
+    spans: SpanBatch | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class Sampled:
+    """The run's state now (about once a second while it runs, and at its end)."""
+
+    run_id: str
+    t: float  # unix time
+    in_flight: int
+    limit_now: int  # the concurrency allowed now (adaptive limits included)
+    rpm_used: float  # calls started per minute, over the time since the last sample
+    tpm_used: float  # tokens per minute, likewise
 
 
 @dataclass(slots=True, frozen=True)
@@ -132,6 +157,7 @@ class RunClosed:
     status: str  # done | failed | cancelled | interrupted
     ended_at: float  # unix time
     wall_s: float = -1.0  # this segment's wall time, as the run's metrics measured it
+    peak_rss_mb: float = -1.0  # the process's peak memory when the segment ended
 
 
 Op = (
@@ -146,6 +172,7 @@ Op = (
     | SinkAcked
     | Heartbeat
     | RunClosed
+    | Sampled
 )
 
 
@@ -287,6 +314,8 @@ class _RunData:
     results: list[Result | None] = field(default_factory=list)  # by task number
     attempts_started: int = 0
     attempts_failed: list[AttemptFailed] = field(default_factory=list)
+    spans: list[tuple[int, int, Span]] = field(default_factory=list)  # (n, seq, unix span)
+    samples: list[Sampled] = field(default_factory=list)
     acks: dict[str, int] = field(default_factory=dict)
     status: str = "running"
     ended_at: float | None = None
@@ -294,11 +323,14 @@ class _RunData:
 
 class MemoryStore:
     """A store that lives as long as the process: what the engine uses when none is given.
-    Its result cache (used only when the engine is asked for one) is a dict."""
+    Its result cache (used only when the engine is asked for one) is a dict. It keeps the
+    tasks' spans and the run's samples only when asked (`spans=True`): they would about
+    double the memory a finished task holds, for a picture nobody asked for."""
 
     persistent = False
 
-    def __init__(self) -> None:
+    def __init__(self, *, spans: bool = False) -> None:
+        self._keep_spans = spans
         self._runs: dict[str, _RunData] = {}
         self._cache: dict[bytes, tuple[float, StoredResult]] = {}
         self.batches = 0  # how many write() calls: lets tests see grouping
@@ -311,10 +343,24 @@ class MemoryStore:
                 runs[op.run_id].results[op.n] = op.result
                 if op.cache == CACHE_STORE and op.cache_key is not None:
                     self._cache[op.cache_key] = (time.time(), _stored(op))
+                if op.spans and self._keep_spans:
+                    runs[op.run_id].spans.extend(_unix(op.n, op.spans))
             elif isinstance(op, AttemptStarted):
-                runs[op.run_id].attempts_started += 1
+                data = runs[op.run_id]
+                data.attempts_started += 1
+                if op.spans and self._keep_spans:
+                    data.spans.extend(_unix(op.n, op.spans))
             elif isinstance(op, AttemptFailed):
-                runs[op.run_id].attempts_failed.append(op)
+                data = runs[op.run_id]
+                data.attempts_failed.append(op)
+                if op.spans and self._keep_spans:
+                    data.spans.extend(_unix(op.n, op.spans))
+            elif isinstance(op, AttemptInterrupted):
+                if op.spans and self._keep_spans:
+                    runs[op.run_id].spans.extend(_unix(op.n, op.spans))
+            elif isinstance(op, Sampled):
+                if self._keep_spans:
+                    runs[op.run_id].samples.append(op)
             elif isinstance(op, TasksAdded):
                 data = runs[op.run_id]
                 data.tasks.extend(op.tasks)
@@ -333,6 +379,13 @@ class MemoryStore:
 
     async def results(self, run_id: str, tasks: Sequence[Task] | None = None) -> list[Result]:
         return [r for r in self._runs[run_id].results if r is not None]
+
+    def spans(self, run_id: str) -> list[tuple[int, int, Span]]:
+        """The run's spans as (task number, seq, span in unix time), as they were written."""
+        return list(self._runs[run_id].spans)
+
+    def samples(self, run_id: str) -> list[Sampled]:
+        return list(self._runs[run_id].samples)
 
     async def sink_position(self, run_id: str, sink: str) -> int:
         return self._runs[run_id].acks.get(sink, -1)
@@ -373,6 +426,14 @@ class MemoryStore:
 
     async def close(self) -> None:
         return None
+
+
+def _unix(n: int, batch: SpanBatch) -> list[tuple[int, int, Span]]:
+    clock, seq, spans = batch
+    return [
+        (n, seq + i, (k, a + clock, b + clock, at, d, None if ft is None else ft + clock))
+        for i, (k, a, b, at, d, ft) in enumerate(spans)
+    ]
 
 
 def _stored(op: ResultRecorded) -> StoredResult:

@@ -20,6 +20,12 @@ its few rows and no separate index):
   and the sha256 of the request body.
 - `acks`: (rid, sink) -> position.
 - `cache`: key (sha256) -> an answer and when it was stored.
+- `spans` (m002): (rid, n, seq) -> kind, t0, t1 (unix), attempt, detail: where each task's
+  time went, from submitted to its final state (engine/spans.py names the kinds); an
+  attempt's `run` span starts at its `attempts.started_at`, and `attempts.first_token_at`
+  is when a streamed attempt's first chunk came.
+- `samples` (m002): (rid, t) -> in flight, the concurrency allowed, RPM and TPM used: about
+  once a second while the run goes. `segments.peak_rss_mb`: the process's peak memory.
 """
 
 from __future__ import annotations
@@ -132,8 +138,40 @@ def m001_initial(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX runs_by_created ON runs (created_at)")
 
 
+def m002_spans(db: sqlite3.Connection) -> None:
+    db.execute(
+        """CREATE TABLE spans (
+            rid INTEGER NOT NULL,
+            n INTEGER NOT NULL,
+            seq INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            t0 REAL NOT NULL,
+            t1 REAL NOT NULL,
+            attempt INTEGER,
+            detail TEXT,
+            PRIMARY KEY (rid, n, seq)
+        ) WITHOUT ROWID"""
+    )
+    db.execute(
+        """CREATE TABLE samples (
+            rid INTEGER NOT NULL,
+            t REAL NOT NULL,
+            in_flight INTEGER,
+            limit_now INTEGER,
+            rpm_used REAL,
+            tpm_used REAL,
+            PRIMARY KEY (rid, t)
+        ) WITHOUT ROWID"""
+    )
+    db.execute("ALTER TABLE attempts ADD COLUMN first_token_at REAL")
+    db.execute("ALTER TABLE segments ADD COLUMN peak_rss_mb REAL")
+
+
 #: every migration, in order; the name is what `_migrations` records
-MIGRATIONS: tuple[tuple[str, Migration], ...] = (("m001_initial", m001_initial),)
+MIGRATIONS: tuple[tuple[str, Migration], ...] = (
+    ("m001_initial", m001_initial),
+    ("m002_spans", m002_spans),
+)
 
 
 def migrate(db: sqlite3.Connection) -> list[str]:

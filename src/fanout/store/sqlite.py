@@ -45,7 +45,9 @@ from fanout.store.base import (
     RunOpened,
     RunResumed,
     RunSnapshot,
+    Sampled,
     SinkAcked,
+    SpanBatch,
     TasksAdded,
 )
 from fanout.store.migrations import migrate
@@ -121,6 +123,9 @@ class SqliteStore:
         self._local = threading.local()
         self._rids: dict[str, int] = {}  # run id -> rid (writer thread only)
         self._segment: dict[int, int] = {}  # rid -> this process's segment number
+        #: rid -> what this process adds to its spans' numbers (a resumed run's go on after
+        #: the ones of its earlier segments)
+        self._span_base: dict[int, int] = {}
         self._closed = False
         self.batches = 0
 
@@ -190,6 +195,22 @@ class SqliteStore:
         ends: list[tuple[Any, ...]] = []
         results: list[tuple[Any, ...]] = []
         cache: list[tuple[Any, ...]] = []
+        spans: list[tuple[Any, ...]] = []
+        first_tokens: list[tuple[Any, ...]] = []
+        span_base = self._span_base
+
+        def add_spans(rid: int, n: int, batch: SpanBatch) -> None:
+            clock, seq, rows = batch
+            seq += span_base.get(rid, 0) if span_base else 0
+            spans.extend(
+                [
+                    (rid, n, seq + i, k, t0 + clock, t1 + clock, attempt, detail)
+                    for i, (k, t0, t1, attempt, detail, _) in enumerate(rows)
+                ]
+            )
+            for _, _, _, attempt, _, first_token in rows:
+                if first_token is not None:
+                    first_tokens.append((first_token + clock, rid, n, attempt))
 
         def flush() -> None:
             if tasks:
@@ -216,6 +237,16 @@ class SqliteStore:
             if cache:
                 db.executemany("INSERT OR REPLACE INTO cache VALUES (?,?,?,?,?,?,?,?,?)", cache)
                 cache.clear()
+            if spans:
+                db.executemany("INSERT OR IGNORE INTO spans VALUES (?,?,?,?,?,?,?,?)", spans)
+                spans.clear()
+            if first_tokens:
+                db.executemany(
+                    "UPDATE attempts SET first_token_at = ? "
+                    "WHERE rid = ? AND n = ? AND attempt = ?",
+                    first_tokens,
+                )
+                first_tokens.clear()
 
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -225,6 +256,8 @@ class SqliteStore:
                     assert isinstance(op, AttemptStarted)
                     rid = rids.get(op.run_id) or self._rid(db, op.run_id)
                     starts[(rid, op.n, op.attempt)] = op.t
+                    if op.spans:
+                        add_spans(rid, op.n, op.spans)
                 elif tp is ResultRecorded:
                     assert isinstance(op, ResultRecorded)
                     rid = rids.get(op.run_id) or self._rid(db, op.run_id)
@@ -245,6 +278,8 @@ class SqliteStore:
                             )
                         )
                     results.append(_result_row(rid, op, now))
+                    if op.spans:
+                        add_spans(rid, op.n, op.spans)
                     if op.cache == CACHE_STORE and op.cache_key is not None and r.ok:
                         cache.append(_cache_row(op, now))
                 elif tp is TasksAdded:
@@ -266,10 +301,14 @@ class SqliteStore:
                     ends.append(
                         (rid, op.n, op.attempt, op.duration, "error", e.error_class, e.kind, 0)
                     )
+                    if op.spans:
+                        add_spans(rid, op.n, op.spans)
                 elif tp is AttemptInterrupted:
                     assert isinstance(op, AttemptInterrupted)
                     rid = rids.get(op.run_id) or self._rid(db, op.run_id)
                     ends.append((rid, op.n, op.attempt, op.duration, "interrupted", None, None, 0))
+                    if op.spans:
+                        add_spans(rid, op.n, op.spans)
                 else:
                     flush()  # the rare ops apply in order with what came before them
                     self._apply_rare(db, op, now)
@@ -300,7 +339,8 @@ class SqliteStore:
             self._rids[op.run_id] = rid
             self._segment[rid] = 0
             db.execute(
-                "INSERT OR IGNORE INTO segments VALUES (?, 0, ?, ?, NULL, ?)",
+                "INSERT OR IGNORE INTO segments (rid, seq, started_at, last_seen, concurrency) "
+                "VALUES (?, 0, ?, ?, ?)",
                 (rid, op.created_at, op.created_at, op.concurrency),
             )
         elif isinstance(op, RunResumed):
@@ -322,10 +362,13 @@ class SqliteStore:
             if row is None:
                 row = db.execute("SELECT max(seq) + 1 FROM segments WHERE rid = ?", (rid,))
                 row = row.fetchone()
+                top = db.execute("SELECT max(seq) + 1 FROM spans WHERE rid = ?", (rid,))
+                self._span_base[rid] = int(top.fetchone()[0] or 0)
             seq = int(row[0] if row and row[0] is not None else 0)
             self._segment[rid] = seq
             db.execute(
-                "INSERT OR IGNORE INTO segments VALUES (?, ?, ?, ?, NULL, ?)",
+                "INSERT OR IGNORE INTO segments (rid, seq, started_at, last_seen, concurrency) "
+                "VALUES (?, ?, ?, ?, ?)",
                 (rid, seq, op.t, op.t, op.concurrency),
             )
         elif isinstance(op, ResultsDropped):
@@ -355,9 +398,23 @@ class SqliteStore:
                 (op.status, op.ended_at, rid),
             )
             wall = op.wall_s if op.wall_s >= 0 else None
+            rss = op.peak_rss_mb if op.peak_rss_mb >= 0 else None
             db.execute(
-                "UPDATE segments SET last_seen = ?, wall_s = ? WHERE rid = ? AND seq = ?",
-                (op.ended_at, wall, rid, self._segment.get(rid, 0)),
+                "UPDATE segments SET last_seen = ?, wall_s = ?, peak_rss_mb = ? "
+                "WHERE rid = ? AND seq = ?",
+                (op.ended_at, wall, rss, rid, self._segment.get(rid, 0)),
+            )
+        elif isinstance(op, Sampled):
+            db.execute(
+                "INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    self._rid(db, op.run_id),
+                    op.t,
+                    op.in_flight,
+                    op.limit_now,
+                    op.rpm_used,
+                    op.tpm_used,
+                ),
             )
 
     # -- reading ------------------------------------------------------------------------------
