@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck bench clean fonts
+.PHONY: demo test lint typecheck bench clean fonts report-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,18 @@ demo: $(VENV)/.stamp-base
 	@echo "canvases with their new notes: scratch/vault/ (open it in Obsidian)"
 	@echo "batch results: scratch/results.jsonl ($$(wc -l < scratch/results.jsonl) lines)"
 
-test: $(VENV)/.stamp-dev fonts
+# The timeline tests open `fanout report --html` in Debian's headless Chromium and draw
+# Chinese labels with Noto CJK: installed here when missing (a fresh CI machine), else nothing.
+CJK_FONT := /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
+report-deps:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -f $(CJK_FONT) ]; then \
+		echo "installing chromium and fonts-noto-cjk (for the timeline tests)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk; \
+	fi
+
+test: $(VENV)/.stamp-dev fonts report-deps
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
@@ -47,6 +58,7 @@ bench: $(VENV)/.stamp-dev
 	$(BIN)/python bench/wall.py
 	$(BIN)/python bench/ratelimit.py
 	$(BIN)/python bench/serial_vs_parallel.py
+	$(BIN)/fanout bench --out scratch/bench
 
 clean:
 	rm -rf $(VENV) scratch .pytest_cache .mypy_cache .ruff_cache

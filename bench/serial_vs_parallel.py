@@ -42,37 +42,9 @@ import time
 
 from fanout import Engine, SimConfig, SimProvider, Task
 
-#: seconds per agent: the middle of each range in the seed notes
-DURATIONS_S: dict[str, float] = {
-    "clarification-path": 9.0,
-    "oral-explanation": 7.0,
-    "four-level-explanation": 8.0,
-    "comparison-table": 3.5,
-    "memory-anchor": 2.5,
-    "basic-decomposition": 2.5,
-    "verification-question-agent": 3.5,
-    "deep-decomposition": 4.0,
-    "scoring-agent": 2.0,
-}
-#: the agent tasks, in order; the first N make the N-task set
-AGENT_TASKS: tuple[tuple[str, str], ...] = (
-    ("clarification-path", "递归函数"),
-    ("oral-explanation", "递归函数"),
-    ("memory-anchor", "递归函数"),
-    ("memory-anchor", "尾递归"),
-    ("four-level-explanation", "递归函数"),
-    ("comparison-table", "递归函数"),
-    ("basic-decomposition", "递归函数"),
-    ("deep-decomposition", "递归函数"),
-    ("verification-question-agent", "递归函数"),
-    ("scoring-agent", "递归函数"),
-    ("clarification-path", "动态规划"),
-    ("oral-explanation", "动态规划"),
-    ("four-level-explanation", "动态规划"),
-    ("comparison-table", "动态规划"),
-    ("memory-anchor", "动态规划"),
-    ("deep-decomposition", "动态规划"),
-)
+# the notes' agents and their durations: the same data `fanout bench` runs
+from fanout.report.bench import AGENT_TASKS, DURATIONS_S
+
 SIZES = (4, 8, 16)
 DEFAULT_SCALE = 0.02
 DEFAULT_CONCURRENCY = 16

@@ -10,6 +10,7 @@ import typer
 
 from fanout.cli import agents, canvas, runs
 from fanout.cli.batch import batch
+from fanout.cli.bench import bench
 from fanout.cli.common import EXIT_INTERRUPTED, err
 
 app = typer.Typer(
@@ -49,9 +50,10 @@ app.command(short_help="Run a JSONL file of requests: one result line per line."
 app.command(short_help="Go on with a run after a crash, kill -9 or Ctrl-C.")(runs.resume)
 app.command(short_help="The latest runs: status, done/total, failed, wall time.")(runs.runs)
 app.command(short_help="Where a run is: counts, retries, errors, tokens, ETA.")(runs.status)
-app.command(short_help="A run's metrics: speedup, latency, retries, tokens.")(runs.report)
+app.command(short_help="A run's metrics, where its time went, its timeline.")(runs.report)
 app.command(short_help="Cancel a run, in whichever process runs it.")(runs.cancel)
 app.command(short_help="Export a run's results now, complete or partial.")(runs.results)
+app.command(short_help="Serial against parallel on the simulator, with pictures.")(bench)
 app.add_typer(runs.cache_app, name="cache", short_help="The result cache: stats, clear.")
 app.add_typer(canvas.app, name="canvas", short_help="Explain a canvas's marked nodes at once.")
 app.add_typer(agents.app, name="agents", short_help="The agent blueprints: list, show.")

@@ -240,16 +240,37 @@ def report(
     json_out: JsonOpt = False,
     price: PriceListOpt = None,
     config: ConfigOpt = None,
+    html: Annotated[
+        Path | None, typer.Option(help="Write the timeline as one self-contained HTML file.")
+    ] = None,
+    png: Annotated[
+        Path | None,
+        typer.Option(help="Write the timeline as a PNG (needs matplotlib: the report extra)."),
+    ] = None,
+    trace: Annotated[
+        Path | None, typer.Option(help="Write Chrome trace JSON (Perfetto, chrome://tracing).")
+    ] = None,
 ) -> None:
     """A run's metrics: wall, serial estimate, speedup, utilisation, p50/p95 per agent,
     retries, tokens, errors (the numbers `run.metrics()` gives); throughput, cost, peak
     memory; where the time went (waiting on dependencies, lanes, rate limits, backoff,
-    running) as shares, per lane and for the slowest tasks."""
+    running) as shares, per lane and for the slowest tasks. --html, --png and --trace
+    write its timeline instead."""
     from fanout.config import load_config
     from fanout.engine.budget import Price
     from fanout.report import report_lines, report_prices, run_report, where_time_went
 
     with exits():
+        if html or png or trace:
+            from fanout.report.pictures import run_pictures
+
+            if json_out:
+                raise ConfigError("--json prints the text report's numbers: drop it or the files")
+            with opened() as db:
+                written = run_pictures(db, find_run(run), html=html, png=png, trace=trace)
+            for line in written:
+                typer.echo(line)
+            return
         cfg = load_config(config)
         table = {m: Price(p.input, p.output) for m, p in cfg.prices.items()}
         prices = report_prices(table, price or [])

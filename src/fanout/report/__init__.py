@@ -1,5 +1,7 @@
-"""Pictures of a run: `text` (the summary, `fanout runs`, `status`, `report`), and
-`breakdown` (where each task's time went, from its spans)."""
+"""Pictures of a run: `text` (the summary, `fanout runs`, `status`, `report`),
+`breakdown` (where each task's time went, from its spans); the timeline (`timeline`, drawn
+by `html`, `png` and `trace`; written by `pictures`) of `fanout report --html/--png/--trace`;
+`bench`, the runs of `fanout bench`."""
 
 from fanout.report.text import (
     aligned,
