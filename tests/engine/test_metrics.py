@@ -115,10 +115,14 @@ def test_failures_and_retries_are_counted_by_kind() -> None:
 
 
 def test_percentile_is_nearest_rank() -> None:
-    values = [float(v) for v in range(1, 101)]
-    assert percentile(values, 50) == 51.0 or percentile(values, 50) == 50.0
-    assert percentile(values, 95) in (95.0, 96.0)
+    values = [float(v) for v in range(100, 0, -1)]  # unsorted on purpose
+    assert percentile(values, 50) == 50.0  # the 50th of 100: half are at or below it
+    assert percentile(values, 95) == 95.0
+    assert percentile(values, 99.5) == 100.0
     assert percentile(values, 0) == 1.0
     assert percentile(values, 100) == 100.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.0  # not 3.0 (rounding up), nor 2.5
+    assert percentile([1.0, 2.0, 3.0, 4.0], 51) == 3.0
+    assert percentile([1.0, 2.0, 3.0], 50) == 2.0
     assert percentile([], 50) == 0.0
     assert percentile([3.0], 95) == 3.0

@@ -17,11 +17,18 @@ class Counter:
     def __init__(self, fail: set[str] | None = None) -> None:
         self.calls: list[str] = []
         self.fail = fail or set()
+        self.inflight = 0
+        self.peak: dict[str, int] = {}  # prompt -> most calls with it in flight at once
 
     async def __call__(self, req: Request) -> str:
         text = req.prompt_text()
         self.calls.append(text)
-        await asyncio.sleep(0.002)
+        self.inflight += 1
+        self.peak[text] = max(self.peak.get(text, 0), self.inflight)
+        try:
+            await asyncio.sleep(0.01)  # long enough that followers sent at once would overlap
+        finally:
+            self.inflight -= 1
         if text in self.fail:
             from fanout.errors import BadRequest
 
@@ -114,7 +121,8 @@ def test_a_failed_leader_lets_one_follower_try_in_its_turn(tmp_path: Path) -> No
         async with c.engine(MemoryStore()) as e:
             run = e.submit([Task("bad", key=f"k{i}") for i in range(3)])
             m = await run.wait()
-        assert c.calls == ["bad", "bad", "bad"]  # one at a time, never together
+        assert c.calls == ["bad", "bad", "bad"]
+        assert c.peak == {"bad": 1}  # one at a time, never together
         assert m["failed"] == 3
 
     arun(main)
