@@ -101,7 +101,7 @@ def test_original_system_palette_with_yellow_6(tmp_path: Path) -> None:
         env=home(tmp_path),
     )
     assert p.returncode == 0, p.stderr
-    assert json.loads(p.stdout.strip().splitlines()[-1])["nodes_added"] > 0
+    assert json.loads(p.stdout.strip().splitlines()[-1])["nodes_added"] == 3  # 3 nodes x 1 agent
     after = json.loads(path.read_text(encoding="utf-8"))
     n = len(before["nodes"])
     assert after["nodes"][:n] == before["nodes"]  # malformed nodes and all, untouched
