@@ -20,7 +20,8 @@ import pytest
 
 from tests.e2e.test_cli_batch import ROOT, fanout, read_jsonl, write_jsonl
 
-pytestmark = pytest.mark.e2e
+# seconds idle; a loaded 2-core machine can stretch a test past the default two minutes
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 SAME_NUMBERS = (
     "total",
