@@ -207,7 +207,7 @@ def test_cancel_stops_a_run_in_another_process(tmp_path: Path) -> None:
         "--concurrency",
         "2",
         "--sim-latency",
-        "200ms",
+        "2s",  # 50 s in all: the cancel, a new process, lands long before the end
     )
     run_id = run_id_of(proc)
     wait_in_flight(run_id, 2)
