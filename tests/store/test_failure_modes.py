@@ -406,3 +406,99 @@ def test_a_read_only_fanout_home_is_one_clear_line(read_only_home: Path, tmp_pat
         assert "set FANOUT_HOME to a writable folder" in p.stderr
     assert not (tmp_path / "out.jsonl").exists()
     assert digest(db) == before
+
+
+# -- SIGKILL at the edges: during the output write, during resume start-up ------------------
+
+
+def _spawn(*args: str | Path, home: Path) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env["FANOUT_HOME"] = str(home)
+    return subprocess.Popen(
+        [sys.executable, "-m", "fanout", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+def test_sigkill_during_the_output_write_leaves_the_old_file_and_resume_writes_it(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    src = jobs(tmp_path / "作业.jsonl", 3000)
+    out = tmp_path / "结果.jsonl"
+    out.write_text("上一次的结果\n", "utf-8")
+    before = digest(out)
+    proc = _spawn("batch", src, "-o", out, "--no-progress", "--sim-latency", "0ms", home=home)
+    assert proc.stderr is not None
+    run_id = proc.stderr.readline().split()[1]
+    # the output is written to a hidden temp file beside it, then renamed: kill while the
+    # temp file is there (the run is done by then, the file not yet in place)
+    deadline = time.monotonic() + 300
+    while not any(p.name.endswith(".tmp") and p.stat().st_size > 0 for p in tmp_path.iterdir()):
+        assert proc.poll() is None, "it ended before its output write was caught"
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    proc.kill()
+    proc.communicate()
+    assert digest(out) == before  # the old file, whole: never half of the new one
+    killed = {p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")}
+    r = fanout("resume", run_id, "--no-progress", home=home)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in out.read_text("utf-8").splitlines()]
+    assert [x["custom_id"] for x in rows] == [f"问{i}" for i in range(3000)]
+    # the resume leaves no temp file of its own (the killed one's stays: it cannot tell a
+    # dead writer's temp file from a live one's)
+    assert {p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")} == killed
+
+
+def test_sigkill_during_resume_start_up_loses_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    src = jobs(tmp_path / "作业.jsonl", 40)
+    out = tmp_path / "结果.jsonl"
+    first = _spawn(
+        "batch", src, "-o", out, "--no-progress", "--sim-latency", "300ms", "--concurrency", "4",
+        home=home,
+    )  # fmt: skip
+    assert first.stderr is not None
+    run_id = first.stderr.readline().split()[1]
+    # killed once its run is in the store (the "run r-..." line comes before that)
+    deadline = time.monotonic() + 120
+    while not _results(home / "fanout.db", run_id):
+        assert first.poll() is None
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    first.kill()
+    first.communicate()
+    # resumes killed at start-up: before, while and after they open the store and claim
+    # the run (each start is at a different point of its start-up)
+    for delay in (0.0, 0.05, 0.2, 0.5, 1.0):
+        proc = _spawn("resume", run_id, "--no-progress", home=home)
+        time.sleep(delay)
+        proc.kill()
+        proc.communicate()
+    r = fanout("resume", run_id, "--no-progress", "--json", home=home)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in out.read_text("utf-8").splitlines()]
+    assert [x["custom_id"] for x in rows] == [f"问{i}" for i in range(40)]
+    assert all(x["error"] is None for x in rows)
+    with contextlib.closing(connect(home / "fanout.db")) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        states = db.execute(
+            "SELECT state, count(*) FROM results JOIN runs USING (rid) WHERE id = ? GROUP BY state",
+            (run_id,),
+        ).fetchall()
+    assert states == [("done", 40)]
+
+
+def _results(db_path: Path, run_id: str) -> int:
+    if not db_path.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(db_path, timeout=30)) as db:
+        row = db.execute(
+            "SELECT count(*) FROM results JOIN runs USING (rid) WHERE id = ?", (run_id,)
+        ).fetchone()
+    return int(row[0])
