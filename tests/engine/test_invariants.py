@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -47,6 +48,8 @@ KIND = {
 AGENTS = ("a", "b", "c", "d")
 AGENT_LANES = {"a": "x", "b": "x", "c": "y"}  # "d" is in the default lane
 POLICY_ATTEMPTS = 3
+# 200 examples (CI=true) are tens of seconds idle, minutes on a loaded machine
+pytestmark = pytest.mark.timeout(600)
 # how many examples: the profile's (tests/conftest.py: 40 by default, 200 under CI=true)
 SETTINGS = settings(
     deadline=None,
