@@ -502,3 +502,36 @@ def _results(db_path: Path, run_id: str) -> int:
             "SELECT count(*) FROM results JOIN runs USING (rid) WHERE id = ?", (run_id,)
         ).fetchone()
     return int(row[0])
+
+
+@needs_mounts
+def test_a_full_disk_during_the_canvas_backup_leaves_the_canvas_as_it_was(
+    tmp_path: Path,
+) -> None:
+    import shutil
+
+    vault = tmp_path / "笔记库"
+    shutil.copytree(ROOT / "examples" / "vault", vault)
+    path = vault / "离散数学.canvas"
+    before = digest(path)
+    home = tmp_path / "home"
+    with small_disk(home / "canvas-backups", "16k") as backups:
+        (backups / "filler").write_bytes(b"\0" * 14000)  # the backups' disk is nearly full
+        p = fanout(
+            "canvas", "run", path, "--agents", "memory-anchor", "--sim-latency", "1ms",
+            "--no-progress", home=home,
+        )  # fmt: skip
+        assert p.returncode == 2, p.stderr
+        assert "Traceback" not in p.stderr
+        assert p.stderr.splitlines()[-1] == (
+            f"fanout: {path}: could not back up the canvas (No space left on device);"
+            " tried 3 times; the canvas is as it was"
+        )
+        assert digest(path) == before
+        # room again: the run goes on from the store and writes its notes
+        (backups / "filler").unlink()
+        run_id = p.stderr.splitlines()[0].split()[1]
+        r = fanout("resume", run_id, "--no-progress", "--json", home=home)
+        assert r.returncode == 0, r.stderr
+        assert digest(path) != before
+        assert [b.name for b in backups.rglob("*.canvas")]  # and the old canvas is kept
