@@ -8,9 +8,10 @@ committed a new result (so the kill lands while calls are under way, not while i
 it gets SIGKILL after a further random 0 to min(0.5, 4 / kills) s, and `fanout resume`
 goes on with it, until `--kills` kills have happened; a last resume runs it to the end.
 
-After each kill (once the server has settled) the script takes a checkpoint: the server's
-completions by request hash (S_i), and the request hashes of the results committed in the
-store (C_i, the `request_hash` column: the same sha256 the server computes). Then it checks:
+After each kill, once the server has settled (nothing in flight, nothing arriving), the
+script takes a checkpoint: the server's completions by request hash (S_i), and the request
+hashes of the results committed in the store (C_i, the `request_hash` column: the same
+sha256 the server computes). Then it checks:
 
 1. every task has exactly one result, done, and the output file has one line per task;
 2. no committed request was ever answered again: for every checkpoint i and every hash h in
@@ -55,7 +56,7 @@ DEFAULT_TASKS = 2000
 DEFAULT_KILLS = 50
 DEFAULT_CONCURRENCY = 16
 DEFAULT_LATENCY = "50ms"
-SETTLE_S = 0.3  # after a kill: longer than a call, so the server's counts are final
+SETTLE_QUIET_S = 0.05  # the server idle this long (twice in a row) after a kill: settled
 KILL_WINDOW_S = 0.5  # at most this long after the segment's first new result is committed
 
 
@@ -106,6 +107,26 @@ def server_stats(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(url + "/stats", timeout=30) as r:
         data: dict[str, Any] = json.loads(r.read())
     return data
+
+
+def settled_stats(url: str, within: float = 120.0) -> dict[str, int]:
+    """The server's answers by request hash once its counts are final: no request in
+    flight, and none arriving, in two looks `SETTLE_QUIET_S` apart (a killed client's
+    calls run on in the server until they end; a request it had sent may still be read
+    from the socket)."""
+    give_up = time.monotonic() + within
+    last: dict[str, Any] | None = None
+    while time.monotonic() < give_up:
+        now = server_stats(url)
+        if now["in_flight"] == 0:
+            if last is not None and last["requests_total"] == now["requests_total"]:
+                by_hash: dict[str, int] = now["by_request_hash"]
+                return by_hash
+            last = now
+        else:
+            last = None
+        time.sleep(SETTLE_QUIET_S)
+    raise AssertionError(f"the sim-server did not settle within {within:g} s")
 
 
 def wait_for_progress(
@@ -189,8 +210,7 @@ def campaign(
             proc.kill()
             proc.communicate()
             c.kills += 1
-            time.sleep(SETTLE_S)
-            stats = server_stats(url)["by_request_hash"]
+            stats = settled_stats(url)
             done = committed(db_path, c.run_id)
             segment = sum(stats.values()) - sum(prev.values())
             c.lost.append(segment - len(done - prev_c))
@@ -206,8 +226,7 @@ def campaign(
             timeout=600,
         )
         assert final.returncode == 0, final.stderr
-        time.sleep(SETTLE_S)
-        final_stats: dict[str, int] = server_stats(url)["by_request_hash"]
+        final_stats = settled_stats(url)
     c.wall_s = time.perf_counter() - t0
     return c, check(c, final_stats, db_path, out, tasks, concurrency)
 

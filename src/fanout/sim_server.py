@@ -173,6 +173,9 @@ class SimServer:
         self.port = 0
         self._sims: dict[str, SimProvider] = {}
         self._attempts: dict[str, int] = {}
+        #: requests being handled now: 0 once every answer is counted (a client killed
+        #: mid-call leaves its calls running here until they end)
+        self._in_flight = 0
         self._stats = _Stats(stats_file)
         self._ids = itertools.count(1)
         self._boot = secrets.token_hex(4)
@@ -220,12 +223,13 @@ class SimServer:
         await self.stop()
 
     def stats(self) -> dict[str, Any]:
-        """What `GET /stats` answers, plus `faults`: injected faults by kind."""
+        """What `GET /stats` answers, plus `faults`: injected faults by kind, and `in_flight`:
+        requests being handled now."""
         faults: dict[str, int] = {}
         for sim in self._sims.values():
             for kind, n in sim.stats()["faults"].items():
                 faults[kind] = faults.get(kind, 0) + n
-        return {**self._stats.snapshot(), "faults": faults}
+        return {**self._stats.snapshot(), "faults": faults, "in_flight": self._in_flight}
 
     def reset_stats(self) -> None:
         self._stats.reset()
@@ -253,6 +257,13 @@ class SimServer:
         return _error(api, 404, f"no route for {request.method} {request.path}")
 
     async def _serve(self, request: web.Request) -> web.StreamResponse:
+        self._in_flight += 1
+        try:
+            return await self._serve_one(request)
+        finally:
+            self._in_flight -= 1
+
+    async def _serve_one(self, request: web.Request) -> web.StreamResponse:
         api: Api = "anthropic" if request.path == "/v1/messages" else "openai"
         stats = self._stats
         stats.requests += 1

@@ -22,14 +22,17 @@ from .support import assert_kept, read_json, study_canvas, write_canvas
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX locks and signals")
 
 # A second program rewriting the canvas: read, append one node, write a temp file, rename
-# over (what editors do). With LOCK=1 it takes fanout's canvas lock first, like another
-# fanout; with LOCK=0 it does not, like Obsidian.
+# over (what editors do), until the stop file appears. With LOCK=1 it takes fanout's canvas
+# lock first, like another fanout; with LOCK=0 it does not, like Obsidian. After each write
+# it logs how many of fanout's nodes it saw: proof of when it ran.
 WRITER = textwrap.dedent(
     """
     import contextlib, json, os, sys, time
-    from fanout.canvas import canvas_lock
-    path, count, lock = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
-    for i in range(count):
+    from fanout.canvas import canvas_lock, is_our_id
+    path, stop, lock, pause, log = sys.argv[1:6]
+    lock = lock == "1"
+    i = 0
+    while not os.path.exists(stop):
         with canvas_lock(path) if lock else contextlib.nullcontext():
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
@@ -40,7 +43,11 @@ WRITER = textwrap.dedent(
             with open(tmp, "w", encoding="utf-8") as f:
                 json.dump(data, f, ensure_ascii=False, indent="\\t")
             os.replace(tmp, path)
-        time.sleep(float(sys.argv[4]))
+        ours = sum(1 for n in data["nodes"] if is_our_id(n["id"]))
+        with open(log, "a") as f:
+            f.write(f"{ours}\\n")
+        i += 1
+        time.sleep(float(pause))
     """
 )
 
@@ -89,20 +96,46 @@ def wait_for_writes(child: subprocess.Popen[bytes], log: Path, at_least: int) ->
         time.sleep(0.005)
 
 
+def writer_saw(log: Path) -> list[int]:
+    return [int(x) for x in log.read_text().split()] if log.exists() else []
+
+
+def wait_for_writer(writer: subprocess.Popen[bytes], log: Path, more_than: int) -> None:
+    deadline = time.monotonic() + 60
+    while len(writer_saw(log)) <= more_than:
+        if writer.poll() is not None:
+            raise AssertionError(writer.stderr.read().decode() if writer.stderr else "died")
+        assert time.monotonic() < deadline, "the other writer wrote nothing"
+        time.sleep(0.005)
+
+
 @pytest.mark.parametrize("lock", ["1", "0"], ids=["another-fanout", "obsidian-like"])
 def test_a_second_writer_loses_none_of_its_edits(vault: Path, lock: str) -> None:
     path = write_canvas(vault / "课程", "并发.canvas", study_canvas())
     before = read_json(path)
-    count = 120
-    # an editor saving every 10 ms (Obsidian saves far less often)
-    writer = run(WRITER, str(path), str(count), lock, "0.01")
+    stop, log = vault / "stop", vault / "writer.log"
+    # another fanout saving every 10 ms (it waits for our lock), an editor every 0.5 s
+    # (Obsidian saves about every 2 s; one saving faster than a loaded machine can read,
+    # merge and fsync a canvas, 0.1 s at a load of 15, keeps ours from landing, and we say so)
+    pause = "0.01" if lock == "1" else "0.5"
+    writer = run(WRITER, str(path), str(stop), lock, pause, str(log))
     agents = [f"代理{k}" for k in range(40)]
     try:
-        for agent in agents:
+        wait_for_writer(writer, log, 0)  # it is writing before we start
+        for k, agent in enumerate(agents):
             write_results(path, [NoteResult("y1", agent, f"{agent} 的解释")])
+            if k in (9, 19, 29):  # and it writes between ours, however loaded the machine
+                wait_for_writer(writer, log, len(writer_saw(log)))
+        wait_for_writer(writer, log, len(writer_saw(log)))  # and after our last
     finally:
+        stop.touch()
         _, err = writer.communicate(timeout=60)
     assert writer.returncode == 0, err.decode()
+    saw = writer_saw(log)
+    count = len(saw)
+    # the two writers overlapped: the other one wrote while only some of ours were there
+    assert saw[0] == 0
+    assert any(0 < n < len(agents) for n in saw)
     after = read_json(path)
     ids = [n["id"] for n in after["nodes"]]
     assert [i for i in ids if i.startswith("外部-")] == [f"外部-{i}" for i in range(count)]
@@ -110,6 +143,7 @@ def test_a_second_writer_loses_none_of_its_edits(vault: Path, lock: str) -> None
     ours = {i for i in ids if is_our_id(i)}
     if lock == "1":  # with the lock, neither side can lose anything
         assert len(ours) == len(agents)
+        assert sorted(saw) == saw  # and it saw ours only grow
     # without it, the other program's read-modify-write may drop ours: a rerun puts them back
     report = write_results(path, [NoteResult("y1", a, f"{a} 的解释") for a in agents])
     final = read_json(path)

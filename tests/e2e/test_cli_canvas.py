@@ -16,6 +16,7 @@ import pytest
 
 from fanout.canvas import load_canvas
 from tests.e2e.test_cli_batch import ROOT, fanout
+from tests.e2e.test_crash import _crash_bench
 
 pytestmark = pytest.mark.e2e
 FIXTURES = ROOT / "tests" / "canvas" / "fixtures" / "original-system"  # copies of ../shared
@@ -100,7 +101,7 @@ def test_original_system_palette_with_yellow_6(tmp_path: Path) -> None:
         env=home(tmp_path),
     )
     assert p.returncode == 0, p.stderr
-    assert json.loads(p.stdout.strip().splitlines()[-1])["nodes_added"] > 0
+    assert json.loads(p.stdout.strip().splitlines()[-1])["nodes_added"] == 3  # 3 nodes x 1 agent
     after = json.loads(path.read_text(encoding="utf-8"))
     n = len(before["nodes"])
     assert after["nodes"][:n] == before["nodes"]  # malformed nodes and all, untouched
@@ -147,48 +148,63 @@ def test_unknown_agent_and_no_targets_are_config_errors(vault: Path, tmp_path: P
     assert 'colour "6"' in p.stderr
 
 
+@pytest.mark.timeout(600)  # seconds idle; minutes on a loaded machine
 def test_sigkill_then_resume_finishes_without_resending(vault: Path, tmp_path: Path) -> None:
+    """Against the sim-server, which counts its answers per request body (--stats-file):
+    after the kill and the resume, every request committed before the kill was answered
+    exactly once, and only a call in flight at the kill (answered, not yet committed) may
+    have been answered twice."""
+    crash = _crash_bench()
     path = vault / "离散数学.canvas"
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     env.update(home(tmp_path))
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fanout",
-            "canvas",
-            "run",
-            str(path),
-            "--agents",
-            "oral-explanation,memory-anchor,comparison-table,example-teaching",
-            "--concurrency",
-            "2",
-            "--sim-latency",
-            "300ms",
-            "--no-progress",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
-    assert proc.stderr is not None
-    run_id = ""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not run_id:
-        line = proc.stderr.readline()
-        if line.startswith("run r-"):
-            run_id = line.split()[1]
-    assert run_id
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=30)
-    load_canvas(path)  # whatever was written so far parses
-    p = fanout("resume", run_id, "--json", env=home(tmp_path))
-    assert p.returncode == 0, p.stderr
+    db_path = tmp_path / "home" / "fanout.db"
+    concurrency = 2
+    with crash.sim_server(tmp_path, "300ms", env) as url:
+        # no cache: a cached answer would hide a request sent again from the server's count
+        via = ["--provider", "openai", "--base-url", url + "/v1", "--no-cache", "--no-progress"]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fanout", "canvas", "run", str(path), "--agents",
+             "oral-explanation,memory-anchor,comparison-table,example-teaching",
+             "--concurrency", str(concurrency), *via],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )  # fmt: skip
+        assert proc.stderr is not None
+        run_id = ""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not run_id:
+            line = proc.stderr.readline()
+            if line.startswith("run r-"):
+                run_id = line.split()[1]
+        assert run_id
+        crash.wait_for_progress(proc, db_path, run_id, 3)  # 4 committed, calls still out
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+        at_kill = crash.settled_stats(url)
+        committed = crash.committed(db_path, run_id)
+        load_canvas(path)  # whatever was written so far parses
+        p = fanout("resume", run_id, "--json", "--no-cache", env=home(tmp_path))
+        assert p.returncode == 0, p.stderr
+        final = crash.settled_stats(url)
     out = json.loads(p.stdout.strip().splitlines()[-1])
     assert out["done"] == 16
+    assert 4 <= len(committed) < 16
+    assert len(final) == 16  # one request body per target x agent
+    for h in committed:  # committed before the kill: never answered again
+        assert final[h] == at_kill[h] == 1
+    # answered by the old process but not committed when it died: the only ones that may
+    # be answered twice; at most the calls in flight at once
+    lost = {h for h, c in at_kill.items() if c == 1 and h not in committed}
+    assert len(lost) <= concurrency
+    assert {h: c for h, c in final.items() if c != 1} == dict.fromkeys(
+        {h for h in lost if final[h] == 2}, 2
+    )
+    assert sum(final.values()) <= 16 + len(lost)
     status = fanout("status", run_id, env=home(tmp_path))
     assert status.returncode == 0
     after = load_canvas(path)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -18,7 +20,8 @@ import pytest
 
 from tests.e2e.test_cli_batch import ROOT, fanout, read_jsonl, write_jsonl
 
-pytestmark = pytest.mark.e2e
+# seconds idle; a loaded 2-core machine can stretch a test past the default two minutes
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 SAME_NUMBERS = (
     "total",
@@ -84,6 +87,38 @@ def start(*args: str | Path) -> subprocess.Popen[str]:
         env=env,
         cwd=ROOT,
     )
+
+
+def wait_in_flight(run_id: str, n: int, within: float = 60.0) -> None:
+    """Until the store shows `n` attempts of `run_id` started and not ended: the calls are
+    out (a state to wait on, where a fixed sleep would be too short on a loaded machine)."""
+    db_path = Path(os.environ["FANOUT_HOME"]) / "fanout.db"
+    give_up = time.monotonic() + within
+    while time.monotonic() < give_up:
+        if db_path.exists():
+            with contextlib.closing(sqlite3.connect(db_path, timeout=30)) as db:
+                row = db.execute(
+                    "SELECT count(*) FROM attempts JOIN runs USING (rid) WHERE id = ?"
+                    " AND started_at IS NOT NULL AND outcome IS NULL",
+                    (run_id,),
+                ).fetchone()
+            if row[0] >= n:
+                return
+        time.sleep(0.02)
+    raise AssertionError(f"{n} calls of {run_id} were not in flight within {within:g} s")
+
+
+def read_until(proc: subprocess.Popen[str], text: str, within: float = 60.0) -> str:
+    """stderr lines up to the first holding `text` (the process said it; returned whole)."""
+    assert proc.stderr is not None
+    seen = ""
+    give_up = time.monotonic() + within
+    while text not in seen:
+        line = proc.stderr.readline()
+        assert line, f"stderr ended before {text!r}: {seen!r}"
+        assert time.monotonic() < give_up, seen
+        seen += line
+    return seen
 
 
 def run_id_of(proc: subprocess.Popen[str]) -> str:
@@ -176,10 +211,10 @@ def test_cancel_stops_a_run_in_another_process(tmp_path: Path) -> None:
         "--concurrency",
         "2",
         "--sim-latency",
-        "200ms",
+        "2s",  # 50 s in all: the cancel, a new process, lands long before the end
     )
     run_id = run_id_of(proc)
-    time.sleep(1.0)
+    wait_in_flight(run_id, 2)
     p = fanout("cancel", run_id)
     assert f"asked the process running {run_id} to cancel it" in p.stdout
     stdout, stderr = proc.communicate(timeout=60)
@@ -198,11 +233,12 @@ def test_twice_ctrl_c_stops_calls_in_flight_and_one_resume_at_a_time(tmp_path: P
     out = tmp_path / "out.jsonl"
     proc = start("batch", src, "-o", out, "--json", "--concurrency", "4", "--sim-latency", "30s")
     run_id = run_id_of(proc)
-    time.sleep(1.0)
+    wait_in_flight(run_id, 4)
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.3)
+    said = read_until(proc, "interrupted: starting nothing new")  # the first was handled
     proc.send_signal(signal.SIGINT)  # the calls take 30 s: the second Ctrl-C stops them
-    stdout, stderr = proc.communicate(timeout=20)
+    stdout, stderr = proc.communicate(timeout=60)
+    stderr = said + stderr
     assert proc.returncode == 130, stderr
     assert "stopping the calls in flight" in stderr
     summary = last_json(stdout)
@@ -215,9 +251,12 @@ def test_twice_ctrl_c_stops_calls_in_flight_and_one_resume_at_a_time(tmp_path: P
     b = fanout("resume", run_id)
     assert b.returncode == 2
     assert f"run {run_id} is being run by process {a.pid}" in b.stderr
+    wait_in_flight(run_id, 12)
     a.send_signal(signal.SIGTERM)  # the same as a first Ctrl-C
+    read_until(a, "interrupted: starting nothing new")
     a.send_signal(signal.SIGINT)
-    a.communicate(timeout=20)
+    a.communicate(timeout=60)
+    assert a.returncode == 130
 
 
 def test_a_changed_config_needs_reconfigure_to_resume(tmp_path: Path) -> None:

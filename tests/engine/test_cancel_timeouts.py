@@ -126,11 +126,12 @@ class Trickle:
 
 
 def test_the_idle_timeout_is_per_chunk_not_per_call() -> None:
-    # 40 chunks 4 ms apart: 160 ms in all, more than the 120 ms idle timeout
-    provider = Trickle(chunks=40, gap=0.004)
+    # 40 chunks 30 ms apart: 1.2 s in all, more than the 1 s idle timeout, and each gap a
+    # thirtieth of it (a loaded machine may hold this process back a tenth of a second)
+    provider = Trickle(chunks=40, gap=0.03)
 
     async def main() -> None:
-        async with Engine(providers=provider, idle_timeout=0.12, timeout=None) as engine:
+        async with Engine(providers=provider, idle_timeout=1.0, timeout=None) as engine:
             run = await engine.run([Task("go", key="go")])
             r = run.result("go")
             assert r is not None
@@ -148,7 +149,9 @@ def test_the_whole_run_deadline_cancels_what_is_left() -> None:
         async with Engine(providers=gated.provider(), concurrency=2) as engine:
             tasks = [Task("quick", key="quick", priority="urgent")]
             tasks += [Task("hang", key=f"h{i}") for i in range(5)]
-            run = engine.submit(tasks, deadline_s=0.1)
+            # the deadline must come after "quick" is done, however loaded the machine:
+            # a margin of seconds, the test waits it out once
+            run = engine.submit(tasks, deadline_s=1.5)
             run.listen(rec)
             await asyncio.wait_for(run.wait(), 10)
             assert run.status == "cancelled"
@@ -311,7 +314,8 @@ def test_slow_tasks_are_reported_once() -> None:
     rec = Recorder()
 
     async def main() -> None:
-        async with Engine(providers=gated.provider(), slow_after_s=0.01) as engine:
+        # "fast" answers at once: it must stay under the threshold even on a loaded machine
+        async with Engine(providers=gated.provider(), slow_after_s=0.5) as engine:
             run = engine.submit([Task("slow", key="slow"), Task("fast", key="fast")])
             run.listen(rec)
             await until(lambda: bool(rec.of(TaskSlow)), within=10)
@@ -322,5 +326,5 @@ def test_slow_tasks_are_reported_once() -> None:
     arun(main)
     slow = rec.of(TaskSlow)
     assert [e.task.key for e in slow] == ["slow"]
-    assert slow[0].elapsed > 0.01
+    assert slow[0].elapsed > 0.5
     assert len(rec.finished()) == 2

@@ -4,6 +4,8 @@ failures and retries are counted by kind; percentiles and tokens add up."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -47,10 +49,37 @@ class Timed:
         return Completion(text=f"{name} ok", input_tokens=3, output_tokens=5, model="m")
 
 
+class LoopLag:
+    """How late the event loop ran a 1 ms timer, summed over the lateness beyond 1 ms:
+    the time this process was held back (by the machine's load, or a slow step)."""
+
+    def __init__(self) -> None:
+        self.total_s = 0.0
+
+    @contextlib.asynccontextmanager
+    async def watching(self) -> AsyncIterator[None]:
+        async def watch() -> None:
+            loop = asyncio.get_running_loop()
+            while True:
+                t0 = loop.time()
+                await asyncio.sleep(0.001)
+                self.total_s += max(0.0, loop.time() - t0 - 0.002)
+
+        task = asyncio.create_task(watch())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
 def test_serial_speedup_and_utilisation_agree_with_the_attempts() -> None:
     provider = Timed({"t3": [ServerError("500", status=500)], "t5": [BadRequest("no")]})
     rec = Recorder()
     concurrency = 10
+
+    lag = LoopLag()
 
     async def main() -> dict[str, Any]:
         async with Engine(
@@ -60,14 +89,18 @@ def test_serial_speedup_and_utilisation_agree_with_the_attempts() -> None:
         ) as engine:
             run = engine.submit([Task(f"t{i}", agent="a" if i % 2 else "b") for i in range(40)])
             run.listen(rec)
-            return await run.wait()
+            async with lag.watching():
+                return await run.wait()
 
     m = arun(main)
     provider_sum = sum(provider.durations)
     assert len(provider.durations) == m["attempts"] == 41
-    # the engine's attempt time encloses the provider's own: never less, barely more
+    # the engine's attempt time encloses the provider's own: never less, barely more. A
+    # loaded machine stalls the loop now and then, and a stall of L adds L to each attempt
+    # running through it (at most `concurrency`): that much more is the machine, not us.
+    stalls = concurrency * lag.total_s
     assert m["serial_s"] >= provider_sum - 1e-3
-    assert m["serial_s"] <= provider_sum * 1.2 + 0.01
+    assert m["serial_s"] <= provider_sum * 1.2 + 0.01 + stalls
     assert m["speedup"] == pytest.approx(m["serial_s"] / m["wall_s"], rel=0.01)
     assert m["utilisation"] == pytest.approx(m["speedup"] / concurrency, rel=0.01)
     assert 0.0 < m["utilisation"] <= 1.0
@@ -79,7 +112,7 @@ def test_serial_speedup_and_utilisation_agree_with_the_attempts() -> None:
     assert m["throughput_per_s"] == pytest.approx(40 / m["wall_s"], rel=0.02)
     assert (m["input_tokens"], m["output_tokens"]) == (39 * 3, 39 * 5)
     assert set(m["p50_by_agent"]) == {"a", "b"}
-    assert 0.0 < m["p50_s"] <= m["p95_s"] <= max(provider.durations) + 0.01
+    assert 0.0 < m["p50_s"] <= m["p95_s"] <= max(provider.durations) + 0.01 + lag.total_s
     assert m["eta_s"] is None
 
 
@@ -115,10 +148,14 @@ def test_failures_and_retries_are_counted_by_kind() -> None:
 
 
 def test_percentile_is_nearest_rank() -> None:
-    values = [float(v) for v in range(1, 101)]
-    assert percentile(values, 50) == 51.0 or percentile(values, 50) == 50.0
-    assert percentile(values, 95) in (95.0, 96.0)
+    values = [float(v) for v in range(100, 0, -1)]  # unsorted on purpose
+    assert percentile(values, 50) == 50.0  # the 50th of 100: half are at or below it
+    assert percentile(values, 95) == 95.0
+    assert percentile(values, 99.5) == 100.0
     assert percentile(values, 0) == 1.0
     assert percentile(values, 100) == 100.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.0  # not 3.0 (rounding up), nor 2.5
+    assert percentile([1.0, 2.0, 3.0, 4.0], 51) == 3.0
+    assert percentile([1.0, 2.0, 3.0], 50) == 2.0
     assert percentile([], 50) == 0.0
     assert percentile([3.0], 95) == 3.0

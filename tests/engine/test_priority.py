@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import fanout.engine.workers as workers_module
-from fanout import Engine, Task, TaskState
+from fanout import CallableProvider, Engine, Request, Task, TaskState
 
 from .support import Gated, Recorder, arun
 
@@ -198,3 +198,45 @@ def test_priorities_with_several_slots_still_start_urgent_first() -> None:
     levels = [s.rstrip("0123456789") for s in started]
     rank = {"urgent": 0, "high": 1, "normal": 2, "low": 3}
     assert [rank[x] for x in levels] == sorted(rank[x] for x in levels)
+
+
+async def low_amid_urgent_stream(aging_s: float, cap: int) -> tuple[int, int]:
+    """Two slots; a low task in its own lane, then a stream of urgent tasks across two other
+    lanes that keeps four waiting until the low one starts (or `cap` were sent). Returns
+    (urgent tasks started before the low one, urgent tasks sent)."""
+    calls: list[str] = []
+
+    async def answer(req: Request) -> str:
+        calls.append(req.prompt_text())
+        await asyncio.sleep(0.002)
+        return "ok"
+
+    async with Engine(
+        providers=CallableProvider(answer),
+        concurrency=2,
+        lanes={"a": 2, "b": 2, "c": 1},
+        aging_s=aging_s,
+    ) as engine:
+        runs = [engine.submit([Task("low", lane="c", priority="low")])]
+        sent = 0
+        while "low" not in calls and sent < cap:
+            if sent - len(calls) < 4:  # keep the queue of urgent tasks full
+                lane = "ab"[sent % 2]
+                runs.append(engine.submit([Task(f"u{sent}", lane=lane, priority="urgent")]))
+                sent += 1
+            else:
+                await asyncio.sleep(0.001)
+        for r in runs:
+            await r.wait()
+    return calls.index("low"), sent
+
+
+def test_a_stream_of_urgent_tasks_across_lanes_cannot_starve_a_low_one() -> None:
+    # aging on: each 10 ms of waiting is a level, so the low task overtakes fresh urgent
+    # ones after about 30 ms whatever the load; the cap is far beyond that
+    before, sent = arun(lambda: low_amid_urgent_stream(aging_s=0.01, cap=5000))
+    assert sent < 5000
+    assert before < sent  # it started while urgent tasks were still waiting
+    # the same stream with aging off starves it until the stream ends: what aging prevents
+    before, sent = arun(lambda: low_amid_urgent_stream(aging_s=1000.0, cap=300))
+    assert (before, sent) == (300, 300)

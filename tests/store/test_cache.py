@@ -17,11 +17,18 @@ class Counter:
     def __init__(self, fail: set[str] | None = None) -> None:
         self.calls: list[str] = []
         self.fail = fail or set()
+        self.inflight = 0
+        self.peak: dict[str, int] = {}  # prompt -> most calls with it in flight at once
 
     async def __call__(self, req: Request) -> str:
         text = req.prompt_text()
         self.calls.append(text)
-        await asyncio.sleep(0.002)
+        self.inflight += 1
+        self.peak[text] = max(self.peak.get(text, 0), self.inflight)
+        try:
+            await asyncio.sleep(0.01)  # long enough that followers sent at once would overlap
+        finally:
+            self.inflight -= 1
         if text in self.fail:
             from fanout.errors import BadRequest
 
@@ -114,7 +121,8 @@ def test_a_failed_leader_lets_one_follower_try_in_its_turn(tmp_path: Path) -> No
         async with c.engine(MemoryStore()) as e:
             run = e.submit([Task("bad", key=f"k{i}") for i in range(3)])
             m = await run.wait()
-        assert c.calls == ["bad", "bad", "bad"]  # one at a time, never together
+        assert c.calls == ["bad", "bad", "bad"]
+        assert c.peak == {"bad": 1}  # one at a time, never together
         assert m["failed"] == 3
 
     arun(main)
@@ -129,3 +137,35 @@ def test_the_cache_also_works_with_the_memory_store() -> None:
         assert len(c.calls) == 4
 
     arun(main)
+
+
+def test_the_cache_key_changes_with_model_base_url_and_provider() -> None:
+    """One prompt, one key per (provider, base URL, model): an answer from one model, server
+    or provider is never served for another; the same three give the same key."""
+    from fanout.engine.cache import request_keys
+    from fanout.engine.request import build_request
+    from fanout.providers.anthropic import AnthropicProvider
+    from fanout.providers.openai import OpenAIProvider
+
+    task = Task("解释逆否命题", key="q")
+
+    def key(provider: object, model: str) -> bytes:
+        req = build_request(task, 1, model, 500)
+        return request_keys(provider, req, task)[0]  # type: ignore[arg-type]
+
+    local = OpenAIProvider(api_key="k", base_url="http://127.0.0.1:9/v1")
+    same = OpenAIProvider(api_key="another key", base_url="http://127.0.0.1:9/v1")
+    other_server = OpenAIProvider(api_key="k", base_url="http://127.0.0.1:10/v1")
+    official = OpenAIProvider(api_key="k")
+    renamed = OpenAIProvider(name="work", api_key="k", base_url="http://127.0.0.1:9/v1")
+    anthropic = AnthropicProvider(api_key="k", base_url="http://127.0.0.1:9")
+    keys = {
+        "local": key(local, "m1"),
+        "other model": key(local, "m2"),
+        "other server": key(other_server, "m1"),
+        "official": key(official, "m1"),
+        "renamed": key(renamed, "m1"),
+        "anthropic": key(anthropic, "m1"),
+    }
+    assert len(set(keys.values())) == len(keys), keys
+    assert key(same, "m1") == keys["local"]  # the key is not part of it: same server, model

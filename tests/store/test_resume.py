@@ -198,8 +198,8 @@ def test_two_engines_cannot_resume_one_run_at_once(tmp_path: Path) -> None:
             )
             busy = [o for o in outcomes if isinstance(o, RunBusy)]
             runs = [o for o in outcomes if not isinstance(o, BaseException)]
-            assert len(busy) == 1
-            assert len(runs) == 1
+            assert len(busy) == 1, outcomes  # what each resume gave, when it fails
+            assert len(runs) == 1, outcomes
             gate.open("t3")
             await runs[0].wait()
 

@@ -6,6 +6,7 @@ Output lines mirror OpenAI's batch output: {"id", "custom_id", "response": {"sta
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from fanout.batch.parse import Batch, LineError
-from fanout.errors import ConfigError, InputError
+from fanout.errors import ConfigError, FanoutError, InputError
 from fanout.tasks import Result
 
 if TYPE_CHECKING:
@@ -103,12 +104,24 @@ class AtomicJsonlWriter:
         self._tmp = Path(tmp)
         self._f = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
         self.lines = 0
+        #: the first OS error a write met (a full disk, a file size limit): lines written
+        #: as results arrive are written from the run's event listener, which must not
+        #: raise into the engine, so the error waits here for `commit` to report it
+        self.failed: OSError | None = None
 
     def write(self, obj: Mapping[str, Any]) -> None:
-        self._f.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n")
+        if self.failed is not None:
+            return
+        try:
+            self._f.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n")
+        except OSError as exc:
+            self.failed = exc
+            return
         self.lines += 1
 
     def commit(self) -> None:
+        if self.failed is not None:
+            raise self.failed
         self._f.flush()
         # the temp file was made private (0600): give the output the mode a file made with
         # open() would have, or keep the one the file it replaces had
@@ -128,7 +141,9 @@ class AtomicJsonlWriter:
 
     def abort(self) -> None:
         if not self._f.closed:
-            self._f.close()
+            # what is buffered may not fit either (a full disk): the file goes anyway
+            with contextlib.suppress(OSError):
+                self._f.close()
         self._tmp.unlink(missing_ok=True)
 
 
@@ -215,6 +230,13 @@ class BatchSink:
                         if r is not None:
                             self.writer.write(output_line(r, self._created))
             self.writer.commit()
+        except OSError as exc:
+            self.writer.abort()
+            raise FanoutError(
+                f"could not write {self.target}: {exc.strerror or exc}; the file was left as"
+                f" it was and the results are kept: fanout results {run.id} -o FILE",
+                run_id=run.id,
+            ) from None
         except BaseException:
             self.writer.abort()
             raise

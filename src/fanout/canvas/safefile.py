@@ -18,6 +18,7 @@ import ctypes
 import errno
 import fcntl
 import hashlib
+import logging
 import os
 import sys
 import time
@@ -148,6 +149,24 @@ _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 _libc: ctypes.CDLL | None = None
 _exchange_ok = sys.platform.startswith("linux")
+_said_no_exchange = False
+log = logging.getLogger(__name__)
+
+
+def _no_exchange(path: Path) -> bool:
+    """Say once that the swap that hands back a concurrent edit is not available here: the
+    caller replaces the file after its last check, and an edit saved in that instant by a
+    program that does not take our lock (an editor) would be overwritten."""
+    global _said_no_exchange
+    if not _said_no_exchange:
+        _said_no_exchange = True
+        log.warning(
+            "fanout: %s: this file system cannot swap files atomically (renameat2); an edit"
+            " saved by another program in the instant fanout writes the canvas could be lost"
+            " (edits saved before are merged, and other fanout processes wait for the lock)",
+            path,
+        )
+    return False
 
 
 def exchange(tmp: Path, path: Path) -> bool:
@@ -158,21 +177,21 @@ def exchange(tmp: Path, path: Path) -> bool:
     """
     global _libc, _exchange_ok
     if not _exchange_ok:
-        return False
+        return _no_exchange(path)
     try:
         if _libc is None:
             _libc = ctypes.CDLL(None, use_errno=True)
         func = _libc.renameat2
     except (OSError, AttributeError):
         _exchange_ok = False
-        return False
+        return _no_exchange(path)
     func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
     func.restype = ctypes.c_int
     if func(_AT_FDCWD, os.fsencode(tmp), _AT_FDCWD, os.fsencode(path), _RENAME_EXCHANGE) == 0:
         return True
     err = ctypes.get_errno()
     if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV):
-        return False  # this file system cannot: the caller falls back to os.replace
+        return _no_exchange(path)  # this file system cannot: the caller uses os.replace
     raise OSError(err, os.strerror(err), str(path))
 
 

@@ -278,6 +278,14 @@ def _swap_in(
     path: Path, disk: bytes, new: bytes, plan: WritePlan, opts: WriteOptions
 ) -> Path | None:
     """Steps 3-6; the backup made if `new` is in place and verified, None to merge again."""
+    # the backup of what we read comes first: when it cannot be written (a full disk) the
+    # canvas is left as it was, rather than changed with no copy of what it held
+    backup = _retry(
+        opts,
+        "back up the canvas",
+        path,
+        lambda: save_backup(path, disk, keep=opts.keep_backups, base=opts.data_dir),
+    )
     tmp = _retry(opts, "write a temp file", path, lambda: write_temp(path, new))
     try:
         if _before_swap is not None:
@@ -291,9 +299,6 @@ def _swap_in(
         else:
             _retry(opts, "replace the canvas", path, lambda: os.replace(tmp, path))
         fsync_dir(path.parent)
-        # the backup is of what we read, still in memory: writing it after the swap keeps
-        # the window between the last check and the swap as short as it can be
-        backup = save_backup(path, disk, keep=opts.keep_backups, base=opts.data_dir)
         return backup if _verify(path, new, plan) else None
     finally:
         with contextlib.suppress(OSError):

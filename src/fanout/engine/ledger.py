@@ -561,7 +561,7 @@ class Ledger:
         self.fatal = exc
         for run in self._runs.values():
             if not run.done:
-                reason = f"the run store failed: {exc!r}"
+                reason = getattr(exc, "message", None) or f"the run store failed: {exc!r}"
                 run.fail(reason, FanoutError(reason, run_id=run.id))
         self._slots.stop_all("the run store failed")  # no result can be recorded any more
 

@@ -15,6 +15,7 @@ wall times are summed segment by segment in the same order. Answers from the res
 
 from __future__ import annotations
 
+import math
 import resource
 import sys
 from array import array
@@ -39,11 +40,12 @@ if TYPE_CHECKING:
 
 
 def percentile(values: array[float] | list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100); 0.0 for no values."""
+    """Nearest-rank percentile (q in 0..100): the smallest value with at least q % of the
+    values at or below it; 0.0 for no values."""
     if not values:
         return 0.0
     s = sorted(values)
-    k = max(0, min(len(s) - 1, round(q / 100.0 * (len(s) - 1))))
+    k = max(0, min(len(s) - 1, math.ceil(q / 100.0 * len(s) - 1e-9) - 1))
     return float(s[k])
 
 

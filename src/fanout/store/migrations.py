@@ -34,6 +34,8 @@ import sqlite3
 import time
 from collections.abc import Callable
 
+from fanout.errors import ConfigError
+
 Migration = Callable[[sqlite3.Connection], None]
 
 
@@ -178,6 +180,7 @@ def migrate(db: sqlite3.Connection) -> list[str]:
     """Apply the migrations `db` lacks; returns their names. `db` must be in autocommit
     mode (isolation_level=None): each migration runs in its own IMMEDIATE transaction."""
     db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
+    _refuse_newer(db)
     applied: list[str] = []
     for name, fn in MIGRATIONS:
         db.execute("BEGIN IMMEDIATE")
@@ -194,3 +197,18 @@ def migrate(db: sqlite3.Connection) -> list[str]:
             raise
         applied.append(name)
     return applied
+
+
+def _refuse_newer(db: sqlite3.Connection) -> None:
+    """A file a newer fanout migrated has tables this version does not know: writing to it
+    could break them (and that fanout's runs), so stop before touching anything."""
+    known = {name for name, _ in MIGRATIONS}
+    unknown = sorted(
+        name for (name,) in db.execute("SELECT name FROM _migrations") if name not in known
+    )
+    if unknown:
+        path = next((row[2] for row in db.execute("PRAGMA database_list") if row[1] == "main"), "")
+        raise ConfigError(
+            f"the run store {path} was written by a newer fanout (schema {', '.join(unknown)}"
+            " unknown to this version): upgrade fanout, or set FANOUT_HOME to another folder"
+        )

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fanout.errors import ConfigError
+from fanout.errors import ConfigError, FanoutError
 from fanout.paths import data_dir
 from fanout.store import queries
 from fanout.store.base import (
@@ -77,15 +77,38 @@ def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
         db = sqlite3.connect(
             path, isolation_level=None, timeout=BUSY_TIMEOUT_S, check_same_thread=False
         )
-    except sqlite3.OperationalError as exc:
-        raise ConfigError(f"cannot open the run store {path}: {exc}") from None
+    except sqlite3.Error as exc:
+        raise store_error(path, exc, ConfigError) from None
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
+    except sqlite3.Error as exc:
+        db.close()
+        raise store_error(path, exc, ConfigError) from None
     except BaseException:
         db.close()
         raise
     return db
+
+
+E = TypeVar("E", bound=FanoutError)
+
+
+def store_error(path: str | os.PathLike[str], exc: sqlite3.Error, kind: type[E]) -> E:
+    """SQLite's error as one line that names the file and what the user can do about it."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF  # the primary result code
+    if code == sqlite3.SQLITE_FULL:
+        fix = "free space on its disk, or set FANOUT_HOME to a folder on another disk"
+        return kind(f"the run store {path} is full ({exc}): {fix}")
+    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
+        fix = "make it and its folder writable, or set FANOUT_HOME to a writable folder"
+        return kind(f"cannot write the run store {path} ({exc}): {fix}")
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return kind(
+            f"the run store {path} stayed locked by another process for {BUSY_TIMEOUT_S:g} s"
+            f" ({exc}): let that process finish, then try again"
+        )
+    return kind(f"the run store {path} failed: {exc}")
 
 
 def open_store_file(path: str | os.PathLike[str] | None = None) -> Path:
@@ -96,7 +119,10 @@ def open_store_file(path: str | os.PathLike[str] | None = None) -> Path:
     except OSError as exc:
         raise ConfigError(f"cannot create the folder for the run store {p}: {exc}") from None
     with contextlib.closing(connect(p)) as db:
-        migrate(db)
+        try:
+            migrate(db)
+        except sqlite3.Error as exc:
+            raise store_error(p, exc, ConfigError) from None
     return p
 
 
@@ -172,7 +198,10 @@ class SqliteStore:
     # -- writing ----------------------------------------------------------------------------
 
     async def write(self, ops: Sequence[Op]) -> None:
-        await self._on_writer(lambda db: self._apply(db, ops))
+        try:
+            await self._on_writer(lambda db: self._apply(db, ops))
+        except sqlite3.Error as exc:
+            raise store_error(self.path, exc, FanoutError) from None
         self.batches += 1
 
     def _rid(self, db: sqlite3.Connection, run_id: str) -> int:
