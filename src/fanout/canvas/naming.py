@@ -30,8 +30,9 @@ _DASHES = re.compile(r"-{2,}")
 _MARKUP = re.compile(r"[#>*_`~\[\]()!|]+")
 
 
-def _digest(namespace: str, target_id: str, agent: str) -> str:
-    key = "\x1f".join((namespace, target_id, agent))
+def _digest(namespace: str, target_id: str, agent: str, attempt: int = 1) -> str:
+    parts = (namespace, target_id, agent) + ((str(attempt),) if attempt > 1 else ())
+    key = "\x1f".join(parts)
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -39,14 +40,21 @@ def namespace_slug(namespace: str) -> str:
     return safe_component(namespace, max_bytes=24, fallback=DEFAULT_NAMESPACE).lower()
 
 
-def node_id_for(target_id: str, agent: str, namespace: str = DEFAULT_NAMESPACE) -> str:
-    """The id of the file node holding `agent`'s note for `target_id`."""
-    return f"{namespace_slug(namespace)}-{_digest(namespace, target_id, agent)[:16]}"
+def node_id_for(
+    target_id: str, agent: str, namespace: str = DEFAULT_NAMESPACE, *, attempt: int = 1
+) -> str:
+    """The id of the file node holding `agent`'s note for `target_id`.
+
+    `attempt` > 1 gives the next id to use when a node of the learner's already has this
+    one (as stable as the first: a rerun finds the same one again)."""
+    return f"{namespace_slug(namespace)}-{_digest(namespace, target_id, agent, attempt)[:16]}"
 
 
-def edge_id_for(target_id: str, agent: str, namespace: str = DEFAULT_NAMESPACE) -> str:
+def edge_id_for(
+    target_id: str, agent: str, namespace: str = DEFAULT_NAMESPACE, *, attempt: int = 1
+) -> str:
     """The id of the edge from `target_id` to that node."""
-    return f"{namespace_slug(namespace)}-e{_digest(namespace, target_id, agent)[16:31]}"
+    return f"{namespace_slug(namespace)}-e{_digest(namespace, target_id, agent, attempt)[16:31]}"
 
 
 def short_id_for(target_id: str, agent: str, namespace: str = DEFAULT_NAMESPACE) -> str:
@@ -79,6 +87,24 @@ def safe_component(text: str, *, max_bytes: int = MAX_NAME_BYTES, fallback: str 
     if not value:
         value = fallback
     if value.split(".")[0].casefold() in _WINDOWS_RESERVED:
+        value = f"_{value}"
+    return value
+
+
+#: characters no file system or sync tool takes in a name (Windows' set, plus controls)
+_NOT_IN_NAME = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]+')
+
+
+def folder_component(text: str, *, max_bytes: int = 80, fallback: str = "canvas") -> str:
+    """A folder name that keeps `text` as the learner wrote it (spaces, dots, any script),
+    only without what is unsafe: separators, controls, Windows' reserved characters and
+    names, leading or trailing dots and spaces."""
+    value = unicodedata.normalize("NFC", text)
+    value = _NOT_IN_NAME.sub("-", value)
+    value = _cut_bytes(value, max_bytes).strip(". ")
+    if not value or value.strip(".-_ ") == "":
+        value = fallback
+    if value.split(".")[0].strip().casefold() in _WINDOWS_RESERVED:
         value = f"_{value}"
     return value
 

@@ -37,7 +37,8 @@ class CanvasChoice:
     path: str
     agents: list[str] | None = None
     smart: bool | None = None
-    colour: str = "3"
+    #: None: not given (every text node of `group`, else the spec's yellow "3")
+    colour: str | None = None
     ids: list[str] | None = None
     group: str | None = None
     samples: int = 1
@@ -94,6 +95,11 @@ class CanvasOutcome:
             "nodes_added": sum(1 for n in notes if n.node == "added"),
             "edges_added": sum(1 for n in notes if n.edge == "added"),
             "write_s": round(self.report.write_s, 4),
+            "targets_by": self.job.selection.how,
+            "skipped": [
+                {"node": s.node_id, "reason": s.reason} for s in self.job.selection.skipped
+            ],
+            "warnings": [str(w) for w in self.job.selection.warnings],
             "failures": [{"task": k, "error": e} for k, e in self.failures],
         }
 
@@ -146,8 +152,7 @@ def plan_run(choice: CanvasChoice, options: RunOptions) -> CanvasPlan:
     setup = launch.engine_setup(options.choice)
     job = plan(choice, setup.blueprints)
     if not job.targets:
-        hint = f" ({job.selection.hint.message})" if job.selection.hint else ""
-        raise ConfigError(f"{job.path}: no target nodes of colour {choice.colour!r}{hint}")
+        raise ConfigError(f"{job.path}: {job.selection.empty_reason()}")
     choice.options()
     return CanvasPlan(choice, job, setup)
 

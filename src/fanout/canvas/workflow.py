@@ -21,7 +21,7 @@ from fanout.canvas import aggregate
 from fanout.canvas.aggregate import SCORING_AGENT, Mode, parse_mode
 from fanout.canvas.io import load_canvas
 from fanout.canvas.merge import NoteResult, WriteOptions
-from fanout.canvas.model import Canvas
+from fanout.canvas.model import DEFAULT_TARGET_COLOUR, Canvas
 from fanout.canvas.targets import Selection, Target, find_targets
 from fanout.canvas.writeback import NoteWrite, WriteReport, write_results_async
 from fanout.engine.events import Event, TaskFinished
@@ -71,14 +71,16 @@ def plan_canvas(
     *,
     agents: Sequence[str] | None = None,
     smart: bool | None = None,
-    colour: str = "3",
+    colour: str | None = None,
     ids: Sequence[str] | None = None,
     group: str | None = None,
     samples: int = 1,
     smart_map: Mapping[str, Sequence[str]] | None = None,
 ) -> CanvasJob:
     """Read the canvas and plan the run. Raises `InputError` for a bad canvas and
-    `ConfigError` for an unknown agent or a bad option; writes nothing."""
+    `ConfigError` for an unknown agent or a bad option; writes nothing.
+
+    `colour` None means not given: every text node of `group`, else the spec's yellow."""
     if samples < 1:
         raise ConfigError(f"--samples {samples}: at least 1")
     smart = (not agents) if smart is None else smart
@@ -98,11 +100,21 @@ def plan_canvas(
         raise ConfigError("no agents chosen: give --agents a,b or --smart")
     p = Path(path)
     canvas = load_canvas(p)
-    sel = find_targets(canvas, colour=colour, ids=list(ids) if ids else None, group=group)
+    sel = find_targets(
+        canvas, colour=effective_colour(colour, group), ids=list(ids) if ids else None, group=group
+    )
     tasks: list[Task] = []
     for target in sel.targets:
         tasks.extend(_tasks_for(target, blueprints, wanted, smart, samples, mapping))
     return CanvasJob(p, canvas, sel, tuple(wanted), smart, samples, tasks, mapping)
+
+
+def effective_colour(colour: str | None, group: str | None) -> str | None:
+    """The colour that picks targets: the one given; none for `--group` alone (all its text
+    nodes); else the spec's yellow."""
+    if colour is not None:
+        return colour
+    return None if group is not None else DEFAULT_TARGET_COLOUR
 
 
 def _tasks_for(

@@ -61,11 +61,19 @@ SmartOpt = Annotated[
     ),
 ]
 YellowOpt = Annotated[
-    str,
-    typer.Option("--yellow", help='Colour of the learner\'s nodes: "3" (spec yellow), "6"...'),
+    str | None,
+    typer.Option(
+        "--yellow",
+        help='Colour of the learner\'s nodes: "3" (spec yellow, the default), "6"...',
+    ),
 ]
-IdsOpt = Annotated[str | None, typer.Option(help="Target these node ids (comma-separated).")]
-GroupOpt = Annotated[str | None, typer.Option(help="Target the nodes inside this group.")]
+IdsOpt = Annotated[
+    str | None, typer.Option(help="Target these node ids, whatever their colour (a,b).")
+]
+GroupOpt = Annotated[
+    str | None,
+    typer.Option(help="Target the text nodes inside this group (with --yellow: that colour's)."),
+]
 SamplesOpt = Annotated[int, typer.Option(help="Scoring samples per target (median, spread).")]
 NOTES_SHOWN = 50
 
@@ -81,7 +89,7 @@ def plan_cmd(
     canvas: CanvasArg,
     agents: AgentsOpt = None,
     smart: SmartOpt = None,
-    yellow: YellowOpt = "3",
+    yellow: YellowOpt = None,
     ids: IdsOpt = None,
     group: GroupOpt = None,
     samples: SamplesOpt = 1,
@@ -99,22 +107,29 @@ def plan_cmd(
             samples=samples,
         )
         job = plan(choice, load_agents(config))
-    _show_plan(job, yellow)
+    _show_plan(job)
 
 
-def _show_plan(job: CanvasJob, colour: str) -> None:
+def selection_lines(job: CanvasJob) -> list[str]:
+    """How targets were chosen, the canvas's warnings and every skipped node with why: the
+    same lines in `canvas plan` (stdout) and `canvas run` (stderr, before any call)."""
+    sel = job.selection
+    lines = [
+        f"targets: {len(sel.targets)} by {sel.how}"
+        + (f", skipped {len(sel.skipped)}" if sel.skipped else "")
+    ]
+    if not sel.targets and sel.hint is not None:
+        lines.append(f"hint: {sel.hint.message}")
+    lines += [f"warning: {w}" for w in sel.warnings]
+    lines += [f"skipped: {s}" for s in sel.skipped]
+    return lines
+
+
+def _show_plan(job: CanvasJob) -> None:
     sel = job.selection
     typer.echo(f"canvas: {job.path}")
-    typer.echo(
-        f"targets: {len(sel.targets)} (colour {colour!r})"
-        + (f", skipped {len(sel.skipped)}" if sel.skipped else "")
-    )
-    if not sel.targets and sel.hint is not None:
-        typer.echo(f"hint: {sel.hint.message}")
-    for w in sel.warnings:
-        typer.echo(f"warning: {w}")
-    for s in sel.skipped:
-        typer.echo(f"skipped: {s}")
+    for line in selection_lines(job):
+        typer.echo(line)
     mode = "smart: scoring first, then by verdict" if job.smart else "agents"
     typer.echo(f"{mode}: {', '.join(job.agents)}")
     by_target: dict[str, list[Task]] = {}
@@ -144,7 +159,7 @@ def run_cmd(
     canvas: CanvasArg,
     agents: AgentsOpt = None,
     smart: SmartOpt = None,
-    yellow: YellowOpt = "3",
+    yellow: YellowOpt = None,
     ids: IdsOpt = None,
     group: GroupOpt = None,
     samples: SamplesOpt = 1,
@@ -223,6 +238,8 @@ def run_cmd(
             max_tokens=max_tokens,
         )
         planned = plan_run(choice, options)
+        for line in selection_lines(planned.job):
+            typer.echo(line, err=True)
         done = follow(lambda: start_canvas(planned, options), progress=progress)
     report_canvas(done, json_summary)
 
