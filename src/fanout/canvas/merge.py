@@ -18,14 +18,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from fanout.canvas.layout import DEFAULT_GAP, DEFAULT_NODE_SIZE, place_nodes
-from fanout.canvas.model import Canvas, Node, Rect, normalize_colour
+from fanout.canvas.model import Canvas, CanvasWriteError, Node, Rect, normalize_colour
 from fanout.canvas.naming import (
     DEFAULT_NAMESPACE,
     edge_id_for,
+    folder_component,
     is_our_id,
     node_id_for,
     note_file_name,
-    safe_component,
     short_id_for,
 )
 from fanout.canvas.safefile import DEFAULT_KEEP_BACKUPS, DEFAULT_LOCK_TIMEOUT_S
@@ -122,7 +122,8 @@ def render_note(result: NoteResult) -> str:
 def notes_folder(canvas_path: Path, vault_root: Path, notes_dir: str | None) -> Path:
     """The folder the notes go in; `ConfigError` if it would leave the vault."""
     if notes_dir is None:
-        name = safe_component(canvas_path.stem, max_bytes=80, fallback="canvas") + "-explanations"
+        # the canvas's own name, spaces and all: the learner finds the folder by it
+        name = folder_component(Path(canvas_path).stem) + "-explanations"
         folder = Path(canvas_path).absolute().parent / name
     else:
         resolved = resolve_in_vault(vault_root, notes_dir.rstrip("/") or ".")
@@ -161,16 +162,10 @@ def merge_results(
         if target.rect is None:
             plan.skipped.append(_skip(result, "the target node has no position"))
             continue
-        node_id = node_id_for(result.target_id, result.agent, ns)
-        ours = canvas.node(node_id)
-        if ours is not None and (not isinstance(ours.raw, dict) or ours.type != "file"):
-            plan.skipped.append(_skip(result, f"node id {node_id} is taken by another node"))
-            continue
+        node_id, edge_id, ours, has_edge = _free_ids(canvas, result, ns)
         short = short_id_for(result.target_id, result.agent, ns)
-        path = _note_path(result, target, ours, short, folder, vault_root, claimed)
+        path = _note_path(result, canvas, target, ours, short, folder, vault_root, claimed, ns)
         claimed.add(str(path).casefold())
-        edge_id = edge_id_for(result.target_id, result.agent, ns)
-        has_edge = any(e.id == edge_id for e in canvas.edges)
         pending.append(_Pending(result, target.rect, node_id, edge_id, path, ours, has_edge))
     width, height = options.node_size
     obstacles = [r for n in canvas.nodes if (r := n.rect) is not None and n.type != "group"]
@@ -214,6 +209,31 @@ def merge_results(
     return plan
 
 
+#: ids tried for one note before giving up (a canvas would need that many clashing ids)
+_ID_ATTEMPTS = 100
+
+
+def _free_ids(canvas: Canvas, result: NoteResult, ns: str) -> tuple[str, str, Node | None, bool]:
+    """The note's node and edge ids, its node if already on the canvas, and whether its edge
+    is. An id some node or edge of the learner's already has is passed over for the next
+    stable one: the note is written under that, never silently dropped."""
+    edges = {e.id: e for e in canvas.edges if e.id is not None}
+    for attempt in range(1, _ID_ATTEMPTS + 1):
+        node_id = node_id_for(result.target_id, result.agent, ns, attempt=attempt)
+        edge_id = edge_id_for(result.target_id, result.agent, ns, attempt=attempt)
+        ours = canvas.node(node_id)
+        if ours is not None and (not isinstance(ours.raw, dict) or ours.type != "file"):
+            continue  # a node of the learner's with our id
+        edge = edges.get(edge_id)
+        if edge is not None and (edge.to_node != node_id or edge.from_node != result.target_id):
+            continue  # an edge of the learner's with our id
+        return node_id, edge_id, ours, edge is not None
+    raise CanvasWriteError(
+        f"no free node id for the note of {result.target_id!r} by {result.agent!r} "
+        f"after {_ID_ATTEMPTS} tries; the canvas is as it was"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class _Pending:
     result: NoteResult
@@ -231,12 +251,14 @@ def _skip(result: NoteResult, reason: str) -> SkippedResult:
 
 def _note_path(
     result: NoteResult,
+    canvas: Canvas,
     target: Node,
     ours: Node | None,
     short: str,
     folder: Path,
     vault_root: Path,
     claimed: set[str],
+    ns: str,
 ) -> Path:
     # 1. the note our node already points at (Obsidian updates it when a note is moved)
     if ours is not None and ours.file and ours.file.lower().endswith(".md"):
@@ -249,7 +271,7 @@ def _note_path(
             if leftover.is_file() and str(leftover).casefold() not in claimed:
                 return leftover
     # 3. a new name
-    text = target.text or PurePosixPath(target.file or "").stem or target.label or ""
+    text = name_source(canvas, target, ns)
     attempt = 1
     while True:
         candidate = folder / note_file_name(result.agent, text, short, attempt=attempt)
@@ -257,6 +279,22 @@ def _note_path(
         if not taken and (candidate.is_file() or not candidate.exists()):
             return candidate
         attempt += 1
+
+
+def name_source(canvas: Canvas, target: Node, ns: str) -> str:
+    """What a note is named after: the question the target answers (the first text or
+    note with an edge into it), not the learner's answer, which may be wrong; with no
+    question, the target's own text or file name."""
+    for edge in canvas.valid_edges():
+        if edge.to_node != target.id or is_our_id(edge.from_node, ns):
+            continue
+        source = canvas.node(edge.from_node or "")
+        if source is None or not source.valid or source.type not in ("text", "file"):
+            continue
+        name = source.text or PurePosixPath(source.file or "").stem
+        if name.strip():
+            return name
+    return target.text or PurePosixPath(target.file or "").stem or target.label or ""
 
 
 def _file_node(node_id: str, rel: str, rect: Rect, colour: str | None) -> dict[str, Any]:

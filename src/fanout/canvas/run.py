@@ -9,6 +9,7 @@ notes onto the canvas as it is on disk now. An interrupted run writes what finis
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from fanout import launch
 from fanout.canvas.aggregate import Mode, parse_mode
-from fanout.canvas.merge import ORIGINAL_VERDICT_COLOURS, SPEC_VERDICT_COLOURS, WriteOptions
+from fanout.canvas.merge import (
+    ORIGINAL_VERDICT_COLOURS,
+    SPEC_VERDICT_COLOURS,
+    WriteOptions,
+    notes_folder,
+)
+from fanout.canvas.safefile import cannot_write_in
+from fanout.canvas.vault import find_vault_root
 from fanout.canvas.workflow import CanvasJob, CanvasSink, SinkReport, plan_canvas
 from fanout.errors import ConfigError
 from fanout.launch import Finished, Launched, Overrides, Reopened, RunOptions, Setup, Watch
@@ -154,7 +162,25 @@ def plan_run(choice: CanvasChoice, options: RunOptions) -> CanvasPlan:
     if not job.targets:
         raise ConfigError(f"{job.path}: {job.selection.empty_reason()}")
     choice.options()
+    check_writable(job.path, choice.notes_dir)
     return CanvasPlan(choice, job, setup)
+
+
+def check_writable(path: Path, notes_dir: str | None) -> None:
+    """`ConfigError` unless the notes folder is in the vault and both it and the canvas's
+    folder can be written: found out before the first call, not after all of them."""
+    folder = notes_folder(path, find_vault_root(path), notes_dir)
+    real_parent = Path(os.path.realpath(path)).parent
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    for where, what in ((real_parent, "the canvas's folder"), (existing, "the notes folder")):
+        why = cannot_write_in(where)
+        if why is not None:
+            raise ConfigError(
+                f"{path}: cannot write in {what} {where} ({why}); make it writable or work "
+                "on a copy of the canvas; nothing was run"
+            )
 
 
 async def start_canvas(

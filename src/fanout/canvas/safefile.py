@@ -111,6 +111,20 @@ def write_temp(path: Path, data: bytes) -> Path:
     return tmp
 
 
+def cannot_write_in(folder: Path) -> str | None:
+    """Why no file can be created in `folder` (None: one can), found by creating and
+    removing a hidden probe file: permissions, a read-only mount, a full quota alike."""
+    probe = folder / f".fanout-probe{_TMP_MARK}{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        probe.unlink()
+    return None
+
+
 def remove_stale_temps(path: Path, *, min_age_s: float = 0.0) -> None:
     """Temp files a killed writer left beside `path` (call under the canvas lock).
 

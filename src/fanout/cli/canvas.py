@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -98,7 +99,7 @@ def plan_cmd(
     """Show the targets, their context and the tasks a run would make; write nothing."""
     with exits():
         choice = CanvasChoice(
-            path=str(canvas.resolve()),
+            path=os.path.abspath(canvas),  # a symlink stays one: its vault is where it is
             agents=_split(agents),
             smart=smart,
             colour=yellow,
@@ -201,7 +202,7 @@ def run_cmd(
     with it, and nothing that finished is sent again."""
     with exits():
         choice = CanvasChoice(
-            path=str(canvas.resolve()),
+            path=os.path.abspath(canvas),  # a symlink stays one: its vault is where it is
             agents=_split(agents),
             smart=smart,
             colour=yellow,
