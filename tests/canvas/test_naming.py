@@ -20,7 +20,7 @@ from fanout.canvas.naming import (
 )
 from fanout.errors import ConfigError
 
-from .support import read_json, write_canvas
+from .support import note_body, read_json, write_canvas
 
 HOSTILE = [
     "../../../../etc/passwd",
@@ -113,7 +113,7 @@ def test_hostile_notes_are_written_inside_the_vault(vault: Path, text: str) -> N
     real_vault = os.path.realpath(vault)
     assert os.path.realpath(written.path).startswith(real_vault + os.sep)
     assert written.path.parent == vault / "课程" / "危险-explanations"
-    assert written.path.read_bytes().decode("utf-8") == f"解释：{text}"
+    assert note_body(written.path.read_bytes().decode("utf-8")) == f"解释：{text}"
     files = {n["file"] for n in read_json(path)["nodes"] if n.get("type") == "file"}
     assert files == {written.vault_path}
     outside = [p for p in vault.parent.rglob("*") if not str(p).startswith(str(vault))]

@@ -27,7 +27,7 @@ from fanout.canvas import (
 from fanout.canvas import writeback as wb
 from fanout.errors import InputError
 
-from .support import assert_kept, read_json, study_canvas, write_canvas
+from .support import assert_kept, note_body, read_json, study_canvas, write_canvas
 
 ORAL = "逆否命题就像镜子里的自己：把“如果下雨，地就湿”倒过来再否定……" * 40  # ~1.4k chars
 
@@ -60,7 +60,7 @@ def test_results_become_notes_file_nodes_and_labelled_edges(canvas: Path, vault:
     folder = vault / "课程" / "离散数学-explanations"
     assert sorted(p.name for p in folder.iterdir()) == sorted(n.path.name for n in report.notes)
     assert [n.vault_path.split("/")[0] for n in report.notes] == ["课程"] * 3
-    texts = [n.path.read_bytes().decode() for n in report.notes]
+    texts = [note_body(n.path.read_bytes().decode()) for n in report.notes]
     assert texts == [ORAL, "# 记忆锚点\n\n记忆锚点：镜子 ↔ 逆否", results()[2].text]  # whole
     assert report.changed
     assert report.backup is not None
@@ -82,7 +82,7 @@ def test_a_rerun_adds_nothing_and_updates_notes_in_place(canvas: Path, vault: Pa
     changed = write_results(canvas, results("第二版：更短的解释"))
     assert canvas.read_bytes() == snapshot  # same nodes, same edges, same file names
     assert [n.note for n in changed.notes] == ["updated", "unchanged", "unchanged"]
-    assert first.notes[0].path.read_text(encoding="utf-8") == "第二版：更短的解释"
+    assert note_body(first.notes[0].path.read_text(encoding="utf-8")) == "第二版：更短的解释"
     assert len(list((vault / "课程" / "离散数学-explanations").iterdir())) == 3
 
 
@@ -106,7 +106,7 @@ def test_a_moved_note_is_updated_where_it_now_is(canvas: Path, vault: Path) -> N
     node["file"] = "归档/口语解释.md"  # what Obsidian does when a note is moved
     write_canvas(canvas.parent, canvas.name, data)
     again = write_results(canvas, results("移动后的新内容"))
-    assert moved.read_text(encoding="utf-8") == "移动后的新内容"
+    assert note_body(moved.read_text(encoding="utf-8")) == "移动后的新内容"
     assert again.notes[0].path == moved
     assert not report.notes[0].path.exists()
 

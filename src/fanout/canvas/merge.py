@@ -73,6 +73,8 @@ class WriteOptions:
     #: fanout's data dir for locks and backups (default `fanout.paths.data_dir()`)
     data_dir: Path | None = None
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S
+    #: agent -> the label of its edges (the agent's display name); missing: the agent id
+    edge_labels: Mapping[str, str] | None = None
     #: tries of a write that fails with an OS error before giving up
     attempts: int = 3
     #: times we re-read and merge again when the canvas changes under us
@@ -91,6 +93,8 @@ class PlannedNote:
     rect: Rect
     node_action: Literal["add", "keep"]
     edge_action: Literal["add", "keep"]
+    #: the note's whole text: the link back to the canvas and the quote, then the result
+    text: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +118,29 @@ class WritePlan:
     recoloured: list[tuple[str, str]] = field(default_factory=list)
 
 
-def render_note(result: NoteResult) -> str:
-    """The note's exact text: the result's text, under `# title` if it has one."""
-    return f"# {result.title}\n\n{result.text}" if result.title else result.text
+def render_note(result: NoteResult, header: str = "") -> str:
+    """The note's exact text: `header` (see `note_header`), then the result's text under
+    `# title` if it has one."""
+    body = f"# {result.title}\n\n{result.text}" if result.title else result.text
+    return f"{header}{body}"
+
+
+#: characters of the target's first line quoted at the top of a note
+QUOTE_CHARS = 200
+
+
+def note_header(canvas_vault_path: str, target: Node) -> str:
+    """What every note starts with: a link back to its canvas (Obsidian opens it), and the
+    first line of the node it explains, quoted, so the note makes sense on its own."""
+    if target.type == "file":
+        first = f"[[{target.file}]]" if target.file else ""
+    else:
+        lines = (line.strip() for line in (target.text or target.label or "").splitlines())
+        first = next((line for line in lines if line), "")
+        if len(first) > QUOTE_CHARS:
+            first = first[: QUOTE_CHARS - 1] + "…"
+    quote = f"> {first}\n\n" if first else ""
+    return f"[[{canvas_vault_path}]]\n\n{quote}"
 
 
 def notes_folder(canvas_path: Path, vault_root: Path, notes_dir: str | None) -> Path:
@@ -174,8 +198,11 @@ def merge_results(
     requests = [(p.anchor, size) for p in pending if p.ours is None]
     spots = iter(place_nodes(obstacles, requests, groups=groups, gap=options.gap))
     new_edges: list[dict[str, Any]] = []
+    canvas_rel = vault_path(vault_root, canvas_path)
     for p in pending:
         rel = vault_path(vault_root, p.path)
+        target_node = canvas.node(p.result.target_id)
+        header = note_header(canvas_rel, target_node) if target_node is not None else ""
         from_side, to_side = "right", "left"
         if p.ours is None:
             spot = next(spots)
@@ -187,7 +214,8 @@ def merge_results(
             if p.ours.file != rel:
                 p.ours.raw["file"] = rel
         if not p.has_edge:
-            new_edges.append(_edge(p, from_side, to_side))
+            label = (options.edge_labels or {}).get(p.result.agent, p.result.agent)
+            new_edges.append(_edge(p, from_side, to_side, label))
         plan.notes.append(
             PlannedNote(
                 p.result.target_id,
@@ -199,6 +227,7 @@ def merge_results(
                 rect,
                 "keep" if p.ours else "add",
                 "keep" if p.has_edge else "add",
+                render_note(p.result, header),
             )
         )
         verdict = p.result.verdict
@@ -312,14 +341,14 @@ def _file_node(node_id: str, rel: str, rect: Rect, colour: str | None) -> dict[s
     return raw
 
 
-def _edge(p: _Pending, from_side: str, to_side: str) -> dict[str, Any]:
+def _edge(p: _Pending, from_side: str, to_side: str, label: str) -> dict[str, Any]:
     return {
         "id": p.edge_id,
         "fromNode": p.result.target_id,
         "fromSide": from_side,
         "toNode": p.node_id,
         "toSide": to_side,
-        "label": p.result.agent,
+        "label": label,
     }
 
 

@@ -11,6 +11,7 @@ batching the targets that finish together into one locked merge of the canvas.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from fanout.canvas import aggregate
 from fanout.canvas.aggregate import SCORING_AGENT, Mode, parse_mode
 from fanout.canvas.io import load_canvas
+from fanout.canvas.language import canvas_language
 from fanout.canvas.merge import NoteResult, WriteOptions
 from fanout.canvas.model import DEFAULT_TARGET_COLOUR, Canvas
 from fanout.canvas.targets import Selection, Target, find_targets
@@ -53,6 +55,8 @@ class CanvasJob:
     samples: int
     tasks: list[Task]
     smart_map: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    #: agent (or merged document) -> the label of its edges, in the canvas's language
+    edge_labels: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def targets(self) -> list[Target]:
@@ -106,7 +110,18 @@ def plan_canvas(
     tasks: list[Task] = []
     for target in sel.targets:
         tasks.extend(_tasks_for(target, blueprints, wanted, smart, samples, mapping))
-    return CanvasJob(p, canvas, sel, tuple(wanted), smart, samples, tasks, mapping)
+    labels = edge_labels(canvas_language(canvas), [blueprints[a] for a in wanted])
+    return CanvasJob(p, canvas, sel, tuple(wanted), smart, samples, tasks, mapping, labels)
+
+
+def edge_labels(language: str, blueprints: Sequence[Blueprint]) -> dict[str, str]:
+    """Each agent's display name in `language` (the blueprint's `title`, falling back to
+    English, then the id), and the merged documents' names the same way."""
+    labels = {bp.name: bp.display_name(language) for bp in blueprints}
+    for name, title in aggregate.DOCUMENT_TITLES.items():
+        zh, _, en = title.partition(" / ")
+        labels[name] = zh if language in ("zh", "ja") else en or name
+    return labels
 
 
 def effective_colour(colour: str | None, group: str | None) -> str | None:
@@ -243,7 +258,7 @@ class CanvasSink:
     def __init__(self, job: CanvasJob, mode: Mode, options: WriteOptions | None = None) -> None:
         self.job = job
         self.mode: Mode = parse_mode(mode)
-        self.options = options or WriteOptions()
+        self.options = dataclasses.replace(options or WriteOptions(), edge_labels=job.edge_labels)
         self.report = SinkReport()
         self._left: dict[str, int] = {}
         for t in job.tasks:

@@ -39,7 +39,6 @@ from fanout.canvas.merge import (
     WritePlan,
     merge_results,
     notes_folder,
-    render_note,
 )
 from fanout.canvas.model import Canvas, CanvasWarning, CanvasWriteError, Rect
 from fanout.canvas.safefile import (
@@ -192,7 +191,6 @@ def _commit(path: Path, results: Sequence[NoteResult], opts: WriteOptions) -> Wr
     # read and replace the file itself: replacing a symlink would cut it off its target
     file = Path(os.path.realpath(path))
     created: list[Path] = []
-    texts = {(r.target_id, r.agent): render_note(r) for r in results}
     first_action: dict[Path, NoteAction] = {}
     # note temp files a killed run left (other runs may be writing theirs: only old ones)
     remove_stale_temps(notes_folder(path, vault, opts.notes_dir), min_age_s=600)
@@ -205,9 +203,7 @@ def _commit(path: Path, results: Sequence[NoteResult], opts: WriteOptions) -> Wr
             plan = merge_results(canvas, results, canvas_path=path, vault_root=vault, options=opts)
             report.notes = []
             for note in plan.notes:
-                action = _write_note(
-                    note, texts[(note.target_id, note.agent)], vault, created, opts
-                )
+                action = _write_note(note, note.text, vault, created, opts)
                 # after a re-merge a note we wrote a moment ago reads "unchanged": say what we did
                 action = first_action.setdefault(note.path, action)
                 report.notes.append(_note_write(note, action))
