@@ -25,6 +25,7 @@ from fanout.canvas import (
     write_results_async,
 )
 from fanout.canvas import writeback as wb
+from fanout.canvas.safefile import written_path
 from fanout.errors import InputError
 
 from .support import assert_kept, note_body, read_json, study_canvas, write_canvas
@@ -113,7 +114,10 @@ def test_a_moved_note_is_updated_where_it_now_is(canvas: Path, vault: Path) -> N
 
 def test_a_note_left_by_a_killed_run_is_reused_not_copied(canvas: Path) -> None:
     report = write_results(canvas, results())
-    write_canvas(canvas.parent, canvas.name, study_canvas())  # canvas without our nodes
+    # as a run killed between its notes and its canvas write leaves things: the notes, a
+    # canvas without our nodes, and no record of having written them (else: deleted)
+    write_canvas(canvas.parent, canvas.name, study_canvas())
+    written_path(canvas).unlink()
     again = write_results(canvas, results())
     assert [n.path for n in again.notes] == [n.path for n in report.notes]
     assert len(list(report.notes[0].path.parent.iterdir())) == 3
@@ -315,14 +319,16 @@ def test_a_result_that_is_not_unicode_is_skipped(canvas: Path) -> None:
     assert len(report.notes) == 1
 
 
-def test_a_deleted_edge_of_ours_comes_back_facing_its_node(canvas: Path) -> None:
+def test_a_deleted_edge_of_ours_comes_back_facing_its_node_when_asked(canvas: Path) -> None:
     report = write_results(canvas, results()[:1])
     data = read_json(canvas)
     node = data["nodes"][-1]
     node["x"], node["y"] = -2000, 0  # the learner moved the note to the left
     data["edges"].pop()  # and deleted our edge
     write_canvas(canvas.parent, canvas.name, data)
-    again = write_results(canvas, results()[:1])
+    kept = write_results(canvas, results()[:1])  # the learner's deletion is respected
+    assert [(n.node, n.edge) for n in kept.notes] == [("kept", "deleted")]
+    again = write_results(canvas, results()[:1], WriteOptions(restore_deleted=True))
     assert [(n.node, n.edge) for n in again.notes] == [("kept", "added")]
     edge = read_json(canvas)["edges"][-1]
     assert edge["id"] == report.notes[0].edge_id

@@ -75,6 +75,10 @@ class WriteOptions:
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S
     #: agent -> the label of its edges (the agent's display name); missing: the agent id
     edge_labels: Mapping[str, str] | None = None
+    #: put back notes and edges the learner deleted (default: a deletion is respected)
+    restore_deleted: bool = False
+    #: the run writing (names its backups, so `restore` can undo the whole run)
+    run_id: str | None = None
     #: tries of a write that fails with an OS error before giving up
     attempts: int = 3
     #: times we re-read and merge again when the canvas changes under us
@@ -92,7 +96,8 @@ class PlannedNote:
     vault_path: str
     rect: Rect
     node_action: Literal["add", "keep"]
-    edge_action: Literal["add", "keep"]
+    #: "deleted": the learner deleted our edge; it stays deleted
+    edge_action: Literal["add", "keep", "deleted"]
     #: the note's whole text: the link back to the canvas and the quote, then the result
     text: str = ""
 
@@ -102,6 +107,8 @@ class SkippedResult:
     target_id: str
     agent: str
     reason: str
+    #: the learner deleted this note's node: respected, not a failure
+    deleted: bool = False
 
     def __str__(self) -> str:
         return f"{self.target_id} / {self.agent}: {self.reason}"
@@ -140,7 +147,9 @@ def note_header(canvas_vault_path: str, target: Node) -> str:
         if len(first) > QUOTE_CHARS:
             first = first[: QUOTE_CHARS - 1] + "…"
     quote = f"> {first}\n\n" if first else ""
-    return f"[[{canvas_vault_path}]]\n\n{quote}"
+    header = f"[[{canvas_vault_path}]]\n\n{quote}"
+    # a lone surrogate in the learner's text cannot be written as UTF-8: show it as "?"
+    return header.encode("utf-8", "replace").decode("utf-8")
 
 
 def notes_folder(canvas_path: Path, vault_root: Path, notes_dir: str | None) -> Path:
@@ -166,8 +175,13 @@ def merge_results(
     canvas_path: Path,
     vault_root: Path,
     options: WriteOptions,
+    written: tuple[set[str], set[str]] = (set(), set()),
 ) -> WritePlan:
-    """`disk` plus our notes' nodes and edges (a deep copy; `disk` is not changed)."""
+    """`disk` plus our notes' nodes and edges (a deep copy; `disk` is not changed).
+
+    `written` holds the ids of the nodes and edges written on this canvas before: one of
+    them missing now was deleted by the learner and is not put back (unless
+    `options.restore_deleted`)."""
     canvas = Canvas(copy.deepcopy(disk.data), path=disk.path, style=disk.style)
     plan = WritePlan(canvas)
     folder = notes_folder(canvas_path, vault_root, options.notes_dir)
@@ -187,6 +201,17 @@ def merge_results(
             plan.skipped.append(_skip(result, "the target node has no position"))
             continue
         node_id, edge_id, ours, has_edge = _free_ids(canvas, result, ns)
+        if ours is None and node_id in written[0] and not options.restore_deleted:
+            plan.skipped.append(
+                SkippedResult(
+                    result.target_id,
+                    result.agent,
+                    "its note was deleted from the canvas: left out (--restore-deleted "
+                    "brings it back)",
+                    deleted=True,
+                )
+            )
+            continue
         short = short_id_for(result.target_id, result.agent, ns)
         path = _note_path(result, canvas, target, ours, short, folder, vault_root, claimed, ns)
         claimed.add(str(path).casefold())
@@ -213,7 +238,13 @@ def merge_results(
             from_side, to_side = _facing_sides(p.anchor, rect)
             if p.ours.file != rel:
                 p.ours.raw["file"] = rel
-        if not p.has_edge:
+        edge_deleted = (
+            not p.has_edge
+            and p.ours is not None
+            and p.edge_id in written[1]
+            and not options.restore_deleted
+        )
+        if not p.has_edge and not edge_deleted:
             label = (options.edge_labels or {}).get(p.result.agent, p.result.agent)
             new_edges.append(_edge(p, from_side, to_side, label))
         plan.notes.append(
@@ -226,7 +257,7 @@ def merge_results(
                 rel,
                 rect,
                 "keep" if p.ours else "add",
-                "keep" if p.has_edge else "add",
+                "deleted" if edge_deleted else "keep" if p.has_edge else "add",
                 render_note(p.result, header),
             )
         )

@@ -54,13 +54,17 @@ class CanvasChoice:
     recolour: bool = False
     notes_dir: str | None = None
     node_colour: str = "5"
+    restore_deleted: bool = False
 
     def options(self) -> WriteOptions:
         recolour = None
         if self.recolour:
             recolour = ORIGINAL_VERDICT_COLOURS if self.colour == "6" else SPEC_VERDICT_COLOURS
         return WriteOptions(
-            notes_dir=self.notes_dir, node_colour=self.node_colour, recolour=recolour
+            notes_dir=self.notes_dir,
+            node_colour=self.node_colour,
+            recolour=recolour,
+            restore_deleted=self.restore_deleted,
         )
 
     @classmethod
@@ -109,6 +113,11 @@ class CanvasOutcome:
             ],
             "warnings": [str(w) for w in self.job.selection.warnings],
             "failures": [{"task": k, "error": e} for k, e in self.failures],
+            "not_written": [
+                {"target": s.target_id, "agent": s.agent, "reason": s.reason}
+                for s in self.report.not_written
+            ],
+            "left_deleted": len(self.report.left_deleted),
         }
 
 

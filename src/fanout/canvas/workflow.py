@@ -22,7 +22,7 @@ from fanout.canvas import aggregate
 from fanout.canvas.aggregate import SCORING_AGENT, Mode, parse_mode
 from fanout.canvas.io import load_canvas
 from fanout.canvas.language import canvas_language
-from fanout.canvas.merge import NoteResult, WriteOptions
+from fanout.canvas.merge import NoteResult, SkippedResult, WriteOptions
 from fanout.canvas.model import DEFAULT_TARGET_COLOUR, Canvas
 from fanout.canvas.targets import Selection, Target, find_targets
 from fanout.canvas.writeback import NoteWrite, WriteReport, write_results_async
@@ -248,6 +248,16 @@ class SinkReport:
     def notes(self) -> list[NoteWrite]:
         return [n for r in self.reports for n in r.notes]
 
+    @property
+    def not_written(self) -> list[SkippedResult]:
+        """Results that could not be written (their target gone, ...): failures."""
+        return [s for r in self.reports for s in r.skipped if not s.deleted]
+
+    @property
+    def left_deleted(self) -> list[SkippedResult]:
+        """Notes the learner deleted, left out as the learner wanted."""
+        return [s for r in self.reports for s in r.skipped if s.deleted]
+
 
 class CanvasSink:
     """Writes a target's documents once every task of it has ended; targets that end while
@@ -272,6 +282,8 @@ class CanvasSink:
         self._closing = False
 
     def attach(self, run: Run) -> None:
+        # the run names the canvas backups it makes: `canvas restore` undoes all of them
+        self.options = dataclasses.replace(self.options, run_id=run.id)
         run.listen(self._on_event)
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
         for t in self.job.tasks:  # a resumed run: results already in the store count

@@ -46,6 +46,8 @@ from fanout.canvas.safefile import (
     canvas_lock,
     exchange,
     fsync_dir,
+    read_written,
+    record_written,
     remove_stale_temps,
     save_backup,
     write_temp,
@@ -74,7 +76,8 @@ class NoteWrite:
     rect: Rect
     note: NoteAction
     node: Literal["added", "kept"]
-    edge: Literal["added", "kept"]
+    #: "deleted": the learner deleted the edge; left out
+    edge: Literal["added", "kept", "deleted"]
 
 
 @dataclass(slots=True)
@@ -200,7 +203,10 @@ def _commit(path: Path, results: Sequence[NoteResult], opts: WriteOptions) -> Wr
             report.merges = merge
             disk, canvas = _read_canvas(file)
             report.warnings = list(canvas.warnings)
-            plan = merge_results(canvas, results, canvas_path=path, vault_root=vault, options=opts)
+            written = read_written(file, opts.data_dir)
+            plan = merge_results(
+                canvas, results, canvas_path=path, vault_root=vault, options=opts, written=written
+            )
             report.notes = []
             for note in plan.notes:
                 action = _write_note(note, note.text, vault, created, opts)
@@ -216,6 +222,9 @@ def _commit(path: Path, results: Sequence[NoteResult], opts: WriteOptions) -> Wr
                 report.backup, report.changed, done = backup, True, True
             if done:
                 _remove_unused(created, {n.path for n in plan.notes})
+                nodes = {n.node_id for n in plan.notes}
+                edges = {n.edge_id for n in plan.notes if n.edge_action != "deleted"}
+                record_written(file, nodes, edges, base=opts.data_dir)
                 return report
             # it changed under us: let a burst of edits (an editor saving) settle a little
             time.sleep(min(0.002 * 2**merge, 0.2) * random.uniform(0.5, 1.0))
@@ -266,7 +275,7 @@ def _note_write(n: PlannedNote, action: NoteAction) -> NoteWrite:
         n.rect,
         action,
         "added" if n.node_action == "add" else "kept",
-        "added" if n.edge_action == "add" else "kept",
+        "added" if n.edge_action == "add" else "deleted" if n.edge_action == "deleted" else "kept",
     )
 
 
@@ -289,7 +298,9 @@ def _swap_in(
         fsync_dir(path.parent)
         # the backup is of what we read, still in memory: writing it after the swap keeps
         # the window between the last check and the swap as short as it can be
-        backup = save_backup(path, disk, keep=opts.keep_backups, base=opts.data_dir)
+        backup = save_backup(
+            path, disk, keep=opts.keep_backups, base=opts.data_dir, run_id=opts.run_id
+        )
         return backup if _verify(path, new, plan) else None
     finally:
         with contextlib.suppress(OSError):
@@ -313,7 +324,10 @@ def _verify(path: Path, new: bytes, plan: WritePlan) -> bool:
     except InputError:
         return False
     edges = {e.id for e in canvas.edges}
-    return all(n.node_id in canvas and n.edge_id in edges for n in plan.notes)
+    return all(
+        n.node_id in canvas and (n.edge_id in edges or n.edge_action == "deleted")
+        for n in plan.notes
+    )
 
 
 def _remove_unused(created: list[Path], used: set[Path]) -> None:

@@ -174,6 +174,13 @@ def run_cmd(
         str | None, typer.Option(help="Vault-relative folder for the notes.")
     ] = None,
     node_colour: Annotated[str, typer.Option(help="Colour of the new file nodes.")] = "5",
+    restore_deleted: Annotated[
+        bool,
+        typer.Option(
+            "--restore-deleted",
+            help="Put back notes and edges you deleted from the canvas (default: left out).",
+        ),
+    ] = False,
     config: ConfigOpt = None,
     concurrency: ConcurrencyOpt = None,
     provider: ProviderOpt = None,
@@ -213,6 +220,7 @@ def run_cmd(
             recolour=recolour,
             notes_dir=notes_dir,
             node_colour=node_colour,
+            restore_deleted=restore_deleted,
         )
         echoice = engine_choice(
             config=config,
@@ -264,28 +272,45 @@ def report_canvas(done: CanvasOutcome, as_json: bool) -> NoReturn:
             typer.echo(f"  {n.vault_path}  ({n.note})")
         for key, why in done.failures:
             typer.echo(f"failed {key}: {why}")
+        for s in done.report.not_written:
+            typer.echo(f"not written {s}")
+        deleted = done.report.left_deleted
+        if deleted:
+            typer.echo(
+                f"{len(deleted)} notes you deleted from the canvas were left out "
+                "(--restore-deleted brings them back)"
+            )
     say_if_capped(done.run_id, done.metrics)
     if done.interrupted:
         err(f"run {done.run_id} interrupted; resume with: fanout resume {done.run_id}")
         raise typer.Exit(EXIT_INTERRUPTED)
-    raise typer.Exit(EXIT_FAILED if done.failures else EXIT_OK)
+    raise typer.Exit(EXIT_FAILED if done.failures or done.report.not_written else EXIT_OK)
 
 
 @app.command("restore")
 def restore_cmd(
     canvas: CanvasArg,
-    backup: Annotated[
-        Path | None, typer.Option(help="A backup to restore (default: the newest).")
+    run: Annotated[
+        str | None,
+        typer.Option("--run", help="Undo this run (an id or a unique prefix of one)."),
     ] = None,
-    list_: Annotated[bool, typer.Option("--list", help="List the backups instead.")] = False,
+    backup: Annotated[
+        Path | None, typer.Option(help="Put back this one backup file instead.")
+    ] = None,
+    list_: Annotated[
+        bool, typer.Option("--list", help="List the backups: time, run, file.")
+    ] = False,
 ) -> None:
-    """Put a backup of the canvas back (the current file is backed up first)."""
+    """Undo the latest run on the canvas (all of its writes), or the run given; the
+    current file is backed up first, so a restore can be undone too."""
     from fanout.canvas import list_backups, restore
+    from fanout.canvas.safefile import backup_run, backup_time
 
     with exits():
         if list_:
             for b in list_backups(canvas):
-                typer.echo(str(b))
+                typer.echo(f"{backup_time(b)}  {backup_run(b) or '(no run)':<14}  {b}")
             return
-        used = restore(canvas, backup)
-    typer.echo(f"restored {canvas} from {used}")
+        used = restore(canvas, backup, run_id=run)
+    what = f"as before run {backup_run(used)}" if backup_run(used) else f"from {used}"
+    typer.echo(f"restored {canvas} {what} ({used.name})")
