@@ -1,5 +1,5 @@
 """`fanout canvas plan | run` say how targets were chosen and why a node is not one
-(issue 12 point 4, issue 11 point 10): the same in both commands, before any call."""
+(issue 12 point 4, issue 11 point 10): the same lines in both commands."""
 
 from __future__ import annotations
 
@@ -131,8 +131,11 @@ def test_run_prints_the_warnings_and_skips_plan_prints(tmp_path: Path) -> None:
     shown = [line for line in plan.stdout.splitlines() if line.startswith(("warning", "skipped"))]
     assert len(shown) == 5
     for line in shown:
-        assert line in r.stderr.splitlines()
-    assert 'targets: 1 by colour "3", skipped 2' in r.stderr
+        assert line in r.stdout.splitlines()
+    assert 'targets: 1 by colour "3", skipped 2' in r.stdout
+    js = run(path, tmp_path, "--json")
+    out = json.loads(js.stdout.strip().splitlines()[-1])
+    assert len(out["warnings"]) + len(out["skipped"]) == 5
     assert any(line.startswith("skipped: bad: malformed node") for line in shown)
     assert any(line.startswith("skipped: legend: a legend swatch") for line in shown)
     assert any("nodes[" in line and line.startswith("warning") for line in shown)

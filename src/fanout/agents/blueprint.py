@@ -203,6 +203,8 @@ class Blueprint:
             lines.append(f"  file: {self.source}")
         if self.replaces is not None:
             lines.append(f"  overrides: {self.replaces}")
+        if self.title:
+            lines.append("  title: " + ", ".join(f"{k}: {v}" for k, v in self.title.items()))
         if self.description:
             lines.append(f"  {self.description}")
         settings = {

@@ -113,7 +113,7 @@ def plan_cmd(
 
 def selection_lines(job: CanvasJob) -> list[str]:
     """How targets were chosen, the canvas's warnings and every skipped node with why: the
-    same lines in `canvas plan` (stdout) and `canvas run` (stderr, before any call)."""
+    same lines in `canvas plan` and in the summary of `canvas run` (in its JSON with --json)."""
     sel = job.selection
     lines = [
         f"targets: {len(sel.targets)} by {sel.how}"
@@ -247,8 +247,6 @@ def run_cmd(
             max_tokens=max_tokens,
         )
         planned = plan_run(choice, options)
-        for line in selection_lines(planned.job):
-            typer.echo(line, err=True)
         done = follow(lambda: start_canvas(planned, options), progress=progress)
     report_canvas(done, json_summary)
 
@@ -262,6 +260,9 @@ def report_canvas(done: CanvasOutcome, as_json: bool) -> NoReturn:
         from fanout.cli.progress import print_summary
 
         print_summary(done.metrics, sys.stdout)
+        # the lines `canvas plan` prints: how targets were chosen, warnings, skipped nodes
+        for line in selection_lines(done.job):
+            typer.echo(line)
         added = sum(1 for n in notes if n.node == "added")
         typer.echo(
             f"wrote {len(notes)} notes ({sum(1 for n in notes if n.note == 'created')} new, "
