@@ -14,6 +14,7 @@ from fanout.canvas import NoteResult, WriteOptions, is_our_id, node_id_for, writ
 from fanout.canvas.naming import (
     MAX_NAME_BYTES,
     edge_id_for,
+    folder_component,
     note_file_name,
     safe_component,
     short_id_for,
@@ -129,3 +130,20 @@ def test_a_notes_dir_outside_the_vault_is_refused(vault: Path) -> None:
             write_results(path, [NoteResult("y", "a", "x")], WriteOptions(notes_dir=bad))
     assert path.read_bytes() == before
     assert not (vault.parent / "外面").exists()
+
+
+@pytest.mark.parametrize(
+    ("stem", "folder"),
+    [
+        ("离散 数学", "离散 数学"),
+        ("v1.2 复习", "v1.2 复习"),
+        ("a/b\\c", "a-b-c"),
+        ("..", "canvas"),
+        (" .隐藏. ", "隐藏"),
+        ("CON", "_CON"),
+        ('问<>:"|?*题', "问-题"),
+        ("换\n行", "换-行"),
+    ],
+)
+def test_the_notes_folder_keeps_the_canvas_name_as_written(stem: str, folder: str) -> None:
+    assert folder_component(stem) == folder

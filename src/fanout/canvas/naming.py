@@ -1,11 +1,14 @@
 """Names we give things: stable node/edge ids, and note file names safe on every OS.
 
 Ids: `<namespace>-<16 hex>` from sha256(namespace, target id, agent), so a rerun finds the
-node and edge it made before. Note names: `<agent>-<slug of the node text>-<8 hex>.md`, the
-8 hex from the same hash. A name component keeps letters and digits of any script, `_`
+node and edge it made before (an `attempt` > 1 hashes in the attempt: the next id when a
+learner's node already has ours). Note names: `<agent>-<slug of the question>-<8 hex>.md`,
+the 8 hex from the same hash. A name component keeps letters and digits of any script, `_`
 and `-`, and nothing else: no separators, no `..`, no control characters or NUL, no emoji,
 no leading/trailing dots or spaces, never a Windows device name (CON, NUL, COM1, ...), and
-at most `MAX_NAME_BYTES` of UTF-8.
+at most `MAX_NAME_BYTES` of UTF-8. The notes folder keeps the canvas's name as written
+(`folder_component`: spaces and dots stay; separators, controls and Windows' reserved
+characters do not).
 """
 
 from __future__ import annotations
