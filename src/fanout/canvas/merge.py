@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from fanout.canvas.layout import DEFAULT_GAP, DEFAULT_NODE_SIZE, place_nodes
-from fanout.canvas.model import Canvas, CanvasWriteError, Node, Rect, normalize_colour
+from fanout.canvas.model import Canvas, CanvasWriteError, Edge, Node, Rect, normalize_colour
 from fanout.canvas.naming import (
     DEFAULT_NAMESPACE,
     edge_id_for,
@@ -189,6 +189,11 @@ def merge_results(
     claimed: set[str] = set()
     pending: list[_Pending] = []
     seen: set[tuple[str, str]] = set()
+    # indexes made once: a 3,000-node canvas gets hundreds of notes
+    edge_by_id = {e.id: e for e in canvas.edges if e.id is not None}
+    incoming: dict[str, list[Edge]] = {}
+    for edge in canvas.valid_edges():
+        incoming.setdefault(edge.to_node or "", []).append(edge)
     for result in results:
         if (result.target_id, result.agent) in seen:
             raise ValueError(f"two results for target {result.target_id!r} and {result.agent!r}")
@@ -200,7 +205,7 @@ def merge_results(
         if target.rect is None:
             plan.skipped.append(_skip(result, "the target node has no position"))
             continue
-        node_id, edge_id, ours, has_edge = _free_ids(canvas, result, ns)
+        node_id, edge_id, ours, has_edge = _free_ids(canvas, edge_by_id, result, ns)
         if ours is None and node_id in written[0] and not options.restore_deleted:
             plan.skipped.append(
                 SkippedResult(
@@ -213,7 +218,8 @@ def merge_results(
             )
             continue
         short = short_id_for(result.target_id, result.agent, ns)
-        path = _note_path(result, canvas, target, ours, short, folder, vault_root, claimed, ns)
+        name = name_source(canvas, target, incoming.get(result.target_id, []), ns)
+        path = _note_path(result, name, ours, short, folder, vault_root, claimed)
         claimed.add(str(path).casefold())
         pending.append(_Pending(result, target.rect, node_id, edge_id, path, ours, has_edge))
     width, height = options.node_size
@@ -273,11 +279,12 @@ def merge_results(
 _ID_ATTEMPTS = 100
 
 
-def _free_ids(canvas: Canvas, result: NoteResult, ns: str) -> tuple[str, str, Node | None, bool]:
+def _free_ids(
+    canvas: Canvas, edges: Mapping[str, Edge], result: NoteResult, ns: str
+) -> tuple[str, str, Node | None, bool]:
     """The note's node and edge ids, its node if already on the canvas, and whether its edge
     is. An id some node or edge of the learner's already has is passed over for the next
     stable one: the note is written under that, never silently dropped."""
-    edges = {e.id: e for e in canvas.edges if e.id is not None}
     for attempt in range(1, _ID_ATTEMPTS + 1):
         node_id = node_id_for(result.target_id, result.agent, ns, attempt=attempt)
         edge_id = edge_id_for(result.target_id, result.agent, ns, attempt=attempt)
@@ -311,14 +318,12 @@ def _skip(result: NoteResult, reason: str) -> SkippedResult:
 
 def _note_path(
     result: NoteResult,
-    canvas: Canvas,
-    target: Node,
+    name: str,
     ours: Node | None,
     short: str,
     folder: Path,
     vault_root: Path,
     claimed: set[str],
-    ns: str,
 ) -> Path:
     # 1. the note our node already points at (Obsidian updates it when a note is moved)
     if ours is not None and ours.file and ours.file.lower().endswith(".md"):
@@ -331,22 +336,21 @@ def _note_path(
             if leftover.is_file() and str(leftover).casefold() not in claimed:
                 return leftover
     # 3. a new name
-    text = name_source(canvas, target, ns)
     attempt = 1
     while True:
-        candidate = folder / note_file_name(result.agent, text, short, attempt=attempt)
+        candidate = folder / note_file_name(result.agent, name, short, attempt=attempt)
         taken = str(candidate).casefold() in claimed
         if not taken and (candidate.is_file() or not candidate.exists()):
             return candidate
         attempt += 1
 
 
-def name_source(canvas: Canvas, target: Node, ns: str) -> str:
+def name_source(canvas: Canvas, target: Node, into: Sequence[Edge], ns: str) -> str:
     """What a note is named after: the question the target answers (the first text or
-    note with an edge into it), not the learner's answer, which may be wrong; with no
+    note with an edge `into` it), not the learner's answer, which may be wrong; with no
     question, the target's own text or file name."""
-    for edge in canvas.valid_edges():
-        if edge.to_node != target.id or is_our_id(edge.from_node, ns):
+    for edge in into:
+        if is_our_id(edge.from_node, ns):
             continue
         source = canvas.node(edge.from_node or "")
         if source is None or not source.valid or source.type not in ("text", "file"):
