@@ -156,3 +156,14 @@ def assert_no_overlap(path: Path, notes: list[tuple[str, str]]) -> None:
         assert new.rect is not None
         assert other.rect.contains(new.rect), f"{new.id} cuts across group {other.id}"
         assert other.rect.contains(target.rect), f"{new.id} sits in another group {other.id}"
+
+
+def note_body(text: str) -> str:
+    """A note's text without the header every note starts with (the link back to its
+    canvas and the quoted first line of its target); asserts the header is there."""
+    assert text.startswith("[["), text[:80]
+    link, _, rest = text.partition("\n\n")
+    assert link.endswith(".canvas]]"), link
+    if rest.startswith("> "):
+        _, _, rest = rest.partition("\n\n")
+    return rest

@@ -18,7 +18,14 @@ from fanout.canvas import (
 )
 
 from .canvas_text import insertions
-from .support import FIXTURES, SHARED_FIXTURES, assert_kept, assert_no_overlap, read_json
+from .support import (
+    FIXTURES,
+    SHARED_FIXTURES,
+    assert_kept,
+    assert_no_overlap,
+    note_body,
+    read_json,
+)
 
 CANVASES = sorted(FIXTURES.glob("*.canvas"))
 AGENTS = ("oral-explanation", "memory-anchor", "scoring-agent")
@@ -57,7 +64,7 @@ def test_every_fixture_keeps_all_its_content_through_a_write_back(
     assert len(report.notes) == len(results)
     assert_no_overlap(path, [(n.node_id, n.target_id) for n in report.notes])
     for note in report.notes:
-        assert note.path.read_bytes().decode() == next(
+        assert note_body(note.path.read_bytes().decode()) == next(
             r.text for r in results if (r.target_id, r.agent) == (note.target_id, note.agent)
         )
     written = path.read_bytes()

@@ -14,13 +14,14 @@ from fanout.canvas import NoteResult, WriteOptions, is_our_id, node_id_for, writ
 from fanout.canvas.naming import (
     MAX_NAME_BYTES,
     edge_id_for,
+    folder_component,
     note_file_name,
     safe_component,
     short_id_for,
 )
 from fanout.errors import ConfigError
 
-from .support import read_json, write_canvas
+from .support import note_body, read_json, write_canvas
 
 HOSTILE = [
     "../../../../etc/passwd",
@@ -113,7 +114,7 @@ def test_hostile_notes_are_written_inside_the_vault(vault: Path, text: str) -> N
     real_vault = os.path.realpath(vault)
     assert os.path.realpath(written.path).startswith(real_vault + os.sep)
     assert written.path.parent == vault / "课程" / "危险-explanations"
-    assert written.path.read_bytes().decode("utf-8") == f"解释：{text}"
+    assert note_body(written.path.read_bytes().decode("utf-8")) == f"解释：{text}"
     files = {n["file"] for n in read_json(path)["nodes"] if n.get("type") == "file"}
     assert files == {written.vault_path}
     outside = [p for p in vault.parent.rglob("*") if not str(p).startswith(str(vault))]
@@ -129,3 +130,20 @@ def test_a_notes_dir_outside_the_vault_is_refused(vault: Path) -> None:
             write_results(path, [NoteResult("y", "a", "x")], WriteOptions(notes_dir=bad))
     assert path.read_bytes() == before
     assert not (vault.parent / "外面").exists()
+
+
+@pytest.mark.parametrize(
+    ("stem", "folder"),
+    [
+        ("离散 数学", "离散 数学"),
+        ("v1.2 复习", "v1.2 复习"),
+        ("a/b\\c", "a-b-c"),
+        ("..", "canvas"),
+        (" .隐藏. ", "隐藏"),
+        ("CON", "_CON"),
+        ('问<>:"|?*题', "问-题"),
+        ("换\n行", "换-行"),
+    ],
+)
+def test_the_notes_folder_keeps_the_canvas_name_as_written(stem: str, folder: str) -> None:
+    assert folder_component(stem) == folder

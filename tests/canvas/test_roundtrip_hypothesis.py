@@ -15,7 +15,7 @@ from fanout.canvas import NoteResult, dumps_canvas, load_canvas, parse_canvas, w
 
 from .canvas_text import strict
 from .strategies import canvases
-from .support import assert_kept, assert_no_overlap, read_json
+from .support import assert_kept, assert_no_overlap, note_body, read_json
 
 
 def encode(data: dict[str, Any], indent: str | None) -> str:
@@ -71,7 +71,7 @@ def test_generated_canvases_keep_everything_through_a_write_back(
         assert len(report.notes) == len(results)
         assert_no_overlap(path, [(n.node_id, n.target_id) for n in report.notes])
         for note, result in zip(report.notes, results, strict=True):
-            assert note.path.read_bytes().decode("utf-8") == result.text
+            assert note_body(note.path.read_bytes().decode("utf-8")) == result.text
             assert note.path.resolve().is_relative_to(vault.resolve())
         written = path.read_bytes()
         if not results:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -262,8 +263,30 @@ def test_a_hint_names_the_colour_that_looks_like_learner_nodes() -> None:
 
 
 def test_the_original_systems_canvas_has_material_question_target(vault: Path) -> None:
-    sel = find_targets(load_canvas(FIXTURES / "test-v11-compatibility.canvas"), colour="6")
-    assert sel.targets == [] or all(t.questions for t in sel)
+    # the fixture as shipped holds only placeholders: every yellow node is skipped as one
+    shipped = find_targets(load_canvas(FIXTURES / "test-v11-compatibility.canvas"), colour="6")
+    assert shipped.targets == []
+    assert len(shipped.skipped) == 17
+    assert all(s.reason.startswith("placeholder text") for s in shipped.skipped)
+    # a copy where the learner answered three of them: exactly those are targets, each with
+    # its question (one hop) and the material the question was taken from (two hops)
+    data = json.loads((FIXTURES / "test-v11-compatibility.canvas").read_text(encoding="utf-8"))
+    yellow = [n for n in data["nodes"] if n.get("color") == "6"]
+    answered = {
+        yellow[0]["id"]: "逆否命题与原命题等价。",
+        yellow[5]["id"]: "幂集是所有子集的集合。",
+    }
+    answered[yellow[16]["id"]] = "A 的补集是全集中不属于 A 的元素。"
+    for raw in yellow:
+        raw["text"] = answered.get(raw["id"], raw["text"])
+    sel = find_targets(load_canvas(write_canvas(vault, "v11 作答.canvas", data)), colour="6")
+    assert [t.node_id for t in sel] == [n["id"] for n in yellow if n["id"] in answered]
+    assert [t.text for t in sel] == [answered[t.node_id] for t in sel]
+    assert [s.node_id for s in sel.skipped] == [n["id"] for n in yellow if n["id"] not in answered]
+    for target in sel:
+        assert [q.text for q in target.questions] == ["测试问题"]
+        assert [q.edge_label for q in target.questions] == ["个人理解"]
+        assert [(m.node_id, m.edge_label) for m in target.materials] == [("material-123", "拆解自")]
     pool = find_targets(load_canvas(FIXTURES / "test-agent-pool.canvas"), colour="6")
     (target,) = pool.targets
     assert target.question == "什么是逆否命题？"

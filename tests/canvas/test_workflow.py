@@ -59,7 +59,7 @@ def test_plain_run_writes_one_note_node_and_edge_per_target_and_agent(vault: Pat
     assert len(after.edges) == len(before.edges) + len(job.tasks)
     assert after.data["nodes"][: len(before.nodes)] == before.data["nodes"]  # appended only
     labels = {e.label for e in after.edges[len(before.edges) :]}
-    assert labels == set(agents)
+    assert labels == {"口语化解释", "记忆锚点", "对比表"}  # a Chinese canvas: the zh titles
     for note in report.notes:
         text = (vault / note.vault_path).read_text(encoding="utf-8")
         r = run.result(task_key(note_target(after, note.node_id), note_agent(after, note.node_id)))
@@ -74,8 +74,10 @@ def note_target(canvas: Any, node_id: str) -> str:
 
 
 def note_agent(canvas: Any, node_id: str) -> str:
+    """The agent whose note the node holds, from its edge's label (the agent's zh title)."""
     edge = next(e for e in canvas.edges if e.to_node == node_id)
-    return str(edge.label)
+    by_title = {bp.title["zh"]: bp.name for bp in builtin_blueprints().values()}
+    return by_title[str(edge.label)]
 
 
 def test_rerun_adds_nothing(vault: Path) -> None:

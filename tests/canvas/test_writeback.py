@@ -25,10 +25,11 @@ from fanout.canvas import (
     write_results_async,
 )
 from fanout.canvas import writeback as wb
+from fanout.canvas.safefile import written_path
 from fanout.errors import InputError
 
 from .canvas_text import strict
-from .support import assert_kept, read_json, study_canvas, write_canvas
+from .support import assert_kept, note_body, read_json, study_canvas, write_canvas
 
 ORAL = "逆否命题就像镜子里的自己：把“如果下雨，地就湿”倒过来再否定……" * 40  # ~1.4k chars
 
@@ -61,7 +62,7 @@ def test_results_become_notes_file_nodes_and_labelled_edges(canvas: Path, vault:
     folder = vault / "课程" / "离散数学-explanations"
     assert sorted(p.name for p in folder.iterdir()) == sorted(n.path.name for n in report.notes)
     assert [n.vault_path.split("/")[0] for n in report.notes] == ["课程"] * 3
-    texts = [n.path.read_bytes().decode() for n in report.notes]
+    texts = [note_body(n.path.read_bytes().decode()) for n in report.notes]
     assert texts == [ORAL, "# 记忆锚点\n\n记忆锚点：镜子 ↔ 逆否", results()[2].text]  # whole
     assert report.changed
     assert report.backup is not None
@@ -83,7 +84,7 @@ def test_a_rerun_adds_nothing_and_updates_notes_in_place(canvas: Path, vault: Pa
     changed = write_results(canvas, results("第二版：更短的解释"))
     assert canvas.read_bytes() == snapshot  # same nodes, same edges, same file names
     assert [n.note for n in changed.notes] == ["updated", "unchanged", "unchanged"]
-    assert first.notes[0].path.read_text(encoding="utf-8") == "第二版：更短的解释"
+    assert note_body(first.notes[0].path.read_text(encoding="utf-8")) == "第二版：更短的解释"
     assert len(list((vault / "课程" / "离散数学-explanations").iterdir())) == 3
 
 
@@ -107,14 +108,17 @@ def test_a_moved_note_is_updated_where_it_now_is(canvas: Path, vault: Path) -> N
     node["file"] = "归档/口语解释.md"  # what Obsidian does when a note is moved
     write_canvas(canvas.parent, canvas.name, data)
     again = write_results(canvas, results("移动后的新内容"))
-    assert moved.read_text(encoding="utf-8") == "移动后的新内容"
+    assert note_body(moved.read_text(encoding="utf-8")) == "移动后的新内容"
     assert again.notes[0].path == moved
     assert not report.notes[0].path.exists()
 
 
 def test_a_note_left_by_a_killed_run_is_reused_not_copied(canvas: Path) -> None:
     report = write_results(canvas, results())
-    write_canvas(canvas.parent, canvas.name, study_canvas())  # canvas without our nodes
+    # as a run killed between its notes and its canvas write leaves things: the notes, a
+    # canvas without our nodes, and no record of having written them (else: deleted)
+    write_canvas(canvas.parent, canvas.name, study_canvas())
+    written_path(canvas).unlink()
     again = write_results(canvas, results())
     assert [n.path for n in again.notes] == [n.path for n in report.notes]
     assert len(list(report.notes[0].path.parent.iterdir())) == 3
@@ -316,14 +320,16 @@ def test_a_result_that_is_not_unicode_is_skipped(canvas: Path) -> None:
     assert len(report.notes) == 1
 
 
-def test_a_deleted_edge_of_ours_comes_back_facing_its_node(canvas: Path) -> None:
+def test_a_deleted_edge_of_ours_comes_back_facing_its_node_when_asked(canvas: Path) -> None:
     report = write_results(canvas, results()[:1])
     data = read_json(canvas)
     node = data["nodes"][-1]
     node["x"], node["y"] = -2000, 0  # the learner moved the note to the left
     data["edges"].pop()  # and deleted our edge
     write_canvas(canvas.parent, canvas.name, data)
-    again = write_results(canvas, results()[:1])
+    kept = write_results(canvas, results()[:1])  # the learner's deletion is respected
+    assert [(n.node, n.edge) for n in kept.notes] == [("kept", "deleted")]
+    again = write_results(canvas, results()[:1], WriteOptions(restore_deleted=True))
     assert [(n.node, n.edge) for n in again.notes] == [("kept", "added")]
     edge = read_json(canvas)["edges"][-1]
     assert edge["id"] == report.notes[0].edge_id

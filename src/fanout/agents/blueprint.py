@@ -104,6 +104,8 @@ class FrontMatter(_Strict):
     json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
     inputs: dict[str, InputSpec] = Field(default_factory=dict)
     validators: MarkdownChecks | None = None
+    #: the agent's display name by language code (`{zh: 记忆锚点, en: Memory anchor}`)
+    title: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("inputs", mode="before")
     @classmethod
@@ -124,6 +126,14 @@ class FrontMatter(_Strict):
                 out[k] = {} if v is None else {"description": v} if isinstance(v, str) else v
             return out
         return value
+
+    @field_validator("title", mode="before")
+    @classmethod
+    def _title_map(cls, value: Any) -> Any:
+        """A plain string is the English name."""
+        if value is None:
+            return {}
+        return {"en": value} if isinstance(value, str) else value
 
     @field_validator("name")
     @classmethod
@@ -158,6 +168,8 @@ class Blueprint:
     name: str
     body: str
     version: str
+    #: display names by language code; see `display_name`
+    title: Mapping[str, str] = dataclasses.field(default_factory=dict)
     description: str = ""
     lane: str | None = None
     provider: str | None = None
@@ -175,6 +187,11 @@ class Blueprint:
     origin: Origin = "inline"
     replaces: Path | None = None  # the file of the same name this one overrides
 
+    def display_name(self, language: str) -> str:
+        """The name to show a reader of `language`: its title, else the English one, else
+        the agent's id."""
+        return self.title.get(language) or self.title.get("en") or self.name
+
     @property
     def required_inputs(self) -> tuple[str, ...]:
         return tuple(n for n, spec in self.inputs.items() if spec.required)
@@ -186,6 +203,8 @@ class Blueprint:
             lines.append(f"  file: {self.source}")
         if self.replaces is not None:
             lines.append(f"  overrides: {self.replaces}")
+        if self.title:
+            lines.append("  title: " + ", ".join(f"{k}: {v}" for k, v in self.title.items()))
         if self.description:
             lines.append(f"  {self.description}")
         settings = {
@@ -381,6 +400,7 @@ def parse_blueprint(
         name=name,
         body=body,
         version=version[:VERSION_CHARS],
+        title=fm.title,
         description=fm.description,
         lane=fm.lane,
         provider=fm.provider,

@@ -36,16 +36,24 @@ API
   keep_backups=20, data_dir=None, lock_timeout=30, attempts=3, max_merges=20)`;
   `reserve_places(canvas, [(target id, count)]) -> Reservation` (every place planned up
   front; the canvas sink does this, so writes may come in any order).
-- `restore(path, backup=None) -> Path`, `list_backups(path) -> list[Path]`,
+- `restore(path, backup=None, run_id=None) -> Path` (default: undo the latest run, all
+  its writes), `list_backups(path) -> list[Path]`,
   `canvas_lock(path)` (the cross-process lock, for anything else that rewrites a canvas).
 - `node_id_for(target, agent)`, `edge_id_for(...)`, `find_vault_root(path)`, `data_dir()`.
 
 Rules
 - Ids we make: `<namespace>-<16 hex>` (nodes) and `<namespace>-e<15 hex>` (edges), from
   sha256(namespace, target id, agent): a rerun finds and keeps them, adding nothing.
-- Notes: `<canvas folder>/<canvas name>-explanations/<agent>-<slug>-<8 hex>.md` unless
-  `notes_dir` (vault-relative) says otherwise; a note a node of ours already points at is
-  updated where it is. The note's text is exactly the result's (under `# title` if given).
+- Ids we make are passed over for the next stable one when a node or edge of the learner's
+  already has them: a note is never dropped for a clash.
+- Notes: `<canvas folder>/<canvas name>-explanations/<agent>-<slug of the question>-<8
+  hex>.md` unless `notes_dir` (vault-relative) says otherwise; a note a node of ours
+  already points at is updated where it is. A note is a link back to its canvas, the first
+  line of its target quoted, then the result's text whole (under `# title` if given).
+- The vault is where the canvas was opened from (a symlink to a canvas elsewhere keeps its
+  notes in the vault); `WriteOptions(edge_labels=)` labels edges (the workflow passes the
+  agents' names in the canvas's language); a node or edge of ours that the learner
+  deleted is left out unless `restore_deleted`.
 - New nodes are appended to `nodes`, edges to `edges`; nothing else in the file changes,
   except question nodes recoloured by a verdict when `recolour` maps it (off by default).
   A target's notes form one stack beside it (right, else below, left, above), sized from

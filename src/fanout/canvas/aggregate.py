@@ -62,6 +62,14 @@ class Document:
     verdict: str | None = None
 
 
+#: the documents `merged`, `decomposition_report` and `score_summary` make, and their titles
+DOCUMENT_TITLES = {
+    "explanations": "学习笔记 / Notes",
+    "decomposition-report": "拆解报告 / Decomposition report",
+    "score-summary": "评分汇总 / Score summary",
+}
+
+
 def title_of(agent: str) -> str:
     return _TITLES.get(agent, agent)
 
@@ -137,7 +145,8 @@ def merged(results: Mapping[str, Result], *, name: str = "explanations") -> list
         parts.append("")
     if not any(r.ok for r in results.values()):
         return []
-    return [Document(name, "学习笔记 / Notes", "\n".join(parts).strip(), verdict)]
+    title = DOCUMENT_TITLES.get(name, DOCUMENT_TITLES["explanations"])
+    return [Document(name, title, "\n".join(parts).strip(), verdict)]
 
 
 def decomposition_report(
@@ -163,7 +172,7 @@ def decomposition_report(
     if not items:
         return []
     text = _render_questions(items) + "\n\n_" + " + ".join(sources) + "_"
-    return [Document("decomposition-report", "拆解报告 / Decomposition report", text)]
+    return [Document("decomposition-report", DOCUMENT_TITLES["decomposition-report"], text)]
 
 
 def score_summary(samples: Iterable[Result]) -> Document | None:
@@ -193,7 +202,7 @@ def score_summary(samples: Iterable[Result]) -> Document | None:
             *rows,
         ]
     ).strip()
-    return Document("score-summary", "评分汇总 / Score summary", text, verdict)
+    return Document("score-summary", DOCUMENT_TITLES["score-summary"], text, verdict)
 
 
 def _verdict_of(r: Result) -> str | None:

@@ -18,14 +18,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from fanout.canvas.layout import DEFAULT_GAP, Layout, Placement
-from fanout.canvas.model import Canvas, Node, Rect, normalize_colour
+from fanout.canvas.model import Canvas, CanvasWriteError, Edge, Node, Rect, normalize_colour
 from fanout.canvas.naming import (
     DEFAULT_NAMESPACE,
     edge_id_for,
+    folder_component,
     is_our_id,
     node_id_for,
     note_file_name,
-    safe_component,
     short_id_for,
 )
 from fanout.canvas.safefile import DEFAULT_KEEP_BACKUPS, DEFAULT_LOCK_TIMEOUT_S
@@ -121,6 +121,12 @@ class WriteOptions:
     #: fanout's data dir for locks and backups (default `fanout.paths.data_dir()`)
     data_dir: Path | None = None
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S
+    #: agent -> the label of its edges (the agent's display name); missing: the agent id
+    edge_labels: Mapping[str, str] | None = None
+    #: put back notes and edges the learner deleted (default: a deletion is respected)
+    restore_deleted: bool = False
+    #: the run writing (names its backups, so `restore` can undo the whole run)
+    run_id: str | None = None
     #: tries of a write that fails with an OS error before giving up
     attempts: int = 3
     #: times we re-read and merge again when the canvas changes under us
@@ -138,7 +144,10 @@ class PlannedNote:
     vault_path: str
     rect: Rect
     node_action: Literal["add", "keep"]
-    edge_action: Literal["add", "keep"]
+    #: "deleted": the learner deleted our edge; it stays deleted
+    edge_action: Literal["add", "keep", "deleted"]
+    #: the note's whole text: the link back to the canvas and the quote, then the result
+    text: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +155,8 @@ class SkippedResult:
     target_id: str
     agent: str
     reason: str
+    #: the learner deleted this note's node: respected, not a failure
+    deleted: bool = False
 
     def __str__(self) -> str:
         return f"{self.target_id} / {self.agent}: {self.reason}"
@@ -162,15 +173,38 @@ class WritePlan:
     recoloured: list[tuple[str, str]] = field(default_factory=list)
 
 
-def render_note(result: NoteResult) -> str:
-    """The note's exact text: the result's text, under `# title` if it has one."""
-    return f"# {result.title}\n\n{result.text}" if result.title else result.text
+def render_note(result: NoteResult, header: str = "") -> str:
+    """The note's exact text: `header` (see `note_header`), then the result's text under
+    `# title` if it has one."""
+    body = f"# {result.title}\n\n{result.text}" if result.title else result.text
+    return f"{header}{body}"
+
+
+#: characters of the target's first line quoted at the top of a note
+QUOTE_CHARS = 200
+
+
+def note_header(canvas_vault_path: str, target: Node) -> str:
+    """What every note starts with: a link back to its canvas (Obsidian opens it), and the
+    first line of the node it explains, quoted, so the note makes sense on its own."""
+    if target.type == "file":
+        first = f"[[{target.file}]]" if target.file else ""
+    else:
+        lines = (line.strip() for line in (target.text or target.label or "").splitlines())
+        first = next((line for line in lines if line), "")
+        if len(first) > QUOTE_CHARS:
+            first = first[: QUOTE_CHARS - 1] + "…"
+    quote = f"> {first}\n\n" if first else ""
+    header = f"[[{canvas_vault_path}]]\n\n{quote}"
+    # a lone surrogate in the learner's text cannot be written as UTF-8: show it as "?"
+    return header.encode("utf-8", "replace").decode("utf-8")
 
 
 def notes_folder(canvas_path: Path, vault_root: Path, notes_dir: str | None) -> Path:
     """The folder the notes go in; `ConfigError` if it would leave the vault."""
     if notes_dir is None:
-        name = safe_component(canvas_path.stem, max_bytes=80, fallback="canvas") + "-explanations"
+        # the canvas's own name, spaces and all: the learner finds the folder by it
+        name = folder_component(Path(canvas_path).stem) + "-explanations"
         folder = Path(canvas_path).absolute().parent / name
     else:
         resolved = resolve_in_vault(vault_root, notes_dir.rstrip("/") or ".")
@@ -189,8 +223,13 @@ def merge_results(
     canvas_path: Path,
     vault_root: Path,
     options: WriteOptions,
+    written: tuple[set[str], set[str]] = (set(), set()),
 ) -> WritePlan:
-    """`disk` plus our notes' nodes and edges (a deep copy; `disk` is not changed)."""
+    """`disk` plus our notes' nodes and edges (a deep copy; `disk` is not changed).
+
+    `written` holds the ids of the nodes and edges written on this canvas before: one of
+    them missing now was deleted by the learner and is not put back (unless
+    `options.restore_deleted`)."""
     canvas = Canvas(copy.deepcopy(disk.data), path=disk.path, style=disk.style)
     plan = WritePlan(canvas)
     folder = notes_folder(canvas_path, vault_root, options.notes_dir)
@@ -198,6 +237,11 @@ def merge_results(
     claimed: set[str] = set()
     pending: list[_Pending] = []
     seen: set[tuple[str, str]] = set()
+    # indexes made once: a 3,000-node canvas gets hundreds of notes
+    edge_by_id = {e.id: e for e in canvas.edges if e.id is not None}
+    incoming: dict[str, list[Edge]] = {}
+    for edge in canvas.valid_edges():
+        incoming.setdefault(edge.to_node or "", []).append(edge)
     for result in results:
         if (result.target_id, result.agent) in seen:
             raise ValueError(f"two results for target {result.target_id!r} and {result.agent!r}")
@@ -209,22 +253,31 @@ def merge_results(
         if target.rect is None:
             plan.skipped.append(_skip(result, "the target node has no position"))
             continue
-        node_id = node_id_for(result.target_id, result.agent, ns)
-        ours = canvas.node(node_id)
-        if ours is not None and (not isinstance(ours.raw, dict) or ours.type != "file"):
-            plan.skipped.append(_skip(result, f"node id {node_id} is taken by another node"))
+        node_id, edge_id, ours, has_edge = _free_ids(canvas, edge_by_id, result, ns)
+        if ours is None and node_id in written[0] and not options.restore_deleted:
+            plan.skipped.append(
+                SkippedResult(
+                    result.target_id,
+                    result.agent,
+                    "its note was deleted from the canvas: left out (--restore-deleted "
+                    "brings it back)",
+                    deleted=True,
+                )
+            )
             continue
         short = short_id_for(result.target_id, result.agent, ns)
-        path = _note_path(result, target, ours, short, folder, vault_root, claimed)
+        name = name_source(canvas, target, incoming.get(result.target_id, []), ns)
+        path = _note_path(result, name, ours, short, folder, vault_root, claimed)
         claimed.add(str(path).casefold())
-        edge_id = edge_id_for(result.target_id, result.agent, ns)
-        has_edge = any(e.id == edge_id for e in canvas.edges)
         pending.append(_Pending(result, target.rect, node_id, edge_id, path, ours, has_edge))
     spots = _places(canvas, pending, options)
     new_nodes: list[dict[str, Any]] = []
     new_edges: list[dict[str, Any]] = []
+    canvas_rel = vault_path(vault_root, canvas_path)
     for p in pending:
         rel = vault_path(vault_root, p.path)
+        target_node = canvas.node(p.result.target_id)
+        header = note_header(canvas_rel, target_node) if target_node is not None else ""
         if p.ours is None:
             spot = spots[p.node_id]
             rect, from_side, to_side = spot.rect, spot.from_side, spot.to_side
@@ -234,8 +287,15 @@ def merge_results(
             from_side, to_side = _facing_sides(p.anchor, rect)
             if p.ours.file != rel:
                 p.ours.raw["file"] = rel
-        if not p.has_edge:
-            new_edges.append(_edge(p, from_side, to_side))
+        edge_deleted = (
+            not p.has_edge
+            and p.ours is not None
+            and p.edge_id in written[1]
+            and not options.restore_deleted
+        )
+        if not p.has_edge and not edge_deleted:
+            label = (options.edge_labels or {}).get(p.result.agent, p.result.agent)
+            new_edges.append(_edge(p, from_side, to_side, label))
         plan.notes.append(
             PlannedNote(
                 p.result.target_id,
@@ -246,7 +306,8 @@ def merge_results(
                 rel,
                 rect,
                 "keep" if p.ours else "add",
-                "keep" if p.has_edge else "add",
+                "deleted" if edge_deleted else "keep" if p.has_edge else "add",
+                render_note(p.result, header),
             )
         )
         verdict = p.result.verdict
@@ -338,6 +399,32 @@ def _insert(
     items.append(raw)
 
 
+#: ids tried for one note before giving up (a canvas would need that many clashing ids)
+_ID_ATTEMPTS = 100
+
+
+def _free_ids(
+    canvas: Canvas, edges: Mapping[str, Edge], result: NoteResult, ns: str
+) -> tuple[str, str, Node | None, bool]:
+    """The note's node and edge ids, its node if already on the canvas, and whether its edge
+    is. An id some node or edge of the learner's already has is passed over for the next
+    stable one: the note is written under that, never silently dropped."""
+    for attempt in range(1, _ID_ATTEMPTS + 1):
+        node_id = node_id_for(result.target_id, result.agent, ns, attempt=attempt)
+        edge_id = edge_id_for(result.target_id, result.agent, ns, attempt=attempt)
+        ours = canvas.node(node_id)
+        if ours is not None and (not isinstance(ours.raw, dict) or ours.type != "file"):
+            continue  # a node of the learner's with our id
+        edge = edges.get(edge_id)
+        if edge is not None and (edge.to_node != node_id or edge.from_node != result.target_id):
+            continue  # an edge of the learner's with our id
+        return node_id, edge_id, ours, edge is not None
+    raise CanvasWriteError(
+        f"no free node id for the note of {result.target_id!r} by {result.agent!r} "
+        f"after {_ID_ATTEMPTS} tries; the canvas is as it was"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class _Pending:
     result: NoteResult
@@ -355,7 +442,7 @@ def _skip(result: NoteResult, reason: str) -> SkippedResult:
 
 def _note_path(
     result: NoteResult,
-    target: Node,
+    name: str,
     ours: Node | None,
     short: str,
     folder: Path,
@@ -373,14 +460,29 @@ def _note_path(
             if leftover.is_file() and str(leftover).casefold() not in claimed:
                 return leftover
     # 3. a new name
-    text = target.text or PurePosixPath(target.file or "").stem or target.label or ""
     attempt = 1
     while True:
-        candidate = folder / note_file_name(result.agent, text, short, attempt=attempt)
+        candidate = folder / note_file_name(result.agent, name, short, attempt=attempt)
         taken = str(candidate).casefold() in claimed
         if not taken and (candidate.is_file() or not candidate.exists()):
             return candidate
         attempt += 1
+
+
+def name_source(canvas: Canvas, target: Node, into: Sequence[Edge], ns: str) -> str:
+    """What a note is named after: the question the target answers (the first text or
+    note with an edge `into` it), not the learner's answer, which may be wrong; with no
+    question, the target's own text or file name."""
+    for edge in into:
+        if is_our_id(edge.from_node, ns):
+            continue
+        source = canvas.node(edge.from_node or "")
+        if source is None or not source.valid or source.type not in ("text", "file"):
+            continue
+        name = source.text or PurePosixPath(source.file or "").stem
+        if name.strip():
+            return name
+    return target.text or PurePosixPath(target.file or "").stem or target.label or ""
 
 
 def _file_node(node_id: str, rel: str, rect: Rect, colour: str | None) -> dict[str, Any]:
@@ -398,14 +500,14 @@ def _file_node(node_id: str, rel: str, rect: Rect, colour: str | None) -> dict[s
     return raw
 
 
-def _edge(p: _Pending, from_side: str, to_side: str) -> dict[str, Any]:
+def _edge(p: _Pending, from_side: str, to_side: str, label: str) -> dict[str, Any]:
     return {
         "id": p.edge_id,
         "fromNode": p.result.target_id,
         "fromSide": from_side,
         "toNode": p.node_id,
         "toSide": to_side,
-        "label": p.result.agent,
+        "label": label,
     }
 
 

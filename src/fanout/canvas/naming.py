@@ -1,11 +1,14 @@
 """Names we give things: stable node/edge ids, and note file names safe on every OS.
 
 Ids: `<namespace>-<16 hex>` from sha256(namespace, target id, agent), so a rerun finds the
-node and edge it made before. Note names: `<agent>-<slug of the node text>-<8 hex>.md`, the
-8 hex from the same hash. A name component keeps letters and digits of any script, `_`
+node and edge it made before (an `attempt` > 1 hashes in the attempt: the next id when a
+learner's node already has ours). Note names: `<agent>-<slug of the question>-<8 hex>.md`,
+the 8 hex from the same hash. A name component keeps letters and digits of any script, `_`
 and `-`, and nothing else: no separators, no `..`, no control characters or NUL, no emoji,
 no leading/trailing dots or spaces, never a Windows device name (CON, NUL, COM1, ...), and
-at most `MAX_NAME_BYTES` of UTF-8.
+at most `MAX_NAME_BYTES` of UTF-8. The notes folder keeps the canvas's name as written
+(`folder_component`: spaces and dots stay; separators, controls and Windows' reserved
+characters do not).
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ _DASHES = re.compile(r"-{2,}")
 _MARKUP = re.compile(r"[#>*_`~\[\]()!|]+")
 
 
-def _digest(namespace: str, target_id: str, agent: str) -> str:
-    key = "\x1f".join((namespace, target_id, agent))
+def _digest(namespace: str, target_id: str, agent: str, attempt: int = 1) -> str:
+    parts = (namespace, target_id, agent) + ((str(attempt),) if attempt > 1 else ())
+    key = "\x1f".join(parts)
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -39,14 +43,21 @@ def namespace_slug(namespace: str) -> str:
     return safe_component(namespace, max_bytes=24, fallback=DEFAULT_NAMESPACE).lower()
 
 
-def node_id_for(target_id: str, agent: str, namespace: str = DEFAULT_NAMESPACE) -> str:
-    """The id of the file node holding `agent`'s note for `target_id`."""
-    return f"{namespace_slug(namespace)}-{_digest(namespace, target_id, agent)[:16]}"
+def node_id_for(
+    target_id: str, agent: str, namespace: str = DEFAULT_NAMESPACE, *, attempt: int = 1
+) -> str:
+    """The id of the file node holding `agent`'s note for `target_id`.
+
+    `attempt` > 1 gives the next id to use when a node of the learner's already has this
+    one (as stable as the first: a rerun finds the same one again)."""
+    return f"{namespace_slug(namespace)}-{_digest(namespace, target_id, agent, attempt)[:16]}"
 
 
-def edge_id_for(target_id: str, agent: str, namespace: str = DEFAULT_NAMESPACE) -> str:
+def edge_id_for(
+    target_id: str, agent: str, namespace: str = DEFAULT_NAMESPACE, *, attempt: int = 1
+) -> str:
     """The id of the edge from `target_id` to that node."""
-    return f"{namespace_slug(namespace)}-e{_digest(namespace, target_id, agent)[16:31]}"
+    return f"{namespace_slug(namespace)}-e{_digest(namespace, target_id, agent, attempt)[16:31]}"
 
 
 def short_id_for(target_id: str, agent: str, namespace: str = DEFAULT_NAMESPACE) -> str:
@@ -79,6 +90,24 @@ def safe_component(text: str, *, max_bytes: int = MAX_NAME_BYTES, fallback: str 
     if not value:
         value = fallback
     if value.split(".")[0].casefold() in _WINDOWS_RESERVED:
+        value = f"_{value}"
+    return value
+
+
+#: characters no file system or sync tool takes in a name (Windows' set, plus controls)
+_NOT_IN_NAME = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]+')
+
+
+def folder_component(text: str, *, max_bytes: int = 80, fallback: str = "canvas") -> str:
+    """A folder name that keeps `text` as the learner wrote it (spaces, dots, any script),
+    only without what is unsafe: separators, controls, Windows' reserved characters and
+    names, leading or trailing dots and spaces."""
+    value = unicodedata.normalize("NFC", text)
+    value = _NOT_IN_NAME.sub("-", value)
+    value = _cut_bytes(value, max_bytes).strip(". ")
+    if not value or value.strip(".-_ ") == "":
+        value = fallback
+    if value.split(".")[0].strip().casefold() in _WINDOWS_RESERVED:
         value = f"_{value}"
     return value
 

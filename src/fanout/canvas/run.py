@@ -9,6 +9,7 @@ notes onto the canvas as it is on disk now. An interrupted run writes what finis
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from fanout import launch
 from fanout.canvas.aggregate import Mode, parse_mode
-from fanout.canvas.merge import ORIGINAL_VERDICT_COLOURS, SPEC_VERDICT_COLOURS, WriteOptions
+from fanout.canvas.merge import (
+    ORIGINAL_VERDICT_COLOURS,
+    SPEC_VERDICT_COLOURS,
+    WriteOptions,
+    notes_folder,
+)
+from fanout.canvas.safefile import cannot_write_in
+from fanout.canvas.vault import find_vault_root
 from fanout.canvas.workflow import CanvasJob, CanvasSink, SinkReport, plan_canvas
 from fanout.errors import ConfigError
 from fanout.launch import Finished, Launched, Overrides, Reopened, RunOptions, Setup, Watch
@@ -37,7 +45,8 @@ class CanvasChoice:
     path: str
     agents: list[str] | None = None
     smart: bool | None = None
-    colour: str = "3"
+    #: None: not given (every text node of `group`, else the spec's yellow "3")
+    colour: str | None = None
     ids: list[str] | None = None
     group: str | None = None
     samples: int = 1
@@ -45,13 +54,17 @@ class CanvasChoice:
     recolour: bool = False
     notes_dir: str | None = None
     node_colour: str = "5"
+    restore_deleted: bool = False
 
     def options(self) -> WriteOptions:
         recolour = None
         if self.recolour:
             recolour = ORIGINAL_VERDICT_COLOURS if self.colour == "6" else SPEC_VERDICT_COLOURS
         return WriteOptions(
-            notes_dir=self.notes_dir, node_colour=self.node_colour, recolour=recolour
+            notes_dir=self.notes_dir,
+            node_colour=self.node_colour,
+            recolour=recolour,
+            restore_deleted=self.restore_deleted,
         )
 
     @classmethod
@@ -94,7 +107,17 @@ class CanvasOutcome:
             "nodes_added": sum(1 for n in notes if n.node == "added"),
             "edges_added": sum(1 for n in notes if n.edge == "added"),
             "write_s": round(self.report.write_s, 4),
+            "targets_by": self.job.selection.how,
+            "skipped": [
+                {"node": s.node_id, "reason": s.reason} for s in self.job.selection.skipped
+            ],
+            "warnings": [str(w) for w in self.job.selection.warnings],
             "failures": [{"task": k, "error": e} for k, e in self.failures],
+            "not_written": [
+                {"target": s.target_id, "agent": s.agent, "reason": s.reason}
+                for s in self.report.not_written
+            ],
+            "left_deleted": len(self.report.left_deleted),
         }
 
 
@@ -146,10 +169,27 @@ def plan_run(choice: CanvasChoice, options: RunOptions) -> CanvasPlan:
     setup = launch.engine_setup(options.choice)
     job = plan(choice, setup.blueprints)
     if not job.targets:
-        hint = f" ({job.selection.hint.message})" if job.selection.hint else ""
-        raise ConfigError(f"{job.path}: no target nodes of colour {choice.colour!r}{hint}")
+        raise ConfigError(f"{job.path}: {job.selection.empty_reason()}")
     choice.options()
+    check_writable(job.path, choice.notes_dir)
     return CanvasPlan(choice, job, setup)
+
+
+def check_writable(path: Path, notes_dir: str | None) -> None:
+    """`ConfigError` unless the notes folder is in the vault and both it and the canvas's
+    folder can be written: found out before the first call, not after all of them."""
+    folder = notes_folder(path, find_vault_root(path), notes_dir)
+    real_parent = Path(os.path.realpath(path)).parent
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    for where, what in ((real_parent, "the canvas's folder"), (existing, "the notes folder")):
+        why = cannot_write_in(where)
+        if why is not None:
+            raise ConfigError(
+                f"{path}: cannot write in {what} {where} ({why}); make it writable or work "
+                "on a copy of the canvas; nothing was run"
+            )
 
 
 async def start_canvas(

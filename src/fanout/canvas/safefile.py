@@ -8,7 +8,11 @@
   releases it when a process dies, even by SIGKILL.
 - Atomic write: a hidden temp file in the same folder, fsync, `os.replace` (or, on Linux, an
   atomic exchange that hands back what was there), fsync of the folder.
-- Backups: `<data>/canvas-backups/<key>/<seq>-<UTC time>.canvas`, the last `keep` of them.
+- Backups: `<data>/canvas-backups/<key>/<seq>-<UTC time>[-<run id>].canvas`, the last `keep`
+  of them, and always the first of each of the last `keep` runs: restoring a run puts back
+  the canvas as it was before the run's first write, however many writes it made.
+- What was written: `<data>/canvas-written/<key>.json`, the ids of the nodes and edges
+  fanout has put on the canvas, so one the learner deleted is not put back by a rerun.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import ctypes
 import errno
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import sys
@@ -112,6 +117,20 @@ def write_temp(path: Path, data: bytes) -> Path:
     return tmp
 
 
+def cannot_write_in(folder: Path) -> str | None:
+    """Why no file can be created in `folder` (None: one can), found by creating and
+    removing a hidden probe file: permissions, a read-only mount, a full quota alike."""
+    probe = folder / f".fanout-probe{_TMP_MARK}{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        probe.unlink()
+    return None
+
+
 def remove_stale_temps(path: Path, *, min_age_s: float = 0.0) -> None:
     """Temp files a killed writer left beside `path` (call under the canvas lock).
 
@@ -200,9 +219,15 @@ def backup_dir(canvas_path: str | Path, base: Path | None = None) -> Path:
 
 
 def save_backup(
-    canvas_path: Path, content: bytes, *, keep: int = DEFAULT_KEEP_BACKUPS, base: Path | None = None
+    canvas_path: Path,
+    content: bytes,
+    *,
+    keep: int = DEFAULT_KEEP_BACKUPS,
+    base: Path | None = None,
+    run_id: str | None = None,
 ) -> Path | None:
-    """Keep `content` (the canvas before a write) as the newest backup; prune to `keep`."""
+    """Keep `content` (the canvas before a write of run `run_id`) as the newest backup;
+    prune to `keep`, never dropping the first backup of one of the last `keep` runs."""
     if keep <= 0:
         return None
     folder = backup_dir(canvas_path, base)
@@ -211,17 +236,92 @@ def save_backup(
     if not source.exists():
         atomic_write(source, os.fsencode(os.path.realpath(canvas_path)) + b"\n")
     existing = list_backups(canvas_path, base=base)
-    if existing and existing[-1].read_bytes() == content:
+    if existing and backup_run(existing[-1]) == run_id and existing[-1].read_bytes() == content:
         return existing[-1]
     # a sequence number first, so the order survives clocks that jump back
     seq = int(existing[-1].name.split("-", 1)[0]) + 1 if existing else 1
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    target = folder / f"{seq:06d}-{stamp}.canvas"
+    tail = f"-{safe_component(run_id, max_bytes=64)}" if run_id else ""
+    target = folder / f"{seq:06d}-{stamp}{tail}.canvas"
     atomic_write(target, content)
-    for old in list_backups(canvas_path, base=base)[:-keep]:
-        with contextlib.suppress(OSError):
-            old.unlink()
+    backups = list_backups(canvas_path, base=base)
+    firsts: dict[str, Path] = {}
+    for b in backups:
+        run = backup_run(b)
+        if run is not None:
+            firsts.setdefault(run, b)
+    protected = set(list(firsts.values())[-keep:])
+    for old in backups[:-keep]:
+        if old not in protected:
+            with contextlib.suppress(OSError):
+                old.unlink()
     return target
+
+
+def backup_run(backup: Path) -> str | None:
+    """The run whose write a backup was taken before (None: a write outside any run)."""
+    parts = backup.name.removesuffix(".canvas").split("-", 2)
+    return parts[2] if len(parts) == 3 and parts[2] else None
+
+
+def backup_time(backup: Path) -> str:
+    """When a backup was taken, as `YYYY-MM-DD HH:MM:SS UTC`."""
+    stamp = backup.name.split("-", 2)[1] if backup.name.count("-") >= 1 else ""
+    try:
+        when = datetime.strptime(stamp.removesuffix(".canvas"), "%Y%m%dT%H%M%S%fZ")
+    except ValueError:
+        return "?"
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def run_start_backup(canvas_path: str | Path, run_id: str, *, base: Path | None = None) -> Path:
+    """The backup taken before run `run_id`'s first write of the canvas (`InputError` if
+    the run wrote none); a prefix of the run id is enough when it names one run."""
+    backups = list_backups(canvas_path, base=base)
+    runs = list(dict.fromkeys(r for b in backups if (r := backup_run(b)) is not None))
+    matching = [r for r in runs if r == run_id] or [r for r in runs if r.startswith(run_id)]
+    if len(matching) != 1:
+        known = ", ".join(runs[-5:]) or "none"
+        what = "no" if not matching else f"{len(matching)} runs match, ambiguous:"
+        raise InputError(
+            f"{canvas_path}: {what} backup of run {run_id!r} (runs with backups: {known}); "
+            "see fanout canvas restore --list"
+        )
+    return next(b for b in backups if backup_run(b) == matching[0])
+
+
+def written_path(canvas_path: str | Path, base: Path | None = None) -> Path:
+    return (base or data_dir()) / "canvas-written" / f"{canvas_key(canvas_path)}.json"
+
+
+def read_written(canvas_path: str | Path, base: Path | None = None) -> tuple[set[str], set[str]]:
+    """The ids of the nodes and edges fanout has written on the canvas (call under its
+    lock); empty if none or if the record cannot be read (then nothing counts as deleted)."""
+    try:
+        data = json.loads(written_path(canvas_path, base).read_text(encoding="utf-8"))
+        nodes, edges = data["nodes"], data["edges"]
+        return {str(n) for n in nodes}, {str(e) for e in edges}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set(), set()
+
+
+def record_written(
+    canvas_path: str | Path,
+    nodes: set[str],
+    edges: set[str],
+    *,
+    base: Path | None = None,
+    replace: bool = False,
+) -> None:
+    """Add these ids to the record (or, with `replace`, make them the record)."""
+    old_nodes, old_edges = (set(), set()) if replace else read_written(canvas_path, base)
+    all_nodes, all_edges = old_nodes | nodes, old_edges | edges
+    if not replace and (all_nodes, all_edges) == (old_nodes, old_edges):
+        return
+    path = written_path(canvas_path, base)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"nodes": sorted(all_nodes), "edges": sorted(all_edges)}
+    atomic_write(path, json.dumps(data, ensure_ascii=False, indent=1).encode("utf-8"))
 
 
 def list_backups(canvas_path: str | Path, *, base: Path | None = None) -> list[Path]:
@@ -236,23 +336,32 @@ def restore(
     canvas_path: str | Path,
     backup: str | Path | None = None,
     *,
+    run_id: str | None = None,
     base: Path | None = None,
     keep: int = DEFAULT_KEEP_BACKUPS,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
 ) -> Path:
-    """Put a backup (default: the newest) back in place of the canvas; the backup used.
+    """Put a backup back in place of the canvas; the backup used.
 
-    The canvas as it is now is backed up first, so a restore can itself be undone.
-    `backup` is a path or the name of a file in the canvas's backup folder.
+    Default: the canvas as it was before the latest run's first write (a run may write
+    several times: all of it is undone); `run_id` picks the run; `backup` one file (a path
+    or a name in the canvas's backup folder). The canvas as it is now is backed up first,
+    so a restore can itself be undone. Ids of ours the restored canvas does not hold are
+    forgotten, so a rerun writes them again.
     """
     from fanout.canvas.io import parse_canvas  # io imports nothing from here; keep it lazy
 
     path = Path(os.path.realpath(canvas_path))
     backups = list_backups(path, base=base)
-    if backup is None:
+    if run_id is not None:
+        chosen = run_start_backup(path, run_id, base=base)
+    elif backup is None:
         if not backups:
             raise InputError(f"{path}: no backups in {backup_dir(path, base)}")
         chosen = backups[-1]
+        latest = backup_run(chosen)
+        if latest is not None:
+            chosen = run_start_backup(path, latest, base=base)
     else:
         chosen = Path(backup)
         if not chosen.is_absolute() or not chosen.exists():
@@ -260,8 +369,12 @@ def restore(
         if not chosen.is_file():
             raise InputError(f"{path}: no backup {str(backup)!r} in {backup_dir(path, base)}")
     content = chosen.read_bytes()
-    parse_canvas(content, path=chosen)  # never put back something that is not a canvas
+    restored = parse_canvas(content, path=chosen)  # never put back what is not a canvas
     with canvas_lock(path, timeout=lock_timeout, base=base):
+        nodes, edges = read_written(path, base)
+        present = {n.id for n in restored.nodes} | {e.id for e in restored.edges}
+        if (nodes | edges) - present:
+            record_written(path, nodes & present, edges & present, base=base, replace=True)
         remove_stale_temps(path)
         if path.exists():
             current = path.read_bytes()

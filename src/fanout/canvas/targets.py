@@ -1,8 +1,14 @@
 """Which nodes get explained (targets), and what each agent is told about them (context).
 
-A target is a valid text or file node picked by colour (default the spec's yellow `"3"`),
-by id, and/or inside a group. Empty nodes and placeholders such as `[请在此填写你的理解]`
-are skipped with a note. Context, following the learning canvases' shape
+A target is a valid text node (or a file node of a Markdown note) picked by id (`ids`: the
+colour then plays no part), by colour (default the spec's yellow `"3"`), or inside a group:
+`group` alone takes every text node in it, `group` with a colour only that colour's. Groups,
+link nodes, other files and legend swatches (small coloured nodes holding just a colour name
+or a short label) are never targets; empty nodes and placeholders such as `[请在此填写你的理解]`
+are skipped too. Every candidate that is not a target is in `Selection.skipped` with why, and
+`Selection.how` says in words how the targets were chosen.
+
+Context, following the learning canvases' shape
 material → question → learner's explanation:
 
 - questions: the nodes with an edge into the target (one hop);
@@ -133,6 +139,17 @@ class Selection:
     skipped: list[Skipped] = field(default_factory=list)
     warnings: list[CanvasWarning] = field(default_factory=list)
     hint: ColourHint | None = None
+    #: how the targets were chosen, in words (`colour "3"`, `ids a, b`, ...)
+    how: str = ""
+
+    def empty_reason(self) -> str:
+        """Why there is no target, in one line (for the error that stops a run)."""
+        if self.skipped:
+            shown = "; ".join(str(s) for s in self.skipped[:3])
+            more = f"; and {len(self.skipped) - 3} more" if len(self.skipped) > 3 else ""
+            return f"no target by {self.how}: {shown}{more}"
+        hint = f" ({self.hint.message})" if self.hint else ""
+        return f"no target by {self.how}: no node matches{hint}"
 
     def __iter__(self) -> Iterator[Target]:
         return iter(self.targets)
@@ -160,11 +177,12 @@ def find_targets(
 ) -> Selection:
     """Targets by `ids` (colour then ignored) or by `colour` (None: any), within `group`.
 
-    `group` is a group node's label or id. Unknown ids or groups are an `InputError`.
+    `group` is a group node's label or id; with `colour=None` every text node inside it is
+    a candidate. Unknown ids or groups are an `InputError`.
     """
     want = normalize_colour(colour)
     root = vault_root or (find_vault_root(canvas.path) if canvas.path else Path.cwd())
-    sel = Selection(warnings=list(canvas.warnings))
+    sel = Selection(warnings=list(canvas.warnings), how=describe_choice(want, ids, group))
     groups = _groups(canvas)
     candidates = _candidates(canvas, ids, want)
     if group is not None:
@@ -173,10 +191,14 @@ def find_targets(
             labels = ", ".join(sorted({g.label or g.id or "?" for g in groups})) or "none"
             raise InputError(f"{_name(canvas)}: no group {group!r} (groups: {labels})")
         boxes = [g.rect for g in chosen if g.rect is not None]
-        candidates = [n for n in candidates if _inside_any(n, boxes)]
+        chosen_ids = {g.id for g in chosen}
+        candidates = [n for n in candidates if n.id not in chosen_ids and _inside_any(n, boxes)]
     incoming = _incoming(canvas)
+    typical = _typical_area(canvas)
     for node in candidates:
         reason = _unusable(node, namespace)
+        if reason is None and ids is None and _is_legend_swatch(node, typical, incoming, canvas):
+            reason = "a legend swatch (a small node naming a colour or a label), not an answer"
         if reason:
             sel.skipped.append(Skipped(node.id, reason))
             continue
@@ -187,6 +209,9 @@ def find_targets(
             note = read_note(root, node.file or "", node.subpath)
             if note is None:
                 sel.skipped.append(Skipped(node.id, f"its note {node.file!r} is not in the vault"))
+                continue
+            if not (node.file or "").lower().endswith(".md"):
+                sel.skipped.append(Skipped(node.id, f"a file {node.file!r}, not a Markdown note"))
                 continue
             text = note
         if not text.strip():
@@ -211,6 +236,16 @@ def find_targets(
     if ids is None and want is not None:
         sel.hint = colour_hint(canvas, want, placeholders=placeholders, namespace=namespace)
     return sel
+
+
+def describe_choice(colour: str | None, ids: Sequence[str] | None, group: str | None) -> str:
+    """How targets are chosen, in words: the header of `canvas plan` and `canvas run`."""
+    if ids is not None:
+        return "ids " + ", ".join(ids) + " (colour not used)"
+    where = f" in group {group!r}" if group is not None else ""
+    if colour is None:
+        return f"every text node{where}" if group is not None else "any colour"
+    return f'colour "{colour}"{where}'
 
 
 def colour_hint(
@@ -282,12 +317,65 @@ def _unusable(node: Node, namespace: str) -> str | None:
     if not node.valid:
         return "malformed node (" + "; ".join(node.problems) + ")"
     if node.type == "group":
-        return "a group, not a note"
+        return "a group, not a note: target the nodes inside it with --group"
     if node.type == "link":
-        return "a link node: nothing of the learner's to explain"
+        return "a link node (a web page): nothing of the learner's to explain"
     if is_our_id(node.id, namespace):
         return "a note fanout wrote"
     return None
+
+
+#: colour names a legend swatch holds (en, zh, ja, de, it, fr, es); compared case-folded
+_COLOUR_WORDS = (
+    "red orange yellow green cyan blue purple violet pink grey gray "
+    "红 红色 橙 橙色 黄 黄色 绿 绿色 青 青色 蓝 蓝色 紫 紫色 粉 粉色 灰 灰色 "
+    "赤 赤色 緑 緑色 水色 "
+    "rot gelb grün blau lila violett rosa grau "
+    "rosso arancione giallo verde azzurro blu viola "
+    "rouge jaune vert bleu "
+    "rojo naranja amarillo verde azul morado"
+)
+_COLOUR_NAMES = frozenset(_COLOUR_WORDS.split())
+_LEGEND_WORDS = ("legend", "图例", "圖例", "凡例", "legende", "legenda", "légende", "leyenda")
+_LABEL_SPLIT = re.compile(r"\s*[:：=＝\-–—→>]\s*")
+#: a legend label is one short line (characters)
+_LABEL_CHARS = 20
+
+
+def _typical_area(canvas: Canvas) -> float | None:
+    """The median area of the canvas's text nodes (None with fewer than three)."""
+    areas = sorted(
+        r.area for n in canvas.nodes if n.valid and n.type == "text" and (r := n.rect) is not None
+    )
+    return areas[len(areas) // 2] if len(areas) >= 3 else None
+
+
+def _is_legend_swatch(
+    node: Node, typical: float | None, incoming: dict[str, list[Edge]], canvas: Canvas
+) -> bool:
+    """A text node that explains the canvas's colours rather than answering anything.
+
+    It holds one short line, and either that line names a colour (`黄色`, `yellow: my
+    answer`) or says legend, or the node is tiny (at most a quarter of the canvas's median
+    text node) with no edge at all. A learner's answer is never just a colour's name, and
+    a tiny node nothing connects to is a label, not an explanation.
+    """
+    if node.type != "text":
+        return False
+    text = (node.text or "").strip()
+    if not text or "\n" in text or len(text) > _LABEL_CHARS:
+        return False
+    head = _LABEL_SPLIT.split(text, maxsplit=1)[0].strip().casefold()
+    if head in _COLOUR_NAMES or any(w in text.casefold() for w in _LEGEND_WORDS):
+        return True
+    rect = node.rect
+    if typical is None or rect is None or rect.area > typical / 4:
+        return False
+    node_id = node.id or ""
+    touched = bool(incoming.get(node_id)) or any(
+        e.from_node == node_id for e in canvas.valid_edges()
+    )
+    return not touched
 
 
 def _groups(canvas: Canvas) -> list[Node]:

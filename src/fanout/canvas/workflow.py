@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 from fanout.canvas import aggregate
 from fanout.canvas.aggregate import SCORING_AGENT, Mode, parse_mode
 from fanout.canvas.io import load_canvas
-from fanout.canvas.merge import NoteResult, WriteOptions, reserve_places
-from fanout.canvas.model import Canvas
+from fanout.canvas.language import canvas_language
+from fanout.canvas.merge import NoteResult, SkippedResult, WriteOptions, reserve_places
+from fanout.canvas.model import DEFAULT_TARGET_COLOUR, Canvas
 from fanout.canvas.targets import Selection, Target, find_targets
 from fanout.canvas.writeback import NoteWrite, WriteReport, write_results_async
 from fanout.engine.events import Event, TaskFinished
@@ -54,6 +55,8 @@ class CanvasJob:
     samples: int
     tasks: list[Task]
     smart_map: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    #: agent (or merged document) -> the label of its edges, in the canvas's language
+    edge_labels: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def targets(self) -> list[Target]:
@@ -72,14 +75,16 @@ def plan_canvas(
     *,
     agents: Sequence[str] | None = None,
     smart: bool | None = None,
-    colour: str = "3",
+    colour: str | None = None,
     ids: Sequence[str] | None = None,
     group: str | None = None,
     samples: int = 1,
     smart_map: Mapping[str, Sequence[str]] | None = None,
 ) -> CanvasJob:
     """Read the canvas and plan the run. Raises `InputError` for a bad canvas and
-    `ConfigError` for an unknown agent or a bad option; writes nothing."""
+    `ConfigError` for an unknown agent or a bad option; writes nothing.
+
+    `colour` None means not given: every text node of `group`, else the spec's yellow."""
     if samples < 1:
         raise ConfigError(f"--samples {samples}: at least 1")
     smart = (not agents) if smart is None else smart
@@ -99,11 +104,32 @@ def plan_canvas(
         raise ConfigError("no agents chosen: give --agents a,b or --smart")
     p = Path(path)
     canvas = load_canvas(p)
-    sel = find_targets(canvas, colour=colour, ids=list(ids) if ids else None, group=group)
+    sel = find_targets(
+        canvas, colour=effective_colour(colour, group), ids=list(ids) if ids else None, group=group
+    )
     tasks: list[Task] = []
     for target in sel.targets:
         tasks.extend(_tasks_for(target, blueprints, wanted, smart, samples, mapping))
-    return CanvasJob(p, canvas, sel, tuple(wanted), smart, samples, tasks, mapping)
+    labels = edge_labels(canvas_language(canvas), [blueprints[a] for a in wanted])
+    return CanvasJob(p, canvas, sel, tuple(wanted), smart, samples, tasks, mapping, labels)
+
+
+def edge_labels(language: str, blueprints: Sequence[Blueprint]) -> dict[str, str]:
+    """Each agent's display name in `language` (the blueprint's `title`, falling back to
+    English, then the id), and the merged documents' names the same way."""
+    labels = {bp.name: bp.display_name(language) for bp in blueprints}
+    for name, title in aggregate.DOCUMENT_TITLES.items():
+        zh, _, en = title.partition(" / ")
+        labels[name] = zh if language in ("zh", "ja") else en or name
+    return labels
+
+
+def effective_colour(colour: str | None, group: str | None) -> str | None:
+    """The colour that picks targets: the one given; none for `--group` alone (all its text
+    nodes); else the spec's yellow."""
+    if colour is not None:
+        return colour
+    return None if group is not None else DEFAULT_TARGET_COLOUR
 
 
 def _tasks_for(
@@ -248,6 +274,16 @@ class SinkReport:
     def notes(self) -> list[NoteWrite]:
         return [n for r in self.reports for n in r.notes]
 
+    @property
+    def not_written(self) -> list[SkippedResult]:
+        """Results that could not be written (their target gone, ...): failures."""
+        return [s for r in self.reports for s in r.skipped if not s.deleted]
+
+    @property
+    def left_deleted(self) -> list[SkippedResult]:
+        """Notes the learner deleted, left out as the learner wanted."""
+        return [s for r in self.reports for s in r.skipped if s.deleted]
+
 
 class CanvasSink:
     """Writes a target's documents once every task of it has ended; targets that end while
@@ -258,7 +294,7 @@ class CanvasSink:
     def __init__(self, job: CanvasJob, mode: Mode, options: WriteOptions | None = None) -> None:
         self.job = job
         self.mode: Mode = parse_mode(mode)
-        options = options or WriteOptions()
+        options = dataclasses.replace(options or WriteOptions(), edge_labels=job.edge_labels)
         if options.reserved is None:  # every place planned now: writes come in any order
             reserved = reserve_places(
                 job.canvas, note_slots(job, self.mode), node_size=options.node_size, gap=options.gap
@@ -278,6 +314,8 @@ class CanvasSink:
         self._closing = False
 
     def attach(self, run: Run) -> None:
+        # the run names the canvas backups it makes: `canvas restore` undoes all of them
+        self.options = dataclasses.replace(self.options, run_id=run.id)
         run.listen(self._on_event)
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
         for t in self.job.tasks:  # a resumed run: results already in the store count

@@ -39,7 +39,6 @@ from fanout.canvas.merge import (
     WritePlan,
     merge_results,
     notes_folder,
-    render_note,
 )
 from fanout.canvas.model import Canvas, CanvasWarning, CanvasWriteError, Rect
 from fanout.canvas.safefile import (
@@ -47,6 +46,8 @@ from fanout.canvas.safefile import (
     canvas_lock,
     exchange,
     fsync_dir,
+    read_written,
+    record_written,
     remove_stale_temps,
     save_backup,
     write_temp,
@@ -75,7 +76,8 @@ class NoteWrite:
     rect: Rect
     note: NoteAction
     node: Literal["added", "kept"]
-    edge: Literal["added", "kept"]
+    #: "deleted": the learner deleted the edge; left out
+    edge: Literal["added", "kept", "deleted"]
 
 
 @dataclass(slots=True)
@@ -192,7 +194,6 @@ def _commit(path: Path, results: Sequence[NoteResult], opts: WriteOptions) -> Wr
     # read and replace the file itself: replacing a symlink would cut it off its target
     file = Path(os.path.realpath(path))
     created: list[Path] = []
-    texts = {(r.target_id, r.agent): render_note(r) for r in results}
     first_action: dict[Path, NoteAction] = {}
     # note temp files a killed run left (other runs may be writing theirs: only old ones)
     remove_stale_temps(notes_folder(path, vault, opts.notes_dir), min_age_s=600)
@@ -202,12 +203,13 @@ def _commit(path: Path, results: Sequence[NoteResult], opts: WriteOptions) -> Wr
             report.merges = merge
             disk, canvas = _read_canvas(file)
             report.warnings = list(canvas.warnings)
-            plan = merge_results(canvas, results, canvas_path=path, vault_root=vault, options=opts)
+            written = read_written(file, opts.data_dir)
+            plan = merge_results(
+                canvas, results, canvas_path=path, vault_root=vault, options=opts, written=written
+            )
             report.notes = []
             for note in plan.notes:
-                action = _write_note(
-                    note, texts[(note.target_id, note.agent)], vault, created, opts
-                )
+                action = _write_note(note, note.text, vault, created, opts)
                 # after a re-merge a note we wrote a moment ago reads "unchanged": say what we did
                 action = first_action.setdefault(note.path, action)
                 report.notes.append(_note_write(note, action))
@@ -220,6 +222,9 @@ def _commit(path: Path, results: Sequence[NoteResult], opts: WriteOptions) -> Wr
                 report.backup, report.changed, done = backup, True, True
             if done:
                 _remove_unused(created, {n.path for n in plan.notes})
+                nodes = {n.node_id for n in plan.notes}
+                edges = {n.edge_id for n in plan.notes if n.edge_action != "deleted"}
+                record_written(file, nodes, edges, base=opts.data_dir)
                 return report
             # it changed under us: let a burst of edits (an editor saving) settle a little
             time.sleep(min(0.002 * 2**merge, 0.2) * random.uniform(0.5, 1.0))
@@ -270,7 +275,7 @@ def _note_write(n: PlannedNote, action: NoteAction) -> NoteWrite:
         n.rect,
         action,
         "added" if n.node_action == "add" else "kept",
-        "added" if n.edge_action == "add" else "kept",
+        "added" if n.edge_action == "add" else "deleted" if n.edge_action == "deleted" else "kept",
     )
 
 
@@ -284,7 +289,9 @@ def _swap_in(
         opts,
         "back up the canvas",
         path,
-        lambda: save_backup(path, disk, keep=opts.keep_backups, base=opts.data_dir),
+        lambda: save_backup(
+            path, disk, keep=opts.keep_backups, base=opts.data_dir, run_id=opts.run_id
+        ),
     )
     tmp = _retry(opts, "write a temp file", path, lambda: write_temp(path, new))
     try:
@@ -322,7 +329,10 @@ def _verify(path: Path, new: bytes, plan: WritePlan) -> bool:
     except InputError:
         return False
     edges = {e.id for e in canvas.edges}
-    return all(n.node_id in canvas and n.edge_id in edges for n in plan.notes)
+    return all(
+        n.node_id in canvas and (n.edge_id in edges or n.edge_action == "deleted")
+        for n in plan.notes
+    )
 
 
 def _remove_unused(created: list[Path], used: set[Path]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -62,13 +63,19 @@ SmartOpt = Annotated[
     ),
 ]
 YellowOpt = Annotated[
-    str,
+    str | None,
     typer.Option(
-        "--yellow", help="Colour of the learner's nodes: 3 (the spec's yellow) or another, e.g. 6."
+        "--yellow",
+        help="Colour of the learner's nodes: 3 (the spec's yellow, default) or another, e.g. 6.",
     ),
 ]
-IdsOpt = Annotated[str | None, typer.Option(help="Target these node ids (comma-separated).")]
-GroupOpt = Annotated[str | None, typer.Option(help="Target the nodes inside this group.")]
+IdsOpt = Annotated[
+    str | None, typer.Option(help="Target these node ids, whatever their colour (a,b).")
+]
+GroupOpt = Annotated[
+    str | None,
+    typer.Option(help="Target the text nodes inside this group (with --yellow: that colour's)."),
+]
 SamplesOpt = Annotated[int, typer.Option(help="Scoring samples per target (median, spread).")]
 NOTES_SHOWN = 50
 
@@ -84,7 +91,7 @@ def plan_cmd(
     canvas: CanvasArg,
     agents: AgentsOpt = None,
     smart: SmartOpt = None,
-    yellow: YellowOpt = "3",
+    yellow: YellowOpt = None,
     ids: IdsOpt = None,
     group: GroupOpt = None,
     samples: SamplesOpt = 1,
@@ -93,7 +100,9 @@ def plan_cmd(
     """Show the targets, their context and the tasks a run would make; write nothing."""
     with exits():
         choice = CanvasChoice(
-            path=str(check_canvas_path(canvas).resolve()),
+            path=os.path.abspath(
+                check_canvas_path(canvas)
+            ),  # a symlink stays one: its vault is where it is
             agents=_split(agents),
             smart=smart,
             colour=yellow,
@@ -102,22 +111,29 @@ def plan_cmd(
             samples=samples,
         )
         job = plan(choice, load_agents(config))
-    _show_plan(job, yellow)
+    _show_plan(job)
 
 
-def _show_plan(job: CanvasJob, colour: str) -> None:
+def selection_lines(job: CanvasJob) -> list[str]:
+    """How targets were chosen, the canvas's warnings and every skipped node with why: the
+    same lines in `canvas plan` and in the summary of `canvas run` (in its JSON with --json)."""
+    sel = job.selection
+    lines = [
+        f"targets: {len(sel.targets)} by {sel.how}"
+        + (f", skipped {len(sel.skipped)}" if sel.skipped else "")
+    ]
+    if not sel.targets and sel.hint is not None:
+        lines.append(f"hint: {sel.hint.message}")
+    lines += [f"warning: {w}" for w in sel.warnings]
+    lines += [f"skipped: {s}" for s in sel.skipped]
+    return lines
+
+
+def _show_plan(job: CanvasJob) -> None:
     sel = job.selection
     typer.echo(f"canvas: {job.path}")
-    typer.echo(
-        f"targets: {len(sel.targets)} (colour {colour!r})"
-        + (f", skipped {len(sel.skipped)}" if sel.skipped else "")
-    )
-    if not sel.targets and sel.hint is not None:
-        typer.echo(f"hint: {sel.hint.message}")
-    for w in sel.warnings:
-        typer.echo(f"warning: {w}")
-    for s in sel.skipped:
-        typer.echo(f"skipped: {s}")
+    for line in selection_lines(job):
+        typer.echo(line)
     mode = "smart: scoring first, then by verdict" if job.smart else "agents"
     typer.echo(f"{mode}: {', '.join(job.agents)}")
     by_target: dict[str, list[Task]] = {}
@@ -147,7 +163,7 @@ def run_cmd(
     canvas: CanvasArg,
     agents: AgentsOpt = None,
     smart: SmartOpt = None,
-    yellow: YellowOpt = "3",
+    yellow: YellowOpt = None,
     ids: IdsOpt = None,
     group: GroupOpt = None,
     samples: SamplesOpt = 1,
@@ -161,6 +177,13 @@ def run_cmd(
         str | None, typer.Option(help="Vault-relative folder for the notes.")
     ] = None,
     node_colour: Annotated[str, typer.Option(help="Colour of the new file nodes.")] = "5",
+    restore_deleted: Annotated[
+        bool,
+        typer.Option(
+            "--restore-deleted",
+            help="Put back notes and edges you deleted from the canvas (default: left out).",
+        ),
+    ] = False,
     config: ConfigOpt = None,
     concurrency: ConcurrencyOpt = None,
     provider: ProviderOpt = None,
@@ -189,7 +212,9 @@ def run_cmd(
     with it, and nothing that finished is sent again."""
     with exits():
         choice = CanvasChoice(
-            path=str(check_canvas_path(canvas).resolve()),
+            path=os.path.abspath(
+                check_canvas_path(canvas)
+            ),  # a symlink stays one: its vault is where it is
             agents=_split(agents),
             smart=smart,
             colour=yellow,
@@ -200,6 +225,7 @@ def run_cmd(
             recolour=recolour,
             notes_dir=notes_dir,
             node_colour=node_colour,
+            restore_deleted=restore_deleted,
         )
         echoice = engine_choice(
             config=config,
@@ -239,6 +265,9 @@ def report_canvas(done: CanvasOutcome, as_json: bool) -> NoReturn:
         from fanout.cli.progress import print_summary
 
         print_summary(done.metrics, sys.stdout)
+        # the lines `canvas plan` prints: how targets were chosen, warnings, skipped nodes
+        for line in selection_lines(done.job):
+            typer.echo(line)
         added = sum(1 for n in notes if n.node == "added")
         typer.echo(
             f"wrote {len(notes)} notes ({sum(1 for n in notes if n.note == 'created')} new, "
@@ -249,28 +278,45 @@ def report_canvas(done: CanvasOutcome, as_json: bool) -> NoReturn:
             typer.echo(f"  {n.vault_path}  ({n.note})")
         for key, why in done.failures:
             typer.echo(f"failed {key}: {why}")
+        for s in done.report.not_written:
+            typer.echo(f"not written {s}")
+        deleted = done.report.left_deleted
+        if deleted:
+            typer.echo(
+                f"{len(deleted)} notes you deleted from the canvas were left out "
+                "(--restore-deleted brings them back)"
+            )
     say_if_capped(done.run_id, done.metrics)
     if done.interrupted:
         err(f"run {done.run_id} interrupted; resume with: fanout resume {done.run_id}")
         raise typer.Exit(EXIT_INTERRUPTED)
-    raise typer.Exit(EXIT_FAILED if done.failures else EXIT_OK)
+    raise typer.Exit(EXIT_FAILED if done.failures or done.report.not_written else EXIT_OK)
 
 
 @app.command("restore", short_help="Put a backup of the canvas back.")
 def restore_cmd(
     canvas: CanvasArg,
-    backup: Annotated[
-        Path | None, typer.Option(help="A backup to restore (default: the newest).")
+    run: Annotated[
+        str | None,
+        typer.Option("--run", help="Undo this run (an id or a unique prefix of one)."),
     ] = None,
-    list_: Annotated[bool, typer.Option("--list", help="List the backups instead.")] = False,
+    backup: Annotated[
+        Path | None, typer.Option(help="Put back this one backup file instead.")
+    ] = None,
+    list_: Annotated[
+        bool, typer.Option("--list", help="List the backups: time, run, file.")
+    ] = False,
 ) -> None:
-    """Put a backup of the canvas back (the current file is backed up first)."""
+    """Undo the latest run on the canvas (all of its writes), or the run given; the
+    current file is backed up first, so a restore can be undone too."""
     from fanout.canvas import list_backups, restore
+    from fanout.canvas.safefile import backup_run, backup_time
 
     with exits():
         if list_:
             for b in list_backups(canvas):
-                typer.echo(str(b))
+                typer.echo(f"{backup_time(b)}  {backup_run(b) or '(no run)':<14}  {b}")
             return
-        used = restore(canvas, backup)
-    typer.echo(f"restored {canvas} from {used}")
+        used = restore(canvas, backup, run_id=run)
+    what = f"as before run {backup_run(used)}" if backup_run(used) else f"from {used}"
+    typer.echo(f"restored {canvas} {what} ({used.name})")
