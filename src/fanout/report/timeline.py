@@ -20,18 +20,11 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-#: the wait kinds of the spans interface, in the order pictures list them
-WAIT_KINDS: tuple[str, ...] = (
-    "deps",
-    "queued",
-    "lane",
-    "rpm",
-    "tpm",
-    "retry_after",
-    "circuit",
-    "budget",
-    "backoff",
-)
+from fanout.report.breakdown import CATEGORIES
+
+#: the wait kinds of the spans interface, in the order pictures list them (dependencies
+#: first: they come first in a task's life)
+WAIT_KINDS: tuple[str, ...] = ("deps", *(c for c in CATEGORIES if c not in ("deps", "running")))
 
 
 @dataclass(slots=True)
