@@ -232,8 +232,10 @@ def test_429_storm_ends_done_and_honours_retry_after(tmp_path: Path) -> None:
         # without pacing after the pauses about 3 requests per task were 429s (581 for 200
         # at 3,000 RPM); with the learned rate: the first bursts' overflow, and the two
         # limiters settling on their shares of one budget (15 to 45 measured at 3,000 RPM,
-        # 158 at 1,200 RPM on an idle machine, fewer under load): under one per task
-        assert stats["rejected_429"] < n
+        # 158 at 1,200 RPM on an idle machine, fewer under load; 150 to 250 since the learned
+        # rate probes upward again, each probe past the budget costing a few 429s on a
+        # server that sends no rate headers): under two per task, against about three unpaced
+        assert stats["rejected_429"] < 2 * n
         rate_limited = [e for e in timeline.of(TaskRetrying) if e.error.kind == "rate_limited"]
         assert len(rate_limited) == stats["rejected_429"]
         for e in rate_limited:  # each retry waited at least the retry-after it was given
