@@ -142,8 +142,14 @@ def _ws(text: str, i: int) -> int:
     return m.end() if m else i
 
 
-def _object_members(text: str, start: int, scan_once: Any) -> tuple[list[tuple[Member, Any]], int]:
-    """The members of the object at `start` with their values, and the index of its `}`."""
+def _object_members(
+    text: str, start: int, scan_once: Any, value_at: Any = None
+) -> tuple[list[tuple[Member, Any]], int]:
+    """The members of the object at `start` with their values, and the index of its `}`.
+
+    `value_at(key, index) -> (value, end)` reads a member's value (default: `scan_once`)."""
+    if value_at is None:
+        value_at = lambda _key, j: scan_once(text, j)  # noqa: E731
     if text[start] != "{":
         raise _Mismatch
     out: list[tuple[Member, Any]] = []
@@ -158,7 +164,7 @@ def _object_members(text: str, start: int, scan_once: Any) -> tuple[list[tuple[M
         if text[j] != ":":
             raise _Mismatch
         j = _ws(text, j + 1)
-        value, end = scan_once(text, j)
+        value, end = value_at(key, j)
         out.append((Member(key, i, key_end, j, end), value))
         k = _ws(text, end)
         if text[k] == "}":
@@ -170,42 +176,27 @@ def _object_members(text: str, start: int, scan_once: Any) -> tuple[list[tuple[M
 
 def _scan(text: str, bom: bool, scan_once: Any) -> tuple[SourceText, dict[str, Any]]:
     start = _ws(text, 0)
-    if text[start] != "{":
-        raise _Mismatch
+    arrays: dict[str, ArraySpan] = {}
+
+    def value_at(key: str, j: int) -> tuple[Any, int]:
+        if key in ARRAYS and text[j] == "[":
+            span, value = _array(text, j, scan_once)
+            arrays[key] = span
+            return value, span.close + 1
+        arrays.pop(key, None)  # a later duplicate key wins, as in json.loads
+        value, end = scan_once(text, j)
+        return value, end
+
+    found, close = _object_members(text, start, scan_once, value_at)
     members: list[Member] = []
     data: dict[str, Any] = {}
-    arrays: dict[str, ArraySpan] = {}
     duplicates: list[str] = []
-    i = _ws(text, start + 1)
-    close = i
-    if text[i] != "}":
-        while True:
-            if text[i] != '"':
-                raise _Mismatch
-            key, key_end = scanstring(text, i + 1)
-            j = _ws(text, key_end)
-            if text[j] != ":":
-                raise _Mismatch
-            j = _ws(text, j + 1)
-            if key in ARRAYS and text[j] == "[":
-                span, value = _array(text, j, scan_once)
-                arrays[key] = span
-                end = span.close + 1
-            else:
-                value, end = scan_once(text, j)
-                arrays.pop(key, None)  # a later duplicate key wins, as in json.loads
-            if key in data:
-                duplicates.append(key)
-                members = [m for m in members if m.key != key]
-            data[key] = value
-            members.append(Member(key, i, key_end, j, end))
-            k = _ws(text, end)
-            if text[k] == "}":
-                close = k
-                break
-            if text[k] != ",":
-                raise _Mismatch
-            i = _ws(text, k + 1)
+    for member, value in found:
+        if member.key in data:
+            duplicates.append(member.key)
+            members = [m for m in members if m.key != member.key]
+        data[member.key] = value
+        members.append(member)
     if text[_ws(text, close + 1) :]:
         raise _Mismatch  # extra data after the object: let json say where
     source = SourceText(text, bom, (start, close), members, arrays)
