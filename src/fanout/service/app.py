@@ -9,6 +9,7 @@ at `/`. Every one of them is behind the `Guard` (token, Host, Origin, body size)
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator
@@ -181,7 +182,7 @@ def create_app(
             if not isinstance(opts, dict):
                 raise HTTPException(422, "options: give a JSON object")
             data = await upload.read()
-            run_id = await manager.start_batch_upload(data, opts)
+            run_id = await manager.start_batch_upload(data, opts, upload.filename or "input.jsonl")
         else:
             try:
                 raw = await request.body()
@@ -201,7 +202,16 @@ def create_app(
                     'give a JSONL upload (multipart field "input"), {"input_path": ...} or '
                     '{"canvas": ..., "agents": [...]}',
                 )
+        await durable(run_id)
         return {"id": run_id, "status": "in_progress"}
+
+    async def durable(run_id: str) -> None:
+        """Answer once the run is in the store (the journal commits it within
+        milliseconds): a client's next request finds it."""
+        for _ in range(2000):
+            if await reader.run(views.run_summary, run_id) is not None:
+                return
+            await asyncio.sleep(0.005)
 
     @app.get("/api/runs/{run_id}")
     async def get_run(run_id: str) -> Any:
@@ -304,6 +314,7 @@ def create_app(
         if not s["resumable"]:
             raise HTTPException(409, f"run {run_id} is {s['fanout_status']}: nothing to resume")
         await manager.resume(run_id, s["kind"])
+        await durable(run_id)
         return {"id": run_id, "status": "in_progress"}
 
     @app.get("/api/settings")
