@@ -52,7 +52,7 @@ class Server:
         self.root, self.home, self.args = root, home, args
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
-        self.client = httpx.Client(timeout=60)
+        self.client: httpx.Client
 
     def start(self) -> Server:
         self.proc = subprocess.Popen(
@@ -85,6 +85,7 @@ class Server:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.communicate(timeout=30)
+        self.client.close()
 
     def stop(self) -> str:
         """SIGINT (as Ctrl-C) and what it said on stderr."""
