@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,10 +33,11 @@ from fanout.service.live import (
     settings_now,
 )
 from fanout.service.runs import Conflict, NotFound, RunManager, ServiceSettings
-from fanout.service.sse import stream
+from fanout.service.sse import Feeds, stream
 
 STATIC = Path(__file__).parent / "static"
 DEFAULT_MAX_UPLOAD = 256 * 1024 * 1024
+BREAKDOWN_EVERY_S = 5.0
 
 
 class Health(BaseModel):
@@ -115,6 +117,7 @@ def create_app(
     is called once the engine runs and the unfinished runs of an earlier server resumed."""
     manager = RunManager(settings)
     reader = Reader(settings.store_path)
+    feeds = Feeds(reader)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -219,6 +222,7 @@ def create_app(
         if d is None:
             raise HTTPException(404, f"no run {run_id!r}")
         _finalizing(d)
+        d["breakdown"] = await breakdown_of(run_id, d["fanout_status"] != "running")
         sample = await reader.run(latest_sample, run_id)
         if manager.live(run_id) is not None:
             engine = manager.engine
@@ -229,6 +233,22 @@ def create_app(
             metrics = manager.live(run_id).handle.launched.run.metrics()  # type: ignore[union-attr]
             d["cost_usd"] = metrics.get("cost_usd")
         return d
+
+    breakdowns: dict[str, tuple[float, bool, dict[str, float]]] = {}
+
+    async def breakdown_of(run_id: str, finished: bool) -> dict[str, float]:
+        """A run's breakdown reads all its spans: a finished run's is kept, a running
+        one's read again at most every `BREAKDOWN_EVERY_S` (a dashboard polls the status
+        a few times a second)."""
+        now = time.monotonic()
+        kept = breakdowns.get(run_id)
+        if kept is not None and (kept[1] or (not finished and now - kept[0] < BREAKDOWN_EVERY_S)):
+            return kept[2]
+        b = await reader.run(views.breakdown, run_id)
+        if len(breakdowns) > 1000:
+            breakdowns.clear()
+        breakdowns[run_id] = (now, finished, b)
+        return b
 
     @app.get("/api/runs/{run_id}/results")
     async def results(run_id: str) -> StreamingResponse:
@@ -282,7 +302,7 @@ def create_app(
             request.headers.get("last-event-id") or request.query_params.get("last_event_id")
         )
         body = stream(
-            reader,
+            feeds,
             run_id,
             after,
             finalizing=manager.finalizing,
