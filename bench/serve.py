@@ -5,7 +5,8 @@ same batch from the CLI; and the server's memory after 100,000 finished tasks.
    `--no-cache`, concurrency C) run `--repeat` times each way, interleaved:
    - the CLI: `fanout batch FILE -o OUT --json` in its own process;
    - the service: the same file uploaded to a `fanout serve` (same flags), while `--clients`
-     (default 3) SSE clients stream the run's events from its start to `end`.
+     (default 3) SSE clients stream the run's events from its start to `end` (nothing else
+     asks the server anything meanwhile: the streams' `counts` are the progress).
    Both walls are the run's own wall time as the store records it (its segments: from the
    run's start to its end, startup of the process excluded), so the ratio compares the
    runs, not Python's start-up. The figure is service / CLI of the medians.
@@ -163,9 +164,9 @@ def main() -> None:
                 ]
                 for t in clients:
                     t.start()
-                d = server.wait(run_id)
-                for t in clients:
+                for t in clients:  # the streams end with the run (its `end` event)
                     t.join()
+                d = server.wait(run_id)
                 assert d["request_counts"]["completed"] == args.tasks, d["request_counts"]
                 serve_walls.append(store_wall(home, run_id))
                 events.append(counts)
