@@ -184,8 +184,11 @@ def test_no_token_wrong_token_wrong_host_and_paths_out_start_nothing(server: Ser
         good = {"Authorization": f"Bearer {TOKEN}"}
         rebound = {**good, "Host": f"evil.example:{url.rsplit(':', 1)[1]}"}
         assert anon.post("/api/runs", files=up, headers=rebound).status_code == 421
-        other_site = {**good, "Origin": "http://evil.example"}
-        assert anon.post("/api/runs", files=up, headers=other_site).status_code == 403
+        for site in ("http://evil.example", "http://127.0.0.1:1", "null"):
+            other_site = {**good, "Origin": site}  # another port on this machine too
+            assert anon.post("/api/runs", files=up, headers=other_site).status_code == 403
+        same = {**good, "Origin": url}
+        assert anon.get("/api/runs", headers=same).status_code == 200
         for path in ("../../etc/passwd", str(outside), "链接.jsonl"):
             r = anon.post("/api/runs", json={"input_path": path}, headers=good)
             assert r.status_code == 422, r.text

@@ -291,6 +291,7 @@ class RunManager:
             await live.handle.finish()
         finally:
             self._live.pop(live.run_id, None)
+            self.engine.forget(live.handle.launched.run)  # the store keeps it
 
     # -- acting on runs ------------------------------------------------------------------
 
