@@ -153,7 +153,7 @@ def create_app(
         return _finalizing(s)
 
     def _finalizing(s: dict[str, Any]) -> dict[str, Any]:
-        if manager.finalizing(s["id"]) and s["fanout_status"] == "running":
+        if manager.finalizing(s["id"]):  # ended; this server still writes its output
             s["status"] = "finalizing"
         return s
 

@@ -66,8 +66,8 @@ class Feeds:
         hit = self._recent.get(key)
         if hit is not None and now - hit[0] < POLL_S / 2:
             return await asyncio.shield(hit[1])
-        if len(self._recent) > 256:  # forget reads nobody can still share
-            self._recent = {k: v for k, v in self._recent.items() if now - v[0] < POLL_S}
+        if self._recent:  # forget reads nobody can share any more (they hold their text)
+            self._recent = {k: v for k, v in self._recent.items() if now - v[0] < POLL_S / 2}
         fut = asyncio.ensure_future(self.reader.run(read_events, run_id, after, BATCH))
         self._recent[key] = (now, fut)
         return await asyncio.shield(fut)
