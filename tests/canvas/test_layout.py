@@ -101,8 +101,9 @@ def test_a_stack_goes_right_of_its_target_level_with_its_top() -> None:
 def test_with_a_node_to_its_right_the_stack_goes_below_never_nearer_the_other() -> None:
     target, right = Rect(0, 0, 250, 60), Rect(290, 0, 250, 60)
     places = place_nodes([target, right], [(target, None)] * 2)
-    # the second note would sit nearer the other node right of the first: it goes left
-    assert [p.rect for p in places] == [Rect(0, 100, 250, 60), Rect(-270, 100, 250, 60)]
+    # the whole stack is one row below it, ending level with its right side: a second
+    # note right of the first would sit as near the other node as its own
+    assert [p.rect for p in places] == [Rect(-270, 100, 250, 60), Rect(0, 100, 250, 60)]
     assert {(p.from_side, p.to_side) for p in places} == {("bottom", "top")}
 
 

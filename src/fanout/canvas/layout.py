@@ -220,6 +220,11 @@ class Layout:
         sizes = [size] if size else self.sizes_for(anchor)
         home = [g for g in self._groups if g.contains(anchor)]
         inner = min(home, key=lambda g: g.area) if home else None
+        block = self._find_block(anchor, count, sizes, home, inner) if count > 1 else None
+        if block is not None:
+            for spot in block:
+                self._commit(anchor, spot)
+            return block
         placed: list[Placement] = []
         for _ in range(count):
             previous = placed[-1] if placed else None
@@ -227,13 +232,92 @@ class Layout:
                 last = (previous.rect.width, previous.rect.height)
                 sizes = [s for s in sizes if s[0] <= last[0] and s[1] <= last[1]] or [last]
             found = self._find(anchor, sizes, home, inner, previous)
-            self._solid.add(found.rect)
-            p, q = side_point(anchor, found.from_side), side_point(found.rect, found.to_side)
-            box = _segment_box(p, q)
-            self._edges.add(box)
-            self._edge_ends[id(box)] = (p, q)
+            self._commit(anchor, found)
             placed.append(found)
         return placed
+
+    def _commit(self, anchor: Rect, spot: Placement) -> None:
+        self._solid.add(spot.rect)
+        p, q = side_point(anchor, spot.from_side), side_point(spot.rect, spot.to_side)
+        box = _segment_box(p, q)
+        self._edges.add(box)
+        self._edge_ends[id(box)] = (p, q)
+
+    def _find_block(
+        self,
+        anchor: Rect,
+        count: int,
+        sizes: list[tuple[float, float]],
+        home: list[Rect],
+        inner: Rect | None,
+    ) -> list[Placement] | None:
+        """The whole stack at once, all its notes one size: a column right (or left) of
+        the target, or a row below (or above) it, where every note is good. Failing that
+        inside the target's group, the same just outside it (a clean column beside a
+        crowded group reads better than notes scattered through it). None if neither."""
+        rings = self._ring_distances()
+        for in_group in (True, False):
+            if not in_group and inner is None:
+                break
+            for k, (width, height) in enumerate(sizes):
+                tried = rings if k == 0 else rings[:3]
+                for block in self._blocks(anchor, count, tried, width, height):
+                    if self._block_good(anchor, block, home, inner if in_group else None):
+                        return block
+        return None
+
+    def _blocks(
+        self, anchor: Rect, count: int, rings: list[float], width: float, height: float
+    ) -> Iterator[list[Placement]]:
+        """Columns and rows of `count` notes around the target, nearest first: level with
+        the target's top (or left side), with its bottom (right side), centred on it, then
+        sliding along that side as long as the stack still reaches the target's middle."""
+        step = self.gap / 2
+        tall = count * height + (count - 1) * step
+        wide = count * width + (count - 1) * step
+        for distance in rings:
+            for side in _SIDES:
+                if side in ("right", "left"):
+                    x = anchor.right + distance if side == "right" else anchor.x - distance - width
+                    lo = anchor.y + anchor.height / 2 - tall
+                    hi = anchor.y + anchor.height / 2 - height / 2
+                    ends = (anchor.y, anchor.bottom - tall, anchor.y + (anchor.height - tall) / 2)
+                    for y in _starts(ends, lo, hi, max(step, distance / 4)):
+                        yield [
+                            Placement(
+                                Rect(round(x), round(y + i * (height + step)), width, height),
+                                side,
+                                _OPPOSITE[side],
+                            )
+                            for i in range(count)
+                        ]
+                else:
+                    y = (
+                        anchor.bottom + distance
+                        if side == "bottom"
+                        else anchor.y - distance - height
+                    )
+                    lo = anchor.x + anchor.width / 2 - wide
+                    hi = anchor.x + anchor.width / 2 - width / 2
+                    ends = (anchor.x, anchor.right - wide, anchor.x + (anchor.width - wide) / 2)
+                    for x in _starts(ends, lo, hi, max(step, distance / 4)):
+                        yield [
+                            Placement(
+                                Rect(round(x + i * (width + step)), round(y), width, height),
+                                side,
+                                _OPPOSITE[side],
+                            )
+                            for i in range(count)
+                        ]
+
+    def _block_good(
+        self, anchor: Rect, block: list[Placement], home: list[Rect], inner: Rect | None
+    ) -> bool:
+        for spot in block:
+            score = self._score(anchor, spot, home, inner, strict=True)
+            if score is None or any(score[:3]):
+                return False
+        return True
 
     def _find(
         self,
@@ -336,17 +420,24 @@ class Layout:
                     yield Placement(Rect(round(x), round(y), width, height), side, _OPPOSITE[side])
 
     def _score(
-        self, anchor: Rect, spot: Placement, home: list[Rect], inner: Rect | None
+        self,
+        anchor: Rect,
+        spot: Placement,
+        home: list[Rect],
+        inner: Rect | None,
+        strict: bool = False,
     ) -> tuple[float, ...] | None:
         """None if the place is not free; else (crossings, not nearest, not in the group,
-        distance): all-zero first three means good."""
+        distance): all-zero first three means good. `strict`: another node as near as the
+        target is a fault too (a whole stack must not sit between two nodes)."""
         rect = spot.rect
         if not self._free(rect, home):
             return None
         own = gap_between(rect, anchor)
+        slack = 1e-6 if strict else -1e-6
         nearer = any(
-            r != anchor and gap_between(rect, r) < own - 1e-6
-            for r in self._original_index.touching(rect.inflate(own))
+            r != anchor and gap_between(rect, r) < own + slack
+            for r in self._original_index.touching(rect.inflate(own + 1))
         )
         outside = inner is not None and not inner.contains(rect.inflate(self.gap / 4))
         return (float(self._crosses(anchor, spot)), float(nearer), float(outside), own)
@@ -397,6 +488,15 @@ class Layout:
 
 def _segment_box(p: tuple[float, float], q: tuple[float, float]) -> Rect:
     return Rect(min(p[0], q[0]), min(p[1], q[1]), abs(q[0] - p[0]) + 1, abs(q[1] - p[1]) + 1)
+
+
+def _starts(ends: Sequence[float], lo: float, hi: float, step: float) -> Iterator[float]:
+    """The aligned starts `ends` (each once), then `_slide` from the first of them."""
+    seen: set[float] = set()
+    for value in (*ends, *_slide(ends[0], lo, hi, step, 0)):
+        if round(value) not in seen:
+            seen.add(round(value))
+            yield value
 
 
 def _slide(start: float, lo: float, hi: float, step: float, steps: int) -> Iterator[float]:
