@@ -25,7 +25,8 @@ def _layout_bench() -> ModuleType:
     if "canvas_layout" in sys.modules:
         return sys.modules["canvas_layout"]
     spec = importlib.util.spec_from_file_location("canvas_layout", BENCH / "canvas_layout.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules["canvas_layout"] = module
     spec.loader.exec_module(module)
@@ -58,7 +59,8 @@ def test_the_demo_canvases_keep_each_targets_notes_together_beside_it(
     sizes = {(n.rect.width, n.rect.height) for n in report.notes}
     assert len(sizes) == 1, sizes  # one size on the whole canvas
     width, height = sizes.pop()
-    assert width >= 300 and height >= 200  # room for a few lines of an explanation
+    assert width >= 300
+    assert height >= 200
     for target in targets:
         notes = [n.rect for n in report.notes if n.target_id == target.node_id]
         anchor = originals[target.node_id]
@@ -85,6 +87,7 @@ def test_a_stack_leaves_a_crowded_group_for_a_clean_column_beside_it() -> None:
     rects = [p.rect for p in places]
     # not split above and below the group: one column just right of it, level with a2
     assert len({r.x for r in rects}) == 1
-    assert rects[0].x >= group.right and rects[0].y == a2.y
+    assert rects[0].x >= group.right
+    assert rects[0].y == a2.y
     assert len({(r.width, r.height) for r in rects}) == 1
     assert {(p.from_side, p.to_side) for p in places} == {("right", "left")}
