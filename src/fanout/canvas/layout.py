@@ -203,12 +203,15 @@ class Layout:
 
     def sizes_for(self, anchor: Rect) -> list[tuple[float, float]]:
         """The sizes a note of `anchor` may take, largest first: `size_for`, then halfway
-        to the smallest, then the smallest (for where the canvas has no room for more)."""
+        to the smallest, then as wide as that but the smallest height (a strip fits the
+        gutter between tight groups and still shows a line of text), then the smallest
+        (for where the canvas has no room for more)."""
         width, height = self.size_for(anchor)
         (wmin, hmin) = MIN_NODE_SIZE
         mid = (_round10((width + wmin) / 2), _round10((height + hmin) / 2))
+        strip = (mid[0], float(hmin))
         out: list[tuple[float, float]] = []
-        for size in ((width, height), mid, (float(wmin), float(hmin))):
+        for size in ((width, height), mid, strip, (float(wmin), float(hmin))):
             if size not in out and size[0] <= width and size[1] <= height:
                 out.append(size)
         return out
@@ -260,7 +263,7 @@ class Layout:
             if not in_group and inner is None:
                 break
             for k, (width, height) in enumerate(sizes):
-                tried = rings if k == 0 else rings[:3]
+                tried = rings if k == 0 else rings[:3]  # smaller only right beside it
                 for block in self._blocks(anchor, count, tried, width, height):
                     if self._block_good(anchor, block, home, inner if in_group else None):
                         return block
@@ -446,7 +449,9 @@ class Layout:
         grown = rect.inflate(self.gap / 4 - 0.001)
         if next(self._solid.touching(grown), None) is not None:
             return False
-        return all(g in home and g.contains(grown) for g in self._group_index.touching(grown))
+        # a note may sit in the gutter between groups, up to their borders, but once it
+        # enters a group it must be its target's and keep clear of its border inside
+        return all(g in home and g.contains(grown) for g in self._group_index.touching(rect))
 
     def _crosses(self, anchor: Rect, spot: Placement) -> bool:
         """Its edge crosses a node, or it sits on the edge of a note placed before it."""
