@@ -1,16 +1,25 @@
 """Placing new notes: a compact stack beside each target, at the canvas's own scale.
 
-A target's notes form one stack: the first goes `gap` to the right of the target, level
-with its top; the next ones go under it, `gap / 2` apart (a column to the right). Where
-that place is taken, the search moves outward from the target in small steps: first the
+A target's notes form one stack, placed as a whole where it can be: a column `gap` to the
+right of the target (notes `gap / 2` apart), else a row below it, a column left, a row
+above; level with the target's top (or left side), then with its bottom (right side),
+then centred, then sliding along; nearest rings first, all notes one size. A block is
+taken only if every note in it is good (below) and strictly nearer its target than any
+other node; first inside the target's innermost group, then just outside it (a clean
+column beside a crowded group reads better than notes scattered through it).
+
+Only where no block fits are the notes placed one by one: the first goes `gap` to the
+right of the target, level with its top; the next ones under it. Where that place is
+taken, the search moves outward from the target in small steps: first the
 near rings (`gap`, `gap / 2`, `gap / 4` from the target) side by side, right, below,
 left, then above; then rings further out (1.5, 2, 2.5, 3, 4, 5... x `gap`), each tried
 right, below, left, then above the target, sliding along that side nearest the target's
 corner first. A place is *good* when:
 
 - it is free: the note grown by `gap / 4` shares no area with any node (old or placed
-  before it), and every group it touches holds the target and wholly contains it (a note
-  may join its target's group, never cut across a group or sit in another topic's);
+  before it), and every group it enters holds the target and wholly contains it, `gap /
+  4` clear of its border (a note may join its target's group, never cut across a group or
+  sit in another topic's; it may sit in the gutter between groups, up to their borders);
 - its edge from the target (side midpoint to side midpoint) crosses no other node, and
   it does not sit on the edge of a note placed before it;
 - no original node is nearer to it than its target (so a reader sees whose note it is);
@@ -29,7 +38,8 @@ goes as near as it can outside it.
 Note size follows the canvas: as wide as the median of the target and its nearest
 neighbours (160 to 400 px), as tall as the target (60 to 300 px), in steps of 10 px. Where
 no good place of that size is near, the search is repeated with a note halfway to the
-smallest size, then the smallest (160 x 60): a small note beside its target reads better
+smallest size, then a strip (that width, the smallest height: it fits a 60 px gutter),
+then the smallest (160 x 60): a small note beside its target reads better
 than a big one across the canvas. The notes of one stack never grow.
 
 Pure and deterministic: the same nodes and requests, in the same order, give the same
