@@ -20,10 +20,12 @@ $(VENV)/.stamp-dev: pyproject.toml | $(BIN)/python
 
 # The demo works on a copy of examples/vault in scratch/ (ignored), so the tree stays clean.
 # Its batch leaves the cache alone: the README's tour runs the same file and shows real calls.
+# --restore-deleted: the copy is fresh, so the notes an earlier demo wrote are missing from
+# it not because a learner deleted them (without it a second `make demo` adds no notes).
 demo: $(VENV)/.stamp-base
 	@rm -rf scratch/vault && mkdir -p scratch && cp -r examples/vault scratch/vault
-	$(BIN)/fanout canvas run scratch/vault/离散数学.canvas --agents oral-explanation,memory-anchor,comparison-table --no-progress
-	$(BIN)/fanout canvas run scratch/vault/数据结构.canvas --smart --no-progress
+	$(BIN)/fanout canvas run scratch/vault/离散数学.canvas --agents oral-explanation,memory-anchor,comparison-table --no-progress --restore-deleted
+	$(BIN)/fanout canvas run scratch/vault/数据结构.canvas --smart --no-progress --restore-deleted
 	$(BIN)/fanout batch examples/jobs.jsonl -o scratch/results.jsonl --concurrency 16 --no-progress --no-cache
 	@echo
 	@echo "canvases with their new notes: scratch/vault/ (open it in Obsidian)"

@@ -101,8 +101,9 @@ def test_a_stack_goes_right_of_its_target_level_with_its_top() -> None:
 def test_with_a_node_to_its_right_the_stack_goes_below_never_nearer_the_other() -> None:
     target, right = Rect(0, 0, 250, 60), Rect(290, 0, 250, 60)
     places = place_nodes([target, right], [(target, None)] * 2)
-    # the second note would sit nearer the other node right of the first: it goes left
-    assert [p.rect for p in places] == [Rect(0, 100, 250, 60), Rect(-270, 100, 250, 60)]
+    # the whole stack is one row below it, ending level with its right side: a second
+    # note right of the first would sit as near the other node as its own
+    assert [p.rect for p in places] == [Rect(-270, 100, 250, 60), Rect(0, 100, 250, 60)]
     assert {(p.from_side, p.to_side) for p in places} == {("bottom", "top")}
 
 
@@ -253,7 +254,9 @@ def test_a_run_with_answers_arriving_in_other_orders_writes_the_same_canvas(
     assert outputs[0] == outputs[1]
 
 
-@pytest.mark.parametrize("name", ["思维导图", "技能树", "原系统", "学习网格", "架构图"])
+@pytest.mark.parametrize(
+    "name", ["思维导图", "技能树", "原系统", "学习网格", "架构图", "紧凑分组", "配色"]
+)
 def test_notes_are_nearest_their_own_target_on_generated_canvases(vault: Path, name: str) -> None:
     corpus, measure = _bench("canvas_corpus"), _bench("canvas_layout").measure
     data = corpus.generate(7, [name])[name]
@@ -292,3 +295,23 @@ def test_existing_nodes_of_ours_keep_their_place_on_a_rerun(vault: Path) -> None
     write_canvas(vault, "重跑.canvas", data)
     write_results(path, [NoteResult("y0", "oral-explanation", "第二版")], WriteOptions())
     assert load_canvas(path).data["nodes"][-1]["x"] == data["nodes"][-1]["x"]
+
+
+def test_between_tight_groups_a_note_takes_the_gutter_and_enters_no_other_group() -> None:
+    # two groups hugging their cards, 60 px apart: no room inside, the gutter is the
+    # only place beside the answer; a strip of the smallest height fits it exactly
+    top, below = Rect(0, 0, 700, 400), Rect(0, 460, 700, 400)
+    question, answer = Rect(20, 20, 660, 160), Rect(20, 220, 660, 160)
+    others = [Rect(20, 480, 660, 160), Rect(20, 680, 660, 160)]
+    right, left = Rect(760, 0, 700, 400), Rect(-760, 0, 700, 400)  # groups beside it
+    cards = [Rect(x, y, 660, 160) for x in (780, -740) for y in (20, 220)]
+    groups = [top, below, right, left]
+    places = place_nodes([question, answer, *others, *cards], [(answer, None)] * 2, groups=groups)
+    for p in places:
+        assert p.rect.y >= top.bottom
+        assert p.rect.bottom <= below.y
+        assert p.rect.height == 60
+        assert p.rect.width > 160  # a strip, wider than the smallest note
+        assert not any(p.rect.overlaps(g) for g in groups)
+        assert (p.from_side, p.to_side) == ("bottom", "top")
+    assert overlapping_pairs([p.rect for p in places]) == []

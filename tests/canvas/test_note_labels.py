@@ -34,7 +34,7 @@ def canvas(question: str, answer: str) -> dict[str, Any]:
     [
         ("什么是幂集？", "幂集是所有子集的集合。", "zh"),
         ("What is a power set?", "The set of all subsets.", "en"),
-        ("Was ist eine Potenzmenge?", "Die Menge aller Teilmengen.", "en"),
+        ("Was ist eine Potenzmenge?", "Die Menge aller Teilmengen.", "de"),
         ("べき集合とは何ですか？", "すべての部分集合の集合です。", "ja"),
         ("", "", "en"),
     ],

@@ -1,16 +1,25 @@
 """Placing new notes: a compact stack beside each target, at the canvas's own scale.
 
-A target's notes form one stack: the first goes `gap` to the right of the target, level
-with its top; the next ones go under it, `gap / 2` apart (a column to the right). Where
-that place is taken, the search moves outward from the target in small steps: first the
+A target's notes form one stack, placed as a whole where it can be: a column `gap` to the
+right of the target (notes `gap / 2` apart), else a row below it, a column left, a row
+above; level with the target's top (or left side), then with its bottom (right side),
+then centred, then sliding along; nearest rings first, all notes one size. A block is
+taken only if every note in it is good (below) and strictly nearer its target than any
+other node; first inside the target's innermost group, then just outside it (a clean
+column beside a crowded group reads better than notes scattered through it).
+
+Only where no block fits are the notes placed one by one: the first goes `gap` to the
+right of the target, level with its top; the next ones under it. Where that place is
+taken, the search moves outward from the target in small steps: first the
 near rings (`gap`, `gap / 2`, `gap / 4` from the target) side by side, right, below,
 left, then above; then rings further out (1.5, 2, 2.5, 3, 4, 5... x `gap`), each tried
 right, below, left, then above the target, sliding along that side nearest the target's
 corner first. A place is *good* when:
 
 - it is free: the note grown by `gap / 4` shares no area with any node (old or placed
-  before it), and every group it touches holds the target and wholly contains it (a note
-  may join its target's group, never cut across a group or sit in another topic's);
+  before it), and every group it enters holds the target and wholly contains it, `gap /
+  4` clear of its border (a note may join its target's group, never cut across a group or
+  sit in another topic's; it may sit in the gutter between groups, up to their borders);
 - its edge from the target (side midpoint to side midpoint) crosses no other node, and
   it does not sit on the edge of a note placed before it;
 - no original node is nearer to it than its target (so a reader sees whose note it is);
@@ -29,7 +38,8 @@ goes as near as it can outside it.
 Note size follows the canvas: as wide as the median of the target and its nearest
 neighbours (160 to 400 px), as tall as the target (60 to 300 px), in steps of 10 px. Where
 no good place of that size is near, the search is repeated with a note halfway to the
-smallest size, then the smallest (160 x 60): a small note beside its target reads better
+smallest size, then a strip (that width, the smallest height: it fits a 60 px gutter),
+then the smallest (160 x 60): a small note beside its target reads better
 than a big one across the canvas. The notes of one stack never grow.
 
 Pure and deterministic: the same nodes and requests, in the same order, give the same
@@ -203,12 +213,15 @@ class Layout:
 
     def sizes_for(self, anchor: Rect) -> list[tuple[float, float]]:
         """The sizes a note of `anchor` may take, largest first: `size_for`, then halfway
-        to the smallest, then the smallest (for where the canvas has no room for more)."""
+        to the smallest, then as wide as that but the smallest height (a strip fits the
+        gutter between tight groups and still shows a line of text), then the smallest
+        (for where the canvas has no room for more)."""
         width, height = self.size_for(anchor)
         (wmin, hmin) = MIN_NODE_SIZE
         mid = (_round10((width + wmin) / 2), _round10((height + hmin) / 2))
+        strip = (mid[0], float(hmin))
         out: list[tuple[float, float]] = []
-        for size in ((width, height), mid, (float(wmin), float(hmin))):
+        for size in ((width, height), mid, strip, (float(wmin), float(hmin))):
             if size not in out and size[0] <= width and size[1] <= height:
                 out.append(size)
         return out
@@ -220,6 +233,11 @@ class Layout:
         sizes = [size] if size else self.sizes_for(anchor)
         home = [g for g in self._groups if g.contains(anchor)]
         inner = min(home, key=lambda g: g.area) if home else None
+        block = self._find_block(anchor, count, sizes, home, inner) if count > 1 else None
+        if block is not None:
+            for spot in block:
+                self._commit(anchor, spot)
+            return block
         placed: list[Placement] = []
         for _ in range(count):
             previous = placed[-1] if placed else None
@@ -227,13 +245,92 @@ class Layout:
                 last = (previous.rect.width, previous.rect.height)
                 sizes = [s for s in sizes if s[0] <= last[0] and s[1] <= last[1]] or [last]
             found = self._find(anchor, sizes, home, inner, previous)
-            self._solid.add(found.rect)
-            p, q = side_point(anchor, found.from_side), side_point(found.rect, found.to_side)
-            box = _segment_box(p, q)
-            self._edges.add(box)
-            self._edge_ends[id(box)] = (p, q)
+            self._commit(anchor, found)
             placed.append(found)
         return placed
+
+    def _commit(self, anchor: Rect, spot: Placement) -> None:
+        self._solid.add(spot.rect)
+        p, q = side_point(anchor, spot.from_side), side_point(spot.rect, spot.to_side)
+        box = _segment_box(p, q)
+        self._edges.add(box)
+        self._edge_ends[id(box)] = (p, q)
+
+    def _find_block(
+        self,
+        anchor: Rect,
+        count: int,
+        sizes: list[tuple[float, float]],
+        home: list[Rect],
+        inner: Rect | None,
+    ) -> list[Placement] | None:
+        """The whole stack at once, all its notes one size: a column right (or left) of
+        the target, or a row below (or above) it, where every note is good. Failing that
+        inside the target's group, the same just outside it (a clean column beside a
+        crowded group reads better than notes scattered through it). None if neither."""
+        rings = self._ring_distances()
+        for in_group in (True, False):
+            if not in_group and inner is None:
+                break
+            for k, (width, height) in enumerate(sizes):
+                tried = rings if k == 0 else rings[:3]  # smaller only right beside it
+                for block in self._blocks(anchor, count, tried, width, height):
+                    if self._block_good(anchor, block, home, inner if in_group else None):
+                        return block
+        return None
+
+    def _blocks(
+        self, anchor: Rect, count: int, rings: list[float], width: float, height: float
+    ) -> Iterator[list[Placement]]:
+        """Columns and rows of `count` notes around the target, nearest first: level with
+        the target's top (or left side), with its bottom (right side), centred on it, then
+        sliding along that side as long as the stack still reaches the target's middle."""
+        step = self.gap / 2
+        tall = count * height + (count - 1) * step
+        wide = count * width + (count - 1) * step
+        for distance in rings:
+            for side in _SIDES:
+                if side in ("right", "left"):
+                    x = anchor.right + distance if side == "right" else anchor.x - distance - width
+                    lo = anchor.y + anchor.height / 2 - tall
+                    hi = anchor.y + anchor.height / 2 - height / 2
+                    ends = (anchor.y, anchor.bottom - tall, anchor.y + (anchor.height - tall) / 2)
+                    for y in _starts(ends, lo, hi, max(step, distance / 4)):
+                        yield [
+                            Placement(
+                                Rect(round(x), round(y + i * (height + step)), width, height),
+                                side,
+                                _OPPOSITE[side],
+                            )
+                            for i in range(count)
+                        ]
+                else:
+                    y = (
+                        anchor.bottom + distance
+                        if side == "bottom"
+                        else anchor.y - distance - height
+                    )
+                    lo = anchor.x + anchor.width / 2 - wide
+                    hi = anchor.x + anchor.width / 2 - width / 2
+                    ends = (anchor.x, anchor.right - wide, anchor.x + (anchor.width - wide) / 2)
+                    for x in _starts(ends, lo, hi, max(step, distance / 4)):
+                        yield [
+                            Placement(
+                                Rect(round(x + i * (width + step)), round(y), width, height),
+                                side,
+                                _OPPOSITE[side],
+                            )
+                            for i in range(count)
+                        ]
+
+    def _block_good(
+        self, anchor: Rect, block: list[Placement], home: list[Rect], inner: Rect | None
+    ) -> bool:
+        for spot in block:
+            score = self._score(anchor, spot, home, inner, strict=True)
+            if score is None or any(score[:3]):
+                return False
+        return True
 
     def _find(
         self,
@@ -336,17 +433,24 @@ class Layout:
                     yield Placement(Rect(round(x), round(y), width, height), side, _OPPOSITE[side])
 
     def _score(
-        self, anchor: Rect, spot: Placement, home: list[Rect], inner: Rect | None
+        self,
+        anchor: Rect,
+        spot: Placement,
+        home: list[Rect],
+        inner: Rect | None,
+        strict: bool = False,
     ) -> tuple[float, ...] | None:
         """None if the place is not free; else (crossings, not nearest, not in the group,
-        distance): all-zero first three means good."""
+        distance): all-zero first three means good. `strict`: another node as near as the
+        target is a fault too (a whole stack must not sit between two nodes)."""
         rect = spot.rect
         if not self._free(rect, home):
             return None
         own = gap_between(rect, anchor)
+        slack = 1e-6 if strict else -1e-6
         nearer = any(
-            r != anchor and gap_between(rect, r) < own - 1e-6
-            for r in self._original_index.touching(rect.inflate(own))
+            r != anchor and gap_between(rect, r) < own + slack
+            for r in self._original_index.touching(rect.inflate(own + 1))
         )
         outside = inner is not None and not inner.contains(rect.inflate(self.gap / 4))
         return (float(self._crosses(anchor, spot)), float(nearer), float(outside), own)
@@ -355,7 +459,9 @@ class Layout:
         grown = rect.inflate(self.gap / 4 - 0.001)
         if next(self._solid.touching(grown), None) is not None:
             return False
-        return all(g in home and g.contains(grown) for g in self._group_index.touching(grown))
+        # a note may sit in the gutter between groups, up to their borders, but once it
+        # enters a group it must be its target's and keep clear of its border inside
+        return all(g in home and g.contains(grown) for g in self._group_index.touching(rect))
 
     def _crosses(self, anchor: Rect, spot: Placement) -> bool:
         """Its edge crosses a node, or it sits on the edge of a note placed before it."""
@@ -397,6 +503,15 @@ class Layout:
 
 def _segment_box(p: tuple[float, float], q: tuple[float, float]) -> Rect:
     return Rect(min(p[0], q[0]), min(p[1], q[1]), abs(q[0] - p[0]) + 1, abs(q[1] - p[1]) + 1)
+
+
+def _starts(ends: Sequence[float], lo: float, hi: float, step: float) -> Iterator[float]:
+    """The aligned starts `ends` (each once), then `_slide` from the first of them."""
+    seen: set[float] = set()
+    for value in (*ends, *_slide(ends[0], lo, hi, step, 0)):
+        if round(value) not in seen:
+            seen.add(round(value))
+            yield value
 
 
 def _slide(start: float, lo: float, hi: float, step: float, steps: int) -> Iterator[float]:

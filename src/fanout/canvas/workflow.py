@@ -120,7 +120,7 @@ def edge_labels(language: str, blueprints: Sequence[Blueprint]) -> dict[str, str
     labels = {bp.name: bp.display_name(language) for bp in blueprints}
     for name, title in aggregate.DOCUMENT_TITLES.items():
         zh, _, en = title.partition(" / ")
-        labels[name] = zh if language in ("zh", "ja") else en or name
+        labels[name] = zh if language == "zh" else en or name
     return labels
 
 
