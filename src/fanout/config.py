@@ -21,6 +21,9 @@ sections keep the defaults of the keys they leave out. Environment variables
 override the file: FANOUT_CONFIG (the file), FANOUT_CONCURRENCY, FANOUT_PROVIDER,
 FANOUT_TIMEOUT (seconds per attempt), FANOUT_ATTEMPTS. Keys never appear in the file:
 `api_key_env` names the environment variable that holds one.
+
+The seed notes' own file, `config/parallel_agents.yaml` (a `parallel_processing:` section),
+loads too: `config_legacy.py` maps each of its keys onto these and says which it ignores.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from pydantic import (
     model_validator,
 )
 
+from fanout.config_legacy import SeedConfig, SeedSettings, is_seed_shape, translate
 from fanout.engine.budget import DEFAULT_PRICES, Price
 from fanout.engine.limits import ProviderLimits
 from fanout.engine.retry import (
@@ -170,6 +174,7 @@ class EngineKwargs(TypedDict, total=False):
     order: Literal["fifo", "longest_first"]
     expected_s: dict[str, float]
     prices: dict[str, Price]
+    slow_after_s: float | None
 
 
 class Config(_Section):
@@ -187,6 +192,7 @@ class Config(_Section):
     prices: dict[str, PriceSpec] = Field(default_factory=dict)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     _source: Path | None = PrivateAttr(default=None)
+    _seed: SeedConfig | None = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
@@ -260,10 +266,22 @@ class Config(_Section):
         """The file this config was read from (None: defaults and environment only)."""
         return self._source
 
-    def read_from(self, path: Path | None) -> Config:
-        """Note the file this config was read from; returns it."""
+    def read_from(self, path: Path | None, seed: SeedConfig | None = None) -> Config:
+        """Note the file this config was read from (and, for the seed notes' file, what it
+        was translated from); returns it."""
         self._source = path
+        self._seed = seed
         return self
+
+    @property
+    def seed_settings(self) -> SeedSettings | None:
+        """What a seed-shaped file (`parallel_agents.yaml`) asks of the Python facade."""
+        return None if self._seed is None else self._seed.settings
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """Warnings for the user, once: the seed file's keys that are ignored here, and why."""
+        return () if self._seed is None else self._seed.notes
 
     def provider_specs(self) -> dict[str, ProviderSpec]:
         """The providers to build, by name; the simulator alone when none is configured."""
@@ -297,6 +315,8 @@ class Config(_Section):
                 a: s.expected_s for a, s in self.agents.items() if s.expected_s is not None
             },
         }
+        if self.seed_settings is not None and self.seed_settings.slow_after_s is not None:
+            kw["slow_after_s"] = self.seed_settings.slow_after_s
         if self.prices:  # over the shipped table (the engine's default without any)
             kw["prices"] = {
                 **DEFAULT_PRICES,
@@ -351,15 +371,19 @@ def load_config(
         path = found if found.is_file() else None
     data: dict[str, Any] = {}
     where = "configuration (no config file)"
+    seed: SeedConfig | None = None
     if path is not None:
         where = str(path)
         data = _read(path)
+        if is_seed_shape(data):  # the seed notes' parallel_agents.yaml
+            seed = translate(data, source=where)
+            data = seed.data
     origins = _apply_env(data, env)
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise explain(exc, source=where, root=Config, hints=_HINTS, origins=origins) from None
-    return config.read_from(path)
+    return config.read_from(path, seed)
 
 
 def _read(path: Path) -> dict[str, Any]:
