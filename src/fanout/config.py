@@ -73,7 +73,9 @@ __all__ = [
     "RetrySpec",
     "SchedulingSpec",
     "TimeoutSpec",
+    "config_from",
     "load_config",
+    "read_config_data",
 ]
 
 CONFIG_FILE = "fanout.yaml"
@@ -369,21 +371,34 @@ def load_config(
     if path is None:
         found = (cwd if cwd is not None else Path.cwd()) / CONFIG_FILE
         path = found if found.is_file() else None
-    data: dict[str, Any] = {}
-    where = "configuration (no config file)"
+    data: dict[str, Any] = {} if path is None else _read(path)
+    return config_from(data, path=path, env=env)
+
+
+def config_from(
+    data: Mapping[str, Any], *, path: Path | None = None, env: Mapping[str, str] | None = None
+) -> Config:
+    """A `Config` from parsed YAML (`fanout.yaml`'s shape or the seed notes' file), e.g. a
+    file's contents a caller has changed; `path` names it in messages. The environment's
+    overrides apply, as for `load_config`."""
+    env = os.environ if env is None else env
+    where = str(path) if path is not None else "configuration (no config file)"
+    data = dict(data)
     seed: SeedConfig | None = None
-    if path is not None:
-        where = str(path)
-        data = _read(path)
-        if is_seed_shape(data):  # the seed notes' parallel_agents.yaml
-            seed = translate(data, source=where)
-            data = seed.data
+    if is_seed_shape(data):  # the seed notes' parallel_agents.yaml
+        seed = translate(data, source=where)
+        data = seed.data
     origins = _apply_env(data, env)
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise explain(exc, source=where, root=Config, hints=_HINTS, origins=origins) from None
     return config.read_from(path, seed)
+
+
+def read_config_data(path: Path) -> dict[str, Any]:
+    """A config file's parsed contents, unchecked (`ConfigError` when it cannot be read)."""
+    return _read(path)
 
 
 def _read(path: Path) -> dict[str, Any]:
