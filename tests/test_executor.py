@@ -198,6 +198,10 @@ def test_submit_refuses_bad_tasks_and_settings_before_anything_runs(tmp_path: Pa
             assert ex.config.concurrency == 8
             assert ex.configure_parallel_settings({"default_max_concurrent": 3})
             assert ex.config.concurrency == 3
+            assert ex.configure_parallel_settings({"task_queue": {"max_queue_size": 2}})
+            with pytest.raises(InputError, match="holds at most 2 unfinished tasks"):
+                await ex.submit_batch_tasks(node_tasks("oral-explanation", 3))
+            assert server.stats()["requests_total"] == 0
 
         assert not (tmp_path / "runs.sqlite").exists() or _runs(tmp_path) == 0
 
@@ -260,3 +264,36 @@ def test_continue_on_error_false_stops_at_the_first_failure(
 def test_exported_from_fanout() -> None:
     assert fanout.ParallelAgentExecutor is ParallelAgentExecutor
     assert "ParallelAgentExecutor" in fanout.__all__
+
+
+@pytest.mark.e2e
+def test_the_documented_example_runs_as_shown(tmp_path: Path) -> None:
+    """docs/python-api.md's example, run as a script beside the seed file: it prints what
+    the page shows (the figures aside)."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    doc = (Path(__file__).parent.parent / "docs" / "python-api.md").read_text(encoding="utf-8")
+    code = re.search(r"```python\n(.*?)```", doc, re.S)
+    assert code is not None
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "parallel_agents.yaml").write_bytes(SEED_YAML.read_bytes())
+    (tmp_path / "demo.py").write_text(code.group(1), encoding="utf-8")
+    env = {**os.environ, "FANOUT_HOME": str(tmp_path / "home")}
+    proc = subprocess.run(
+        [sys.executable, "demo.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
+        encoding="utf-8", timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("{'total_tasks': 3, ")
+    assert lines[1] == "completed 3 of 3"
+    assert "'verdicts'" in lines[2]
+    assert '"efficiency_ratio"' in lines[3]
+    runs = subprocess.run(
+        [sys.executable, "-m", "fanout", "runs"], cwd=tmp_path, env=env, capture_output=True,
+        text=True, encoding="utf-8", timeout=60,
+    )  # fmt: skip
+    assert re.search(r"r-\w+\s+executor\s+done\s+3/3", runs.stdout), runs.stdout

@@ -100,6 +100,7 @@ class ParallelAgentExecutor:
         self._cache = cache
         self._executions: dict[str, views.Execution] = {}
         self._finishing: dict[str, asyncio.Future[Finished[None]]] = {}
+        self._noted = False
 
     @property
     def config(self) -> Config:
@@ -140,6 +141,9 @@ class ParallelAgentExecutor:
             store_path=self._store_path,
         )  # fmt: skip
         run = launched.run
+        if launched.note and not self._noted:
+            log.warning("%s", launched.note)  # e.g. that the simulator answers
+            self._noted = True
         ex = views.Execution(
             run=run,
             origins=origins,
