@@ -157,3 +157,46 @@ def test_cli_batch_with_the_seed_yaml_prints_the_ignored_keys_once(tmp_path: Pat
     assert "unknown key" not in proc.stderr
     assert len(out.read_text(encoding="utf-8").splitlines()) == 3
     assert re.search(r"run r-\w+", proc.stderr)
+
+
+def test_each_seed_switch_has_its_meaning() -> None:
+    """The keys the seed file sets one way, set the other way (a file a user changed)."""
+    from fanout.config import config_from
+
+    cfg = config_from(
+        {
+            "parallel_processing": {
+                "enabled": False,
+                "task_queue": {"queue_type": "fifo", "task_retry_delay_seconds": 60},
+                "error_handling": {"fallback_strategy": "fail", "error_isolation": False},
+                "performance_monitoring": {"collect_metrics": False},
+            },
+            "lanes": {"lightweight": 3},
+        },
+        env={},
+    )
+    assert cfg.concurrency == 1  # enabled: false
+    assert cfg.lanes == {"lightweight": 3}  # lanes written beside the sections are kept
+    assert cfg.retry.backoff_base_s == 60
+    assert cfg.retry.backoff_cap_s == 60  # the default cap would cut the asked delay
+    seed = cfg.seed_settings
+    assert seed is not None
+    assert not seed.use_priorities  # fifo
+    assert not seed.continue_on_error  # fallback_strategy: fail
+    assert seed.slow_after_s is None  # no alert asked for
+    assert "slow_after_s" not in cfg.engine_kwargs()
+    notes = "\n".join(cfg.notes)
+    assert "error_isolation false" in notes
+    assert "collect_metrics false" in notes
+    lifo = config_from({"parallel_processing": {"task_queue": {"queue_type": "lifo"}}}, env={})
+    assert "queue_type lifo" in lifo.notes[0]
+    assert lifo.seed_settings is not None
+    assert lifo.seed_settings.use_priorities
+
+
+def test_a_bad_mapped_value_is_named_by_the_seed_key_that_set_it() -> None:
+    from fanout.config import config_from
+
+    with pytest.raises(ConfigError) as info:
+        config_from({"parallel_processing": {"default_max_concurrent": 10**9}}, env={})
+    assert "concurrency (set by parallel_processing.default_max_concurrent)" in info.value.message

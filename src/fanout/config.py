@@ -102,7 +102,6 @@ _HINTS = {
         "keys are never written in the config; put the key in an environment variable and "
         "give that variable's name as `api_key_env`"
     ),
-    "parallel_processing": "fanout.yaml has no parallel_processing section; see `concurrency`",
     "agent_configs": "the seed notes' agent_configs is `agents` here",
 }
 
@@ -388,7 +387,7 @@ def config_from(
     if is_seed_shape(data):  # the seed notes' parallel_agents.yaml
         seed = translate(data, source=where)
         data = seed.data
-    origins = _apply_env(data, env)
+    origins = {**(seed.origins if seed is not None else {}), **_apply_env(data, env)}
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:

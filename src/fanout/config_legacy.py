@@ -33,7 +33,7 @@ own `max_concurrent` and the global one, as the original meant.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -168,6 +168,8 @@ class SeedConfig:
     data: dict[str, Any]
     settings: SeedSettings
     notes: tuple[str, ...]
+    #: fanout key path -> the seed key that set it, so a bad value is named as written
+    origins: dict[tuple[str | int, ...], str] = field(default_factory=dict)
 
 
 def is_seed_shape(data: dict[str, Any]) -> bool:
@@ -288,7 +290,7 @@ def translate(raw: dict[str, Any], *, source: str) -> SeedConfig:
         log_performance_data=m.log_performance_data,
         slow_after_s=slow,
     )
-    return SeedConfig(data, settings, tuple(notes))
+    return SeedConfig(data, settings, tuple(notes), dict(put.origins))
 
 
 def _check_bounds(pp: SeedParallel, source: str) -> None:
@@ -331,6 +333,7 @@ class _Putter:
     def __init__(self, data: dict[str, Any], source: str) -> None:
         self._data = data
         self._source = source
+        self.origins: dict[tuple[str | int, ...], str] = {}
 
     def __call__(self, loc: tuple[str, ...], value: Any, seed_key: str) -> None:
         target = self._data
@@ -347,3 +350,4 @@ class _Putter:
                 "keep one of them"
             )
         target[loc[-1]] = value
+        self.origins[loc] = seed_key
