@@ -297,3 +297,60 @@ def test_the_documented_example_runs_as_shown(tmp_path: Path) -> None:
         text=True, encoding="utf-8", timeout=60,
     )  # fmt: skip
     assert re.search(r"r-\w+\s+executor\s+done\s+3/3", runs.stdout), runs.stdout
+
+
+def test_task_dicts_become_the_agents_tasks() -> None:
+    """The original's dict keys land in the blueprint's inputs, key, priority, order."""
+    from fanout.agents import load_blueprints
+    from fanout.config_legacy import SeedSettings
+    from fanout.executor.tasks import to_tasks
+    from fanout.tasks import Priority
+
+    bps = load_blueprints()
+    tasks, origins = to_tasks(
+        [
+            {"agent_name": "oral-explanation", "node_id": "n1", "node_content": "逆否命题",
+             "canvas_path": "笔记库\\离散数学\\离散数学.canvas", "guidance": "从定义开始",
+             "priority": "urgent", "estimated_duration": 7},
+            {"agent": "scoring-agent", "task_id": "s1", "priority": 0,
+             "dependencies": "n1:oral-explanation",
+             "input_data": {"material_text": "我的理解", "question": "什么是逆否命题？"}},
+        ],
+        bps,
+        SeedSettings(),
+    )  # fmt: skip
+    oral, score = tasks
+    assert oral.key == "n1:oral-explanation"
+    assert oral.partition == "n1"
+    assert oral.priority is Priority.URGENT
+    assert oral.expected_s == 7
+    assert oral.inputs is not None
+    assert oral.inputs["topic"] == "离散数学"
+    assert "Guidance: 从定义开始" in oral.inputs["context"]
+    assert oral.inputs["question"] == oral.inputs["learner_text"] == "逆否命题"
+    assert score.key == "s1"
+    assert score.priority is Priority.LOW
+    assert score.depends_on == ("n1:oral-explanation",)
+    assert score.inputs is not None
+    assert score.inputs["question"] == "什么是逆否命题？"
+    assert score.inputs["learner_text"] == "我的理解"
+    assert [o.task_id for o in origins] == ["n1:oral-explanation", "s1"]
+    # a plain FIFO queue has one level; a level the config does not list is refused
+    fifo, _ = to_tasks(
+        [{"agent_name": "scoring-agent", "node_content": "x", "priority": "urgent"}],
+        bps,
+        SeedSettings(use_priorities=False),
+    )
+    assert fifo[0].priority is Priority.NORMAL
+    with pytest.raises(InputError, match=r"tasks\[0\]: priority 'urgent' is not one of"):
+        to_tasks(
+            [{"agent_name": "scoring-agent", "node_content": "x", "priority": "urgent"}],
+            bps,
+            SeedSettings(priority_levels=("normal", "low")),
+        )
+    with pytest.raises(InputError, match=r"tasks\[1\]: task_id 'a' is also tasks\[0\]'s"):
+        to_tasks([{"agent_name": "scoring-agent", "node_content": "x", "task_id": "a"}] * 2, bps,
+                 SeedSettings())  # fmt: skip
+    with pytest.raises(InputError, match=r"depends on 'zz', which is no task_id"):
+        to_tasks([{"agent_name": "scoring-agent", "node_content": "x", "dependencies": ["zz"]}],
+                 bps, SeedSettings())  # fmt: skip
