@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                                    "fanout.service", "fanout.sim_server", "fanout.sim_wire")),
     ("applications", ("fanout.batch", "fanout.canvas", "fanout.report")),
     ("launch", ("fanout.launch", "fanout.api", "fanout.executor")),
-    ("configuration", ("fanout.config",)),
+    ("configuration", ("fanout.config", "fanout.config_legacy")),
     ("engine", ("fanout.engine", "fanout.backends")),
     ("store, providers, agents", ("fanout.store", "fanout.providers", "fanout.agents")),
     ("plain data", ("fanout.tasks", "fanout.errors", "fanout.paths", "fanout.prompts",

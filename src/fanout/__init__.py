@@ -28,6 +28,7 @@ from fanout.errors import FanoutError as FanoutError
 from fanout.errors import InputError as InputError
 from fanout.errors import PlanError as PlanError
 from fanout.errors import ProviderError as ProviderError
+from fanout.executor import ParallelAgentExecutor as ParallelAgentExecutor
 from fanout.providers.base import CallableProvider as CallableProvider
 from fanout.providers.base import Completion as Completion
 from fanout.providers.base import Provider as Provider
@@ -58,6 +59,7 @@ __all__ = [
     "InputError",
     "LimiterChanged",
     "MemoryStore",
+    "ParallelAgentExecutor",
     "PlanError",
     "Priority",
     "Provider",

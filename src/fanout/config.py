@@ -21,6 +21,9 @@ sections keep the defaults of the keys they leave out. Environment variables
 override the file: FANOUT_CONFIG (the file), FANOUT_CONCURRENCY, FANOUT_PROVIDER,
 FANOUT_TIMEOUT (seconds per attempt), FANOUT_ATTEMPTS. Keys never appear in the file:
 `api_key_env` names the environment variable that holds one.
+
+The seed notes' own file, `config/parallel_agents.yaml` (a `parallel_processing:` section),
+loads too: `config_legacy.py` maps each of its keys onto these and says which it ignores.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from pydantic import (
     model_validator,
 )
 
+from fanout.config_legacy import SeedConfig, SeedSettings, is_seed_shape, translate
 from fanout.engine.budget import DEFAULT_PRICES, Price
 from fanout.engine.limits import ProviderLimits
 from fanout.engine.retry import (
@@ -69,7 +73,9 @@ __all__ = [
     "RetrySpec",
     "SchedulingSpec",
     "TimeoutSpec",
+    "config_from",
     "load_config",
+    "read_config_data",
 ]
 
 CONFIG_FILE = "fanout.yaml"
@@ -96,7 +102,6 @@ _HINTS = {
         "keys are never written in the config; put the key in an environment variable and "
         "give that variable's name as `api_key_env`"
     ),
-    "parallel_processing": "fanout.yaml has no parallel_processing section; see `concurrency`",
     "agent_configs": "the seed notes' agent_configs is `agents` here",
 }
 
@@ -170,6 +175,7 @@ class EngineKwargs(TypedDict, total=False):
     order: Literal["fifo", "longest_first"]
     expected_s: dict[str, float]
     prices: dict[str, Price]
+    slow_after_s: float | None
 
 
 class Config(_Section):
@@ -187,6 +193,7 @@ class Config(_Section):
     prices: dict[str, PriceSpec] = Field(default_factory=dict)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     _source: Path | None = PrivateAttr(default=None)
+    _seed: SeedConfig | None = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
@@ -260,10 +267,22 @@ class Config(_Section):
         """The file this config was read from (None: defaults and environment only)."""
         return self._source
 
-    def read_from(self, path: Path | None) -> Config:
-        """Note the file this config was read from; returns it."""
+    def read_from(self, path: Path | None, seed: SeedConfig | None = None) -> Config:
+        """Note the file this config was read from (and, for the seed notes' file, what it
+        was translated from); returns it."""
         self._source = path
+        self._seed = seed
         return self
+
+    @property
+    def seed_settings(self) -> SeedSettings | None:
+        """What a seed-shaped file (`parallel_agents.yaml`) asks of the Python facade."""
+        return None if self._seed is None else self._seed.settings
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """Warnings for the user, once: the seed file's keys that are ignored here, and why."""
+        return () if self._seed is None else self._seed.notes
 
     def provider_specs(self) -> dict[str, ProviderSpec]:
         """The providers to build, by name; the simulator alone when none is configured."""
@@ -297,6 +316,8 @@ class Config(_Section):
                 a: s.expected_s for a, s in self.agents.items() if s.expected_s is not None
             },
         }
+        if self.seed_settings is not None and self.seed_settings.slow_after_s is not None:
+            kw["slow_after_s"] = self.seed_settings.slow_after_s
         if self.prices:  # over the shipped table (the engine's default without any)
             kw["prices"] = {
                 **DEFAULT_PRICES,
@@ -349,17 +370,34 @@ def load_config(
     if path is None:
         found = (cwd if cwd is not None else Path.cwd()) / CONFIG_FILE
         path = found if found.is_file() else None
-    data: dict[str, Any] = {}
-    where = "configuration (no config file)"
-    if path is not None:
-        where = str(path)
-        data = _read(path)
-    origins = _apply_env(data, env)
+    data: dict[str, Any] = {} if path is None else _read(path)
+    return config_from(data, path=path, env=env)
+
+
+def config_from(
+    data: Mapping[str, Any], *, path: Path | None = None, env: Mapping[str, str] | None = None
+) -> Config:
+    """A `Config` from parsed YAML (`fanout.yaml`'s shape or the seed notes' file), e.g. a
+    file's contents a caller has changed; `path` names it in messages. The environment's
+    overrides apply, as for `load_config`."""
+    env = os.environ if env is None else env
+    where = str(path) if path is not None else "configuration (no config file)"
+    data = dict(data)
+    seed: SeedConfig | None = None
+    if is_seed_shape(data):  # the seed notes' parallel_agents.yaml
+        seed = translate(data, source=where)
+        data = seed.data
+    origins = {**(seed.origins if seed is not None else {}), **_apply_env(data, env)}
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise explain(exc, source=where, root=Config, hints=_HINTS, origins=origins) from None
-    return config.read_from(path)
+    return config.read_from(path, seed)
+
+
+def read_config_data(path: Path) -> dict[str, Any]:
+    """A config file's parsed contents, unchecked (`ConfigError` when it cannot be read)."""
+    return _read(path)
 
 
 def _read(path: Path) -> dict[str, Any]:

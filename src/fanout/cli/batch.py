@@ -42,6 +42,7 @@ from fanout.cli.common import (
     err,
     exits,
     run_options,
+    say_config_notes,
     say_if_capped,
 )
 from fanout.cli.follow import follow
@@ -119,6 +120,7 @@ def batch(
             options,
             max_line_bytes=parse_size("--max-line", max_line),
         )
+        say_config_notes(plan.setup)
         if plan.batch.errors and strict:
             show_bad_lines(plan.batch.errors)
             err(f"{len(plan.batch.errors)} bad line(s); nothing was run (--strict)")

@@ -43,6 +43,7 @@ from fanout.cli.common import (
     err,
     exits,
     run_options,
+    say_config_notes,
     say_if_capped,
 )
 from fanout.cli.follow import follow
@@ -252,6 +253,7 @@ def run_cmd(
             max_tokens=max_tokens,
         )
         planned = plan_run(choice, options)
+        say_config_notes(planned.setup)
         done = follow(lambda: start_canvas(planned, options), progress=progress)
     report_canvas(done, json_summary)
 

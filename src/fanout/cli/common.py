@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from fanout.errors import FanoutError
-from fanout.launch import EngineChoice, Overrides, RunOptions, parse_duration
+from fanout.launch import EngineChoice, Overrides, RunOptions, Setup, parse_duration
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -181,6 +181,16 @@ def overrides(
         max_cost_usd=max_cost,
         max_tokens=max_tokens,
     )
+
+
+def say_config_notes(setup: Setup) -> None:
+    """The config file's keys that mean nothing here (the seed notes' parallel_agents.yaml
+    has some), each group once, as a warning line: they never stop a run."""
+    config = setup.config
+    if config is None:
+        return
+    for note in config.notes:
+        err(f"warning: {config.source}: {note}")
 
 
 def say_if_capped(run_id: str, metrics: Mapping[str, Any]) -> None:

@@ -88,13 +88,14 @@ def load_agents(config_path: Path | None = None) -> dict[str, Blueprint]:
     return load_config(config_path).apply_agents(load_blueprints())
 
 
-def engine_setup(choice: EngineChoice) -> Setup:
-    """The engine's settings and provider for `choice`. Raises `ConfigError` for anything
+def engine_setup(choice: EngineChoice, config: Config | None = None) -> Setup:
+    """The engine's settings and provider for `choice` (with `config` in place of reading
+    `choice.config`, for a caller that holds one already). Raises `ConfigError` for anything
     that cannot be used, naming it: an unknown provider, a missing key, a bad value."""
     from fanout.agents import load_blueprints
     from fanout.providers import build_provider, provider_types
 
-    cfg = load_config(choice.config)
+    cfg = load_config(choice.config) if config is None else config
     specs = cfg.provider_specs()
     configured = bool(cfg.providers)
     name = choice.provider or cfg.default_provider_name
