@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -19,3 +20,39 @@ settings.load_profile(
 @pytest.fixture(autouse=True)
 def _fanout_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FANOUT_HOME", str(tmp_path_factory.mktemp("fanout-home")))
+
+
+# `make test` runs the suite on two pytest-xdist workers with `--dist loadgroup`: a group
+# runs on one worker, one test after another. The Ray tests share one local cluster (one
+# per worker would not fit in 2 cores); the tests that count 429s against a server's
+# budget or compare timings of one run stay off each other's way.
+TESTS = Path(__file__).resolve().parent
+_GROUPS = {
+    "ray": ("ray/",),
+    "rate-counts": (
+        "e2e/test_http_engine.py",
+        "e2e/test_shared_account.py",
+        "engine/test_limits.py",
+        "engine/test_429_vs_529.py",
+        "engine/test_metrics.py",
+        "engine/test_cancel_timeouts.py",
+    ),
+}
+
+
+def _group_of(path: Path) -> str | None:
+    try:
+        rel = path.resolve().relative_to(TESTS).as_posix()
+    except ValueError:
+        return None
+    for group, prefixes in _GROUPS.items():
+        if any(rel.startswith(p) for p in prefixes):
+            return group
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        group = _group_of(item.path)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
