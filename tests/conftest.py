@@ -73,9 +73,14 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
     class PathGroups(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            if "@" in nodeid:  # a group xdist could read after all
-                return nodeid.rsplit("@", 1)[-1]
-            group = _group_of(root / nodeid.split("::", 1)[0])
-            return nodeid if group is None else f"group:{group}"
+            return xdist_scope(root, nodeid)
 
     return PathGroups(config, log)
+
+
+def xdist_scope(root: Path, nodeid: str) -> str:
+    """The unit of work a test goes to a worker in: its group, else the test alone."""
+    if "@" in nodeid:  # a group xdist could read after all
+        return nodeid.rsplit("@", 1)[-1]
+    group = _group_of(root / nodeid.split("::", 1)[0])
+    return nodeid if group is None else f"group:{group}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import TESTS, _group_of
+from tests.conftest import TESTS, _group_of, xdist_scope
 
 
 def test_ray_tests_and_rate_counting_tests_are_grouped_by_path() -> None:
@@ -28,3 +28,15 @@ def test_collected_items_carry_their_group(request: pytest.FixtureRequest) -> No
         mark = item.get_closest_marker("xdist_group")
         assert mark is not None, item.nodeid
         assert mark.args == ("rate-counts",)
+
+
+def test_a_group_is_one_unit_of_work_and_other_tests_go_one_by_one() -> None:
+    root = TESTS.parent
+    a = xdist_scope(root, "tests/ray/test_cluster.py::test_one")
+    b = xdist_scope(root, "tests/ray/test_tasks.py::test_two[参数]")
+    assert a == b == "group:ray"
+    limits = xdist_scope(root, "tests/engine/test_limits.py::test_x")
+    assert limits == xdist_scope(root, "tests/e2e/test_http_engine.py::test_y")
+    plain = "tests/engine/test_tasks.py::test_z[1]"
+    assert xdist_scope(root, plain) == plain
+    assert xdist_scope(root, plain + "@mine") == "mine"
