@@ -38,6 +38,11 @@ _GROUPS = {
     ),
 }
 
+#: groups `make test` runs after the rest, in one process: a test beside them on the other
+#: worker takes CPU from the paced processes they measure (seen: a lone process that did
+#: not take the whole budget back in its few seconds alone)
+SOLO_GROUPS = ("rate-counts",)
+
 
 def _group_of(path: Path) -> str | None:
     try:
@@ -58,6 +63,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         group = _group_of(item.path)
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
+        if group in SOLO_GROUPS:
+            item.add_marker(pytest.mark.solo)
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)

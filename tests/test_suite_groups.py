@@ -40,3 +40,13 @@ def test_a_group_is_one_unit_of_work_and_other_tests_go_one_by_one() -> None:
     plain = "tests/engine/test_tasks.py::test_z[1]"
     assert xdist_scope(root, plain) == plain
     assert xdist_scope(root, plain + "@mine") == "mine"
+
+
+def test_the_rate_counting_files_run_alone(request: pytest.FixtureRequest) -> None:
+    from tests.conftest import SOLO_GROUPS
+
+    assert "rate-counts" in SOLO_GROUPS
+    assert "ray" not in SOLO_GROUPS  # one worker of the parallel pass, beside the rest
+    for item in request.session.items:
+        solo = item.get_closest_marker("solo") is not None
+        assert solo == (_group_of(item.path) == "rate-counts"), item.nodeid
