@@ -42,11 +42,16 @@ report-deps:
 		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk; \
 	fi
 
+# Two workers: most slow tests wait on subprocesses and sockets, not the CPU. Groups that
+# must not share a worker's time with each other, and the `solo` tests run after the rest
+# in one process (they count 429s of paced processes), are named in tests/conftest.py.
+TEST_WORKERS ?= 2
 test: $(VENV)/.stamp-dev fonts report-deps
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not solo"
+	$(BIN)/python -m pytest -q -m solo
 
 lint: $(VENV)/.stamp-dev
 	$(BIN)/ruff check src tests bench

@@ -16,11 +16,17 @@ from fanout.canvas import NoteResult, is_our_id, safefile, write_results, writeb
 from .support import read_json, study_canvas, write_canvas
 
 
-@pytest.fixture(params=["exchange", "no-exchange"])
+@pytest.fixture(params=["exchange", "no-exchange", "kernel-refuses"])
 def exchange_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setattr(safefile, "_said_no_exchange", False)
+    monkeypatch.setattr(safefile, "_exchange_ok", safefile._exchange_ok)
     if request.param == "no-exchange":
         monkeypatch.setattr(safefile, "_exchange_ok", False)
+    elif request.param == "kernel-refuses":
+        # the real renameat2 call, answered EINVAL by the kernel (EXCHANGE with NOREPLACE
+        # is refused everywhere), as a file system without the exchange answers: the
+        # errno path and the fallback to os.replace run for real, not skipped
+        monkeypatch.setattr(safefile, "_RENAME_EXCHANGE", 2 | 1)
     return str(request.param)
 
 

@@ -195,3 +195,21 @@ def test_caps_are_kept_with_the_run_and_a_resume_may_raise_them() -> None:
     assert "max_cost_usd" not in RunOptions().to_config()["options"]  # uncapped: not stored
     with pytest.raises(ConfigError, match="--max-cost"):
         RunOptions(max_cost_usd=0)
+
+
+def test_the_run_is_in_the_store_when_start_returns(tmp_path: Path) -> None:
+    """A front end shows the run's id once `start` returns; a user may Ctrl-C (or the process
+    die) at that instant, so another process must already find the run to resume it."""
+    store = tmp_path / "运行.sqlite"
+    options = RunOptions(choice=EngineChoice(sim_latency="5s", concurrency=1), cache=False)
+
+    async def main() -> None:
+        launched = await launch.start(
+            _tasks(3), _sink(), kind="batch", config={}, options=options, store_path=store
+        )
+        # no await between: the run has had no chance to write anything after `start`
+        assert launch.run_kind(launched.run_id, store) == "batch"
+        launched.interrupt(now=True)
+        await launched.finish()
+
+    asyncio.run(main())

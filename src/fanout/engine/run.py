@@ -36,6 +36,8 @@ class RunOwner(Protocol):
 
     async def sink_position(self, run: Run, sink: str) -> int: ...
 
+    async def flush(self) -> None: ...
+
 
 if TYPE_CHECKING:
 
@@ -105,6 +107,11 @@ class Run:
         """Wait until every task is terminal and durable; return the run's metrics."""
         await asyncio.shield(self._done)
         return self.metrics()
+
+    async def stored(self) -> None:
+        """Wait until the run's opening (its id, config and tasks so far) is in the store:
+        from then on `fanout resume <id>` knows it, even if this process dies at once."""
+        await self._owner.flush()
 
     def add(self, tasks: Iterable[Task]) -> list[Task]:
         """Add tasks to this running run (they may depend on its existing tasks)."""

@@ -220,10 +220,11 @@ async def start(
     run_id: str | None = None,
     engine: Engine | None = None,
 ) -> Launched[T]:
-    """Start `tasks` as a new durable run writing to `sink`; returns as soon as it runs.
-    `config` is the application's part of the stored config (the options are added). On
-    an error nothing runs and the sink is aborted. With `engine` (a started one, see
-    `shared_engine`) the run joins it and leaves it open when it ends."""
+    """Start `tasks` as a new durable run writing to `sink`; returns as soon as it runs
+    and its opening is in the store. `config` is the application's part of the stored
+    config (the options are added). On an error nothing runs and the sink is aborted. With
+    `engine` (a started one, see `shared_engine`) the run joins it and leaves it open when
+    it ends."""
     owns = engine is None
     try:
         stored = {**config, **options.to_config()}
@@ -252,6 +253,9 @@ async def start(
             max_tokens=_pick(setup.max_tokens, options.max_tokens),
         )
         sink.attach(run)
+        # the id a front end shows must be one `fanout resume` knows: a user may Ctrl-C
+        # (or the process die) the instant it appears
+        await run.stored()
     except BaseException:
         sink.abort()
         if owns:
