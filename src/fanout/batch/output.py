@@ -6,6 +6,7 @@ Output lines mirror OpenAI's batch output: {"id", "custom_id", "response": {"sta
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -20,6 +21,7 @@ from fanout.errors import ConfigError, FanoutError, InputError
 from fanout.tasks import Result
 
 if TYPE_CHECKING:
+    from fanout.batch.stream import Feed
     from fanout.engine.events import Event
     from fanout.engine.run import Run
 
@@ -180,8 +182,21 @@ class BatchSink:
 
     name = "batch-jsonl"
 
-    def __init__(self, batch: Batch, target: str | os.PathLike[str], order: Order) -> None:
+    def __init__(
+        self,
+        batch: Batch,
+        target: str | os.PathLike[str],
+        order: Order,
+        *,
+        feed: Feed | None = None,
+        store_path: Path | None = None,
+    ) -> None:
+        """With `feed`, the batch is streamed: `batch` holds only its refused lines, the
+        feed adds its tasks to the run, and the input-order file is written from the
+        store at `store_path` (None: the default store)."""
         self.batch = batch
+        self.feed = feed
+        self.store_path = store_path
         self.order = parse_order(order)
         self.writer = AtomicJsonlWriter(target)
         self._created = int(time.time())
@@ -198,20 +213,21 @@ class BatchSink:
         return output_line(result, self._created)
 
     def attach(self, run: Run) -> None:
-        if self.order != "completion":
-            return
         from fanout.engine.events import TaskFinished
 
-        for t in run.tasks:  # a resumed run: what earlier segments finished
-            r = run.result(t)
-            if r is not None and r.state.terminal:
-                self.writer.write(self.line(r))
+        if self.order == "completion":
+            for t in run.tasks:  # a resumed run: what earlier segments finished
+                r = run.result(t) if t is not None else None
+                if r is not None and r.state.terminal:
+                    self.writer.write(self.line(r))
 
-        def on_event(ev: Event) -> None:
-            if isinstance(ev, TaskFinished):
-                self.writer.write(self.line(ev.result))
+            def on_event(ev: Event) -> None:
+                if isinstance(ev, TaskFinished):
+                    self.writer.write(self.line(ev.result))
 
-        run.listen(on_event)
+            run.listen(on_event)
+        if self.feed is not None:  # after the writer: it reads each result before it goes
+            self.feed.attach(run)
 
     async def finish(self, run: Run) -> int | None:
         """Write what is left, put the file in place; returns the number of lines (None,
@@ -220,7 +236,11 @@ class BatchSink:
             self.writer.abort()
             return None
         try:
-            if self.order == "input":
+            if self.feed is not None and self.feed.error is not None:
+                raise self.feed.error
+            if self.order == "input" and self.feed is not None:
+                await asyncio.to_thread(self._write_from_store, run.id)
+            elif self.order == "input":
                 results = {r.task.n: r for r in await run.results()}
                 for item in self.batch.slots():
                     if isinstance(item, LineError):
@@ -245,6 +265,28 @@ class BatchSink:
 
     def abort(self) -> None:
         self.writer.abort()
+
+    def _write_from_store(self, run_id: str) -> None:
+        """Every line in input order: the refused ones from memory, the answers read from
+        the store one at a time (a streamed run keeps none of them)."""
+        from fanout.store import queries
+        from fanout.store.sqlite import opened
+
+        assert self.feed is not None
+        errors = iter(self.batch.errors)
+        pending = next(errors, None)
+        created = self._created
+        write = self.writer.write
+        with opened(self.store_path) as db:
+            for r in queries.iter_results(db, run_id, by_line=self.feed.by_line):
+                line = int((r.task.meta or {}).get("line", 0))
+                while pending is not None and pending.line < line:
+                    write(output_line(pending, created))
+                    pending = next(errors, None)
+                write(output_line(r, created))
+        while pending is not None:
+            write(output_line(pending, created))
+            pending = next(errors, None)
 
 
 def _umask() -> int:
