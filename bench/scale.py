@@ -60,8 +60,9 @@ def batch_cmd(src: Path, out: Path, concurrency: int, order: str) -> list[str]:
     ]
 
 
-def run_child(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int]:
-    """(wall s, peak RSS MB, exit code) of one child process."""
+def run_child(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int, float]:
+    """(wall s, peak RSS MB, exit code, CPU s) of one child process. On a shared machine
+    the CPU seconds (user + system) are the figure that does not depend on the load."""
     t0 = time.perf_counter()
     with subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as p:
         assert p.stderr is not None
@@ -71,7 +72,7 @@ def run_child(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int]:
         p.returncode = code = os.waitstatus_to_exitcode(status)
     if code not in (0, -9):
         sys.stderr.write(errors.decode(errors="replace")[-2000:])
-    return wall, usage.ru_maxrss / 1024, code
+    return wall, usage.ru_maxrss / 1024, code, usage.ru_utime + usage.ru_stime
 
 
 def check_output(out: Path, n: int, order: str) -> bool:
@@ -166,13 +167,17 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=256)
     ap.add_argument("--order", choices=("input", "completion"), default="input")
     ap.add_argument("--kill-at", type=float, default=None)
+    ap.add_argument("--kill-size", type=int, default=None, help="default: the largest size")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/fanout-scale"))
     a = ap.parse_args()
     a.workdir.mkdir(parents=True, exist_ok=True)
     sizes = [int(s) for s in a.sizes.split(",")]
     rows: list[dict[str, Any]] = []
-    print("| lines | wall s | µs/line | lines/s | peak RSS MB | every line once, in order |")
-    print("|---:|---:|---:|---:|---:|:--|")
+    print(
+        "| lines | wall s | µs/line | lines/s | CPU s | CPU µs/line | lines/CPU s"
+        " | peak RSS MB | every line once, in order |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|:--|")
     for n in sizes:
         src = a.workdir / f"in-{n}.jsonl"
         make_input(src, n)
@@ -180,7 +185,7 @@ def main() -> None:
         subprocess.run(["rm", "-rf", str(home)], check=True)
         out = a.workdir / f"out-{n}.jsonl"
         env = {**os.environ, "FANOUT_HOME": str(home)}
-        wall, rss, code = run_child(batch_cmd(src, out, a.concurrency, a.order), env)
+        wall, rss, code, cpu = run_child(batch_cmd(src, out, a.concurrency, a.order), env)
         ok = code == 0 and check_output(out, n, a.order)
         row = {
             "lines": n,
@@ -188,17 +193,22 @@ def main() -> None:
             "us_per_line": round(wall / n * 1e6, 1),
             "lines_per_s": round(n / wall),
             "peak_rss_mb": round(rss, 1),
+            "cpu_s": round(cpu, 1),
+            "cpu_us_per_line": round(cpu / n * 1e6, 1),
+            "lines_per_cpu_s": round(n / cpu),
             "ok": ok,
         }
         rows.append(row)
         print(
             f"| {n:,} | {wall:.1f} | {row['us_per_line']} | {row['lines_per_s']:,} |"
+            f" {cpu:.1f} | {row['cpu_us_per_line']} | {row['lines_per_cpu_s']:,} |"
             f" {rss:.0f} | {'yes' if ok else 'NO'} |",
             flush=True,
         )
     figures: dict[str, Any] = {"order": a.order, "concurrency": a.concurrency, "rows": rows}
     if a.kill_at is not None:
-        n = max(sizes)
+        n = a.kill_size or max(sizes)
+        make_input(a.workdir / f"in-{n}.jsonl", n)
         figures["kill"] = kill_and_resume(
             a.workdir / f"in-{n}.jsonl", a.workdir, n, a.concurrency, a.kill_at, a.order
         )
