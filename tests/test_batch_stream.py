@@ -135,3 +135,21 @@ def test_the_feed_never_holds_more_than_its_window() -> None:
     first = feed.first()
     assert len(first) == 100
     assert made[0] == 100  # nothing read ahead of the window
+
+
+def test_the_sdk_is_loaded_ahead_of_the_first_call() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, time\n"
+        "from fanout.providers.openai import OpenAIProvider\n"
+        "assert 'openai' not in sys.modules\n"
+        "OpenAIProvider(api_key='k').preload()\n"
+        "for _ in range(600):\n"
+        "    if 'openai' in sys.modules and hasattr(sys.modules['openai'], 'AsyncOpenAI'): break\n"
+        "    time.sleep(0.05)\n"
+        "assert hasattr(sys.modules['openai'], 'AsyncOpenAI')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -101,6 +101,10 @@ def plan_batch(
     """Read `input_path` and check everything a run needs. Raises `ConfigError` or
     `InputError` (nothing run, nothing written); bad lines are kept in `batch.errors`."""
     setup = launch.engine_setup(options.choice)
+    for provider in setup.providers.values():  # the SDK loads while the input is read
+        preload = getattr(provider, "preload", None)
+        if preload is not None:
+            preload()
     out = check_output_path(output, input_path)
     scan = scan_batch(input_path, setup.blueprints, max_line_bytes=max_line_bytes)
     if scan.lines == 0:
