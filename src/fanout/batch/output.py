@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import sqlite3
 import tempfile
 import time
 from collections.abc import Mapping
@@ -267,26 +268,40 @@ class BatchSink:
         self.writer.abort()
 
     def _write_from_store(self, run_id: str) -> None:
-        """Every line in input order: the refused ones from memory, the answers read from
-        the store one at a time (a streamed run keeps none of them)."""
-        from fanout.store import queries
         from fanout.store.sqlite import opened
 
         assert self.feed is not None
-        errors = iter(self.batch.errors)
-        pending = next(errors, None)
-        created = self._created
-        write = self.writer.write
         with opened(self.store_path) as db:
-            for r in queries.iter_results(db, run_id, by_line=self.feed.by_line):
-                line = int((r.task.meta or {}).get("line", 0))
-                while pending is not None and pending.line < line:
-                    write(output_line(pending, created))
-                    pending = next(errors, None)
-                write(output_line(r, created))
-        while pending is not None:
+            write_in_input_order(
+                self.writer, db, run_id, self.batch.errors, self.feed.by_line, self._created
+            )
+
+
+def write_in_input_order(
+    writer: AtomicJsonlWriter,
+    db: sqlite3.Connection,
+    run_id: str,
+    errors: list[LineError],
+    by_line: bool,
+    created: int | None = None,
+) -> None:
+    """Every line of a batch run in input order: the refused ones (`errors`, in line
+    order) and the stored results, read one at a time (a streamed run keeps none of them
+    in memory); a line with no result yet is left out."""
+    from fanout.store import queries
+
+    pending_errors = iter(errors)
+    pending = next(pending_errors, None)
+    write = writer.write
+    for r in queries.iter_results(db, run_id, by_line=by_line):
+        line = int((r.task.meta or {}).get("line", 0))
+        while pending is not None and pending.line < line:
             write(output_line(pending, created))
-            pending = next(errors, None)
+            pending = next(pending_errors, None)
+        write(output_line(r, created))
+    while pending is not None:
+        write(output_line(pending, created))
+        pending = next(pending_errors, None)
 
 
 def _umask() -> int:

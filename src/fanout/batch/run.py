@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from fanout import launch
-from fanout.batch.output import AtomicJsonlWriter, BatchSink, Order, check_output_path, output_line
+from fanout.batch.output import (
+    AtomicJsonlWriter,
+    BatchSink,
+    Order,
+    check_output_path,
+    write_in_input_order,
+)
 from fanout.batch.parse import DEFAULT_MAX_LINE_BYTES, Batch, LineError
 from fanout.batch.stream import Feed, Scan, check_unchanged, iter_tasks, scan_batch, window_for
 from fanout.engine.resume import RetryFailed
@@ -270,21 +276,24 @@ def export_results(db: sqlite3.Connection, run_id: str, out: Path) -> tuple[int,
     info = queries.run_info(db, run_id)
     if info is None:
         raise FanoutError(f"no run {run_id!r} in the run store")
-    tasks = queries.stub_tasks(db, run_id)
-    results = queries.load_results(db, run_id, tasks)
+    config = info["config"]
+    (tasks,) = db.execute(
+        "SELECT count(*) FROM tasks JOIN runs USING (rid) WHERE id = ?", (run_id,)
+    ).fetchone()
+    answered = 0
     writer = AtomicJsonlWriter(out)
     try:
-        config = info["config"]
         if info["kind"] == KIND and isinstance(config.get("batch"), dict):
-            by_n = {r.task.n: r for r in results}
-            batch, _, _ = stored_batch(config, [t for t in tasks if t.n in by_n])
-            for item in batch.slots():
-                writer.write(output_line(item if isinstance(item, LineError) else by_n[item.n]))
+            batch, _, _ = stored_batch(config, [])
+            forward = bool(config["batch"].get("forward"))
+            write_in_input_order(writer, db, run_id, batch.errors, forward)
+            answered = writer.lines - len(batch.errors)
         else:
-            for r in results:
+            for r in queries.iter_results(db, run_id):
                 writer.write(r.as_dict())
+                answered += 1
         writer.commit()
     except BaseException:
         writer.abort()
         raise
-    return writer.lines, len(results), len(tasks)
+    return writer.lines, answered, int(tasks)
