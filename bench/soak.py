@@ -100,7 +100,9 @@ def store_mb(home: Path) -> float:
     return sum(p.stat().st_size for p in home.glob("fanout.db*") if p.is_file()) / 1e6
 
 
-def soak(work: Path, seconds: float, rate: float, concurrency: int, say: Any = print) -> dict:
+def soak(
+    work: Path, seconds: float, rate: float, concurrency: int, say: Any = print
+) -> dict[str, Any]:
     """Run the soak in `work`; returns the figures (see the module docstring)."""
     work.mkdir(parents=True, exist_ok=True)
     lines = max(100, int(rate * seconds))
@@ -125,7 +127,7 @@ def soak(work: Path, seconds: float, rate: float, concurrency: int, say: Any = p
     cmd += ["--provider", "openai", "--base-url", url + "/v1", "--no-cache", "--no-progress"]
     cmd += ["--concurrency", str(concurrency), "--rpm", str(rate * 60), "--timeout", "2"]
     cmd += ["--attempts", "20", "--json"]
-    samples: list[dict[str, float | int | None]] = []
+    samples: list[dict[str, Any]] = []
     restarts = 0
     restart_at = [seconds * k / (RESTARTS + 1) for k in range(1, RESTARTS + 1)]
     t0 = time.monotonic()
@@ -220,6 +222,33 @@ def plot(samples: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def samples_in(log: Path) -> list[dict[str, Any]]:
+    """The samples a soak printed, one per line ("  10 s  {...}")."""
+    import ast
+
+    out: list[dict[str, Any]] = []
+    for line in log.read_text(encoding="utf-8").splitlines():
+        i = line.find("{'t_s'")
+        if i >= 0:
+            out.append(ast.literal_eval(line[i:]))
+    return out
+
+
+def rss_summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    rss = [(s["t_s"], s["rss_mb"]) for s in samples if s["rss_mb"]]
+    at5 = next((r for t, r in rss if t >= 300.0), None)
+    end = rss[-1][1] if rss else None
+    return {
+        "minutes": round(rss[-1][0] / 60, 1) if rss else 0,
+        "rss_at_minute_5_mb": at5,
+        "rss_end_mb": end,
+        "end_vs_minute_5": round(end / at5, 3) if end and at5 else None,
+        "rss_max_mb": max(r for _, r in rss) if rss else None,
+        "fds_max": max((s["fds"] or 0) for s in samples) if samples else None,
+        "store_mb_end": samples[-1]["store_mb"] if samples else None,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=30.0)
@@ -227,7 +256,19 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/fanout-soak"))
     ap.add_argument("--png", type=Path, default=None)
+    ap.add_argument(
+        "--from-log",
+        type=Path,
+        default=None,
+        help="draw --png from the samples a soak printed (one that was stopped early)",
+    )
     a = ap.parse_args()
+    if a.from_log is not None:
+        samples = samples_in(a.from_log)
+        if a.png is not None:
+            plot(samples, a.png, f"fanout batch soak: RSS, {len(samples)} samples (10 s apart)")
+        print(json.dumps({"samples": len(samples), "rss": rss_summary(samples)}))
+        return
     figures = soak(a.workdir, a.minutes * 60, a.rate, a.concurrency)
     if a.png is not None:
         title = f"fanout batch soak: {figures['lines']:,} lines, {RESTARTS} server restarts"
