@@ -38,7 +38,7 @@ def test_a_minute_of_faults_and_restarts_loses_nothing_and_repeats_nothing(
     assert figures["lost"] == 0
     assert figures["output_lines_repeated"] == 0
     assert figures["failed_lines"] == 0
-    assert figures["answered_twice"] == 0
+    assert figures["answered_twice_unexplained"] == 0
     faults = figures["faults"]
     assert faults["429"] > 0
     assert faults["500"] > 0
