@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from fanout.batch.output import Order
 from fanout.batch.run import plan_batch, start_batch
 from fanout.batch.stream import Feed, scan_batch
 from fanout.engine.events import Event, TaskFinished
+from fanout.engine.retry import DEFAULT_BUDGET_FRACTION
 from fanout.launch import EngineChoice, RunOptions
 from fanout.tasks import Task
 
@@ -56,6 +58,8 @@ def test_a_long_batch_holds_only_its_window(tmp_path: Path, order: Order) -> Non
         started = await start_batch(plan, options, store_path=tmp_path / "s", window=WINDOW)
         run = started.launched.run
         seen = [0]
+        # the retry budget is the whole batch's from the start, not the window's
+        assert run.retry_budget == math.ceil((LINES - len(bad)) * DEFAULT_BUDGET_FRACTION)
 
         def count(ev: Event) -> None:
             if isinstance(ev, TaskFinished):

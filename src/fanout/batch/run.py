@@ -168,7 +168,7 @@ async def start_batch(
             plan.input, plan.setup.blueprints, refused, max_line_bytes=plan.max_line_bytes
         )
         size = window or _window(plan.setup)
-        feed = Feed(tasks, size, scan.referenced, by_line=scan.forward)
+        feed = Feed(tasks, size, scan.referenced, by_line=scan.forward, total=scan.tasks)
         sink = BatchSink(plan.batch, plan.output, plan.order, feed=feed, store_path=store_path)
         first = feed.first()
     launched = await launch.start(
@@ -263,7 +263,8 @@ def _resumed_feed(
         skip=skip,
     )
     referenced = frozenset(b.get("referenced") or ())
-    return Feed(tasks, _window(setup), referenced, by_line=bool(b.get("forward")))
+    total = int(b.get("lines") or 0) - len(batch.errors)
+    return Feed(tasks, _window(setup), referenced, by_line=bool(b.get("forward")), total=total)
 
 
 def export_results(db: sqlite3.Connection, run_id: str, out: Path) -> tuple[int, int, int]:

@@ -184,8 +184,10 @@ class Feed:
         referenced: Collection[str],
         *,
         by_line: bool = False,
+        total: int = 0,
     ) -> None:
         self._tasks = tasks
+        self.total = total  # the batch's tasks in all (the run sizes its retry budget on it)
         #: tasks are not numbered in line order (a line depends on a later one): the
         #: input-order output sorts by line
         self.by_line = by_line
@@ -208,6 +210,7 @@ class Feed:
         run's finished tasks are let go at once."""
         from fanout.engine.events import TaskFinished
 
+        run.expect(self.total)
         self.live = 0
         for t in list(run.tasks):
             if t is None:

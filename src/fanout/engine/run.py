@@ -82,6 +82,7 @@ class Run:
         self.forgotten: dict[TaskState, int] = {}  # tasks let go by `forget`, by state
         self.retries = 0
         self.retry_budget_fixed = retry_budget
+        self.expected = 0  # tasks the run is told it will have (see `expect`)
         self.status = "running"
         self.cancel_reason: str | None = None
         self.callback_errors: list[str] = []
@@ -171,6 +172,11 @@ class Run:
         self.forgotten[task.state] = self.forgotten.get(task.state, 0) + 1
         return True
 
+    def expect(self, total: int) -> None:
+        """The run will have `total` tasks in all, though they are added a few at a time (a
+        streamed batch): its retry budget is sized from that, not from what is added yet."""
+        self.expected = max(self.expected, total)
+
     def live_tasks(self) -> list[Task]:
         """The tasks still in memory (all of them unless some were forgotten)."""
         return [t for t in self.tasks if t is not None]
@@ -227,7 +233,7 @@ class Run:
     @property
     def retry_budget(self) -> int:
         fixed = self.retry_budget_fixed
-        return self._retry.budget_for(self.total) if fixed is None else fixed
+        return self._retry.budget_for(max(self.total, self.expected)) if fixed is None else fixed
 
     def emit(self, event: Event) -> None:
         self.bus.emit(event)
