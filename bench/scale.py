@@ -107,6 +107,21 @@ def durable(db: Path) -> tuple[str | None, int]:
         con.close()
 
 
+def attempts_of_committed(db: Path, run_id: str) -> dict[int, int]:
+    """Task number -> attempts recorded, for each task with a committed result."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        rows = con.execute(
+            "SELECT r.n, count(a.attempt) FROM results r JOIN runs USING (rid)"
+            " LEFT JOIN attempts a ON a.rid = r.rid AND a.n = r.n WHERE runs.id = ?"
+            " GROUP BY r.n",
+            (run_id,),
+        )
+        return {int(n): int(k) for n, k in rows}
+    finally:
+        con.close()
+
+
 def kill_and_resume(
     src: Path, work: Path, n: int, concurrency: int, at: float, order: str
 ) -> dict[str, Any]:
@@ -132,6 +147,7 @@ def kill_and_resume(
     p.wait()
     run_id, done = durable(db)
     assert run_id is not None, "the run never started"
+    before = attempts_of_committed(db, run_id)
     t0 = time.perf_counter()
     r = subprocess.Popen(
         [*FANOUT, "resume", run_id],
@@ -150,7 +166,12 @@ def kill_and_resume(
     r.returncode = os.waitstatus_to_exitcode(status)
     total = time.perf_counter() - t0
     ok = os.waitstatus_to_exitcode(status) == 0 and check_output(out, n, order)
+    after = attempts_of_committed(db, run_id)
+    # a task whose result was committed before the kill is never attempted again (one
+    # answered but not yet committed when the kill came is: that is the kill's loss)
+    again = sum(1 for k, tries in before.items() if after.get(k, 0) > tries)
     return {
+        "committed_attempted_again": again,
         "lines": n,
         "order": order,
         "killed_at": done,
