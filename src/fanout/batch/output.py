@@ -6,9 +6,11 @@ Output lines mirror OpenAI's batch output: {"id", "custom_id", "response": {"sta
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
+import sqlite3
 import tempfile
 import time
 from collections.abc import Mapping
@@ -20,6 +22,7 @@ from fanout.errors import ConfigError, FanoutError, InputError
 from fanout.tasks import Result
 
 if TYPE_CHECKING:
+    from fanout.batch.stream import Feed
     from fanout.engine.events import Event
     from fanout.engine.run import Run
 
@@ -180,8 +183,21 @@ class BatchSink:
 
     name = "batch-jsonl"
 
-    def __init__(self, batch: Batch, target: str | os.PathLike[str], order: Order) -> None:
+    def __init__(
+        self,
+        batch: Batch,
+        target: str | os.PathLike[str],
+        order: Order,
+        *,
+        feed: Feed | None = None,
+        store_path: Path | None = None,
+    ) -> None:
+        """With `feed`, the batch is streamed: `batch` holds only its refused lines, the
+        feed adds its tasks to the run, and the input-order file is written from the
+        store at `store_path` (None: the default store)."""
         self.batch = batch
+        self.feed = feed
+        self.store_path = store_path
         self.order = parse_order(order)
         self.writer = AtomicJsonlWriter(target)
         self._created = int(time.time())
@@ -198,20 +214,21 @@ class BatchSink:
         return output_line(result, self._created)
 
     def attach(self, run: Run) -> None:
-        if self.order != "completion":
-            return
         from fanout.engine.events import TaskFinished
 
-        for t in run.tasks:  # a resumed run: what earlier segments finished
-            r = run.result(t)
-            if r is not None and r.state.terminal:
-                self.writer.write(self.line(r))
+        if self.order == "completion":
+            for t in run.tasks:  # a resumed run: what earlier segments finished
+                r = run.result(t) if t is not None else None
+                if r is not None and r.state.terminal:
+                    self.writer.write(self.line(r))
 
-        def on_event(ev: Event) -> None:
-            if isinstance(ev, TaskFinished):
-                self.writer.write(self.line(ev.result))
+            def on_event(ev: Event) -> None:
+                if isinstance(ev, TaskFinished):
+                    self.writer.write(self.line(ev.result))
 
-        run.listen(on_event)
+            run.listen(on_event)
+        if self.feed is not None:  # after the writer: it reads each result before it goes
+            self.feed.attach(run)
 
     async def finish(self, run: Run) -> int | None:
         """Write what is left, put the file in place; returns the number of lines (None,
@@ -220,7 +237,11 @@ class BatchSink:
             self.writer.abort()
             return None
         try:
-            if self.order == "input":
+            if self.feed is not None and self.feed.error is not None:
+                raise self.feed.error
+            if self.order == "input" and self.feed is not None:
+                await asyncio.to_thread(self._write_from_store, run.id)
+            elif self.order == "input":
                 results = {r.task.n: r for r in await run.results()}
                 for item in self.batch.slots():
                     if isinstance(item, LineError):
@@ -245,6 +266,42 @@ class BatchSink:
 
     def abort(self) -> None:
         self.writer.abort()
+
+    def _write_from_store(self, run_id: str) -> None:
+        from fanout.store.sqlite import opened
+
+        assert self.feed is not None
+        with opened(self.store_path) as db:
+            write_in_input_order(
+                self.writer, db, run_id, self.batch.errors, self.feed.by_line, self._created
+            )
+
+
+def write_in_input_order(
+    writer: AtomicJsonlWriter,
+    db: sqlite3.Connection,
+    run_id: str,
+    errors: list[LineError],
+    by_line: bool,
+    created: int | None = None,
+) -> None:
+    """Every line of a batch run in input order: the refused ones (`errors`, in line
+    order) and the stored results, read one at a time (a streamed run keeps none of them
+    in memory); a line with no result yet is left out."""
+    from fanout.store import queries
+
+    pending_errors = iter(errors)
+    pending = next(pending_errors, None)
+    write = writer.write
+    for r in queries.iter_results(db, run_id, by_line=by_line):
+        line = int((r.task.meta or {}).get("line", 0))
+        while pending is not None and pending.line < line:
+            write(output_line(pending, created))
+            pending = next(pending_errors, None)
+        write(output_line(r, created))
+    while pending is not None:
+        write(output_line(pending, created))
+        pending = next(pending_errors, None)
 
 
 def _umask() -> int:

@@ -140,54 +140,57 @@ def parse_lines(
         if not line.strip():
             continue
         count += 1
-        # a character is at most 4 bytes: only a long line is measured exactly
-        if len(line) * 4 > max_line_bytes and len(line.encode("utf-8", "replace")) > max_line_bytes:
-            errors.append(
-                LineError(
-                    i,
-                    None,
-                    f"{_size(len(line.encode('utf-8', 'replace')))}, over the "
-                    f"{_size(max_line_bytes)} a line may have; raise --max-line to send it",
-                )
-            )
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            errors.append(LineError(i, None, f"not valid JSON ({exc.msg} at column {exc.colno})"))
-            continue
-        except RecursionError:
-            errors.append(LineError(i, None, f"nested more than {MAX_DEPTH} levels deep"))
-            continue
-        except ValueError:  # Python refuses to read an integer of more than 4,300 digits
-            errors.append(LineError(i, None, "holds a number too long to read (4,300+ digits)"))
-            continue
-        problem = _unsendable(obj)
-        if problem is not None:
-            cid = obj.get("custom_id", obj.get("id")) if isinstance(obj, dict) else None
-            ok_id = isinstance(cid, str) and _unsendable(cid) is None
-            errors.append(LineError(i, cid if ok_id else None, problem))
-            continue
-        if not isinstance(obj, dict):
-            errors.append(LineError(i, None, f"a line must be a JSON object, not {_kind(obj)}"))
-            continue
-        cid = obj.get("custom_id", obj.get("id"))
-        cid_s = str(cid) if isinstance(cid, str | int) and not isinstance(cid, bool) else None
-        try:
-            task = _task_from(obj, i, cid_s, blueprints)
-        except InputError as exc:
-            errors.append(LineError(i, cid_s, exc.message))
-            continue
-        assert cid_s is not None
-        if cid_s in seen:
-            errors.append(
-                LineError(i, cid_s, f"duplicate id {cid_s!r} (first on line {seen[cid_s]})")
-            )
-            continue
-        seen[cid_s] = i
-        tasks.append(task)
+        item = parse_line(i, line, blueprints, max_line_bytes)
+        if isinstance(item, Task):
+            cid = item.key
+            if cid in seen:
+                item = LineError(i, cid, f"duplicate id {cid!r} (first on line {seen[cid]})")
+            else:
+                seen[cid] = i
+                tasks.append(item)
+                continue
+        errors.append(item)
     _check_dependencies(tasks, errors, seen)
     return Batch(tasks, errors, count)
+
+
+def parse_line(
+    i: int,
+    line: str,
+    blueprints: Mapping[str, Blueprint] | None = None,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> Task | LineError:
+    """Input line `i` (1-based, not blank) as its task, or why it cannot be one. Checks the
+    line alone: duplicate ids and dependencies are the whole file's business."""
+    # a character is at most 4 bytes: only a long line is measured exactly
+    if len(line) * 4 > max_line_bytes and len(line.encode("utf-8", "replace")) > max_line_bytes:
+        return LineError(
+            i,
+            None,
+            f"{_size(len(line.encode('utf-8', 'replace')))}, over the "
+            f"{_size(max_line_bytes)} a line may have; raise --max-line to send it",
+        )
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return LineError(i, None, f"not valid JSON ({exc.msg} at column {exc.colno})")
+    except RecursionError:
+        return LineError(i, None, f"nested more than {MAX_DEPTH} levels deep")
+    except ValueError:  # Python refuses to read an integer of more than 4,300 digits
+        return LineError(i, None, "holds a number too long to read (4,300+ digits)")
+    problem = _unsendable(obj)
+    if problem is not None:
+        cid = obj.get("custom_id", obj.get("id")) if isinstance(obj, dict) else None
+        ok_id = isinstance(cid, str) and _unsendable(cid) is None
+        return LineError(i, cid if ok_id else None, problem)
+    if not isinstance(obj, dict):
+        return LineError(i, None, f"a line must be a JSON object, not {_kind(obj)}")
+    cid = obj.get("custom_id", obj.get("id"))
+    cid_s = str(cid) if isinstance(cid, str | int) and not isinstance(cid, bool) else None
+    try:
+        return _task_from(obj, i, cid_s, blueprints)
+    except InputError as exc:
+        return LineError(i, cid_s, exc.message)
 
 
 def _unsendable(obj: Any) -> str | None:

@@ -2,23 +2,32 @@
 
 The run is kept in the SQLite store with what is needed to go on with it in another
 process: the run options (engine choice, cache, deadline, grace; never a key), the input
-and output paths, the output order and the lines that were refused. The output file is
-written whole, from the store, by rename, when the run ends, so a resumed run rewrites it
-from every durable result and never writes a line twice. An interrupted run writes no file
-(`fanout results RUN -o FILE` exports what is done).
+and output paths, the output order and the lines that were refused. The input is streamed
+(`stream.py`): checked in a first pass, then fed to the run a window at a time, so memory
+does not grow with the file. The output file is written whole, from the store, by rename,
+when the run ends, so a resumed run rewrites it from every durable result and never writes
+a line twice. An interrupted run writes no file (`fanout results RUN -o FILE` exports what
+is done).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fanout import launch
-from fanout.batch.output import AtomicJsonlWriter, BatchSink, Order, check_output_path, output_line
-from fanout.batch.parse import DEFAULT_MAX_LINE_BYTES, Batch, LineError, read_batch
+from fanout.batch.output import (
+    AtomicJsonlWriter,
+    BatchSink,
+    Order,
+    check_output_path,
+    write_in_input_order,
+)
+from fanout.batch.parse import DEFAULT_MAX_LINE_BYTES, Batch, LineError
+from fanout.batch.stream import Feed, Scan, check_unchanged, iter_tasks, scan_batch, window_for
 from fanout.engine.engine import Engine
 from fanout.engine.resume import RetryFailed
 from fanout.engine.run import Run
@@ -33,11 +42,13 @@ KIND = "batch"
 class BatchPlan:
     """A batch read and checked; nothing has run and nothing is written."""
 
-    batch: Batch
+    batch: Batch  # its refused lines and line count; the tasks are read as the run goes
     input: Path
     output: Path
     order: Order
     setup: Setup
+    scan: Scan | None = None
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
 
 
 @dataclass(slots=True)
@@ -68,6 +79,7 @@ class BatchRun:
     launched: Launched[int | None]
     output: Path
     bad_lines: list[int]  # the input line numbers refused (not run), a resumed run's too
+    feed: Feed | None = None  # what keeps a streamed batch's window full
 
     async def finish(self, watch: Watch | None = None) -> BatchOutcome:
         done = await self.launched.finish(watch)
@@ -98,11 +110,16 @@ def plan_batch(
     `InputError` (nothing run, nothing written); bad lines are kept in `batch.errors`.
     `setup`: the engine setup already made (the service's), else made from `options`."""
     setup = launch.engine_setup(options.choice) if setup is None else setup
+    for provider in setup.providers.values():  # the SDK loads while the input is read
+        preload = getattr(provider, "preload", None)
+        if preload is not None:
+            preload()
     out = check_output_path(output, input_path)
-    batch = read_batch(input_path, setup.blueprints, max_line_bytes=max_line_bytes)
-    if batch.lines == 0:
+    scan = scan_batch(input_path, setup.blueprints, max_line_bytes=max_line_bytes)
+    if scan.lines == 0:
         raise ConfigError(f"{input_path}: has no request lines")
-    return BatchPlan(batch, input_path, out, order, setup)
+    batch = Batch([], scan.errors, scan.lines)
+    return BatchPlan(batch, input_path, out, order, setup, scan, max_line_bytes)
 
 
 def batch_config(plan: BatchPlan) -> dict[str, Any]:
@@ -114,6 +131,11 @@ def batch_config(plan: BatchPlan) -> dict[str, Any]:
             "order": plan.order,
             "lines": plan.batch.lines,
             "refused": [[e.line, e.custom_id, e.reason] for e in plan.batch.errors],
+            "max_line_bytes": plan.max_line_bytes,
+            "referenced": sorted(plan.scan.referenced) if plan.scan else [],
+            "forward": bool(plan.scan and plan.scan.forward),
+            "size": plan.scan.size if plan.scan else None,
+            "mtime_ns": plan.scan.mtime_ns if plan.scan else None,
         },
     }
 
@@ -135,13 +157,27 @@ async def start_batch(
     options: RunOptions,
     *,
     store_path: Path | None = None,
+    window: int | None = None,
     engine: Engine | None = None,
 ) -> BatchRun:
     """Start a planned batch as a new durable run; returns as soon as it runs (on
-    `engine` when given: the service's, shared by its runs)."""
-    sink = BatchSink(plan.batch, plan.output, plan.order)
+    `engine` when given: the service's, shared by its runs). At most `window` of its
+    tasks are in memory at once (default: from the concurrency)."""
+    scan = plan.scan
+    if scan is None:  # planned by hand from a parsed `Batch`: every task is in memory
+        sink = BatchSink(plan.batch, plan.output, plan.order)
+        first = plan.batch.tasks
+    else:
+        refused = {e.line for e in plan.batch.errors}
+        tasks = iter_tasks(
+            plan.input, plan.setup.blueprints, refused, max_line_bytes=plan.max_line_bytes
+        )
+        size = window or _window(plan.setup)
+        feed = Feed(tasks, size, scan.referenced, by_line=scan.forward, total=scan.tasks)
+        sink = BatchSink(plan.batch, plan.output, plan.order, feed=feed, store_path=store_path)
+        first = feed.first()
     launched = await launch.start(
-        plan.batch.tasks,
+        first,
         sink,
         kind=KIND,
         config=batch_config(plan),
@@ -150,7 +186,7 @@ async def start_batch(
         store_path=store_path,
         engine=engine,
     )
-    return BatchRun(launched, plan.output, [e.line for e in plan.batch.errors])
+    return BatchRun(launched, plan.output, [e.line for e in plan.batch.errors], sink.feed)
 
 
 async def resume_batch(
@@ -169,12 +205,22 @@ async def resume_batch(
 
     def reopen(config: Mapping[str, Any], setup: Setup) -> Reopened[int | None]:
         # a batch run's config, or ConfigError before anything runs
-        bad.extend(e.line for e in stored_batch(config, [])[0].errors)
+        stored = stored_batch(config, [])[0]
+        bad.extend(e.line for e in stored.errors)
+        b = config["batch"]
+        streamed = "max_line_bytes" in b  # runs started before streaming hold every task
+        if streamed:
+            check_unchanged(Path(b["input"]), b.get("size"), b.get("mtime_ns"))
 
         def sink(run: Run) -> BatchSink:
-            batch, out, order = stored_batch(config, run.tasks)
+            if not streamed:
+                batch, out, order = stored_batch(config, [t for t in run.tasks if t])
+                output.append(out)
+                return BatchSink(batch, out, order)
+            batch, out, order = stored_batch(config, [])
             output.append(out)
-            return BatchSink(batch, out, order)
+            feed = _resumed_feed(run, b, setup, batch, store_path)
+            return BatchSink(batch, out, order, feed=feed, store_path=store_path)
 
         return Reopened(None, sink)
 
@@ -191,6 +237,44 @@ async def resume_batch(
     return BatchRun(launched, output[0], bad)
 
 
+def _window(setup: Setup) -> int:
+    concurrency = setup.engine.get("concurrency")
+    return window_for(concurrency if isinstance(concurrency, int) else 16)
+
+
+def _resumed_feed(
+    run: Run, b: Mapping[str, Any], setup: Setup, batch: Batch, store_path: Path | None
+) -> Feed:
+    """The feed of a resumed streamed run: the lines its earlier segments never added."""
+    refused = {e.line for e in batch.errors}
+    stored = len(run.tasks)
+    skip: Callable[[int], bool]
+    if b.get("forward"):  # tasks were added out of line order: skip exactly those stored
+        from fanout.store import queries
+        from fanout.store.sqlite import opened
+
+        with opened(store_path) as db:
+            have = queries.task_lines(db, run.id)
+        skip = have.__contains__
+    else:  # tasks were added in line order: the first `stored` good lines are in the run
+        seen = [0]
+
+        def skip(line: int) -> bool:
+            seen[0] += 1
+            return seen[0] <= stored
+
+    tasks = iter_tasks(
+        Path(b["input"]),
+        setup.blueprints,
+        refused,
+        max_line_bytes=int(b["max_line_bytes"]),
+        skip=skip,
+    )
+    referenced = frozenset(b.get("referenced") or ())
+    total = int(b.get("lines") or 0) - len(batch.errors)
+    return Feed(tasks, _window(setup), referenced, by_line=bool(b.get("forward")), total=total)
+
+
 def export_results(db: sqlite3.Connection, run_id: str, out: Path) -> tuple[int, int, int]:
     """Write a stored run's results to `out` (atomically), complete or partial: a batch run
     as its output file would be (input order, refused lines included, unfinished lines
@@ -201,21 +285,24 @@ def export_results(db: sqlite3.Connection, run_id: str, out: Path) -> tuple[int,
     info = queries.run_info(db, run_id)
     if info is None:
         raise FanoutError(f"no run {run_id!r} in the run store")
-    tasks = queries.stub_tasks(db, run_id)
-    results = queries.load_results(db, run_id, tasks)
+    config = info["config"]
+    (tasks,) = db.execute(
+        "SELECT count(*) FROM tasks JOIN runs USING (rid) WHERE id = ?", (run_id,)
+    ).fetchone()
+    answered = 0
     writer = AtomicJsonlWriter(out)
     try:
-        config = info["config"]
         if info["kind"] == KIND and isinstance(config.get("batch"), dict):
-            by_n = {r.task.n: r for r in results}
-            batch, _, _ = stored_batch(config, [t for t in tasks if t.n in by_n])
-            for item in batch.slots():
-                writer.write(output_line(item if isinstance(item, LineError) else by_n[item.n]))
+            batch, _, _ = stored_batch(config, [])
+            forward = bool(config["batch"].get("forward"))
+            write_in_input_order(writer, db, run_id, batch.errors, forward)
+            answered = writer.lines - len(batch.errors)
         else:
-            for r in results:
+            for r in queries.iter_results(db, run_id):
                 writer.write(r.as_dict())
+                answered += 1
         writer.commit()
     except BaseException:
         writer.abort()
         raise
-    return writer.lines, len(results), len(tasks)
+    return writer.lines, answered, int(tasks)

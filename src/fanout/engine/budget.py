@@ -84,6 +84,7 @@ class RunBudget:
     __slots__ = (
         "_inflight",
         "_prices",
+        "_retired",
         "_settled_usd",
         "capped",
         "exhausted",
@@ -113,6 +114,8 @@ class RunBudget:
         self.capped = max_cost_usd is not None or max_tokens is not None
         self._settled_usd = spent_usd
         self.spent_tokens = spent_tokens
+        #: model -> [input, output] tokens of results the run let go from memory
+        self._retired: dict[str, list[int]] = {}
         self.inflight_usd = 0.0
         self.inflight_tokens = 0
         self._inflight: dict[int, tuple[float, int]] = {}  # task number -> its estimate
@@ -129,7 +132,7 @@ class RunBudget:
         nothing): called when its figures are asked for."""
         if self.capped:
             return
-        by_model: dict[str, list[int]] = {}
+        by_model = {m: list(u) for m, u in self._retired.items()}
         for r in results:
             if r is not None and r.attempts and r.model is not None:
                 u = by_model.get(r.model)
@@ -140,6 +143,15 @@ class RunBudget:
         cost = self._prices.cost
         self._settled_usd = sum(cost(m, u[0], u[1]) for m, u in by_model.items())
         self.spent_tokens = sum(u[0] + u[1] for u in by_model.values())
+
+    def retire(self, r: Result) -> None:
+        """`r` leaves the run's memory: `account` counts its tokens from here on."""
+        if r.attempts and r.model is not None:
+            u = self._retired.get(r.model)
+            if u is None:
+                u = self._retired[r.model] = [0, 0]
+            u[0] += r.input_tokens
+            u[1] += r.output_tokens
 
     @property
     def in_flight(self) -> int:

@@ -40,7 +40,7 @@ class Census:
         return out
 
 
-def census(tasks: Sequence[Task], results: Sequence[Result | None], now: float) -> Census:
+def census(tasks: Sequence[Task | None], results: Sequence[Result | None], now: float) -> Census:
     """Each task in one word, counted per lane: `running`, a wait (`deps`, `queued`, `lane`,
     `rpm`, `tpm`, `retry_after`, `circuit`, `budget`, `backoff`), `saving`, or its final
     state (`done`, `failed`, `skipped`, `not_selected`, `cancelled`)."""
@@ -48,6 +48,8 @@ def census(tasks: Sequence[Task], results: Sequence[Result | None], now: float) 
     lanes = out.lanes
     groups: dict[int, Group] = {}
     for t in tasks:
+        if t is None:  # let go by `Run.forget` once durable: its run's metrics count it
+            continue
         lane = t.lane or DEFAULT_LANE
         counts = lanes.get(lane)
         if counts is None:

@@ -517,7 +517,7 @@ class Ledger:
         if not run.interrupting:
             run.interrupting = True
             gate = self._gate
-            for t in run.tasks:
+            for t in run.live_tasks():
                 if t.state is READY:  # leaves the ready queue or the retry timer
                     t.state = WAITING
                 if gate is not None and gate.leads(t) and t.state is not RUNNING:
@@ -542,7 +542,7 @@ class Ledger:
         if run.done or run.cancel_reason is not None:
             return
         run.cancel_reason = reason
-        for t in run.tasks:
+        for t in run.live_tasks():
             self.cancel_task(t, reason)
         if run.finished == run.total:
             self.close_run(run)
@@ -580,7 +580,7 @@ class Ledger:
                 self._journal.append(self._sampler.sample(run, now))
 
     async def stored_results(self, run: Run) -> list[Result]:
-        return await self._store.results(run.id, run.tasks)
+        return await self._store.results(run.id, None if run.forgotten else run.live_tasks())
 
     async def sink_position(self, run: Run, sink: str) -> int:
         return await self._store.sink_position(run.id, sink)

@@ -33,15 +33,18 @@ from fanout.engine.events import (
     TaskSlow,
     TaskStarted,
 )
+from fanout.engine.sketch import LatencySketch
 from fanout.tasks import TaskState
 
 if TYPE_CHECKING:
     from fanout.store.base import RunSnapshot
 
 
-def percentile(values: array[float] | list[float], q: float) -> float:
+def percentile(values: array[float] | list[float] | LatencySketch, q: float) -> float:
     """Nearest-rank percentile (q in 0..100): the smallest value with at least q % of the
-    values at or below it; 0.0 for no values."""
+    values at or below it; 0.0 for no values. From a sketch: within its accuracy."""
+    if isinstance(values, LatencySketch):
+        return values.percentile(q)
     if not values:
         return 0.0
     s = sorted(values)
@@ -83,8 +86,9 @@ class RunMetrics:
         self.retries_by_kind: Counter[str] = Counter()
         self.failures_by_kind: Counter[str] = Counter()
         self.busy_ns = 0  # attempt durations, summed in whole nanoseconds
-        self.latencies: array[float] = array("d")
-        self.latencies_by_agent: dict[str, array[float]] = {}
+        # sketches, not every duration: a million-line run keeps a few hundred buckets
+        self.latencies = LatencySketch()
+        self.latencies_by_agent: dict[str, LatencySketch] = {}
         self.input_tokens = 0
         self.output_tokens = 0
         self.slow = 0
@@ -146,7 +150,7 @@ class RunMetrics:
             if agent is not None:
                 arr = self.latencies_by_agent.get(agent)
                 if arr is None:
-                    arr = self.latencies_by_agent[agent] = array("d")
+                    arr = self.latencies_by_agent[agent] = LatencySketch()
                 arr.append(r.latency_s)
             self.input_tokens += r.input_tokens
             self.output_tokens += r.output_tokens
@@ -174,7 +178,7 @@ class RunMetrics:
             if agent is not None:
                 arr = self.latencies_by_agent.get(agent)
                 if arr is None:
-                    arr = self.latencies_by_agent[agent] = array("d")
+                    arr = self.latencies_by_agent[agent] = LatencySketch()
                 arr.append(latency_s)
         else:
             lane.failed += 1

@@ -48,7 +48,7 @@ class Planner:
         self,
         run_id: str,
         tasks: Sequence[Task],
-        existing: Sequence[Task] = (),
+        existing: Sequence[Task | None] = (),
         by_key: Mapping[str, Task] | None = None,
     ) -> None:
         """Check `tasks` as an addition to run `run_id` (which holds `existing`, with the
@@ -88,7 +88,7 @@ class Planner:
                 if dep is None:
                     if derived is None:  # fall back to derived keys, computed once
                         derived = {x.key: x for x in tasks}
-                        derived.update({x.key: x for x in existing})
+                        derived.update({x.key: x for x in existing if x is not None})
                     dep = derived.get(d)
                 if dep is None:
                     raise PlanError(

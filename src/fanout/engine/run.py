@@ -72,15 +72,19 @@ class Run:
         self.config = dict(config)
         self._owner = owner
         self._retry = retry
-        self.tasks: list[Task] = []
+        #: a task's slot is None once `forget` has let it go (a streamed run keeps only
+        #: its window in memory; the store keeps the rest)
+        self.tasks: list[Task | None] = []
         self.by_key: dict[str, Task] = {}
         self.results_by_n: list[Result | None] = []
         self.bus = EventBus()
         self.metrics_ = RunMetrics(run_id, concurrency)
         self.bus.listen(self.metrics_)
         self.finished = 0  # tasks whose terminal result is durable
+        self.forgotten: dict[TaskState, int] = {}  # tasks let go by `forget`, by state
         self.retries = 0
         self.retry_budget_fixed = retry_budget
+        self.expected = 0  # tasks the run is told it will have (see `expect`)
         self.status = "running"
         self.cancel_reason: str | None = None
         self.callback_errors: list[str] = []
@@ -138,10 +142,10 @@ class Run:
         prefix = self.id + "-"
         if ref.startswith(prefix) and ref[len(prefix) :].isdigit():
             n = int(ref[len(prefix) :])
-            if n < len(self.tasks):
-                return self.tasks[n]
+            if n < len(self.tasks) and (found := self.tasks[n]) is not None:
+                return found
         for t in self.tasks:
-            if t.key == ref:
+            if t is not None and t.key == ref:
                 return t
         raise KeyError(f"run {self.id} has no task with key or id {ref!r}")
 
@@ -156,6 +160,33 @@ class Run:
     def result(self, task: Task | str) -> Result | None:
         t = self.find(task) if not isinstance(task, Task) else task
         return self.results_by_n[t.n]
+
+    def forget(self, task: Task) -> bool:
+        """Let a finished task and its result go from memory (the store keeps both): a
+        long streamed run holds only what is unfinished. A forgotten task can no longer be
+        found, be depended on by tasks added later, or have its result read here (read it
+        from the store). False, and nothing changes, when `task` is not yet durable."""
+        n = task.n
+        if not task.state.terminal or n >= len(self.tasks) or self.tasks[n] is not task:
+            return False
+        result = self.results_by_n[n]
+        if result is not None:
+            self.budget.retire(result)
+        self.tasks[n] = None
+        self.results_by_n[n] = None
+        if task.has_explicit_key and self.by_key.get(task.key) is task:
+            del self.by_key[task.key]
+        self.forgotten[task.state] = self.forgotten.get(task.state, 0) + 1
+        return True
+
+    def expect(self, total: int) -> None:
+        """The run will have `total` tasks in all, though they are added a few at a time (a
+        streamed batch): its retry budget is sized from that, not from what is added yet."""
+        self.expected = max(self.expected, total)
+
+    def live_tasks(self) -> list[Task]:
+        """The tasks still in memory (all of them unless some were forgotten)."""
+        return [t for t in self.tasks if t is not None]
 
     def ack(self, sink: str, position: int) -> None:
         """Record in the store that sink `sink` has written this run up to `position`."""
@@ -209,7 +240,7 @@ class Run:
     @property
     def retry_budget(self) -> int:
         fixed = self.retry_budget_fixed
-        return self._retry.budget_for(self.total) if fixed is None else fixed
+        return self._retry.budget_for(max(self.total, self.expected)) if fixed is None else fixed
 
     def emit(self, event: Event) -> None:
         self.bus.emit(event)
@@ -217,7 +248,10 @@ class Run:
     def counts(self) -> dict[str, int]:
         c = {s.value: 0 for s in TaskState}
         for t in self.tasks:
-            c[t.state.value] += 1
+            if t is not None:
+                c[t.state.value] += 1
+        for state, k in self.forgotten.items():
+            c[state.value] += k
         return c
 
     def resolve(self) -> None:

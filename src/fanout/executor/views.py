@@ -59,7 +59,7 @@ def overall_status(ex: Execution) -> str:
 
 def status(ex: Execution) -> dict[str, Any]:
     run = ex.run
-    counts = Counter(t.state for t in run.tasks)
+    counts = Counter(t.state for t in run.live_tasks())
     pending = counts[TaskState.WAITING] + counts[TaskState.READY]
     return {
         "execution_id": ex.id,
@@ -85,6 +85,7 @@ def status(ex: Execution) -> dict[str, Any]:
 def session(ex: Execution, i: int) -> dict[str, Any]:
     """One task as the original's `agent_execution_sessions` entry."""
     t = ex.run.tasks[i]
+    assert t is not None  # an execution never forgets a task
     o = ex.origins[i]
     r = ex.run.results_by_n[i] if i < len(ex.run.results_by_n) else None
     out: dict[str, Any] = {
@@ -138,7 +139,7 @@ def results(ex: Execution) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     done: list[tuple[Origin, Result]] = []
     failed: list[dict[str, Any]] = []
-    for i, t in enumerate(run.tasks):
+    for i, t in enumerate(run.live_tasks()):  # none forgotten: i == n
         o = ex.origins[i]
         r = run.results_by_n[i] if i < len(run.results_by_n) else None
         row: dict[str, Any] = {

@@ -25,6 +25,16 @@ SDK_TIMEOUT_S = 3600.0  # the engine enforces attempt and idle timeouts itself
 _DUMPS: Callable[[Any], str] = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
+def _import_quietly(name: str) -> None:
+    """Import `name` ahead of need; a failure is left for the first call to report."""
+    import contextlib
+    import importlib
+
+    with contextlib.suppress(Exception):
+        importlib.import_module("httpx2")
+        importlib.import_module(name)
+
+
 class SdkProvider:
     """Base of the SDK adapters. The client is made on first use, inside the event loop,
     on the SDK's aiohttp transport with a keep-alive pool sized to the concurrency (the
@@ -56,6 +66,16 @@ class SdkProvider:
 
     def limiter_key(self, model: str) -> str:
         return f"{self.name}:{model}"
+
+    def preload(self) -> None:
+        """Start importing the SDK (some 0.4 s) in a thread, so that the first call does not
+        wait for it: a batch asks for this before it reads its input and opens its store."""
+        import sys
+        import threading
+
+        if self.sdk in sys.modules:
+            return
+        threading.Thread(target=_import_quietly, args=(self.sdk,), daemon=True).start()
 
     def _get(self) -> Any:
         if self._client is None:

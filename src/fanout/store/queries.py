@@ -9,7 +9,7 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from fanout.store.base import (
@@ -152,6 +152,54 @@ def load_results(
             )
         )
     return out
+
+
+def iter_results(db: sqlite3.Connection, run_id: str, *, by_line: bool = False) -> Iterator[Result]:
+    """A run's stored results one at a time, in task order (or by their input line, a
+    batch's `meta.line`), each with a stub task (key, lane, agent, meta): memory stays
+    that of one result, however long the run."""
+    from fanout.store.spec import spec_key, spec_meta
+
+    rid = rid_of(db, run_id)
+    if rid is None:
+        return
+    order = "json_extract(t.spec, '$.meta.line'), r.n" if by_line else "r.n"
+    ref = _RunRef(run_id)
+    states = _STATES
+    for row in db.execute(
+        "SELECT r.n, r.state, r.text, r.data, r.finish_reason, r.model, r.input_tokens, "
+        "r.output_tokens, r.attempts, r.latency, r.error, t.key, t.lane, t.agent, t.spec "
+        "FROM results r JOIN tasks t ON t.rid = r.rid AND t.n = r.n "
+        f"WHERE r.rid = ? ORDER BY {order}",
+        (rid,),
+    ):
+        spec = row[14]
+        key = row[11] if row[11] is not None else spec_key(spec)
+        t = Task("", key=key, lane=row[12], agent=row[13], meta=spec_meta(spec) or None)
+        t.run = ref
+        t.n = row[0]
+        yield Result(
+            t,
+            states[row[1]],
+            text=row[2],
+            data=None if row[3] is None else json.loads(row[3]),
+            finish_reason=row[4],
+            model=row[5],
+            input_tokens=row[6],
+            output_tokens=row[7],
+            attempts=row[8],
+            latency_s=row[9],
+            error=_error(row[10]),
+        )
+
+
+def task_lines(db: sqlite3.Connection, run_id: str) -> set[int]:
+    """The input lines (a batch's `meta.line`) of a run's stored tasks."""
+    rid = rid_of(db, run_id)
+    if rid is None:
+        return set()
+    rows = db.execute("SELECT json_extract(spec, '$.meta.line') FROM tasks WHERE rid = ?", (rid,))
+    return {int(line) for (line,) in rows if line is not None}
 
 
 def sink_position(db: sqlite3.Connection, run_id: str, sink: str) -> int:

@@ -1,0 +1,291 @@
+"""Streaming batches: a JSONL file of any length read twice, line by line, never whole.
+
+The first pass (`scan_batch`) checks every line and keeps only what the whole file decides:
+the refused lines, which ids are depended on, and whether a line depends on a later one.
+The second pass (`iter_tasks`) turns the good lines into tasks again as the run needs them;
+`Feed` keeps a bounded window of them in the engine, adding more as tasks finish and letting
+finished ones go from memory once durable (the store keeps them). So a million lines cost
+the memory of the window, not of the file.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from fanout.batch.parse import DEFAULT_MAX_LINE_BYTES, LineError, parse_line
+from fanout.errors import ConfigError, InputError
+from fanout.tasks import Task
+
+if TYPE_CHECKING:
+    from fanout.agents import Blueprint
+    from fanout.engine.events import Event
+    from fanout.engine.run import Run
+
+#: tasks held in the engine at once: enough to keep every worker busy with room for
+#: retries and cache waits; the window refills when a quarter of it has finished
+MIN_WINDOW = 2048
+WINDOW_PER_SLOT = 8
+
+
+def window_for(concurrency: int) -> int:
+    """How many tasks a streamed batch keeps in the engine at `concurrency`."""
+    return max(MIN_WINDOW, WINDOW_PER_SLOT * concurrency)
+
+
+@dataclass(slots=True)
+class Scan:
+    """What the first pass over an input file found (the file itself is not kept)."""
+
+    lines: int  # non-blank lines: the number of output lines
+    tasks: int  # lines that become tasks
+    errors: list[LineError]  # the refused lines, in line order
+    referenced: frozenset[str]  # ids some line depends on: kept in memory while they run
+    forward: bool  # some line depends on a later line (tasks are then not in line order)
+    size: int  # the file's size and modification time: a resume checks it is unchanged
+    mtime_ns: int
+
+
+def open_input(path: str | os.PathLike[str]) -> BinaryIO:
+    """The input file opened for reading; `InputError` when it is not a readable file."""
+    p = Path(path)
+    try:
+        # a FIFO or a device would block the read (or never end): only a regular file
+        mode = p.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(mode):
+            raise InputError(f"{p}: not a regular file (a pipe or a device); give a JSONL file")
+        return p.open("rb")
+    except FileNotFoundError:
+        raise InputError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{p}: is a directory, not a JSONL file") from None
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read it ({exc.strerror})") from None
+
+
+def input_lines(f: BinaryIO, name: str) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each non-blank line of a JSONL file. Lines end at b"\\n" only
+    (see `parse.jsonl_lines`); text that is not UTF-8 raises `InputError` with its byte."""
+    offset = 0
+    for i, raw in enumerate(f, start=1):
+        try:
+            line = raw.decode("utf-8-sig" if i == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            at = offset + exc.start
+            raise InputError(f"{name}: not UTF-8 text (byte {at}); save it as UTF-8") from None
+        offset += len(raw)
+        if line.endswith("\n"):
+            line = line[:-1]
+        if line.endswith("\r"):
+            line = line[:-1]
+        if line.strip():
+            yield i, line
+
+
+def scan_batch(
+    path: str | os.PathLike[str],
+    blueprints: Mapping[str, Blueprint] | None = None,
+    *,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> Scan:
+    """The first pass: every line checked, the same way `parse_lines` checks them, in
+    memory that grows with the ids only (for duplicates and dependencies)."""
+    errors: list[LineError] = []
+    seen: dict[str, int] = {}  # id -> its line
+    deps: dict[str, tuple[int, list[str]]] = {}  # id -> (line, depends_on) of lines with any
+    lines = 0
+    with open_input(path) as f:
+        st = os.fstat(f.fileno())
+        for i, line in input_lines(f, str(path)):
+            lines += 1
+            item = parse_line(i, line, blueprints, max_line_bytes)
+            if isinstance(item, LineError):
+                errors.append(item)
+                continue
+            cid = item.key
+            first = seen.get(cid)
+            if first is not None:
+                errors.append(LineError(i, cid, f"duplicate id {cid!r} (first on line {first})"))
+                continue
+            seen[cid] = i
+            if item.depends_on:
+                deps[cid] = (i, [d for d in item.depends_on if isinstance(d, str)])
+    ok = set(deps)  # the dependents still standing; refusing one may refuse its own
+    gone: set[str] = set()  # the dependents refused
+    changed = True
+    while changed:
+        changed = False
+        for cid in list(ok):
+            at, wanted = deps[cid]
+            missing = [d for d in wanted if d not in seen or d in gone]
+            if missing:
+                known = all(d in seen for d in missing)
+                where = "was refused" if known else "is not an id in this file"
+                errors.append(LineError(at, cid, f"depends_on {missing[0]!r}, which {where}"))
+                ok.discard(cid)
+                gone.add(cid)
+                changed = True
+    referenced = frozenset(d for cid in ok for d in deps[cid][1])
+    forward = any(seen[d] > deps[cid][0] for cid in ok for d in deps[cid][1])
+    del seen  # the biggest thing the pass held: gone before the run starts
+    errors.sort(key=lambda e: e.line)
+    return Scan(lines, lines - len(errors), errors, referenced, forward, st.st_size, st.st_mtime_ns)
+
+
+def iter_tasks(
+    path: str | os.PathLike[str],
+    blueprints: Mapping[str, Blueprint] | None,
+    refused: Collection[int],
+    *,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    skip: Callable[[int], bool] | None = None,
+) -> Iterator[Task]:
+    """The second pass: the task of each line not `refused` (nor skipped, by line)."""
+    with open_input(path) as f:
+        for i, line in input_lines(f, str(path)):
+            if i in refused or (skip is not None and skip(i)):
+                continue
+            item = parse_line(i, line, blueprints, max_line_bytes)
+            if isinstance(item, LineError):  # it was good in the first pass
+                raise InputError(f"{path}: changed while the batch ran (line {i}); run it again")
+            yield item
+
+
+def check_unchanged(path: Path, size: int | None, mtime_ns: int | None) -> None:
+    """Refuse to go on reading an input file that changed since its run started."""
+    try:
+        st = path.stat()
+    except OSError:
+        raise ConfigError(
+            f"{path}: the input of this run is gone; put it back to resume, or export what"
+            " is done with `fanout results RUN -o FILE`"
+        ) from None
+    if size is not None and (st.st_size != size or st.st_mtime_ns != mtime_ns):
+        raise ConfigError(
+            f"{path}: changed since this run started, so its lines no longer match the run's"
+            " tasks; restore it to resume, or start a new batch"
+        )
+
+
+class Feed:
+    """Keeps a window of a batch's tasks in its run: adds tasks as others finish, and lets
+    each finished task go from memory once durable (unless a line depends on it)."""
+
+    def __init__(
+        self,
+        tasks: Iterator[Task],
+        window: int,
+        referenced: Collection[str],
+        *,
+        by_line: bool = False,
+        total: int = 0,
+    ) -> None:
+        self._tasks = tasks
+        self.total = total  # the batch's tasks in all (the run sizes its retry budget on it)
+        #: tasks are not numbered in line order (a line depends on a later one): the
+        #: input-order output sorts by line
+        self.by_line = by_line
+        self.window = window
+        self._refill_at = window - max(1, window // 4)
+        self._referenced = referenced
+        self._admitted: set[str] = set()  # the referenced ids already in the run
+        self._held: list[Task] = []  # tasks whose dependency is further down the file
+        self.live = 0  # tasks in the run, not yet finished
+        self.most_live = 0  # the most the window ever held (tests check the bound)
+        self.exhausted = False
+        self.error: BaseException | None = None
+
+    def first(self) -> list[Task]:
+        """The tasks the run starts with."""
+        return self._take()
+
+    def attach(self, run: Run) -> None:
+        """Follow `run`: refill on each finished task; forget finished tasks; a resumed
+        run's finished tasks are let go at once."""
+        from fanout.engine.events import TaskFinished
+
+        run.expect(self.total)
+        self.live = 0
+        for t in list(run.tasks):
+            if t is None:
+                continue
+            if t.state.terminal:
+                self._forget(run, t)
+            else:
+                self.live += 1
+            if t.key in self._referenced:
+                self._admitted.add(t.key)
+        self.most_live = max(self.most_live, self.live)
+
+        def on_event(ev: Event) -> None:
+            if isinstance(ev, TaskFinished):
+                self.live -= 1
+                self._forget(run, ev.task)
+                if self.live <= self._refill_at:
+                    self.fill(run)
+
+        run.listen(on_event)
+        self.fill(run)
+
+    def _forget(self, run: Run, t: Task) -> None:
+        if t.key not in self._referenced:
+            run.forget(t)
+
+    def fill(self, run: Run) -> None:
+        # a cancelled run still takes the rest of its lines: each ends `cancelled` at
+        # once and has its line in the output; an interrupted one leaves them for resume
+        if run.interrupting or run.status != "running" or run.done:
+            return
+        if self.exhausted and not self._held:
+            return
+        more = self._take()
+        if not more:
+            return
+        try:
+            run.add(more)
+        except Exception as exc:  # the first pass makes this unreachable; never lose it
+            self.error = exc
+            run.cancel(f"could not add lines to the run: {exc}")
+
+    def _take(self) -> list[Task]:
+        room = self.window - self.live
+        out: list[Task] = []
+        if self._held:
+            out.extend(self._ready_held(room))
+        while len(out) < room and not self.exhausted:
+            t = next(self._tasks, None)
+            if t is None:
+                self.exhausted = True
+                break
+            if any(isinstance(d, str) and d not in self._admitted for d in t.depends_on):
+                self._held.append(t)
+                continue
+            self._admit(t, out)
+            if self._held:
+                out.extend(self._ready_held(room - len(out)))
+        self.live += len(out)
+        self.most_live = max(self.most_live, self.live)
+        return out
+
+    def _admit(self, t: Task, out: list[Task]) -> None:
+        out.append(t)
+        if t.key in self._referenced:
+            self._admitted.add(t.key)
+
+    def _ready_held(self, room: int) -> list[Task]:
+        out: list[Task] = []
+        progress = True
+        while progress and self._held and len(out) < room:
+            progress = False
+            for t in list(self._held):
+                if all(not isinstance(d, str) or d in self._admitted for d in t.depends_on):
+                    self._held.remove(t)
+                    self._admit(t, out)
+                    progress = True
+        return out
