@@ -138,6 +138,36 @@ def test_the_learned_rate_is_shared_with_a_newcomer_and_given_back_when_it_ends(
     assert a.pace_rate == pytest.approx(9.0)  # what b freed, at once
 
 
+def test_a_service_that_states_no_budget_is_climbed_from_a_slow_start_at_a_share(
+    tmp_path: Path,
+) -> None:
+    """Four processes start on one account of a service that sends no rate headers: once
+    its first answers came (`FIRST_CALLS`, and nothing stated), each paces from the calls
+    in flight per second, its share of them, rather than sending its whole concurrency at
+    once (four times sixteen calls met a budget of ten a second with dozens of 429s)."""
+    path = tmp_path / "accounts.db"
+    ms = [meter(path) for _ in range(4)]
+    for m in ms:
+        busy(m, 0.0)
+    a = ms[0]
+    busy(a, SYNC_S)  # a sees the other three
+    first = [Task(f"f{i}") for i in range(FIRST_CALLS)]
+    for t in first:
+        assert a.wait_time(SYNC_S, t) == 0.0
+        a.started(SYNC_S, t)
+    assert a.wait_time(SYNC_S, Task("x")) == math.inf  # no answer yet
+    a.finished(0.5, first[0], OK, 10)
+    a.circuit.finished(0.5, first[0], OK, SYNC_S)  # the service answered, stating nothing
+    assert a.wait_time(0.5, Task("y")) == 0.0
+    assert a.pace_rate == pytest.approx(FIRST_CALLS / 4)  # (3 in flight + 1) / 4 holders
+    a.started(0.5, Task("y"))
+    assert a.wait_time(0.5, Task("z")) == pytest.approx(4 / FIRST_CALLS)
+    b = meter(tmp_path / "other.db", rpm=600)  # a budget configured: no guess needed
+    b.circuit.finished(0.5, Task("w"), OK, 0.0)
+    b.wait_time(0.5, Task("w"))
+    assert b.pace_rate is None
+
+
 def test_an_unusable_file_means_running_alone_not_failing(tmp_path: Path) -> None:
     path = tmp_path / "accounts.db"
     path.write_bytes(b"this is not a database" * 100)
