@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 
 from fanout import ProviderLimits, Task
-from fanout.engine.limits import FIRST_CALLS, OK, SHARED_HEADROOM, ProviderMeter
+from fanout.engine.limits import (
+    FIRST_CALLS,
+    OK,
+    RATE_LIMITED,
+    SHARED_HEADROOM,
+    ProviderMeter,
+)
 from fanout.engine.shared import LEASE_S, SYNC_S, SharedAccount, account_id
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -201,6 +207,36 @@ def test_rate_headers_seed_the_budgets_and_a_spent_budget_holds_until_its_reset(
     m.observe(1.0, {"tokens_limit": 60_000, "requests_limit": 600})
     assert m.tpm is not None
     assert m.tpm.interval == pytest.approx(0.001)
+
+
+def test_a_429_at_the_edge_of_a_stated_budget_drops_the_burst_not_the_rate() -> None:
+    """Paced at the 1,200 rpm a service states, a 429 that reopens within a call says the
+    service admits no burst on top of its rate (a sliding window does not): the meter drops
+    its burst and keeps 1 % headroom, and learns no lower rate (that cost 7 % of a sliding
+    window's limit). Met again, paced so, the rate is learned as usual."""
+    m = ProviderMeter("openai:sim-1", ProviderLimits(), default_cap=64)
+    m.observe(0.0, {"requests_limit": 1200})
+    assert m.rpm is not None
+    assert m.rpm.tau > 0.0
+    succeed = [Task(f"t{i}") for i in range(60)]
+    for i, t in enumerate(succeed):  # 20 calls/s for 3 s
+        m.started(i / 20, t)
+        m.finished(i / 20, t, OK, 10)
+    r = Task("r")
+    m.started(3.0, r)
+    m.finished(3.0, r, RATE_LIMITED, 0)
+    assert m.pause(3.0, 0.04)
+    assert m.pace_rate is None  # no rate learned
+    assert m.rpm.tau == 0.0
+    assert m.rpm.interval == pytest.approx(60 / (1200 * (1 - SHARED_HEADROOM)))
+    for i, t in enumerate(succeed[:30]):
+        m.started(3.1 + i / 20, t)
+        m.finished(3.1 + i / 20, t, OK, 10)
+    m.started(4.7, r)
+    m.finished(4.7, r, RATE_LIMITED, 0)
+    assert m.pause(4.7, 0.04)
+    assert m.pace_rate is not None  # the budget paced so was met again: learned
+    assert m.rpm.tau == 0.0
 
 
 def test_a_configured_limit_below_the_stated_one_wins_and_the_stated_one_caps_it() -> None:

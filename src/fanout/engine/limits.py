@@ -130,6 +130,7 @@ class ProviderMeter:
         "_conf_tpm",
         "_cuts_synced",
         "_first_ok",
+        "_flat",
         "_hdr_rpm",
         "_hdr_tpm",
         "_holders",
@@ -196,6 +197,7 @@ class ProviderMeter:
         self._avg_tokens = 0.0  # tokens per call lately (reported usage)
         self._charged: dict[int, float] = {}  # id(task) -> tokens charged at its start
         self._holders = 1
+        self._flat = False  # whether the provider was found to admit no burst (see `pause`)
         self.lease = None if limits.account is None else limits.account.lease(_model(key))
         self._sync_at = -INF
         self._asked = -INF
@@ -383,6 +385,14 @@ class ProviderMeter:
         assert admitted is not None
         if self._ceiling != INF and admitted < RATE_NOISE_SHARE * self._ceiling:
             return True  # far below the rate last admitted: noise, not the limit
+        if not self._flat and (self.rpm is not None or self.tpm is not None):
+            # we pace at a budget stated or configured, and its edge was met: the provider
+            # admits no burst on top of its rate (a sliding window). Drop ours and keep a
+            # little headroom, rather than learn a rate 10 % lower (0.93 of a sliding
+            # window's limit so); a budget paced so and met again is learned as usual
+            self._flat = True
+            self._retune()
+            return True
         pace = self.pace_rate
         slow_start = pace is not None and self._ceiling == INF
         if now - self._last_cut < RATE_COOLDOWN_S and not slow_start:
@@ -460,22 +470,26 @@ class ProviderMeter:
         """The RPM/TPM budgets from what is configured, what the provider stated and how
         many processes share the account (each its share, less `SHARED_HEADROOM`: their
         bursts add up)."""
-        n = self._holders
-        share = 1.0 if n == 1 else (1.0 - SHARED_HEADROOM) / n
+        n, flat = self._holders, self._flat
+        share = 1.0 if n == 1 and not flat else (1.0 - SHARED_HEADROOM) / n
         rpm = _least(self._conf_rpm, self._hdr_rpm)
         if rpm is None:
             self.rpm = None
-        elif self.rpm is None:
-            self.rpm = Gcra(rpm * share, burst_for(rpm * share))
         else:
-            self.rpm.retune(rpm * share, burst_for(rpm * share))
+            burst = 0.0 if flat else burst_for(rpm * share)
+            if self.rpm is None:
+                self.rpm = Gcra(rpm * share, burst)
+            else:
+                self.rpm.retune(rpm * share, burst)
         tpm = _least(self._conf_tpm, self._hdr_tpm)
         if tpm is None:
             self.tpm = None
-        elif self.tpm is None:
-            self.tpm = Gcra(tpm * share, DEFAULT_BURST_S)
         else:
-            self.tpm.retune(tpm * share, DEFAULT_BURST_S)
+            burst = 0.0 if flat else DEFAULT_BURST_S
+            if self.tpm is None:
+                self.tpm = Gcra(tpm * share, burst)
+            else:
+                self.tpm.retune(tpm * share, burst)
 
     def _sync(self, now: float) -> None:
         """Renew this process's lease on the account and take its share: the budgets split
