@@ -130,18 +130,45 @@ def test_the_learned_rate_is_shared_with_a_newcomer_and_given_back_when_it_ends(
     path = tmp_path / "accounts.db"
     a = meter(path)
     busy(a, 0.0)
-    a.pace_rate = 9.0  # as learned after a 429 (see test_rate_learning)
-    a.rate_cuts = 1
-    busy(a, SYNC_S)  # records the account's rate: 9 calls/s
+    t = Task("x")
+    for i in range(80):  # 20 calls/s admitted for 4 s, then a 429 at the edge
+        a.started(i / 20, t)
+        a.finished(i / 20, t, OK, 10)
+    a.started(4.0, t)
+    a.finished(4.0, t, RATE_LIMITED, 0)
+    a.pause(4.0, 0.05)
+    learned = a.pace_rate
+    assert learned is not None  # about 0.9 x 20 (see test_rate_learning)
+    busy(a, 4.0 + SYNC_S)  # records the account's rate
     b = meter(path)
     busy(b, 0.0)
-    assert b.pace_rate == pytest.approx(4.5)  # paces at once at its share, no 429 needed
-    busy(a, 2 * SYNC_S)
-    assert a.pace_rate == pytest.approx(4.5)
+    assert b.pace_rate == pytest.approx(learned / 2)  # paces at once at its share, no 429
+    busy(a, 4.0 + 2 * SYNC_S)
+    assert a.pace_rate == pytest.approx(learned / 2)
     assert b.lease is not None
     b.lease.release()
-    busy(a, 3 * SYNC_S)
-    assert a.pace_rate == pytest.approx(9.0)  # what b freed, at once
+    busy(a, 4.0 + 3 * SYNC_S)
+    assert a.pace_rate == pytest.approx(learned)  # what b freed, at once
+
+
+def test_a_guessed_pace_is_not_recorded_as_the_accounts_rate(tmp_path: Path) -> None:
+    """A pace started before anything was measured (a 429 among the first calls) is a
+    guess: recorded, it became the ceiling of the process left alone, which then used 0.30
+    of the limit. A newcomer learns nothing from it."""
+    path = tmp_path / "accounts.db"
+    a = meter(path)
+    busy(a, 0.0)
+    tasks = [Task(f"t{i}") for i in range(4)]
+    for t in tasks:
+        a.started(0.0, t)
+    a.finished(0.01, tasks[0], RATE_LIMITED, 0)
+    a.pause(0.01, 0.05)
+    assert a.pace_rate is not None  # a guess, in slow start
+    busy(a, SYNC_S)
+    busy(a, 2 * SYNC_S)
+    b = meter(path)
+    busy(b, 0.0)
+    assert b.pace_rate is None
 
 
 def test_a_service_that_states_no_budget_is_climbed_from_a_slow_start_at_a_share(

@@ -366,7 +366,14 @@ class ProviderMeter:
         ):
             return False
         self.paused_until = max(self.paused_until, now + seconds)
-        if rate_limited and self.adaptive and admitted is None and self.pace_rate is None:
+        if (
+            rate_limited
+            and self.adaptive
+            and admitted is None
+            and self.pace_rate is None
+            and self.rpm is None
+            and self.tpm is None
+        ):  # (with a budget known, the pace is its)
             self._start_pacing(now, seconds)
             return True
         if (
@@ -509,7 +516,8 @@ class ProviderMeter:
         # learned rate moves, and holders coming and going would move it more: a lease
         lately = LEASE_S if self.rpm is None else min(2 * self.rpm.interval + SYNC_S, LEASE_S)
         demand = now - self._asked < lately
-        share = lease.sync(demand=demand, pace=self.pace_rate, learned=learned)
+        pace = self.pace_rate if self._measured() else None  # a guess is not the account's
+        share = lease.sync(demand=demand, pace=pace, learned=learned)
         if share is None:
             return
         holders = max(1, share.holders)
