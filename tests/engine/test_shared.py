@@ -236,6 +236,22 @@ def test_rate_headers_seed_the_budgets_and_a_spent_budget_holds_until_its_reset(
     assert m.tpm.interval == pytest.approx(0.001)
 
 
+def test_429s_before_any_success_with_a_stated_budget_leave_the_pace_to_it() -> None:
+    """The budget is stated and nothing is measured yet: 429s among the first calls (the
+    server's burst spent by other processes) pause, and the stated budget paces; no guessed
+    pace (and no cut of one: that once crashed the workers and hung the run)."""
+    m = ProviderMeter("openai:sim-1", ProviderLimits(), default_cap=64)
+    m.observe(0.0, {"requests_limit": 1200})
+    tasks = [Task(f"t{i}") for i in range(4)]
+    for t in tasks:
+        m.started(0.0, t)
+    for k, at in enumerate((0.01, 1.5, 3.0)):
+        m.finished(at, tasks[k], RATE_LIMITED, 0)
+        assert m.pause(at, 0.05)
+        assert m.pace_rate is None
+        assert m.wait_time(at, tasks[k]) == pytest.approx(0.05)
+
+
 def test_a_429_at_the_edge_of_a_stated_budget_drops_the_burst_not_the_rate() -> None:
     """Paced at the 1,200 rpm a service states, a 429 that reopens within a call says the
     service admits no burst on top of its rate (a sliding window does not): the meter drops

@@ -380,6 +380,7 @@ class ProviderMeter:
             rate_limited
             and self.adaptive
             and admitted is None
+            and self.pace_rate is not None
             and (started or -INF) >= self._last_cut
             and now - self._last_cut >= RATE_COOLDOWN_S
         ):
