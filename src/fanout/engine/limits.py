@@ -393,7 +393,7 @@ class ProviderMeter:
         assert admitted is not None
         if self._ceiling != INF and admitted < RATE_NOISE_SHARE * self._ceiling:
             return True  # far below the rate last admitted: noise, not the limit
-        if not self._flat and (self.rpm is not None or self.tpm is not None):
+        if not self._flat and self.rpm is not None:
             # we pace at a budget stated or configured, and its edge was met: the provider
             # admits no burst on top of its rate (a sliding window). Drop ours and keep a
             # little headroom, rather than learn a rate 10 % lower (0.93 of a sliding
@@ -479,25 +479,25 @@ class ProviderMeter:
         many processes share the account (each its share, less `SHARED_HEADROOM`: their
         bursts add up)."""
         n, flat = self._holders, self._flat
-        share = 1.0 if n == 1 and not flat else (1.0 - SHARED_HEADROOM) / n
+        share = 1.0 if n == 1 else (1.0 - SHARED_HEADROOM) / n
         rpm = _least(self._conf_rpm, self._hdr_rpm)
         if rpm is None:
             self.rpm = None
         else:
-            burst = 0.0 if flat else burst_for(rpm * share)
+            # (no burst on a flat budget: then the headroom, alone too)
+            rate = rpm * (1.0 - SHARED_HEADROOM) / n if flat else rpm * share
+            burst = 0.0 if flat else burst_for(rate)
             if self.rpm is None:
-                self.rpm = Gcra(rpm * share, burst)
+                self.rpm = Gcra(rate, burst)
             else:
-                self.rpm.retune(rpm * share, burst)
+                self.rpm.retune(rate, burst)
         tpm = _least(self._conf_tpm, self._hdr_tpm)
         if tpm is None:
             self.tpm = None
+        elif self.tpm is None:  # (a call's tokens are an estimate: the burst absorbs it)
+            self.tpm = Gcra(tpm * share, DEFAULT_BURST_S)
         else:
-            burst = 0.0 if flat else DEFAULT_BURST_S
-            if self.tpm is None:
-                self.tpm = Gcra(tpm * share, burst)
-            else:
-                self.tpm.retune(tpm * share, burst)
+            self.tpm.retune(tpm * share, DEFAULT_BURST_S)
 
     def _sync(self, now: float) -> None:
         """Renew this process's lease on the account and take its share: the budgets split
