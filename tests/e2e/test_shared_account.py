@@ -61,7 +61,8 @@ def test_processes_share_a_token_budget_that_binds(tmp_path: Path) -> None:
     assert f.failed == 0
     assert f.done == f.lines, f.as_dict()
     assert f.together >= 0.85, f.as_dict()
-    assert f.rejected_429_share <= 0.01, f.as_dict()
+    # not the 1 %: a binding token budget still meets 0.4-2.2 % 429s (benchmarks §15)
+    assert f.rejected_429_share <= 0.03, f.as_dict()
     assert f.alone_after_s is not None, f.as_dict()
     assert f.alone_after_s <= 10.0, f.as_dict()
 
