@@ -22,7 +22,7 @@ MAX_LINES = 600
 #: top to bottom: a module may import modules of its own layer and of the layers below
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("public API and front ends", ("fanout", "fanout.__main__", "fanout.cli", "fanout.server",
-                                   "fanout.sim_server", "fanout.sim_wire")),
+                                   "fanout.service", "fanout.sim_server", "fanout.sim_wire")),
     ("applications", ("fanout.batch", "fanout.canvas", "fanout.report")),
     ("launch", ("fanout.launch", "fanout.api", "fanout.executor")),
     ("configuration", ("fanout.config",)),

@@ -19,6 +19,7 @@ from typing import Any
 from fanout import launch
 from fanout.batch.output import AtomicJsonlWriter, BatchSink, Order, check_output_path, output_line
 from fanout.batch.parse import DEFAULT_MAX_LINE_BYTES, Batch, LineError, read_batch
+from fanout.engine.engine import Engine
 from fanout.engine.resume import RetryFailed
 from fanout.engine.run import Run
 from fanout.errors import ConfigError, FanoutError
@@ -91,10 +92,12 @@ def plan_batch(
     options: RunOptions,
     *,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    setup: Setup | None = None,
 ) -> BatchPlan:
     """Read `input_path` and check everything a run needs. Raises `ConfigError` or
-    `InputError` (nothing run, nothing written); bad lines are kept in `batch.errors`."""
-    setup = launch.engine_setup(options.choice)
+    `InputError` (nothing run, nothing written); bad lines are kept in `batch.errors`.
+    `setup`: the engine setup already made (the service's), else made from `options`."""
+    setup = launch.engine_setup(options.choice) if setup is None else setup
     out = check_output_path(output, input_path)
     batch = read_batch(input_path, setup.blueprints, max_line_bytes=max_line_bytes)
     if batch.lines == 0:
@@ -128,9 +131,14 @@ def stored_batch(config: Mapping[str, Any], tasks: list[Task]) -> tuple[Batch, P
 
 
 async def start_batch(
-    plan: BatchPlan, options: RunOptions, *, store_path: Path | None = None
+    plan: BatchPlan,
+    options: RunOptions,
+    *,
+    store_path: Path | None = None,
+    engine: Engine | None = None,
 ) -> BatchRun:
-    """Start a planned batch as a new durable run; returns as soon as it runs."""
+    """Start a planned batch as a new durable run; returns as soon as it runs (on
+    `engine` when given: the service's, shared by its runs)."""
     sink = BatchSink(plan.batch, plan.output, plan.order)
     launched = await launch.start(
         plan.batch.tasks,
@@ -140,6 +148,7 @@ async def start_batch(
         options=options,
         setup=plan.setup,
         store_path=store_path,
+        engine=engine,
     )
     return BatchRun(launched, plan.output, [e.line for e in plan.batch.errors])
 
@@ -151,6 +160,7 @@ async def resume_batch(
     overrides: Overrides | None = None,
     store_path: Path | None = None,
     retry_failed: RetryFailed = False,
+    engine: Engine | None = None,
 ) -> BatchRun:
     """Go on with a stored batch run; its output file is rewritten from the store when it
     ends."""
@@ -176,6 +186,7 @@ async def resume_batch(
         overrides=overrides,
         store_path=store_path,
         retry_failed=retry_failed,
+        engine=engine,
     )
     return BatchRun(launched, output[0], bad)
 

@@ -31,6 +31,7 @@ from fanout.launch import Finished, Launched, Overrides, Reopened, RunOptions, S
 
 if TYPE_CHECKING:
     from fanout.agents import Blueprint
+    from fanout.engine.engine import Engine
     from fanout.engine.resume import RetryFailed
 from fanout.engine.run import Run
 
@@ -163,10 +164,11 @@ def plan(choice: CanvasChoice, blueprints: Mapping[str, Blueprint]) -> CanvasJob
     )
 
 
-def plan_run(choice: CanvasChoice, options: RunOptions) -> CanvasPlan:
-    """Everything a run needs, checked: the engine setup, the plan, at least one target,
-    the write options. Raises `ConfigError` or `InputError`; nothing run, nothing written."""
-    setup = launch.engine_setup(options.choice)
+def plan_run(choice: CanvasChoice, options: RunOptions, setup: Setup | None = None) -> CanvasPlan:
+    """Everything a run needs, checked: the engine setup (made from `options` unless
+    given), the plan, at least one target, the write options. Raises `ConfigError` or
+    `InputError`; nothing run, nothing written."""
+    setup = launch.engine_setup(options.choice) if setup is None else setup
     job = plan(choice, setup.blueprints)
     if not job.targets:
         raise ConfigError(f"{job.path}: {job.selection.empty_reason()}")
@@ -193,7 +195,11 @@ def check_writable(path: Path, notes_dir: str | None) -> None:
 
 
 async def start_canvas(
-    plan: CanvasPlan, options: RunOptions, *, store_path: Path | None = None
+    plan: CanvasPlan,
+    options: RunOptions,
+    *,
+    store_path: Path | None = None,
+    engine: Engine | None = None,
 ) -> CanvasRun:
     """Start a planned canvas as a new durable run, writing notes as targets finish."""
     sink = CanvasSink(plan.job, plan.choice.mode, plan.choice.options())
@@ -205,6 +211,7 @@ async def start_canvas(
         options=options,
         setup=plan.setup,
         store_path=store_path,
+        engine=engine,
     )
     return CanvasRun(launched, plan.job)
 
@@ -216,6 +223,7 @@ async def resume_canvas(
     overrides: Overrides | None = None,
     store_path: Path | None = None,
     retry_failed: RetryFailed = False,
+    engine: Engine | None = None,
 ) -> CanvasRun:
     """Go on with a stored canvas run: plan the canvas again, keep the stored results, run
     the rest, write every target onto the canvas as it is on disk now."""
@@ -235,5 +243,6 @@ async def resume_canvas(
         overrides=overrides,
         store_path=store_path,
         retry_failed=retry_failed,
+        engine=engine,
     )
     return CanvasRun(launched, jobs[0])

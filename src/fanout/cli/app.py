@@ -12,6 +12,7 @@ from fanout.cli import agents, canvas, runs
 from fanout.cli.batch import batch
 from fanout.cli.bench import bench
 from fanout.cli.common import EXIT_INTERRUPTED, err
+from fanout.cli.serve import serve
 
 app = typer.Typer(
     name="fanout",
@@ -54,6 +55,7 @@ app.command(short_help="A run's metrics, where its time went, its timeline.")(ru
 app.command(short_help="Cancel a run, in whichever process runs it.")(runs.cancel)
 app.command(short_help="Export a run's results now, complete or partial.")(runs.results)
 app.command(short_help="Serial against parallel on the simulator, with pictures.")(bench)
+app.command(short_help="Serve runs over HTTP: API, live events, the dashboard.")(serve)
 app.add_typer(runs.cache_app, name="cache", short_help="The result cache: stats, clear.")
 app.add_typer(canvas.app, name="canvas", short_help="Explain a canvas's marked nodes at once.")
 app.add_typer(agents.app, name="agents", short_help="The agent blueprints: list, show.")

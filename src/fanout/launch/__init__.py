@@ -22,6 +22,7 @@ from fanout.launch.runs import (
     open_store,
     resume,
     run_kind,
+    shared_engine,
     start,
 )
 from fanout.launch.setup import SIM_NOTE, EngineChoice, Setup, engine_setup, load_agents
@@ -47,5 +48,6 @@ __all__ = [
     "parse_duration",
     "resume",
     "run_kind",
+    "shared_engine",
     "start",
 ]

@@ -75,11 +75,14 @@ class Launched(Generic[T]):
         sink: Sink[T],
         options: RunOptions,
         note: str | None,
+        owns_engine: bool = True,
     ) -> None:
         self.run = run
         self.options = options
         self.note = note  # one line for the user, e.g. that the simulator answers
         self._engine = engine
+        # an engine shared by many runs (the service's) outlives each of them
+        self._owns_engine = owns_engine
         self._sink = sink
         self._finishing: asyncio.Task[Finished[T]] | None = None
 
@@ -115,7 +118,8 @@ class Launched(Generic[T]):
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
-            await self._engine.aclose()
+            if self._owns_engine:
+                await self._engine.aclose()
         return Finished(run, metrics, output)
 
 
@@ -189,6 +193,12 @@ def _engine(
     )
 
 
+def shared_engine(setup: Setup, options: RunOptions, store_path: Path | None = None) -> Engine:
+    """One engine for many runs (the service's): they share its workers and the limits of
+    its providers. Pass it to `start`/`resume` as `engine=`; whoever made it closes it."""
+    return _engine(setup, options, open_store(store_path))
+
+
 def _pick(configured: V | None, given: V | None) -> V | None:
     """A flag over the config file's value."""
     return configured if given is None else given
@@ -208,22 +218,26 @@ async def start(
     setup: Setup | None = None,
     store_path: Path | None = None,
     run_id: str | None = None,
+    engine: Engine | None = None,
 ) -> Launched[T]:
     """Start `tasks` as a new durable run writing to `sink`; returns as soon as it runs.
     `config` is the application's part of the stored config (the options are added). On
-    an error nothing runs and the sink is aborted."""
+    an error nothing runs and the sink is aborted. With `engine` (a started one, see
+    `shared_engine`) the run joins it and leaves it open when it ends."""
+    owns = engine is None
     try:
         stored = {**config, **options.to_config()}
         _check_storable(stored)
         setup = engine_setup(options.choice) if setup is None else setup
-        store = open_store(store_path)
-        try:
-            fixed = not any(t.then is not None for t in tasks)  # `then` adds tasks
-            engine = _engine(setup, options, store, len(tasks) if fixed else None)
-        except BaseException:
-            await store.close()
-            raise
-        await engine.start()
+        if engine is None:
+            store = open_store(store_path)
+            try:
+                fixed = not any(t.then is not None for t in tasks)  # `then` adds tasks
+                engine = _engine(setup, options, store, len(tasks) if fixed else None)
+            except BaseException:
+                await store.close()
+                raise
+            await engine.start()
     except BaseException:
         sink.abort()
         raise
@@ -240,9 +254,10 @@ async def start(
         sink.attach(run)
     except BaseException:
         sink.abort()
-        await engine.aclose()
+        if owns:
+            await engine.aclose()
         raise
-    return Launched(engine, run, sink, options, setup.note)
+    return Launched(engine, run, sink, options, setup.note, owns_engine=owns)
 
 
 def _check_storable(config: Mapping[str, Any]) -> None:
@@ -286,17 +301,22 @@ async def resume(
     overrides: Overrides | None = None,
     store_path: Path | None = None,
     retry_failed: RetryFailed = False,
+    engine: Engine | None = None,
 ) -> Launched[T]:
     """Go on with stored run `run_id` of `kind` with the options it was started with and
     `overrides`; finished tasks are not sent again (but failed ones with `retry_failed`:
     all, or those of the error classes or kinds named). Raises `ConfigError` when settings
     results depend on changed (unless `reconfigure`) and `RunBusy` while another process
-    runs it."""
-    store = open_store(store_path)
+    runs it. With `engine` (a started one) the run joins it, as in `start`."""
+    owns = engine is None
+    own_store = open_store(store_path) if engine is None else None
+    store = own_store if engine is None else engine.store
+    assert store is not None
     try:
         snap = await store.snapshot(run_id)
         if snap is None:
-            raise FanoutError(f"no run {run_id!r} in the run store ({store.path})")
+            where = getattr(store, "path", None) or store_path or default_path()
+            raise FanoutError(f"no run {run_id!r} in the run store ({where})")
         if snap.kind != kind:
             raise ConfigError(
                 f"run {run_id} is a {snap.kind!r} run, not a {kind} run: resume it from Python "
@@ -306,10 +326,13 @@ async def resume(
         _check_storable(options.to_config())
         setup = engine_setup(options.choice)
         reopened = reopen(snap.config, setup)
-        engine = _engine(setup, options, store)
+        if own_store is not None:
+            engine = _engine(setup, options, own_store)
     except BaseException:
-        await store.close()
+        if owns:
+            await store.close()
         raise
+    assert engine is not None
     await engine.start()
     sink: Sink[T] | None = None
     try:
@@ -329,6 +352,7 @@ async def resume(
     except BaseException:
         if sink is not None:
             sink.abort()
-        await engine.aclose()
+        if owns:
+            await engine.aclose()
         raise
-    return Launched(engine, run, sink, options, setup.note)
+    return Launched(engine, run, sink, options, setup.note, owns_engine=owns)
