@@ -11,7 +11,7 @@
   const TASK_STATES = ["waiting", "ready", "running", "done", "failed", "skipped", "cancelled"];
   const ERROR_CLASSES = ["transient", "permanent", "content", "cancelled", "dependency", "internal"];
   const PAGE = 50;  // task rows on screen at once
-  const SPAN_COLOURS = { attempt: "#4e79a7", deps: "#bdbdbd", queued: "#d9d9d9", lane: "#9ecae1",
+  const SPAN_COLOURS = { attempt: "#4e79a7", running: "#4e79a7", deps: "#bdbdbd", queued: "#d9d9d9", lane: "#9ecae1",
     rpm: "#fdb56b", tpm: "#f28e2b", retry_after: "#f4a582", circuit: "#e15759", budget: "#b9b2d6",
     backoff: "#edc948" };
 
@@ -219,9 +219,13 @@
       const started = when(run.created_at), finished = when(run.finished_at);
       const elapsed = started ? ((finished || new Date()) - started) / 1000 : null;
       const tp = run.throughput;
+      const st = run.states || {};
       $("#counts").innerHTML = [
-        ["total", num(t)], ["completed", num(c.completed)], ["failed", num(c.failed)], ["left", num(left)],
-        ["elapsed", dur(elapsed)],
+        ["total", num(t)], ["completed", num(c.completed)], ["failed", num(c.failed)],
+        ...(c.cancelled ? [["cancelled", num(c.cancelled)]] : []), ...(c.skipped ? [["skipped", num(c.skipped)]] : []),
+        ["running", num(st.running || 0)], ["left", num(left)],
+        ["retries", num(run.retries || 0)],
+        ["elapsed", dur(elapsed)], ...(run.eta_s != null && !done ? [["eta", dur(run.eta_s)]] : []),
         ["throughput", tp == null ? "–" : (typeof tp === "number" ? tp.toFixed(1) + " /s" : esc(JSON.stringify(tp)))],
         ["cost", run.cost_usd == null ? "–" : "$" + Number(run.cost_usd).toFixed(4)],
       ].map(([k, v]) => `<div class="c-${k}"><b>${v}</b><span>${k}</span></div>`).join("");
@@ -442,16 +446,19 @@
     const rel = (v) => typeof v === "number" && isFinite(origin) ? "+" + dur(v - origin) : esc(v == null ? "–" : String(v));
     const out = t.output == null ? "" : typeof t.output === "string" ? t.output : JSON.stringify(t.output, null, 2);
     const live = !["done", "failed", "skipped", "cancelled"].includes(t.state);
+    const split = attempts.some((a) => a.tokens_in !== undefined || a.tokens_out !== undefined);
     $("#drawer-body").innerHTML = `
       <dl class="facts"><dt>state</dt><dd>${pill(t.state)}</dd><dt>attempts</dt><dd>${attempts.length}</dd>
+        ${t.lane ? `<dt>lane</dt><dd>${esc(t.lane)}</dd>` : ""}${t.agent ? `<dt>agent</dt><dd>${esc(t.agent)}</dd>` : ""}
+        ${t.tokens_in != null || t.tokens_out != null ? `<dt>tokens</dt><dd>${num(t.tokens_in)} in · ${num(t.tokens_out)} out</dd>` : ""}
         ${t.error ? `<dt>error</dt><dd class="error">${esc(typeof t.error === "string" ? t.error : JSON.stringify(t.error))}</dd>` : ""}</dl>
       <p><button type="button" class="danger" id="task-cancel" ${live && canAct() ? "" : "disabled"}>cancel this task</button>
         <span id="task-msg" class="muted"></span></p>
       <h3>Attempts</h3>${attempts.length ? `<table><thead><tr><th class="num">#</th><th>start</th><th class="num">took</th>
-        <th class="num">tokens in</th><th class="num">out</th><th>error</th></tr></thead><tbody>${attempts.map((a) =>
+        ${split ? `<th class="num">tokens in</th><th class="num">out</th>` : `<th class="num">tokens</th>`}<th>outcome</th></tr></thead><tbody>${attempts.map((a) =>
         `<tr><td class="num">${a.attempt}</td><td>${rel(a.t0)}</td><td class="num">${a.t1 == null ? "running" : dur(a.t1 - a.t0)}</td>
-        <td class="num">${num(a.tokens_in)}</td><td class="num">${num(a.tokens_out)}</td>
-        <td class="error" style="white-space:normal">${esc(a.error || "")}</td></tr>`).join("")}</tbody></table>` : `<p class="muted">none yet</p>`}
+        ${split ? `<td class="num">${num(a.tokens_in)}</td><td class="num">${num(a.tokens_out)}</td>` : `<td class="num">${num(a.tokens)}</td>`}
+        <td class="${a.error ? "error" : ""}" style="white-space:normal">${esc(a.error || a.outcome || "")}</td></tr>`).join("")}</tbody></table>` : `<p class="muted">none yet</p>`}
       <h3>Time spent</h3>${spans.length ? `<table><tbody>${spans.map((s) =>
         `<tr><td><i style="display:inline-block;width:10px;height:10px;border-radius:2px;background:${SPAN_COLOURS[s.kind] || "#999"}"></i> ${esc(s.kind)}</td>
         <td>${rel(s.t0)}</td><td class="num">${s.t1 == null ? "…" : dur(s.t1 - s.t0)}</td></tr>`).join("")}</tbody></table>` : `<p class="muted">no spans recorded</p>`}
@@ -484,7 +491,8 @@
       const lanes = Object.entries(s.lanes || {}), provs = Object.entries(s.providers || {});
       const v = (x) => x == null ? "" : String(x);
       form.innerHTML = `
-        <fieldset><legend>Concurrency</legend><label>tasks at once <input type="number" min="1" name="concurrency" value="${v(s.concurrency)}"></label></fieldset>
+        <fieldset><legend>Concurrency</legend><label>calls in flight at once <input type="number" min="1" ${s.max_concurrency ? `max="${s.max_concurrency}"` : ""} name="concurrency" value="${v(s.concurrency)}"></label>
+          ${s.max_concurrency ? `<span class="muted">at most ${num(s.max_concurrency)}: the server's --concurrency</span>` : ""}</fieldset>
         <fieldset><legend>Lane limits</legend>${lanes.length ? `<table><tbody>${lanes.map(([n, l]) =>
           `<tr><td>${esc(n)}</td><td><input type="number" min="1" data-lane="${esc(n)}" value="${v(l)}" placeholder="no limit"></td></tr>`).join("")}</tbody></table>`
           : `<p class="muted">no lanes configured</p>`}</fieldset>
