@@ -25,7 +25,7 @@ from tests.e2e.test_cli_batch import fanout, write_jsonl
 pytestmark = pytest.mark.e2e
 
 CHROMIUM = Path("/usr/bin/chromium")
-TASKS = 240
+TASKS = 600  # a run long enough to still be running when the page cancels it
 #: slow enough that the run is watched while it runs; some 429s and 500s so retries show
 SERVE = (
     "serve --port 0 --concurrency 4 --sim-latency base=120ms,jitter=0.3 "
@@ -168,6 +168,7 @@ def test_watch_a_run_open_a_task_and_cancel(server: Served, page: Any, tmp_path:
     shot(page, "run", tmp_path)
 
     # the task table's filter, then a finished task's drawer with its output
+    page.locator("#tasks-panel").scroll_into_view_if_needed()
     page.select_option('select[data-f="state"]', "done")
     page.wait_for_function(
         "() => { const p = [...document.querySelectorAll('#tasks tbody tr[data-key] .pill')];"

@@ -76,22 +76,35 @@
     return scope;
   }
 
-  // A poller that never overlaps itself and backs off to several times its own cost, so a
-  // slow answer (a big run's timeline) never piles up requests.
-  function poll(sc, minMs, fn) {
+  // A poller that never overlaps itself and backs off to `factor` times its own cost, so a
+  // slow answer (a big run's timeline) never piles up requests nor keeps the server busy;
+  // `when()` can hold it (a panel scrolled out of sight is not fetched).
+  function poll(sc, minMs, fn, opts) {
+    opts = opts || {};
+    const factor = opts.factor || 4, when = opts.when || (() => true);
     let busy = false, next = 0;
-    const tick = async () => {
+    const tick = async (forced) => {
       if (!sc.alive || busy || Date.now() < next || document.hidden) return;
+      if (!forced && !when()) return;
       busy = true;
       const t0 = performance.now();
       try { await fn(); } catch (e) { /* shown by the view; try again later */ }
       const took = performance.now() - t0;
-      next = Date.now() + Math.max(minMs, took * 4);
+      next = Date.now() + Math.max(minMs, took * factor);
       busy = false;
     };
-    sc.every(250, tick);
-    tick();
-    return { now() { next = 0; tick(); } };
+    sc.every(250, () => tick(false));
+    tick(false);
+    return { now() { next = 0; tick(true); } };
+  }
+
+  // Whether an element is on screen now (kept by an IntersectionObserver).
+  function onScreen(sc, elem) {
+    const seen = { now: true };
+    const io = new IntersectionObserver((es) => { seen.now = es[es.length - 1].isIntersecting; });
+    io.observe(elem);
+    sc.onStop(() => io.disconnect());
+    return () => seen.now;
   }
 
   // --- routes --------------------------------------------------------------------------------
@@ -279,7 +292,7 @@
     sc.every(250, () => {
       if (dirty) { dirty = false; drawHead(); } else tickPauses();
       // the table at most once a second: a busy run changes it all the time
-      if (tasksDirty && !tasksBusy && Date.now() - tasksAt > 1000) { tasksDirty = false; tasksAt = Date.now(); loadTasks(); }
+      if (tasksDirty && !tasksBusy && (Date.now() - tasksAt > 1000 && tableSeen() || !tasksAt)) { tasksDirty = false; tasksAt = Date.now(); loadTasks(); }
     });
 
     async function loadRun() {
@@ -294,6 +307,7 @@
 
     // the task table: one page from the server, fetched again when tasks changed
     let tasksBusy = false, tasksAt = 0;
+    const tableSeen = onScreen(sc, $("#tasks-panel"));  // off screen: fetched when scrolled to
     async function loadTasks() {
       tasksBusy = true;
       const q = new URLSearchParams({ offset: String(offset), limit: String(PAGE) });
@@ -353,7 +367,9 @@
     // the Gantt: the report's renderer, given the run's timeline again as it grows
     let tl = null;
     const ganttBox = $("#gantt");
-    const ganttPoll = poll(sc, 2000, async () => {
+    // a big run's timeline costs the server a read of every attempt: fetched at most every
+    // 3 s and then at most a tenth of the time, and only while the Gantt is on screen
+    const ganttPoll = poll(sc, 3000, async () => {
       if (ended && tl && tl.final) return;
       const data = await api(`${base}/timeline`);
       if (!sc.alive) return;
@@ -364,7 +380,7 @@
         sc.onStop(() => tl.destroy());
       } else tl.update(data);
       tl.final = ended;
-    });
+    }, { factor: 10, when: onScreen(sc, ganttBox) });
 
     // cancel asks twice (a second click within 4 s) rather than with a modal dialog
     let armed = null;
