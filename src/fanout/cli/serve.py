@@ -11,8 +11,10 @@ from typing import Annotated
 import typer
 
 from fanout.cli.common import (
+    BaseUrlOpt,
     ConcurrencyOpt,
     ConfigOpt,
+    ModelOpt,
     ProviderOpt,
     RpmOpt,
     SeedOpt,
@@ -48,6 +50,8 @@ def serve(
     config: ConfigOpt = None,
     concurrency: ConcurrencyOpt = None,
     provider: ProviderOpt = None,
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
     rpm: RpmOpt = None,
     tpm: TpmOpt = None,
     sim_latency: SimLatencyOpt = None,
@@ -85,8 +89,8 @@ def serve(
         choice = engine_choice(
             config=config,
             provider=provider,
-            model=None,
-            base_url=None,
+            model=model,
+            base_url=base_url,
             command=None,
             concurrency=concurrency,
             rpm=rpm,
@@ -140,6 +144,7 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(2048)  # connections wait in the backlog until the app is up
     except OSError as exc:
         sock.close()
         raise ConfigError(

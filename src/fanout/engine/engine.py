@@ -351,6 +351,12 @@ class Engine:
     def runs(self) -> list[Run]:
         return self._parts.ledger.runs if self._parts is not None else []
 
+    def forget(self, run: Run) -> None:
+        """Let a finished run go (its tasks and results stay in the store): an engine that
+        serves run after run (the service's) would otherwise keep every one in memory."""
+        if self._parts is not None:
+            self._parts.ledger.forget(run)
+
 
 class _Parts:
     """The engine's running parts, built once its event loop is known."""

@@ -1,12 +1,8 @@
-"""`Ledger`: every change of a task's or a run's state, in one place.
-
-Each transition is recorded here once: the journal op that makes it durable and the event
-that reports it are written side by side, so the store and the event stream cannot drift
-apart. The ledger decides when a task becomes ready (or waits, or is skipped, or is
-answered from the cache), records its result, reports it once durable (then dependents may
-start and its `then` callback may add tasks), and closes runs: done, failed, cancelled, or
-interrupted (resumable). It is the `RunOwner` every `Run` talks to. Each task's spans
-(engine/spans.py) ride with the ops written for it.
+"""`Ledger`: every change of a task's or a run's state, in one place: the journal op that
+makes it durable and the event that reports it, side by side, so store and events cannot
+drift apart. It readies tasks (or skips them, or answers them from the cache), records and
+reports results once durable, closes runs (done, failed, cancelled, interrupted), and is the
+`RunOwner` every `Run` talks to. Each task's spans (engine/spans.py) ride with its ops.
 """
 
 from __future__ import annotations
@@ -127,6 +123,10 @@ class Ledger:
     @property
     def runs(self) -> list[Run]:
         return list(self._runs.values())
+
+    def forget(self, run: Run) -> None:  # a finished run, out of a long-lived engine's memory
+        if run.done and run.status != "running":
+            self._runs.pop(run.id, None)
 
     def live_runs(self) -> list[Run]:
         return [r for r in self._runs.values() if r.status == "running" and not r.done]

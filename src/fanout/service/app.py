@@ -9,8 +9,10 @@ at `/`. Every one of them is behind the `Guard` (token, Host, Origin, body size)
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -38,10 +40,11 @@ from fanout.service.live import (
     settings_now,
 )
 from fanout.service.runs import Conflict, NotFound, RunManager, ServiceSettings
-from fanout.service.sse import stream
+from fanout.service.sse import Feeds, stream
 
 STATIC = Path(__file__).parent / "static"
 DEFAULT_MAX_UPLOAD = 256 * 1024 * 1024
+BREAKDOWN_EVERY_S = 5.0
 #: the timeline renderer's files the dashboard loads from /static/
 _TIMELINE_TYPES = {"js": "text/javascript; charset=utf-8", "css": "text/css; charset=utf-8"}
 
@@ -123,6 +126,7 @@ def create_app(
     is called once the engine runs and the unfinished runs of an earlier server resumed."""
     manager = RunManager(settings)
     reader = Reader(settings.store_path)
+    feeds = Feeds(reader)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -190,7 +194,7 @@ def create_app(
             if not isinstance(opts, dict):
                 raise HTTPException(422, "options: give a JSON object")
             data = await upload.read()
-            run_id = await manager.start_batch_upload(data, opts)
+            run_id = await manager.start_batch_upload(data, opts, upload.filename or "input.jsonl")
         else:
             try:
                 raw = await request.body()
@@ -210,7 +214,16 @@ def create_app(
                     'give a JSONL upload (multipart field "input"), {"input_path": ...} or '
                     '{"canvas": ..., "agents": [...]}',
                 )
+        await durable(run_id)
         return {"id": run_id, "status": "in_progress"}
+
+    async def durable(run_id: str) -> None:
+        """Answer once the run is in the store (the journal commits it within
+        milliseconds): a client's next request finds it."""
+        for _ in range(2000):
+            if await reader.run(views.run_summary, run_id) is not None:
+                return
+            await asyncio.sleep(0.005)
 
     @app.get("/api/runs/{run_id}")
     async def get_run(run_id: str) -> Any:
@@ -218,6 +231,7 @@ def create_app(
         if d is None:
             raise HTTPException(404, f"no run {run_id!r}")
         _finalizing(d)
+        d["breakdown"] = await breakdown_of(run_id, d["fanout_status"] != "running")
         sample = await reader.run(latest_sample, run_id)
         if manager.live(run_id) is not None:
             engine = manager.engine
@@ -228,6 +242,22 @@ def create_app(
             metrics = manager.live(run_id).handle.launched.run.metrics()  # type: ignore[union-attr]
             d["cost_usd"] = metrics.get("cost_usd")
         return d
+
+    breakdowns: dict[str, tuple[float, bool, dict[str, float]]] = {}
+
+    async def breakdown_of(run_id: str, finished: bool) -> dict[str, float]:
+        """A run's breakdown reads all its spans: a finished run's is kept, a running
+        one's read again at most every `BREAKDOWN_EVERY_S` (a dashboard polls the status
+        a few times a second)."""
+        now = time.monotonic()
+        kept = breakdowns.get(run_id)
+        if kept is not None and (kept[1] or (not finished and now - kept[0] < BREAKDOWN_EVERY_S)):
+            return kept[2]
+        b = await reader.run(views.breakdown, run_id)
+        if len(breakdowns) > 1000:
+            breakdowns.clear()
+        breakdowns[run_id] = (now, finished, b)
+        return b
 
     @app.get("/api/runs/{run_id}/results")
     async def results(run_id: str) -> StreamingResponse:
@@ -281,7 +311,7 @@ def create_app(
             request.headers.get("last-event-id") or request.query_params.get("last_event_id")
         )
         body = stream(
-            reader,
+            feeds,
             run_id,
             after,
             finalizing=manager.finalizing,
@@ -313,6 +343,7 @@ def create_app(
         if not s["resumable"]:
             raise HTTPException(409, f"run {run_id} is {s['fanout_status']}: nothing to resume")
         await manager.resume(run_id, s["kind"])
+        await durable(run_id)
         return {"id": run_id, "status": "in_progress"}
 
     @app.get("/api/settings")

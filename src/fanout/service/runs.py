@@ -161,7 +161,9 @@ class RunManager:
 
     # -- starting runs -------------------------------------------------------------------
 
-    async def start_batch_upload(self, data: bytes, opts: Mapping[str, Any]) -> str:
+    async def start_batch_upload(
+        self, data: bytes, opts: Mapping[str, Any], name: str = "input.jsonl"
+    ) -> str:
         """A batch from an uploaded JSONL file: kept beside the store (the run's input, as
         the CLI keeps the path it was given), its output written there unless `output`."""
         folder = self._uploads / secrets.token_hex(8)
@@ -170,12 +172,20 @@ class RunManager:
         src.write_bytes(data)
         try:
             return await self._start_batch(src, folder / "output.jsonl", opts)
-        except BaseException:
-            for p in (src, folder / "output.jsonl"):
-                p.unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        except FanoutError as exc:  # named as the user knows it: the upload, not our copy
+            exc.message = exc.message.replace(str(src), f"the upload {name!r}")
+            self._discard(folder)
             raise
+        except BaseException:
+            self._discard(folder)
+            raise
+
+    @staticmethod
+    def _discard(folder: Path) -> None:
+        for p in (folder / "input.jsonl", folder / "output.jsonl"):
+            p.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
     async def start_batch_path(self, raw: str, opts: Mapping[str, Any]) -> str:
         src = under_root(self.settings.root, raw, "input_path")
@@ -281,6 +291,7 @@ class RunManager:
             await live.handle.finish()
         finally:
             self._live.pop(live.run_id, None)
+            self.engine.forget(live.handle.launched.run)  # the store keeps it
 
     # -- acting on runs ------------------------------------------------------------------
 

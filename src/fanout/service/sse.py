@@ -10,7 +10,10 @@ closes a run that has finished.
 
 A slow client never slows the engine: nothing is queued for it. Each stream reads the
 store at its own pace, up to `BATCH` events a read; a client that falls behind gets the
-events it missed in bigger reads later, and its counts coalesced.
+events it missed in bigger reads later, and its counts coalesced. The reads are made and
+turned into SSE text on the reader threads, never on the engine's event loop, and streams
+at the same place in the same run share one read (`Feeds`): ten dashboards on one run cost
+about what one does.
 """
 
 from __future__ import annotations
@@ -30,13 +33,48 @@ BATCH = 1000
 KEEPALIVE_S = 15.0
 
 
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def _event(kind: str, data: Any, id: str | None = None) -> str:
     head = f"id: {id}\n" if id is not None else ""
-    return f"{head}event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+    return f"{head}event: {kind}\ndata: {_dumps(data)}\n\n"
+
+
+#: what one read gives: the events as SSE text, how many, the cursor after them, the run now
+Read = tuple[str, int, Cursor, dict[str, Any] | None]
+
+
+def read_events(db: Any, run_id: str, after: Cursor, limit: int) -> Read:
+    """On a reader thread: the events after `after`, already SSE text."""
+    events, summary = events_after(db, run_id, after, limit)
+    text = "".join(_event("task", ev, cursor_id(c)) for c, ev in events)
+    return text, len(events), (events[-1][0] if events else after), summary
+
+
+class Feeds:
+    """One store read for every stream at the same place in the same run: a read is kept
+    for `POLL_S / 2` and given to the streams that ask for it meanwhile."""
+
+    def __init__(self, reader: Reader) -> None:
+        self.reader = reader
+        self._recent: dict[tuple[str, Cursor], tuple[float, asyncio.Future[Read]]] = {}
+
+    async def read(self, run_id: str, after: Cursor) -> Read:
+        now = time.monotonic()
+        key = (run_id, after)
+        hit = self._recent.get(key)
+        if hit is not None and now - hit[0] < POLL_S / 2:
+            return await asyncio.shield(hit[1])
+        if len(self._recent) > 256:  # forget reads nobody can still share
+            self._recent = {k: v for k, v in self._recent.items() if now - v[0] < POLL_S}
+        fut = asyncio.ensure_future(self.reader.run(read_events, run_id, after, BATCH))
+        self._recent[key] = (now, fut)
+        return await asyncio.shield(fut)
 
 
 async def stream(
-    reader: Reader,
+    feeds: Feeds,
     run_id: str,
     after: Cursor,
     *,
@@ -54,17 +92,16 @@ async def stream(
     while True:
         if await disconnected():
             return
-        events, summary = await reader.run(events_after, run_id, cursor, BATCH)
+        text, n, cursor, summary = await feeds.read(run_id, cursor)
         if summary is None:
             yield _event("end", {"id": run_id, "status": "gone"})
             return
-        if events:
-            yield "".join(_event("task", ev, cursor_id(c)) for c, ev in events)
-            cursor = events[-1][0]
+        if n:
+            yield text
             last_write = time.monotonic()
         status = summary["status"]
         native = summary["fanout_status"]
-        ended = native in FINISHED and not finalizing(run_id) and len(events) < BATCH
+        ended = native in FINISHED and not finalizing(run_id) and n < BATCH
         if ended and summary["live"]:
             ended = False  # closed in the store, its process still writing its output
         counts = {"request_counts": summary["request_counts"], "status": status}
@@ -78,7 +115,7 @@ async def stream(
         if ended:
             yield _event("end", {"id": run_id, "status": status, "fanout_status": native})
             return
-        if len(events) < BATCH:
+        if n < BATCH:
             if now - last_write > KEEPALIVE_S:
                 yield ": keep-alive\n\n"
                 last_write = now

@@ -105,27 +105,19 @@ def run_detail(
     db: sqlite3.Connection, run_id: str, owned: Collection[str]
 ) -> dict[str, Any] | None:
     """The run's status, counts, where its time went, its lanes from the store."""
-    from fanout.report.breakdown import breakdowns, has_spans, load_spans, run_shares
     from fanout.store.overview import run_status
 
     out = run_summary(db, run_id, owned)
     if out is None:
         return None
     st = run_status(db, run_id) or {}
-    rid = rid_of(db, run_id)
-    breakdown: dict[str, float] = {}
-    if rid is not None and has_spans(db) and out["request_counts"]["total"] <= 20_000:
-        # seconds per kind of wait, summed over tasks (a big run is read on demand, by
-        # /timeline, not on every poll of its status)
-        shares = run_shares(breakdowns(load_spans(db, rid)).values())
-        breakdown = {k: round(v, 4) for k, v in shares.items()}
     cost = None
     tin, tout = st.get("input_tokens", 0), st.get("output_tokens", 0)
     wall = float(st.get("wall_s") or 0.0)
     done = sum(out["request_counts"][k] for k in ("completed", "failed", "skipped", "cancelled"))
     out.update(
         {
-            "breakdown": breakdown,
+            "breakdown": {},  # see `breakdown`: read apart, less often
             "states": st.get("states", {}),
             "lanes": [
                 {
@@ -149,6 +141,17 @@ def run_detail(
         }
     )
     return out
+
+
+def breakdown(db: sqlite3.Connection, run_id: str) -> dict[str, float]:
+    """Where the run's time went: seconds per kind of span, summed over its tasks."""
+    from fanout.report.breakdown import breakdowns, has_spans, load_spans, run_shares
+
+    rid = rid_of(db, run_id)
+    if rid is None or not has_spans(db):
+        return {}
+    shares = run_shares(breakdowns(load_spans(db, rid)).values())
+    return {k: round(v, 4) for k, v in shares.items()}
 
 
 def task_rows(
