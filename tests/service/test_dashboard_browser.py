@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ SERVE = (
     "serve --port 0 --concurrency 4 --sim-latency base=120ms,jitter=0.3 "
     "--sim-faults 429=0.08,500=0.04 --no-cache --grace 1"
 )
+TERMINAL = {"completed", "failed", "cancelled", "expired"}
 #: the completed count on the run page, as a number (0 before the page has drawn it)
 COMPLETED = (
     "+(document.querySelector('#counts .c-completed b')?.textContent || '0').replace(/,/g, '')"
@@ -225,6 +227,12 @@ def test_watch_a_run_open_a_task_and_cancel(server: Served, page: Any, tmp_path:
 def test_settings_saved_from_the_page_reach_the_engine(
     server: Served, page: Any, tmp_path: Path
 ) -> None:
+    # a run first, so the engine has its provider (whose budget the page then sets)
+    write_jsonl(server.root / "一个.jsonl", [{"id": "乙", "prompt": "你好"}])
+    run_id = server.api("/api/runs", "POST", {"input_path": "一个.jsonl"})["id"]
+    while (status := server.api(f"/api/runs/{run_id}")["status"]) not in TERMINAL:
+        time.sleep(0.1)
+    assert status == "completed"
     page.goto(server.url + "#/settings")
     field = '#settings input[name="concurrency"]'
     page.wait_for_selector(field)
@@ -236,6 +244,16 @@ def test_settings_saved_from_the_page_reach_the_engine(
         "() => document.querySelector('#settings-msg').textContent.startsWith('saved')"
     )
     assert server.api("/api/settings")["concurrency"] == 3
+    # a provider's budget, from none to 6,000 requests a minute
+    rpm = page.locator("#settings input[data-prov][data-k=rpm]").first
+    assert rpm.input_value() == ""
+    rpm.fill("6000")
+    page.click('#settings button[type="submit"]')
+    page.wait_for_function(
+        "() => document.querySelector('#settings-msg').textContent.includes('rpm')"
+    )
+    (provider,) = server.api("/api/settings")["providers"].values()
+    assert provider["rpm"] == 6000
     # the page shows what the server now has, and sends nothing when nothing changed
     assert page.input_value(field) == "3"
     page.click('#settings button[type="submit"]')

@@ -510,7 +510,8 @@
         <fieldset><legend>Concurrency</legend><label>calls in flight at once <input type="number" min="1" ${s.max_concurrency ? `max="${s.max_concurrency}"` : ""} name="concurrency" value="${v(s.concurrency)}"></label>
           ${s.max_concurrency ? `<span class="muted">at most ${num(s.max_concurrency)}: the server's --concurrency</span>` : ""}</fieldset>
         <fieldset><legend>Lane limits</legend>${lanes.length ? `<table><tbody>${lanes.map(([n, l]) =>
-          `<tr><td>${esc(n)}</td><td><input type="number" min="1" data-lane="${esc(n)}" value="${v(l)}" placeholder="no limit"></td></tr>`).join("")}</tbody></table>`
+          `<tr><td>${esc(n)}</td><td><input type="number" min="1" data-lane="${esc(n)}" value="${v(l)}" placeholder="no limit" disabled></td></tr>`).join("")}</tbody></table>
+          <p class="muted note">fixed while the server runs: set them in fanout.yaml (<span class="mono">lanes:</span>) and start the server again</p>`
           : `<p class="muted">no lanes configured</p>`}</fieldset>
         <fieldset><legend>Provider budgets</legend>${provs.length ? `<table><thead><tr><th>provider</th><th>requests / min</th><th>tokens / min</th></tr></thead><tbody>${provs.map(([n, p]) =>
           `<tr><td>${esc(n)}</td><td><input type="number" min="1" data-prov="${esc(n)}" data-k="rpm" value="${v(p && p.rpm)}" placeholder="no budget"></td>
@@ -523,7 +524,7 @@
       const patch = {}, numOf = (inp) => inp.value === "" ? null : Number(inp.value);
       const c = form.querySelector('[name="concurrency"]');
       if (c && numOf(c) !== (now.concurrency ?? null)) patch.concurrency = numOf(c);
-      form.querySelectorAll("[data-lane]").forEach((inp) => {
+      form.querySelectorAll("[data-lane]:not(:disabled)").forEach((inp) => {
         const n = inp.dataset.lane;
         if (numOf(inp) !== ((now.lanes || {})[n] ?? null)) (patch.lanes = patch.lanes || {})[n] = numOf(inp);
       });
@@ -534,8 +535,19 @@
       const msg = $("#settings-msg");
       if (!Object.keys(patch).length) { msg.className = "muted"; msg.textContent = "nothing changed"; return; }
       try {
-        draw(await api("api/settings", { method: "PATCH", headers: { "Content-Type": "application/json" }, body: JSON.stringify(patch) }));
-        msg.className = ""; msg.textContent = "saved: " + JSON.stringify(patch);
+        const got = await api("api/settings", { method: "PATCH", headers: { "Content-Type": "application/json" }, body: JSON.stringify(patch) });
+        draw(got);
+        // what the server answers is what holds now: say so when it kept another value
+        const kept = [];
+        if ("concurrency" in patch && got.concurrency !== patch.concurrency) kept.push(`concurrency stays ${got.concurrency}`);
+        for (const [n, p] of Object.entries(patch.providers || {})) {
+          for (const [k, want] of Object.entries(p)) {
+            const have = ((got.providers || {})[n] || {})[k] ?? null;
+            if (have !== want) kept.push(`${n} ${k} stays ${have ?? "unset"}`);
+          }
+        }
+        msg.className = kept.length ? "error" : "";
+        msg.textContent = kept.length ? "not applied by the server: " + kept.join("; ") : "saved: " + JSON.stringify(patch);
       } catch (err) { msg.className = "error"; msg.textContent = err.message; }
     });
     api("api/settings").then((s) => { if (sc.alive) { draw(s); setConn("", "settings"); } },
