@@ -169,8 +169,16 @@ def test_watch_a_run_open_a_task_and_cancel(server: Served, page: Any, tmp_path:
     assert "sim" in page.inner_text("#limiter")
     shot(page, "run", tmp_path)
 
-    # the task table's filter, then a finished task's drawer with its output
+    # the task table holds one page of rows, whatever the run's size; the pager moves on
     page.locator("#tasks-panel").scroll_into_view_if_needed()
+    rows = "#tasks tbody tr[data-key]"
+    page.wait_for_function(f"() => document.querySelectorAll('{rows}').length === 50")
+    assert f"page 1 of {TASKS // 50}" in page.inner_text("#pager")
+    page.click('#pager button[data-o="next"]')
+    page.wait_for_function(f"() => document.querySelector('{rows} td')?.textContent === '50'")
+    assert page.locator(rows).count() == 50
+
+    # the task table's filter, then a finished task's drawer with its output
     page.select_option('select[data-f="state"]', "done")
     page.wait_for_function(
         "() => { const p = [...document.querySelectorAll('#tasks tbody tr[data-key] .pill')];"
