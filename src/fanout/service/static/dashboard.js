@@ -82,20 +82,21 @@
   function poll(sc, minMs, fn, opts) {
     opts = opts || {};
     const factor = opts.factor || 4, when = opts.when || (() => true);
-    let busy = false, next = 0;
+    let busy = false, next = 0, again = false;
     const tick = async (forced) => {
-      if (!sc.alive || busy || Date.now() < next || document.hidden) return;
-      if (!forced && !when()) return;
+      if (forced && busy) { again = true; return; }  // asked during a fetch: one more after it
+      if (!sc.alive || busy || (!forced && (Date.now() < next || document.hidden || !when()))) return;
       busy = true;
       const t0 = performance.now();
       try { await fn(); } catch (e) { /* shown by the view; try again later */ }
       const took = performance.now() - t0;
       next = Date.now() + Math.max(minMs, took * factor);
       busy = false;
+      if (again) { again = false; tick(true); }
     };
     sc.every(250, () => tick(false));
     tick(false);
-    return { now() { next = 0; tick(true); } };
+    return { now() { tick(true); } };
   }
 
   // Whether an element is on screen now (kept by an IntersectionObserver).
@@ -199,7 +200,9 @@
         <section class="panel"><h2>Lanes <span class="muted">in flight vs limit · queue · oldest wait</span></h2><div id="lanes"></div></section>
         <section class="panel"><h2>Limiter <span class="muted">per provider</span> <a href="#/settings" class="muted">change limits</a></h2><div id="limiter"></div></section>
       </div>
-      <section class="panel"><h2>Timeline</h2><div id="gantt" class="muted">waiting for the first attempts…</div></section>
+      <section class="panel"><h2>Timeline</h2>
+        <p class="note muted" id="gantt-note" hidden><button type="button" id="gantt-refresh">refresh the timeline</button> <span id="gantt-when"></span></p>
+        <div id="gantt" class="muted">waiting for the first attempts…</div></section>
       <section class="panel" id="tasks-panel"><h2>Tasks <span class="muted" id="tasks-n"></span></h2>
         <div class="filters" id="filters">
           <label>state <select data-f="state"><option value="">any</option>${TASK_STATES.map((s) => `<option>${s}</option>`).join("")}</select></label>
@@ -303,7 +306,8 @@
       } catch (err) { $("#head-msg").textContent = err.message; throw err; }
       if (TERMINAL.has(run.status)) { if (!ended) finish(); } else if (!es && !ended) listen();
     }
-    const runPoll = poll(sc, 1000, loadRun);
+    // once the run is over its status is asked again only on a resume (a forced poll)
+    const runPoll = poll(sc, 1000, loadRun, { when: () => !ended });
 
     // the task table: one page from the server, fetched again when tasks changed
     let tasksBusy = false, tasksAt = 0;
@@ -364,23 +368,33 @@
     });
     sc.every(2000, () => { if (!ended) tasksDirty = true; });
 
-    // the Gantt: the report's renderer, given the run's timeline again as it grows
-    let tl = null;
-    const ganttBox = $("#gantt");
-    // a big run's timeline costs the server a read of every attempt: fetched at most every
-    // 3 s and then at most a tenth of the time, and only while the Gantt is on screen
+    // the Gantt: the report's renderer, given the run's timeline again as it grows. A big
+    // run's timeline costs the server a read of every attempt, and that time is taken from
+    // the run: it is fetched at most every 3 s and at most a tenth of the time, only while
+    // the Gantt is on screen; once one fetch took over 2 s it is fetched again only when
+    // asked (the button) and once more when the run ends.
+    let tl = null, onDemand = false;
+    const ganttBox = $("#gantt"), ganttNote = $("#gantt-note"), ganttSeen = onScreen(sc, ganttBox);
     const ganttPoll = poll(sc, 3000, async () => {
       if (ended && tl && tl.final) return;
+      const t0 = performance.now();
       const data = await api(`${base}/timeline`);
-      if (!sc.alive) return;
-      if (!data || !data.bars) return;
+      if (!sc.alive || !data || !data.bars) return;
       if (!tl) {
         ganttBox.classList.remove("muted");
         tl = FanoutTimeline.mount(ganttBox, data, { maxHeight: 360 });
         sc.onStop(() => tl.destroy());
       } else tl.update(data);
       tl.final = ended;
-    }, { factor: 10, when: onScreen(sc, ganttBox) });
+      const took = performance.now() - t0;
+      onDemand = !ended && (onDemand || took > 2000);
+      ganttNote.hidden = !onDemand;
+      if (onDemand) {
+        $("#gantt-when").textContent = `as of ${new Date().toLocaleTimeString()}: this run's timeline took ` +
+          `${dur(took / 1000)} to read, so it is read again when asked, and when the run ends`;
+      }
+    }, { factor: 10, when: () => !onDemand && ganttSeen() });
+    $("#gantt-refresh").addEventListener("click", () => ganttPoll.now());
 
     // cancel asks twice (a second click within 4 s) rather than with a modal dialog
     let armed = null;
@@ -472,7 +486,7 @@
         <span id="task-msg" class="muted"></span></p>
       <h3>Attempts</h3>${attempts.length ? `<table><thead><tr><th class="num">#</th><th>start</th><th class="num">took</th>
         ${split ? `<th class="num">tokens in</th><th class="num">out</th>` : `<th class="num">tokens</th>`}<th>outcome</th></tr></thead><tbody>${attempts.map((a) =>
-        `<tr><td class="num">${a.attempt}</td><td>${rel(a.t0)}</td><td class="num">${a.t1 == null ? "running" : dur(a.t1 - a.t0)}</td>
+        `<tr><td class="num">${num(a.attempt)}</td><td>${rel(a.t0)}</td><td class="num">${a.t1 == null ? "running" : dur(a.t1 - a.t0)}</td>
         ${split ? `<td class="num">${num(a.tokens_in)}</td><td class="num">${num(a.tokens_out)}</td>` : `<td class="num">${num(a.tokens)}</td>`}
         <td class="${a.error ? "error" : ""}" style="white-space:normal">${esc(a.error || a.outcome || "")}</td></tr>`).join("")}</tbody></table>` : `<p class="muted">none yet</p>`}
       <h3>Time spent</h3>${spans.length ? `<table><tbody>${spans.map((s) =>
@@ -505,9 +519,9 @@
     function draw(s) {
       now = s;
       const lanes = Object.entries(s.lanes || {}), provs = Object.entries(s.providers || {});
-      const v = (x) => x == null ? "" : String(x);
+      const v = (x) => x == null ? "" : esc(String(x));
       form.innerHTML = `
-        <fieldset><legend>Concurrency</legend><label>calls in flight at once <input type="number" min="1" ${s.max_concurrency ? `max="${s.max_concurrency}"` : ""} name="concurrency" value="${v(s.concurrency)}"></label>
+        <fieldset><legend>Concurrency</legend><label>calls in flight at once <input type="number" min="1" ${s.max_concurrency ? `max="${v(s.max_concurrency)}"` : ""} name="concurrency" value="${v(s.concurrency)}"></label>
           ${s.max_concurrency ? `<span class="muted">at most ${num(s.max_concurrency)}: the server's --concurrency</span>` : ""}</fieldset>
         <fieldset><legend>Lane limits</legend>${lanes.length ? `<table><tbody>${lanes.map(([n, l]) =>
           `<tr><td>${esc(n)}</td><td><input type="number" min="1" data-lane="${esc(n)}" value="${v(l)}" placeholder="no limit" disabled></td></tr>`).join("")}</tbody></table>
