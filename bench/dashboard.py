@@ -3,8 +3,9 @@ cost the run?
 
 `fanout serve` (simulator, `--concurrency C`, `--sim-latency L`) runs N tasks twice, each
 on a fresh server and store, submitted over HTTP as `{"input_path": ...}`: once with nobody
-watching, once with the dashboard's run page open in Debian's Chromium (Playwright, headless) from the start to
-the end of the run. While the page is open, every 0.5 s the script measures:
+watching, once with the dashboard's run page open in Debian's Chromium (Playwright,
+headless) from the start to the end of the run. While the page is open, every 0.5 s the
+script measures:
 
 - the page's round trip: `page.evaluate("1")` queues behind whatever the page's main thread
   is doing, so its latency is how long a click would wait;
