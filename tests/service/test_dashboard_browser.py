@@ -271,3 +271,31 @@ def test_settings_saved_from_the_page_reach_the_engine(
         "() => document.querySelector('#settings-msg').textContent === 'nothing changed'"
     )
     server.api("/api/settings", "PATCH", {"concurrency": 4})
+
+
+def test_a_slow_timeline_is_read_again_when_asked_and_at_the_end(
+    server: Served, page: Any, tmp_path: Path
+) -> None:
+    """A big run's timeline takes the server seconds to read: the page stops reading it on
+    its own, offers a button, and reads it once more when the run ends. The delay is put on
+    the real answer by the browser's router."""
+    write_jsonl(
+        server.root / "慢.jsonl", [{"id": f"慢-{i}", "prompt": "你好"} for i in range(TASKS)]
+    )
+    run_id = server.api("/api/runs", "POST", {"input_path": "慢.jsonl"})["id"]
+
+    def slow(route: Any) -> None:
+        time.sleep(2.2)  # over the page's 2 s: this timeline counts as slow to read
+        route.continue_()
+
+    page.route(re.compile(r"/timeline(\?|$)"), slow)
+    page.goto(server.url + f"#/runs/{run_id}")
+    page.wait_for_selector("#gantt-note:not([hidden])", timeout=30_000)
+    assert "when asked" in page.inner_text("#gantt-note")
+    with page.expect_request(re.compile(r"/timeline(\?|$)")):
+        page.click("#gantt-refresh")
+    # the run ends (cancelled here): one more read, and the note goes
+    with page.expect_request(re.compile(r"/timeline(\?|$)"), timeout=30_000):
+        server.api(f"/api/runs/{run_id}/cancel", "POST", {})
+    page.wait_for_selector("#gantt-note[hidden]", state="attached", timeout=30_000)
+    assert page.inner_text("#status") == "cancelled"
