@@ -273,9 +273,7 @@ def test_settings_saved_from_the_page_reach_the_engine(
     server.api("/api/settings", "PATCH", {"concurrency": 4})
 
 
-def test_a_slow_timeline_is_read_again_when_asked_and_at_the_end(
-    server: Served, page: Any, tmp_path: Path
-) -> None:
+def test_a_slow_timeline_is_read_again_when_asked_and_at_the_end(server: Served, page: Any) -> None:
     """A big run's timeline takes the server seconds to read: the page stops reading it on
     its own, offers a button, and reads it once more when the run ends. The delay is put on
     the real answer by the browser's router."""
