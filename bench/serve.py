@@ -11,7 +11,9 @@ same batch from the CLI; and the server's memory after 100,000 finished tasks.
    run's start to its end, startup of the process excluded), so the ratio compares the
    runs, not Python's start-up. The figure is service / CLI of the medians.
 2. Memory. One upload of `--big` tasks (default 100,000) to a fresh server; once it is
-   completed, the server's resident memory (VmRSS) and its peak (VmHWM) from /proc.
+   completed, the server's resident memory (VmRSS) and its peak (VmHWM) from /proc. With
+   `--big-cli`, the same batch from `fanout batch` too: its process's peak (as the store
+   records it), for scale.
 
     .venv/bin/python bench/serve.py --tasks 10000 --big 100000
 
@@ -121,6 +123,17 @@ def store_wall(home: Path, run_id: str) -> float:
     return float(sum(r[0] or 0.0 for r in rows))
 
 
+def peak_of(home: Path, run_id: str) -> float:
+    """The peak RSS the store recorded for the run's process (its segments)."""
+    import sqlite3
+
+    with sqlite3.connect(home / "fanout.db") as db:
+        rows = db.execute(
+            "SELECT peak_rss_mb FROM segments JOIN runs USING (rid) WHERE id = ?", (run_id,)
+        ).fetchall()
+    return round(max(float(r[0] or 0.0) for r in rows), 1)
+
+
 def cli_run(home: Path, src: Path, out: Path, flags: list[str]) -> tuple[str, float]:
     p = subprocess.run(
         [sys.executable, "-m", "fanout", "batch", str(src), "-o", str(out), "--json",
@@ -139,6 +152,7 @@ def main() -> None:
     ap.add_argument("--latency", default="50ms")
     ap.add_argument("--clients", type=int, default=3)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--big-cli", action="store_true", help="also run the big batch from the CLI")
     args = ap.parse_args()
     flags = ["--concurrency", str(args.concurrency), "--sim-latency", args.latency, "--no-cache"]
     fig: dict[str, Any] = {"tasks": args.tasks, "concurrency": args.concurrency,
@@ -151,7 +165,9 @@ def main() -> None:
         data = jsonl(args.tasks, "q")
         src.write_bytes(data)
         server = Serve(home, root, flags)
-        cli_walls, serve_walls, events = [], [], []
+        cli_walls: list[float] = []
+        serve_walls: list[float] = []
+        events: list[list[int]] = []
         try:
             for i in range(args.repeat):
                 _, w = cli_run(home, src, work / f"out-{i}.jsonl", flags)
@@ -174,6 +190,8 @@ def main() -> None:
                       f" events per client {counts}", flush=True)  # fmt: skip
         finally:
             server.stop()
+        if not args.repeat:  # the memory part alone
+            cli_walls = serve_walls = [1.0]
         fig["cli_wall_s"] = [round(w, 3) for w in cli_walls]
         fig["serve_wall_s"] = [round(w, 3) for w in serve_walls]
         fig["ratio_of_medians"] = round(
@@ -198,6 +216,14 @@ def main() -> None:
                 fig["server_peak_rss_mb"] = round(hwm, 1)
             finally:
                 server.stop()
+            if args.big_cli:  # the same batch from the CLI: its process's peak, for scale
+                big_src = root / "big.jsonl"
+                big_src.write_bytes(jsonl(args.big, "big"))
+                t0 = time.perf_counter()
+                run_id, _ = cli_run(big_home, big_src, work / "big-out.jsonl", ["--concurrency",
+                                    "256", "--sim-latency", "5ms", "--no-cache"])  # fmt: skip
+                fig["big_cli_wall_s"] = round(time.perf_counter() - t0, 2)
+                fig["big_cli_peak_rss_mb"] = peak_of(big_home, run_id)
     fig["load_avg"] = os.getloadavg()[0]
     print(json.dumps(fig))
 

@@ -159,11 +159,21 @@ def create_app(
         s = await reader.run(views.run_summary, run_id, manager.owned)
         if s is None:
             raise HTTPException(404, f"no run {run_id!r}")
-        return _finalizing(s)
+        return _known(s)
 
-    def _finalizing(s: dict[str, Any]) -> dict[str, Any]:
-        if manager.finalizing(s["id"]) and s["fanout_status"] == "running":
+    def _known(s: dict[str, Any]) -> dict[str, Any]:
+        """What this server knows better than the store: a run it runs is running (its
+        lease may look stale while a loaded machine delays the heartbeat), or finalizing
+        (ended, its output still being written)."""
+        live = manager.live(s["id"])
+        if live is None:
+            return s
+        s["live"] = True
+        if manager.finalizing(s["id"]):
             s["status"] = "finalizing"
+        elif s["fanout_status"] in ("running", "crashed"):
+            s["fanout_status"], s["resumable"] = "running", False
+            s["status"] = "cancelling" if live.cancelling else "in_progress"
         return s
 
     @app.get("/healthz", response_model=Health)
@@ -173,7 +183,7 @@ def create_app(
     @app.get("/api/runs", response_model=RunList)
     async def list_runs(limit: Annotated[int, Query(ge=1, le=10_000)] = 200) -> Any:
         rows = await reader.run(views.list_runs, manager.owned, limit)
-        return {"runs": [_finalizing(r) for r in rows]}
+        return {"runs": [_known(r) for r in rows]}
 
     @app.post("/api/runs", status_code=201, response_model=RunRef)
     async def create_run(request: Request) -> Any:
@@ -230,7 +240,7 @@ def create_app(
         d = await reader.run(views.run_detail, run_id, manager.owned)
         if d is None:
             raise HTTPException(404, f"no run {run_id!r}")
-        _finalizing(d)
+        _known(d)
         d["breakdown"] = await breakdown_of(run_id, d["fanout_status"] != "running")
         sample = await reader.run(latest_sample, run_id)
         if manager.live(run_id) is not None:
@@ -314,7 +324,7 @@ def create_app(
             feeds,
             run_id,
             after,
-            finalizing=manager.finalizing,
+            busy=lambda rid: manager.live(rid) is not None,
             disconnected=request.is_disconnected,
         )
         return StreamingResponse(

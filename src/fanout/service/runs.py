@@ -85,6 +85,7 @@ class Live:
     def __init__(self, handle: BatchRun | CanvasRun) -> None:
         self.handle = handle
         self.finishing: asyncio.Task[Any] | None = None
+        self.cancelling = False
 
     @property
     def run_id(self) -> str:
@@ -303,6 +304,7 @@ class RunManager:
                 f"run {run_id} is not running in this server (see its status); a run of "
                 f"another process is read-only here: fanout cancel {run_id}"
             )
+        live.cancelling = True
         live.handle.launched.run.cancel("cancelled through the service")
         return "cancelling"
 

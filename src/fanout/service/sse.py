@@ -66,8 +66,8 @@ class Feeds:
         hit = self._recent.get(key)
         if hit is not None and now - hit[0] < POLL_S / 2:
             return await asyncio.shield(hit[1])
-        if len(self._recent) > 256:  # forget reads nobody can still share
-            self._recent = {k: v for k, v in self._recent.items() if now - v[0] < POLL_S}
+        if self._recent:  # forget reads nobody can share any more (they hold their text)
+            self._recent = {k: v for k, v in self._recent.items() if now - v[0] < POLL_S / 2}
         fut = asyncio.ensure_future(self.reader.run(read_events, run_id, after, BATCH))
         self._recent[key] = (now, fut)
         return await asyncio.shield(fut)
@@ -78,11 +78,11 @@ async def stream(
     run_id: str,
     after: Cursor,
     *,
-    finalizing: Callable[[str], bool],
+    busy: Callable[[str], bool],
     disconnected: Callable[[], Any],
 ) -> AsyncIterator[str]:
     """The events of `run_id` after `after`, until the run has finished and every one of
-    its events is sent. `finalizing(run_id)`: the server is still writing its output."""
+    its events is sent. `busy(run_id)`: this server still runs it or writes its output."""
     cursor = after
     sent_counts: dict[str, Any] | None = None
     sent_status: str | None = None
@@ -101,7 +101,7 @@ async def stream(
             last_write = time.monotonic()
         status = summary["status"]
         native = summary["fanout_status"]
-        ended = native in FINISHED and not finalizing(run_id) and n < BATCH
+        ended = native in FINISHED and not busy(run_id) and n < BATCH
         if ended and summary["live"]:
             ended = False  # closed in the store, its process still writing its output
         counts = {"request_counts": summary["request_counts"], "status": status}
