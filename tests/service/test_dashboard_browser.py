@@ -211,7 +211,8 @@ def test_watch_a_run_open_a_task_and_cancel(server: Served, page: Any, tmp_path:
     counts = status["request_counts"]
     assert status["status"] == "cancelled"
     assert counts["completed"] + counts["failed"] < TASKS
-    assert page.is_enabled("#resume")
+    # a cancelled run is over: nothing to resume (the server says which runs can be)
+    assert page.is_disabled("#resume")
     assert page.is_disabled("#cancel")
 
     # a run of the CLI in another process: listed beside it, read-only

@@ -231,7 +231,9 @@
       const done = TERMINAL.has(run.status);
       const cancel = $("#cancel"), resume = $("#resume");
       cancel.disabled = other || done || run.status === "cancelling";
-      resume.disabled = other || !(run.status === "cancelled" || run.status === "failed" || run.status === "expired");
+      // the server says what can be resumed (interrupted, crashed, out of budget); a
+      // cancelled run is over for good
+      resume.disabled = other || !(run.resumable ?? run.status === "failed");
       const started = when(run.created_at), finished = when(run.finished_at);
       const elapsed = started ? ((finished || new Date()) - started) / 1000 : null;
       const tp = run.throughput;
