@@ -280,7 +280,7 @@
             <td class="barcell">${use(p.tpm_used, p.tpm_budget)}</td>
             <td class="num" title="the rate the limiter has learned the provider accepts">${p.learned_rps == null ? "–" : Number(p.learned_rps).toFixed(1) + " req/s"}</td>
             <td class="num" title="adaptive concurrency now">${num(p.concurrency)}</td><td data-ra="${i}"></td></tr>`;
-        }).join("")}</tbody></table></div>` : `<p class="muted">no provider reported yet</p>`;
+        }).join("")}</tbody></table></div>` : `<p class="muted">${TERMINAL.has(run.status) ? "the run is over: no provider is in use" : run.owner === "other" ? "run by another process: its limiter is not visible here" : "no provider reported yet"}</p>`;
       tickPauses();
     }
     // Retry-After pauses count down between two answers of the server
@@ -380,6 +380,7 @@
     const ganttPoll = poll(sc, 3000, async () => {
       if (ended && tl && tl.final) return;
       const t0 = performance.now();
+      if (!tl) ganttBox.textContent = "reading the timeline…";
       const data = await api(`${base}/timeline`);
       if (!sc.alive || !data || !data.bars) return;
       if (!tl) {
