@@ -288,14 +288,19 @@ def test_a_slow_timeline_is_read_again_when_asked_and_at_the_end(server: Served,
     )
     run_id = server.api("/api/runs", "POST", {"input_path": "慢.jsonl"})["id"]
 
+    reads: list[str] = []
+
     def slow(route: Any) -> None:
-        time.sleep(2.2)  # over the page's 2 s: this timeline counts as slow to read
+        reads.append(route.request.url)
+        if len(reads) == 1:
+            time.sleep(2.2)  # over the page's 2 s: this timeline counts as slow to read
         route.continue_()
 
     page.route(re.compile(r"/timeline(\?|$)"), slow)
     page.goto(server.url + f"#/runs/{run_id}")
     page.wait_for_selector("#gantt-note:not([hidden])", timeout=30_000)
     assert "when asked" in page.inner_text("#gantt-note")
+    assert len(reads) == 1
     with page.expect_request(re.compile(r"/timeline(\?|$)")):
         page.click("#gantt-refresh")
     # the run ends (cancelled here): one more read, and the note goes
@@ -303,3 +308,4 @@ def test_a_slow_timeline_is_read_again_when_asked_and_at_the_end(server: Served,
         server.api(f"/api/runs/{run_id}/cancel", "POST", {})
     page.wait_for_selector("#gantt-note[hidden]", state="attached", timeout=30_000)
     assert page.inner_text("#status") == "cancelled"
+    assert len(reads) == 3  # the first, the one asked for, the last
