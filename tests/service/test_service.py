@@ -288,3 +288,20 @@ def test_settings_and_metrics(server: Server) -> None:
     assert 'fanout_runs{status="done"}' in m
     openapi = server.client.get("/openapi.json").json()
     assert "/api/runs/{run_id}/events" in openapi["paths"]
+
+
+def test_timeline_and_task_cancel_of_a_finished_run(server: Server) -> None:
+    r = server.client.post(
+        "/api/runs", files={"input": ("图.jsonl", jsonl(lines(8, "图")).encode())}
+    )
+    run_id = r.json()["id"]
+    server.wait(run_id)
+    tl = server.client.get(f"/api/runs/{run_id}/timeline").json()
+    assert tl["run"] == run_id
+    assert tl["attempts"] == 8  # the --html report's model: every attempt
+    none = server.client.get(f"/api/runs/{run_id}/timeline", params={"t0": 1e6}).json()
+    assert len(none["bars"]["s"]) == 0 < len(tl["bars"]["s"])  # a window past the end
+    r = server.client.post(f"/api/runs/{run_id}/tasks/图-001/cancel")
+    assert r.status_code == 409  # the run is over: nothing to cancel
+    assert server.client.get(f"/api/runs/{run_id}/tasks/没有").status_code == 404
+    assert server.client.get("/api/runs/r-没有这个").status_code == 404

@@ -212,7 +212,7 @@ def task_rows(
                     "agent": ag,
                     "tries": attempts if attempts is not None else tries.get(n, 0),
                     "error_class": err_class,
-                    "wall_s": None if duration is None else round(duration, 4),
+                    "wall_s": None if duration is None or duration < 0 else round(duration, 4),
                 }
             )
     return {"total": total, "tasks": matched}
@@ -368,7 +368,7 @@ def events_after(
                     "agent": agent,
                     "tries": tries,
                     "error_class": None if err is None else json.loads(err).get("class"),
-                    "wall_s": None if dur is None else round(dur, 4),
+                    "wall_s": None if dur is None or dur < 0 else round(dur, 4),  # < 0: cached
                     "at": at,
                 },
             )
