@@ -172,10 +172,15 @@ def timeline_data(tl: Timeline) -> dict[str, Any]:
     return data
 
 
+def asset_text(name: str) -> str:
+    """One of the timeline renderer's files (`timeline.js`, `timeline.css`): the report page
+    inlines them, the service's dashboard serves the same files."""
+    return files("fanout.report").joinpath("assets", name).read_text(encoding="utf-8")
+
+
 def render_html(tl: Timeline) -> str:
-    asset = files("fanout.report").joinpath("assets")
-    script = asset.joinpath("timeline.js").read_text(encoding="utf-8")
-    style = asset.joinpath("timeline.css").read_text(encoding="utf-8")
+    script = asset_text("timeline.js")
+    style = asset_text("timeline.css") + asset_text("page.css")
     blob = json.dumps(timeline_data(tl), ensure_ascii=False, separators=(",", ":"))
     # inside <script>, "</" could close the element early: JSON allows "<\/" for it
     blob = blob.replace("</", "<\\/")
@@ -184,13 +189,19 @@ def render_html(tl: Timeline) -> str:
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{title}</title><style>{style}</style></head><body>"
         f"<h1>{title} <small>({html.escape(tl.kind)})</small></h1>"
-        '<p id="summary"></p><div id="controls"><button id="reset">reset zoom</button> '
-        "<span>wheel: zoom · drag: pan · double-click: reset</span></div>"
-        '<div id="legend"></div><div id="gantt-wrap"><canvas id="gantt"></canvas></div>'
-        '<div id="charts"></div><div id="card" hidden></div>'
+        '<div id="timeline"></div>'
         f'<script id="data" type="application/json">{blob}</script>'
-        f"<script>{script}</script></body></html>\n"
+        f"<script>{script}</script><script>{_BOOT}</script></body></html>\n"
     )
+
+
+#: the page's own script: mount the shared renderer on the embedded data; `#check` makes it
+#: exercise itself (hover, zoom) for a headless browser
+_BOOT = (
+    "const tl = FanoutTimeline.mount(document.getElementById('timeline'), "
+    "JSON.parse(document.getElementById('data').textContent), {stamp: document.body});"
+    "if (location.hash === '#check') tl.selfCheck();"
+)
 
 
 def write_html(tl: Timeline, path: Path) -> int:

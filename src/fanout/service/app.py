@@ -18,11 +18,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import (
+    FileResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from fanout.errors import FanoutError
+from fanout.report.html import asset_text
 from fanout.service import views
 from fanout.service.guard import BodyTooLarge, Guard, host_names
 from fanout.service.live import (
@@ -38,6 +45,8 @@ from fanout.service.sse import Feeds, stream
 STATIC = Path(__file__).parent / "static"
 DEFAULT_MAX_UPLOAD = 256 * 1024 * 1024
 BREAKDOWN_EVERY_S = 5.0
+#: the timeline renderer's files the dashboard loads from /static/
+_TIMELINE_TYPES = {"js": "text/javascript; charset=utf-8", "css": "text/css; charset=utf-8"}
 
 
 class Health(BaseModel):
@@ -369,6 +378,14 @@ def create_app(
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html")
+
+    @app.get("/static/timeline.{ext}", include_in_schema=False)
+    async def timeline_asset(ext: str) -> Response:
+        # the dashboard's Gantt is drawn by the report's renderer: served from report/assets,
+        # so there is one copy of it
+        if ext not in _TIMELINE_TYPES:
+            raise HTTPException(404, "no such file")
+        return Response(asset_text(f"timeline.{ext}"), media_type=_TIMELINE_TYPES[ext])
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return Guard(
