@@ -186,6 +186,7 @@ def _engine(
         store=store,
         cache=options.cache,
         cache_ttl_s=ttl,
+        backend=setup.backend,
     )
 
 
@@ -220,10 +221,10 @@ async def start(
         try:
             fixed = not any(t.then is not None for t in tasks)  # `then` adds tasks
             engine = _engine(setup, options, store, len(tasks) if fixed else None)
+            await engine.start()  # a backend that cannot start fails here, nothing run
         except BaseException:
             await store.close()
             raise
-        await engine.start()
     except BaseException:
         sink.abort()
         raise
@@ -307,10 +308,10 @@ async def resume(
         setup = engine_setup(options.choice)
         reopened = reopen(snap.config, setup)
         engine = _engine(setup, options, store)
+        await engine.start()
     except BaseException:
         await store.close()
         raise
-    await engine.start()
     sink: Sink[T] | None = None
     try:
         run = await engine.resume(
