@@ -61,7 +61,9 @@ def test_cpu_agents_run_in_worker_processes(ray_cluster: Cluster) -> None:
     assert all(state == TaskState.DONE for state, *_ in out.values())
     pids = {int(text.split()[0]) for _, text, _, _ in out.values() if text}
     assert os.getpid() not in pids  # not run here: in Ray worker processes
-    assert out["任务3"][1] is not None and out["任务3"][1].endswith("解释第 3 个概念：图论与树")
+    text = out["任务3"][1]
+    assert text is not None
+    assert text.endswith("解释第 3 个概念：图论与树")
 
 
 def test_a_cpu_function_that_does_not_pickle_is_one_clear_error(ray_cluster: Cluster) -> None:
