@@ -7,6 +7,7 @@ would stop every Ray on the machine."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -26,6 +27,11 @@ pytest.importorskip("ray", reason="the ray extra is not installed (pip install '
 RAY = str(Path(sys.executable).with_name("ray"))
 OBJECT_STORE_BYTES = "100000000"
 START_TIMEOUT_S = 120
+#: a lost node is noticed in seconds, not the default half a minute (the node-loss test)
+HEALTH_CHECKS = json.dumps(
+    {"health_check_period_ms": 1000, "health_check_timeout_ms": 1000,
+     "health_check_failure_threshold": 3}
+)  # fmt: skip
 
 
 @dataclass
@@ -135,7 +141,7 @@ def ray_cluster() -> Iterator[Cluster]:
     try:
         _start(
             ["--head", "--port", str(port), "--num-cpus", "2", "--include-dashboard", "false",
-             "--dashboard-port", str(free_port())],
+             "--dashboard-port", str(free_port()), "--system-config", HEALTH_CHECKS],
             head,
             env,
         )  # fmt: skip

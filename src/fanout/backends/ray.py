@@ -90,8 +90,9 @@ class RayBackend:
 
     async def start(self, providers: Mapping[str, Provider], concurrency: int) -> None:
         try:
-            import ray
             import ray.exceptions as rex
+
+            import ray
         except ImportError:
             raise ConfigError(f"--backend ray: Ray is not installed; {INSTALL_HINT}") from None
         self._ray = ray
@@ -204,7 +205,7 @@ class RayBackend:
         self._load = [0] * n
         failed: tuple[type[BaseException], ...] = (TimeoutError, *self._lost)
         try:
-            await asyncio.wait_for(
+            answers = await asyncio.wait_for(
                 asyncio.gather(*(a.ping.remote() for a in self._actors)), ACTORS_TIMEOUT_S
             )
         except failed as exc:
@@ -213,6 +214,10 @@ class RayBackend:
                 f"--backend ray: the provider actors did not start on the cluster ({exc}); "
                 "check `ray status` and that fanout is installed on every node"
             ) from None
+        problems = sorted({p for a in answers for p in a})
+        if problems:
+            await self.aclose()
+            raise ConfigError(problems[0])
 
     def _key_env(self, recipes: list[Recipe]) -> dict[str, str]:
         if not self._forward_keys:

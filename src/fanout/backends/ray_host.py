@@ -53,8 +53,17 @@ class ProviderHost:
         self._recipes = {r.name: r for r in recipes}
         self._providers: dict[str, Provider] = {}
 
-    async def ping(self) -> str:
-        return os.uname().nodename
+    async def ping(self) -> list[str]:
+        """Build every provider now, before the first call (a client built inside a call
+        would hold the calls queued behind it and send them in a burst); the problems, if
+        any, as one line each."""
+        problems = []
+        for name, recipe in self._recipes.items():
+            try:
+                self._providers[name] = recipe.build()
+            except ConfigError as exc:
+                problems.append(f"provider {name!r} cannot be built on the Ray node: {exc}")
+        return problems
 
     async def call(self, name: str, request: Request) -> Outcome:
         try:
