@@ -115,6 +115,8 @@ class RayBackend:
                 self._cpu[name] = self._cpu_target(name, p)
             else:
                 io.append(self._recipe(name, p, concurrency))
+        # each function (or its name) goes to the object store once, not with every call
+        self._cpu = {name: ray.put(target) for name, target in self._cpu.items()}
         self._cpu_task = ray.remote(run_cpu).options(num_cpus=1, max_retries=0)
         if io:
             await self._start_actors(ray, io, concurrency)
