@@ -72,9 +72,12 @@ def test_second_node_stopped_mid_run_loses_no_task(ray_cluster: Cluster) -> None
 
     async def main() -> list[tuple[TaskState, int]]:
         slow = SimProvider(SimConfig(seed=2, base_latency_s=1.0, jitter=0.0))
-        backend = RayBackend(ray_cluster.address, actors=2)  # SPREAD: one on each node
+        backend = RayBackend(ray_cluster.address, actors=2)
         retry = RetryPolicy(attempts=3, backoff_base_s=0.05, backoff_cap_s=0.2)
         async with Engine(providers=slow, backend=backend, concurrency=8, retry=retry) as e:
+            where = await backend.nodes()
+            alive = [(n["NodeID"], n["Alive"], n.get("Resources")) for n in ray.nodes()]
+            assert len(set(where)) == 2, (where, alive)  # one actor on each node
             run = e.submit([Task(key=f"k{i}", prompt=f"问题 {i}") for i in range(TASKS)])
             # a state to reach, polled: the run emits no event for "8 calls in flight"
             while run.counts()["running"] < 8:  # noqa: ASYNC110 (calls under way on both nodes)

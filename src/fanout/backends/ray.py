@@ -5,15 +5,15 @@ budgets and the store in this process: one process paces the account for the who
 cluster. Only the call itself goes out:
 
 - I/O providers (openai, anthropic, command, sim, python): a pool of async actors, one per
-  node (`num_cpus=0`, SPREAD), each with `max_concurrency` its share of the engine's global
-  concurrency, each holding its own provider clients built from the provider's recipe on
-  the node (keys from the node's environment, or forwarded as runtime env variables —
-  never in a pickle, the store or a log);
+  node (`num_cpus=0`, placed on each node in turn), each with `max_concurrency`
+  its share of the engine's global concurrency, each holding its own provider clients
+  built from the provider's recipe on the node (keys from the node's environment, or
+  forwarded as runtime env variables — never in a pickle, the store or a log);
 - CPU-bound Python providers (`cpu: true`): one Ray task per call with `num_cpus=1`.
 
 Ray's own retries are off (`max_task_retries=0`, `max_retries=0`): the engine is the one
 retry loop. A call lost with its node comes back as `ConnectionLost` (transient), so the
-engine retries it on the nodes that remain (the actor itself restarts elsewhere). A cancel
+engine retries it on the actors that remain (the lost one is set aside). A cancel
 or a timeout of the attempt cancels the Ray call (`ray.cancel`).
 """
 
@@ -77,6 +77,8 @@ class RayBackend:
         self._connected_here = False  # this backend called ray.init (so it shuts down)
         self._actors: list[Any] = []
         self._load: list[int] = []  # calls in flight per actor
+        self._lost_actors: set[int] = set()  # lost a call: none sent until it answers a ping
+        self._watch: set[asyncio.Task[None]] = set()
         self._cpu: dict[str, Any] = {}  # provider name -> what run_cpu is given
         self._cpu_task: Any = None
         self._lost: tuple[type[BaseException], ...] = ()
@@ -189,21 +191,28 @@ class RayBackend:
         return p.fn
 
     async def _start_actors(self, ray: Any, recipes: list[Recipe], concurrency: int) -> None:
-        nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
-        n = max(1, min(self._want_actors or nodes, concurrency))
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        nodes = [str(x["NodeID"]) for x in ray.nodes() if x.get("Alive")]
+        n = max(1, min(self._want_actors or len(nodes), concurrency))
         share = math.ceil(concurrency / n)
         options: dict[str, Any] = {
             "num_cpus": 0,
             "max_concurrency": share,
-            "scheduling_strategy": "SPREAD",
-            "max_restarts": -1,  # a lost node's actor comes back on another node
+            "max_restarts": -1,  # an actor whose process died comes back (on its node)
             "max_task_retries": 0,  # ... but the engine decides what is retried
         }
         env = self._key_env(recipes)
         if env:
             options["runtime_env"] = {"env_vars": env}
         host = ray.remote(ProviderHost)
-        self._actors = [host.options(**options).remote(recipes) for _ in range(n)]
+        self._actors = []
+        for i in range(n):
+            # actor i on node i, round the nodes: a hard affinity, as SPREAD and a soft
+            # affinity both left actors piled on the head of a busy test cluster. An actor
+            # whose node is lost stays set aside (`_set_aside`); the others take its calls
+            where = NodeAffinitySchedulingStrategy(node_id=nodes[i % len(nodes)], soft=False)
+            self._actors.append(host.options(**options, scheduling_strategy=where).remote(recipes))
         self._load = [0] * n
         failed: tuple[type[BaseException], ...] = (TimeoutError, *self._lost)
         try:
@@ -235,6 +244,8 @@ class RayBackend:
         ray = self._ray
         if ray is None:
             return
+        for w in list(self._watch):
+            w.cancel()
         for a in self._actors:
             try:
                 ray.kill(a)
@@ -246,6 +257,43 @@ class RayBackend:
             ray.shutdown()
             self._connected_here = False
         self._ray = None
+
+    def _pick(self) -> int:
+        """The actor with the fewest calls in flight, among those not set aside (all of
+        them when every one is: their calls then fail fast, as transient)."""
+        load = self._load
+        best = -1
+        for i, n in enumerate(load):
+            if i not in self._lost_actors and (best < 0 or n < load[best]):
+                best = i
+        return best if best >= 0 else load.index(min(load))
+
+    def _set_aside(self, i: int) -> None:
+        """Actor `i` lost a call (its node or process died): send it nothing until it
+        answers a ping again — from the node Ray restarts it on — so the engine's retries
+        go to the actors that remain instead of failing on it again."""
+        if i in self._lost_actors:
+            return
+        self._lost_actors.add(i)
+        watch = asyncio.get_running_loop().create_task(self._await_back(i))
+        self._watch.add(watch)
+        watch.add_done_callback(self._watch.discard)
+
+    async def _await_back(self, i: int) -> None:
+        for _ in range(int(ACTORS_TIMEOUT_S)):
+            if i >= len(self._actors):
+                return
+            try:
+                await self._actors[i].ping.remote()
+            except self._lost:
+                await asyncio.sleep(1.0)
+                continue
+            self._lost_actors.discard(i)
+            return
+
+    async def nodes(self) -> list[str]:
+        """The Ray node id of each I/O actor, in pool order."""
+        return list(await asyncio.gather(*(a.node.remote() for a in self._actors)))
 
     # -- calls ----------------------------------------------------------------------------
 
@@ -261,9 +309,8 @@ class RayBackend:
         if target is not None:
             ref = self._cpu_task.remote(target, name, request)
         else:
-            load = self._load
-            i = load.index(min(load))  # the actor with the fewest calls in flight
-            load[i] += 1
+            i = self._pick()
+            self._load[i] += 1
             ref = self._actors[i].call.remote(name, request)
         try:
             outcome: Outcome = await ref
@@ -276,6 +323,8 @@ class RayBackend:
             problem = _line(exc)
             raise PermanentError(f"provider {name!r} failed on the Ray worker: {problem}") from None
         except self._lost as exc:
+            if i >= 0:
+                self._set_aside(i)
             raise ConnectionLost(f"the Ray worker was lost mid-call: {_line(exc)}") from None
         finally:
             if i >= 0 and i < len(self._load):

@@ -65,6 +65,12 @@ class ProviderHost:
                 problems.append(f"provider {name!r} cannot be built on the Ray node: {exc}")
         return problems
 
+    async def node(self) -> str:
+        """The id of the Ray node this actor runs on."""
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
+
     async def call(self, name: str, request: Request) -> Outcome:
         try:
             provider = self._providers.get(name)
