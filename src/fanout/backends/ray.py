@@ -270,7 +270,7 @@ class RayBackend:
 
     def _set_aside(self, i: int) -> None:
         """Actor `i` lost a call (its node or process died): send it nothing until it
-        answers a ping again — from the node Ray restarts it on — so the engine's retries
+        answers a ping again (its process restarted by Ray) so the engine's retries
         go to the actors that remain instead of failing on it again."""
         if i in self._lost_actors:
             return
