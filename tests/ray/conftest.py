@@ -36,6 +36,15 @@ HEALTH_CHECKS = json.dumps(
 )  # fmt: skip
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The first test here also pays for starting the cluster (20 to 50 s on a loaded
+    machine): the suite's 120 s default would cut a correct run short."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.timeout(300))
+
+
 @dataclass
 class Node:
     temp_dir: Path
