@@ -100,3 +100,14 @@ def test_a_timeout_cancels_the_call_on_the_cluster(ray_cluster: Cluster) -> None
         retry=RetryPolicy(attempts=1),
     )  # fmt: skip
     assert {kind for *_, kind in out.values()} == {"timeout"}
+
+
+def test_cpu_is_only_for_python_providers() -> None:
+    from pydantic import ValidationError
+
+    from fanout.providers.spec import ProviderSpec
+
+    with pytest.raises(ValidationError, match="`cpu` is only for type python"):
+        ProviderSpec(type="sim", cpu=True)
+    spec = ProviderSpec(type="python", callable="tests.ray.agents:burn", cpu=True)
+    assert spec.cpu is True
