@@ -18,6 +18,7 @@ from fanout.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     AttemptsOpt,
+    BackendOpt,
     BaseUrlOpt,
     CacheOpt,
     CacheTtlOpt,
@@ -32,6 +33,7 @@ from fanout.cli.common import (
     ModelOpt,
     ProgressOpt,
     ProviderOpt,
+    RayAddressOpt,
     RpmOpt,
     SeedOpt,
     SimFaultsOpt,
@@ -78,6 +80,8 @@ def batch(
     sim_latency: SimLatencyOpt = None,
     sim_faults: SimFaultsOpt = None,
     seed: SeedOpt = 0,
+    backend: BackendOpt = None,
+    ray_address: RayAddressOpt = None,
     cache: CacheOpt = True,
     cache_ttl: CacheTtlOpt = None,
     grace: GraceOpt = 10.0,
@@ -103,6 +107,8 @@ def batch(
             sim_latency=sim_latency,
             sim_faults=sim_faults,
             seed=seed,
+            backend=backend,
+            ray_address=ray_address,
         )
         options = run_options(
             choice,

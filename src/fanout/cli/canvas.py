@@ -19,6 +19,7 @@ from fanout.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     AttemptsOpt,
+    BackendOpt,
     BaseUrlOpt,
     CacheOpt,
     CacheTtlOpt,
@@ -33,6 +34,7 @@ from fanout.cli.common import (
     ModelOpt,
     ProgressOpt,
     ProviderOpt,
+    RayAddressOpt,
     RpmOpt,
     SeedOpt,
     SimFaultsOpt,
@@ -201,6 +203,8 @@ def run_cmd(
     sim_latency: SimLatencyOpt = None,
     sim_faults: SimFaultsOpt = None,
     seed: SeedOpt = 0,
+    backend: BackendOpt = None,
+    ray_address: RayAddressOpt = None,
     cache: CacheOpt = True,
     cache_ttl: CacheTtlOpt = None,
     grace: GraceOpt = 10.0,
@@ -242,6 +246,8 @@ def run_cmd(
             sim_latency=sim_latency,
             sim_faults=sim_faults,
             seed=seed,
+            backend=backend,
+            ray_address=ray_address,
         )
         options = run_options(
             echoice,

@@ -76,6 +76,14 @@ SimLatencyOpt = Annotated[
 SimFaultsOpt = Annotated[
     str | None, typer.Option(help="Simulator faults, e.g. 429=0.05,500=0.02,timeout=0.01.")
 ]
+BackendOpt = Annotated[
+    str | None,
+    typer.Option(help="Where provider calls run: local (this process) or ray (a Ray cluster)."),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(help="With --backend ray: the cluster's head, host:port, or auto (default)."),
+]
 SeedOpt = Annotated[int | None, typer.Option(help="Seed for the simulator and retry jitter.")]
 CacheOpt = Annotated[
     bool | None,
@@ -120,6 +128,8 @@ def engine_choice(
     sim_latency: str | None,
     sim_faults: str | None,
     seed: int | None,
+    backend: str | None = None,
+    ray_address: str | None = None,
 ) -> EngineChoice:
     return EngineChoice(
         config=config,
@@ -135,6 +145,8 @@ def engine_choice(
         sim_latency=sim_latency,
         sim_faults=sim_faults,
         seed=seed,
+        backend=backend,
+        ray_address=ray_address,
     )
 
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from fanout.engine.backend import Backend, LocalBackend
 from fanout.engine.budget import DEFAULT_PRICES, Price, Prices, RunBudget
 from fanout.engine.cache import CacheGate
 from fanout.engine.ledger import Ledger, TaskSpec
@@ -59,7 +60,8 @@ class Engine:
     limit), `agent_lanes` (agent -> lane), `agent_limits` (agent -> limit inside its lane),
     `limits` (provider name or "provider:model" -> `ProviderLimits`). `order` is "fifo" or
     "longest_first" (by `Task.expected_s`, the agent's `expected_s`, or its observed mean).
-    Or give them all as `settings=EngineSettings(...)`.
+    Or give them all as `settings=EngineSettings(...)`. `backend` is where provider calls
+    are executed: in this process (default), or `fanout.backends.ray.RayBackend(address)`.
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class Engine:
         seed: int | None = None,
         prices: Mapping[str, Price] | None = None,
         settings: EngineSettings | None = None,
+        backend: Backend | None = None,
     ) -> None:
         if settings is None:
             settings = EngineSettings(
@@ -123,6 +126,8 @@ class Engine:
         # a store that outlives the process keeps task specs and cache keys (for resume)
         self._persistent = bool(getattr(self.store, "persistent", False))
         self.owner = secrets.token_hex(8)  # this engine's name on the runs it leases
+        #: where provider calls are executed (in this process unless told otherwise)
+        self.backend: Backend = backend if backend is not None else LocalBackend()
         self._parts: _Parts | None = None
         self._closed = False
 
@@ -165,12 +170,16 @@ class Engine:
     async def start(self) -> None:
         if self._parts is not None:
             return
+        # before any part starts: a backend that cannot start (a cluster that does not
+        # answer) is one error, with nothing running
+        await self.backend.start(self.providers, self.settings.concurrency)
         self._parts = _Parts(
             loop=asyncio.get_running_loop(),
             settings=self.settings,
             store=self.store,
             planner=self._planner,
             owner=self.owner,
+            backend=self.backend,
         )
 
     async def aclose(self) -> None:
@@ -205,6 +214,7 @@ class Engine:
         parts.slots.close()
         await parts.workers.stop()
         await ledger.aclose()
+        await self.backend.aclose()
         for p in self.providers.values():
             await p.aclose()
         await self.store.close()
@@ -369,6 +379,7 @@ class _Parts:
         store: Store,
         planner: Planner,
         owner: str,
+        backend: Backend,
     ) -> None:
         persistent = bool(getattr(store, "persistent", False))
         task_spec: TaskSpec | None = None
@@ -396,6 +407,7 @@ class _Parts:
             scheduler=self.scheduler,
             slots=self.slots,
             ledger=ledger,
+            backend=backend,
         )
         self.workers.start()
         self.gate: CacheGate | None = None

@@ -14,6 +14,7 @@ import dataclasses
 import random
 from typing import Any
 
+from fanout.engine.backend import Backend, LocalBackend
 from fanout.engine.events import Event, ProviderDown, ProviderUp, TaskSlow
 from fanout.engine.ledger import Ledger
 from fanout.engine.limits import (
@@ -77,8 +78,10 @@ class Workers:
         scheduler: Scheduler,
         slots: Slots,
         ledger: Ledger,
+        backend: Backend | None = None,
     ) -> None:
         self._loop = loop
+        self._backend: Backend = backend if backend is not None else LocalBackend()
         self._settings = settings
         self._planner = planner
         self._sched = scheduler
@@ -149,7 +152,8 @@ class Workers:
         t.tries += 1
         attempt = t.tries
         t0 = loop.time()
-        provider = self._providers[t.provider or self._default_provider]
+        provider_name = t.provider or self._default_provider
+        provider = self._providers[provider_name]
         timeout = t.timeout if t.timeout is not None else settings.timeout
         completion: Completion | None = None
         error: BaseException | None = None
@@ -169,10 +173,10 @@ class Workers:
             request = build_request(t, attempt, settings.model, settings.max_tokens, deps)
             if ledger.keeps_keys:
                 ledger.note_request(t, request)
-            if provider.streams and settings.idle_timeout is not None:
+            if settings.idle_timeout is not None and self._backend.streams(provider):
                 completion = await self._stream(provider, request, slot, t0, timeout)
             else:
-                completion = await provider.complete(request)
+                completion = await self._backend.complete(provider_name, provider, request)
             data = check_completion(t, completion)
         except asyncio.CancelledError:
             reason = slot.abort_reason()

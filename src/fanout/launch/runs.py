@@ -190,6 +190,7 @@ def _engine(
         store=store,
         cache=options.cache,
         cache_ttl_s=ttl,
+        backend=setup.backend,
     )
 
 
@@ -235,10 +236,10 @@ async def start(
             try:
                 fixed = not any(t.then is not None for t in tasks)  # `then` adds tasks
                 engine = _engine(setup, options, store, len(tasks) if fixed else None)
+                await engine.start()  # a backend that cannot start fails here, nothing run
             except BaseException:
                 await store.close()
                 raise
-            await engine.start()
     except BaseException:
         sink.abort()
         raise
@@ -332,12 +333,12 @@ async def resume(
         reopened = reopen(snap.config, setup)
         if own_store is not None:
             engine = _engine(setup, options, own_store)
+            await engine.start()  # a backend that cannot start fails here, nothing run
     except BaseException:
         if owns:
             await store.close()
         raise
     assert engine is not None
-    await engine.start()
     sink: Sink[T] | None = None
     try:
         run = await engine.resume(

@@ -26,6 +26,7 @@ from fanout.paths import data_dir
 
 if TYPE_CHECKING:
     from fanout.agents import Blueprint
+    from fanout.engine.backend import Backend
     from fanout.providers.base import Provider
     from fanout.providers.spec import ProviderSpec
 
@@ -53,6 +54,8 @@ class EngineChoice:
     sim_latency: str | None = None
     sim_faults: str | None = None
     seed: int | None = None
+    backend: str | None = None  # "local" (None) or "ray"
+    ray_address: str | None = None  # with backend "ray": "auto" (None) or the head's host:port
 
     def updated(self, changes: EngineChoice) -> EngineChoice:
         """This choice with every field `changes` sets (not None) replaced."""
@@ -78,6 +81,7 @@ class Setup:
     note: str | None = None
     provider_name: str = "sim"
     config: Config | None = field(default=None, repr=False)
+    backend: Backend | None = None  # where provider calls run (None: in this process)
 
 
 def load_agents(config_path: Path | None = None) -> dict[str, Blueprint]:
@@ -125,6 +129,7 @@ def engine_setup(choice: EngineChoice, config: Config | None = None) -> Setup:
     if choice.attempts is not None and choice.attempts < 1:
         raise ConfigError(f"--attempts {choice.attempts}: must be at least 1")
 
+    backend = _backend(choice, name, spec)
     kw = cfg.engine_kwargs()
     concurrency = choice.concurrency or (
         cfg.concurrency if cfg.source is not None else DEFAULT_CONCURRENCY
@@ -172,7 +177,28 @@ def engine_setup(choice: EngineChoice, config: Config | None = None) -> Setup:
         note=note,
         provider_name=name,
         config=cfg,
+        backend=backend,
     )
+
+
+BACKENDS = ("local", "ray")
+
+
+def _backend(choice: EngineChoice, name: str, spec: ProviderSpec) -> Backend | None:
+    """The backend `choice` names; made here but not connected (the engine's start does
+    that, so a cluster that does not answer is an error before anything runs)."""
+    kind = choice.backend or "local"
+    if kind not in BACKENDS:
+        raise ConfigError(f"--backend {kind!r}: use one of: {', '.join(BACKENDS)}")
+    if kind == "local":
+        if choice.ray_address is not None:
+            raise ConfigError("--ray-address is for --backend ray")
+        return None
+    from fanout.backends.ray import INSTALL_HINT, RayBackend, ray_installed
+
+    if not ray_installed():
+        raise ConfigError(f"--backend ray: Ray is not installed; {INSTALL_HINT}")
+    return RayBackend(choice.ray_address or "auto", specs={name: spec})
 
 
 def _spec_from_flags(kind: str, choice: EngineChoice) -> ProviderSpec:

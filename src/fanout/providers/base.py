@@ -85,7 +85,9 @@ class Provider(Protocol):
 class CallableProvider:
     """A provider around a Python function `(Request) -> str | Completion`, sync or async.
 
-    Sync functions run in a thread so they never block the event loop.
+    Sync functions run in a thread so they never block the event loop. `cpu=True` says the
+    function burns CPU rather than waiting: a backend with processes to spare (Ray) runs
+    each call in a worker process of its own, so calls use many cores at once.
     """
 
     streams = False
@@ -96,16 +98,25 @@ class CallableProvider:
         *,
         name: str = "python",
         threaded: bool | None = None,
+        cpu: bool = False,
+        ref: str | None = None,
     ) -> None:
         import inspect
 
         self.name = name
+        self.cpu = cpu
+        #: "package.module:function" when built from fanout.yaml (workers import it by name)
+        self.ref = ref
         self._fn = fn
         # an object with an async __call__ is async too
         self._is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
             getattr(fn, "__call__", None)  # noqa: B004
         )
         self._threaded = (not self._is_async) if threaded is None else threaded
+
+    @property
+    def fn(self) -> Callable[[Request], Any]:
+        return self._fn
 
     def limiter_key(self, model: str) -> str:
         return f"{self.name}:{model}"

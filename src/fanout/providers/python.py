@@ -1,7 +1,8 @@
 """A Python callable as a provider: `callable: package.module:function` in fanout.yaml.
 
 The function takes a `Request` and returns a string or a `Completion`; sync functions run
-in a thread so they never block the event loop."""
+in a thread so they never block the event loop. `cpu: true` marks a function that burns
+CPU: on the Ray backend each call is a Ray task of its own with one CPU."""
 
 from __future__ import annotations
 
@@ -32,4 +33,4 @@ def from_spec(
         ) from None
     if not callable(obj):
         raise ConfigError(f"provider {name!r}: {spec.callable} is not callable")
-    return CallableProvider(obj, name=name)
+    return CallableProvider(obj, name=name, cpu=bool(spec.cpu), ref=spec.callable)

@@ -42,6 +42,7 @@ class ProviderSpec(BaseModel):
     adaptive: bool | None = None
     command: str | None = Field(default=None, min_length=1)
     callable: str | None = None
+    cpu: bool | None = None  # type python: the function burns CPU (Ray: a task per call)
     timeout: float | None = Field(default=None, gt=0)
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -105,6 +106,8 @@ class ProviderSpec(BaseModel):
             raise ValueError("type python needs `callable`, e.g. callable: mypkg.agents:answer")
         if self.type != "python" and self.callable is not None:
             raise ValueError(f"`callable` is only for type python (this one is {self.type})")
+        if self.cpu is not None and self.type != "python":
+            raise ValueError(f"`cpu` is only for type python (this one is {self.type})")
         if self.base_url is not None and self.type not in ("openai", "anthropic"):
             raise ValueError(f"`base_url` is only for types openai and anthropic ({self.type})")
         return self

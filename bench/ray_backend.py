@@ -1,0 +1,194 @@
+"""The Ray backend against the local backend, on this machine: three figures.
+
+1. per-attempt cost: 2,000 zero-latency simulator calls at concurrency 64, each backend;
+2. I/O-bound: 1,000 calls of 200 ms at concurrency 64, wall Ray / local (target <= 1.05);
+3. CPU-bound: 200 Python agent calls of ~50 ms CPU each (`cpu=True`), local (threads in
+   one process) against Ray with 2 CPUs (a worker process per call): local / Ray
+   (target >= 1.8).
+
+With no `--address` it starts a head of its own (`ray start --head --num-cpus 2`, in a
+temp dir of its own) and stops exactly the processes it started at the end.
+
+    .venv/bin/python bench/ray_backend.py [--address HOST:PORT]
+
+The last line printed is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from fanout.backends.ray import RayBackend
+from fanout.engine.engine import Engine
+from fanout.providers.base import CallableProvider, Provider, Request
+from fanout.providers.sim import SimConfig, SimProvider
+from fanout.tasks import Task, TaskState
+
+CPU_S = 0.05
+
+
+def burn(request: Request) -> str:
+    """About CPU_S of pure-Python CPU work (holds the GIL, as a parser or a local model's
+    Python glue would)."""
+    end = time.thread_time() + CPU_S  # this thread's CPU: threads share the process's
+    n = 0
+    while time.thread_time() < end:
+        n += 1
+    return f"{n} {request.prompt_text()[:20]}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pids(mark: str) -> set[int]:
+    parents: dict[int, int] = {}
+    mine: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(stat.rpartition(")")[2].split()[1])
+        if mark.encode() in cmdline:
+            mine.add(int(entry.name))
+    while kids := {p for p, pp in parents.items() if pp in mine and p not in mine}:
+        mine |= kids
+    mine.discard(os.getpid())
+    return mine
+
+
+@contextlib.contextmanager
+def local_head() -> Iterator[str]:
+    """A head of our own on loopback with 2 CPUs; its processes killed at the end."""
+    root = tempfile.mkdtemp(prefix="fb", dir="/tmp")
+    port = free_port()
+    ray = str(Path(sys.executable).with_name("ray"))
+    cmd = [ray, "start", "--head", "--port", str(port), "--num-cpus", "2"]
+    cmd += ["--temp-dir", root, "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
+    cmd += ["--include-dashboard", "false", "--dashboard-port", str(free_port())]
+    cmd += ["--object-store-memory", "100000000"]
+    for flag in ("--node-manager-port", "--object-manager-port", "--metrics-export-port"):
+        cmd += [flag, str(free_port())]
+    for flag in ("--runtime-env-agent-port", "--dashboard-agent-listen-port"):
+        cmd += [flag, str(free_port())]
+    cmd += ["--dashboard-agent-grpc-port", str(free_port())]
+    try:
+        subprocess.run(cmd, check=True, capture_output=True, timeout=180)
+        yield f"127.0.0.1:{port}"
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in _pids(root):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+            time.sleep(1.0)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def timed(
+    provider: Provider, n: int, concurrency: int, backend: RayBackend | None
+) -> tuple[float, float]:
+    """(seconds the engine took to start, seconds for the n calls)."""
+    tasks = [Task(key=f"t{i}", prompt=f"第 {i} 个问题 question {i}") for i in range(n)]
+    t0 = time.perf_counter()
+    async with Engine(
+        providers=provider, backend=backend, concurrency=concurrency, timeout=None
+    ) as engine:
+        t1 = time.perf_counter()
+        run = await engine.run(tasks)
+        t2 = time.perf_counter()
+        states = {r.state for r in await run.results()}
+    assert states == {TaskState.DONE}, states
+    return t1 - t0, t2 - t1
+
+
+def sim(latency_s: float) -> SimProvider:
+    return SimProvider(SimConfig(seed=1, base_latency_s=latency_s, jitter=0.0))
+
+
+async def measure(address: str, calls: int, io_calls: int, cpu_calls: int) -> dict[str, Any]:
+    f: dict[str, Any] = {}
+    # 1. per-attempt cost, zero latency
+    _, local = await timed(sim(0.0), calls, 64, None)
+    start, ray = await timed(sim(0.0), calls, 64, RayBackend(address))
+    f["zero_latency_calls"] = calls
+    f["local_us_per_call"] = round(local / calls * 1e6, 1)
+    f["ray_us_per_call"] = round(ray / calls * 1e6, 1)
+    f["ray_overhead_us_per_call"] = round((ray - local) / calls * 1e6, 1)
+    f["local_calls_per_s"] = round(calls / local)
+    f["ray_calls_per_s"] = round(calls / ray)
+    f["ray_start_s"] = round(start, 2)
+    # 2. I/O-bound: 200 ms calls at concurrency 64
+    _, local = await timed(sim(0.2), io_calls, 64, None)
+    _, ray = await timed(sim(0.2), io_calls, 64, RayBackend(address))
+    f["io_calls"] = io_calls
+    f["io_local_s"] = round(local, 2)
+    f["io_ray_s"] = round(ray, 2)
+    f["io_ray_over_local"] = round(ray / local, 3)
+    # 3. CPU-bound: ~50 ms of CPU per call
+    cpu = CallableProvider(burn, name="burn", cpu=True)
+    _, local = await timed(cpu, cpu_calls, 8, None)
+    _, ray = await timed(cpu, cpu_calls, 8, RayBackend(address))
+    f["cpu_calls"] = cpu_calls
+    f["cpu_local_s"] = round(local, 2)
+    f["cpu_ray_s"] = round(ray, 2)
+    f["cpu_speedup"] = round(local / ray, 2)
+    return f
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--address", help="an existing cluster's head (default: start one)")
+    ap.add_argument("--calls", type=int, default=2000)
+    ap.add_argument("--io-calls", type=int, default=1000)
+    ap.add_argument("--cpu-calls", type=int, default=200)
+    a = ap.parse_args()
+    load = os.getloadavg()
+    with contextlib.ExitStack() as stack:
+        address = a.address or stack.enter_context(local_head())
+        import ray
+
+        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+        try:
+            figures = asyncio.run(measure(address, a.calls, a.io_calls, a.cpu_calls))
+        finally:
+            ray.shutdown()
+    figures["loadavg_before"] = [round(x, 2) for x in load]
+    figures["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    figures["cpus"] = os.cpu_count()
+    print(
+        f"per call, zero latency: local {figures['local_us_per_call']} us, "
+        f"ray {figures['ray_us_per_call']} us (+{figures['ray_overhead_us_per_call']} us)"
+    )
+    print(
+        f"{a.io_calls} x 200 ms at 64: local {figures['io_local_s']} s, ray "
+        f"{figures['io_ray_s']} s ({figures['io_ray_over_local']} x; target <= 1.05)"
+    )
+    print(
+        f"{a.cpu_calls} x {CPU_S * 1000:.0f} ms CPU: local {figures['cpu_local_s']} s, ray "
+        f"{figures['cpu_ray_s']} s ({figures['cpu_speedup']} x faster; target >= 1.8)"
+    )
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
