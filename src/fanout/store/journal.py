@@ -104,6 +104,12 @@ class Journal(Generic[T]):
                     if self._room is not None:
                         self._room.set()
                     self._on_error(exc)
+                    # whoever waits for durability learns of the failure from the engine's
+                    # error, not by waiting for ever
+                    for _, fut in self._flush_waiters:
+                        if not fut.done():
+                            fut.set_result(None)
+                    self._flush_waiters.clear()
                     if isinstance(exc, asyncio.CancelledError):
                         raise
                     return
