@@ -18,7 +18,7 @@ import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from fanout.errors import ConfigError, FanoutError, InputError
 from fanout.prompts import Placeholders
@@ -86,6 +86,25 @@ def _line_of(item: Task | LineError) -> int:
     return int(item.meta["line"])
 
 
+def open_input(path: str | os.PathLike[str]) -> BinaryIO:
+    """The input file opened for reading; `InputError` when it is not a readable file."""
+    p = Path(path)
+    try:
+        # a FIFO or a device would block the read (or never end): only a regular file
+        mode = p.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(mode):
+            raise InputError(f"{p}: not a regular file (a pipe or a device); give a JSONL file")
+        return p.open("rb")
+    except FileNotFoundError:
+        raise InputError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{p}: is a directory, not a JSONL file") from None
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read it ({exc.strerror})") from None
+
+
 def read_batch(
     path: str | os.PathLike[str],
     blueprints: Mapping[str, Blueprint] | None = None,
@@ -95,20 +114,11 @@ def read_batch(
     """Parse a JSONL batch file. A missing or unreadable file raises `InputError`; bad lines
     are collected (with line number and reason), not raised."""
     p = Path(path)
-    try:
-        # a FIFO or a device would block the read (or never end): only a regular file
-        mode = p.stat().st_mode
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError
-        if not stat.S_ISREG(mode):
-            raise InputError(f"{p}: not a regular file (a pipe or a device); give a JSONL file")
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{p}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{p}: is a directory, not a JSONL file") from None
-    except OSError as exc:
-        raise InputError(f"{p}: cannot read it ({exc.strerror})") from None
+    with open_input(p) as f:
+        try:
+            raw = f.read()
+        except OSError as exc:
+            raise InputError(f"{p}: cannot read it ({exc.strerror})") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

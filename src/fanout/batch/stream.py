@@ -11,13 +11,12 @@ the memory of the window, not of the file.
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from fanout.batch.parse import DEFAULT_MAX_LINE_BYTES, LineError, parse_line
+from fanout.batch.parse import DEFAULT_MAX_LINE_BYTES, LineError, open_input, parse_line
 from fanout.errors import ConfigError, InputError
 from fanout.tasks import Task
 
@@ -48,25 +47,6 @@ class Scan:
     forward: bool  # some line depends on a later line (tasks are then not in line order)
     size: int  # the file's size and modification time: a resume checks it is unchanged
     mtime_ns: int
-
-
-def open_input(path: str | os.PathLike[str]) -> BinaryIO:
-    """The input file opened for reading; `InputError` when it is not a readable file."""
-    p = Path(path)
-    try:
-        # a FIFO or a device would block the read (or never end): only a regular file
-        mode = p.stat().st_mode
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError
-        if not stat.S_ISREG(mode):
-            raise InputError(f"{p}: not a regular file (a pipe or a device); give a JSONL file")
-        return p.open("rb")
-    except FileNotFoundError:
-        raise InputError(f"{p}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{p}: is a directory, not a JSONL file") from None
-    except OSError as exc:
-        raise InputError(f"{p}: cannot read it ({exc.strerror})") from None
 
 
 def input_lines(f: BinaryIO, name: str) -> Iterator[tuple[int, str]]:

@@ -126,7 +126,6 @@ def load_results(
         return []
     if tasks is None:
         tasks = stub_tasks(db, run_id)
-    states = _STATES
     out: list[Result] = []
     for row in db.execute(
         "SELECT n, state, text, data, finish_reason, model, input_tokens, output_tokens, "
@@ -136,22 +135,26 @@ def load_results(
         n = row[0]
         if n >= len(tasks):
             continue
-        out.append(
-            Result(
-                tasks[n],
-                states[row[1]],
-                text=row[2],
-                data=None if row[3] is None else json.loads(row[3]),
-                finish_reason=row[4],
-                model=row[5],
-                input_tokens=row[6],
-                output_tokens=row[7],
-                attempts=row[8],
-                latency_s=row[9],
-                error=_error(row[10]),
-            )
-        )
+        out.append(_result(tasks[n], row))
     return out
+
+
+def _result(task: Task, row: Sequence[Any]) -> Result:
+    """A `Result` from a row whose columns are, in order: n, state, text, data,
+    finish_reason, model, input_tokens, output_tokens, attempts, latency, error."""
+    return Result(
+        task,
+        _STATES[row[1]],
+        text=row[2],
+        data=None if row[3] is None else json.loads(row[3]),
+        finish_reason=row[4],
+        model=row[5],
+        input_tokens=row[6],
+        output_tokens=row[7],
+        attempts=row[8],
+        latency_s=row[9],
+        error=_error(row[10]),
+    )
 
 
 def iter_results(db: sqlite3.Connection, run_id: str, *, by_line: bool = False) -> Iterator[Result]:
@@ -165,7 +168,6 @@ def iter_results(db: sqlite3.Connection, run_id: str, *, by_line: bool = False) 
         return
     order = "json_extract(t.spec, '$.meta.line'), r.n" if by_line else "r.n"
     ref = _RunRef(run_id)
-    states = _STATES
     for row in db.execute(
         "SELECT r.n, r.state, r.text, r.data, r.finish_reason, r.model, r.input_tokens, "
         "r.output_tokens, r.attempts, r.latency, r.error, t.key, t.lane, t.agent, t.spec "
@@ -178,19 +180,7 @@ def iter_results(db: sqlite3.Connection, run_id: str, *, by_line: bool = False) 
         t = Task("", key=key, lane=row[12], agent=row[13], meta=spec_meta(spec) or None)
         t.run = ref
         t.n = row[0]
-        yield Result(
-            t,
-            states[row[1]],
-            text=row[2],
-            data=None if row[3] is None else json.loads(row[3]),
-            finish_reason=row[4],
-            model=row[5],
-            input_tokens=row[6],
-            output_tokens=row[7],
-            attempts=row[8],
-            latency_s=row[9],
-            error=_error(row[10]),
-        )
+        yield _result(t, row)
 
 
 def task_lines(db: sqlite3.Connection, run_id: str) -> set[int]:
