@@ -2,32 +2,42 @@
 
 The engine keeps the scheduler, lanes, priorities, the DAG, retries, deadlines, RPM/TPM
 budgets and the store in this process: one process paces the account for the whole
-cluster. Only the call itself goes out:
+cluster. Only the call itself goes out, to a pool of long-lived actors (`ray_host.py`):
 
-- I/O providers (openai, anthropic, command, sim, python): a pool of async actors, one per
-  node (`num_cpus=0`, placed on each node in turn), each with `max_concurrency`
-  its share of the engine's global concurrency, each holding its own provider clients
+- I/O providers (openai, anthropic, command, sim, python): async actors, one per node
+  (`num_cpus=0`, placed on each node in turn), each holding its own provider clients
   built from the provider's recipe on the node (keys from the node's environment, or
   forwarded as runtime env variables — never in a pickle, the store or a log);
-- CPU-bound Python providers (`cpu: true`): one Ray task per call with `num_cpus=1`.
+- CPU-bound Python providers (`cpu: true`): one actor per CPU of the cluster
+  (`num_cpus=1`), each running one call at a time.
 
-Ray's own retries are off (`max_task_retries=0`, `max_retries=0`): the engine is the one
-retry loop. A call lost with its node comes back as `ConnectionLost` (transient), so the
-engine retries it on the actors that remain (the lost one is set aside). A cancel
-or a timeout of the attempt cancels the Ray call (`ray.cancel`).
+Calls travel in batches, not one Ray call per attempt: the attempts that start in one
+tick of the driver's event loop go to each actor as one `submit`, and each actor keeps
+one `poll` outstanding that brings back every outcome finished since the last. The cost
+of a Ray call (an ObjectRef, a future, a hop from Ray's thread into asyncio) is paid per
+batch; on a busy run a batch holds many attempts.
+
+Ray's own retries are off (`max_task_retries=0`): the engine is the one retry loop. The
+calls of an actor lost with its process or node come back as `ConnectionLost`
+(transient), so the engine retries them on the actors that remain; the lost actor is
+set aside until it answers again (restarted by Ray), or, when its node is gone,
+replaced by a new actor on a live node. A cancel or a timeout of an attempt cancels
+that attempt on its actor (`ProviderHost.cancel`, by attempt id).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
-import math
 import os
 import socket
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from fanout.backends.ray_host import Outcome, ProviderHost, Recipe, run_cpu
+from fanout.backends.ray_host import Item, Outcome, ProviderHost, Recipe
 from fanout.errors import ConfigError, ConnectionLost, PermanentError
 from fanout.providers.base import CallableProvider, Completion, Provider, Request
 
@@ -39,12 +49,30 @@ INSTALL_HINT = "install the Ray extra: pip install 'fanout[ray]'"
 CONNECT_TIMEOUT_S = 5.0
 #: seconds for the actor pool to come up (a worker process per actor, fanout imported)
 ACTORS_TIMEOUT_S = 120.0
+#: the longest a poll waits on an idle actor before it answers with nothing
+POLL_WAIT_S = 10.0
+#: Ray calls an actor takes at once: a few submits and cancels, and its one poll (the
+#: attempts themselves run as tasks on its event loop, outside this bound)
+ACTOR_CALLS = 32
 
 
 def ray_installed() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("ray") is not None
+
+
+@dataclass(eq=False)
+class _Actor:
+    """The driver's side of one actor: what it has in flight and what waits to be sent."""
+
+    handle: Any
+    node: str
+    cpu: bool
+    futures: dict[int, asyncio.Future[Outcome]] = field(default_factory=dict)
+    outbox: dict[int, tuple[str, Request]] = field(default_factory=dict)
+    cancels: list[int] = field(default_factory=list)
+    lost: bool = False  # lost a call: sent nothing until it answers again or is replaced
 
 
 class RayBackend:
@@ -75,18 +103,19 @@ class RayBackend:
         self._connect_timeout_s = connect_timeout_s
         self._ray: Any = None  # the ray module, once started
         self._connected_here = False  # this backend called ray.init (so it shuts down)
-        self._actors: list[Any] = []
-        self._load: list[int] = []  # calls in flight per actor
-        self._lost_actors: set[int] = set()  # lost a call: none sent until it answers a ping
-        self._watch: set[asyncio.Task[None]] = set()
-        self._cpu: dict[str, Any] = {}  # provider name -> what run_cpu is given
-        self._cpu_task: Any = None
+        self._io: list[_Actor] = []
+        self._cpus: list[_Actor] = []
+        self._cpu_names: set[str] = set()
+        self._options: dict[bool, tuple[Any, dict[str, Any], list[Recipe]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ids = itertools.count()
+        self._flushing = False
         self._lost: tuple[type[BaseException], ...] = ()
         self._task_error: type[BaseException] = Exception
 
     @property
     def actors(self) -> int:
-        return len(self._actors)
+        return len(self._io)
 
     # -- start and stop -------------------------------------------------------------------
 
@@ -112,16 +141,24 @@ class RayBackend:
         if not ray.is_initialized():
             self._connect(ray)
         io: list[Recipe] = []
+        cpu: list[Recipe] = []
         for name, p in providers.items():
             if isinstance(p, CallableProvider) and p.cpu:
-                self._cpu[name] = self._cpu_target(name, p)
+                cpu.append(self._cpu_recipe(name, p, concurrency))
+                self._cpu_names.add(name)
             else:
                 io.append(self._recipe(name, p, concurrency))
-        # each function (or its name) goes to the object store once, not with every call
-        self._cpu = {name: ray.put(target) for name, target in self._cpu.items()}
-        self._cpu_task = ray.remote(run_cpu).options(num_cpus=1, max_retries=0)
-        if io:
-            await self._start_actors(ray, io, concurrency)
+        nodes = [str(x["NodeID"]) for x in self._ray.nodes() if x.get("Alive")]
+        try:
+            if io:
+                n = max(1, min(self._want_actors or len(nodes), concurrency))
+                self._io = await self._start_actors(io, False, nodes, n)
+            if cpu:
+                n = max(1, min(int(self._ray.cluster_resources().get("CPU", 1)), concurrency))
+                self._cpus = await self._start_actors(cpu, True, nodes, n)
+        except BaseException:
+            await self.aclose()
+            raise
 
     def _connect(self, ray: Any) -> None:
         address = self.address
@@ -175,30 +212,28 @@ class RayBackend:
             ) from None
         return Recipe(name, concurrency, obj=p)
 
-    def _cpu_target(self, name: str, p: CallableProvider) -> Any:
+    def _cpu_recipe(self, name: str, p: CallableProvider, concurrency: int) -> Recipe:
         if p.ref is not None:
-            return p.ref  # imported by name on the worker
+            return Recipe(name, concurrency, cpu=p.ref)  # imported by name on the worker
         from ray import cloudpickle
 
         try:
-            cloudpickle.dumps(p.fn)  # type: ignore[no-untyped-call]
+            fn: bytes = cloudpickle.dumps(p.fn)  # type: ignore[no-untyped-call]
         except Exception as exc:
             raise ConfigError(
                 f"provider {name!r}: its function cannot be sent to the Ray workers "
                 f"({type(exc).__name__}: {exc}); define it at module level in a module the "
                 "workers can import"
             ) from None
-        return p.fn
+        return Recipe(name, concurrency, cpu=fn)
 
-    async def _start_actors(self, ray: Any, recipes: list[Recipe], concurrency: int) -> None:
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        nodes = [str(x["NodeID"]) for x in ray.nodes() if x.get("Alive")]
-        n = max(1, min(self._want_actors or len(nodes), concurrency))
-        share = math.ceil(concurrency / n)
+    async def _start_actors(
+        self, recipes: list[Recipe], cpu: bool, nodes: list[str], n: int
+    ) -> list[_Actor]:
+        ray = self._ray
         options: dict[str, Any] = {
-            "num_cpus": 0,
-            "max_concurrency": share,
+            "num_cpus": 1 if cpu else 0,
+            "max_concurrency": ACTOR_CALLS,
             "max_restarts": -1,  # an actor whose process died comes back (on its node)
             "max_task_retries": 0,  # ... but the engine decides what is retried
         }
@@ -206,29 +241,44 @@ class RayBackend:
         if env:
             options["runtime_env"] = {"env_vars": env}
         host = ray.remote(ProviderHost)
-        self._actors = []
-        for i in range(n):
-            # actor i on node i, round the nodes: a hard affinity, as SPREAD and a soft
-            # affinity both left actors piled on the head of a busy test cluster. An actor
-            # whose node is lost stays set aside (`_set_aside`); the others take its calls
-            where = NodeAffinitySchedulingStrategy(node_id=nodes[i % len(nodes)], soft=False)
-            self._actors.append(host.options(**options, scheduling_strategy=where).remote(recipes))
-        self._load = [0] * n
+        self._options[cpu] = (host, options, recipes)
+        # an I/O actor on each node in turn, a hard affinity (SPREAD and a soft affinity
+        # both left actors piled on the head of a busy test cluster); CPU actors go where
+        # a CPU is free
+        pool = [self._new_actor(cpu, nodes[i % len(nodes)] if not cpu else "") for i in range(n)]
         failed: tuple[type[BaseException], ...] = (TimeoutError, *self._lost)
         try:
             answers = await asyncio.wait_for(
-                asyncio.gather(*(a.ping.remote() for a in self._actors)), ACTORS_TIMEOUT_S
+                asyncio.gather(*(a.handle.ping.remote() for a in pool)), ACTORS_TIMEOUT_S
             )
         except failed as exc:
-            await self.aclose()
+            for a in pool:
+                self._kill(a)
             raise ConfigError(
                 f"--backend ray: the provider actors did not start on the cluster ({exc}); "
                 "check `ray status` and that fanout is installed on every node"
             ) from None
         problems = sorted({p for a in answers for p in a})
         if problems:
-            await self.aclose()
+            for a in pool:
+                self._kill(a)
             raise ConfigError(problems[0])
+        if cpu:
+            where = await asyncio.gather(*(a.handle.node.remote() for a in pool))
+            for a, node in zip(pool, where, strict=True):
+                a.node = str(node)
+        for a in pool:
+            self._spawn(self._poll(a))
+        return pool
+
+    def _new_actor(self, cpu: bool, node: str) -> _Actor:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        host, options, recipes = self._options[cpu]
+        if node:
+            where = NodeAffinitySchedulingStrategy(node_id=node, soft=False)
+            options = {**options, "scheduling_strategy": where}
+        return _Actor(host.options(**options).remote(recipes, cpu), node, cpu)
 
     def _key_env(self, recipes: list[Recipe]) -> dict[str, str]:
         if not self._forward_keys:
@@ -240,60 +290,33 @@ class RayBackend:
                 env[var] = os.environ[var]
         return env
 
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _kill(self, a: _Actor) -> None:
+        with contextlib.suppress(Exception):  # already gone with its node
+            self._ray.kill(a.handle)
+
     async def aclose(self) -> None:
         ray = self._ray
         if ray is None:
             return
-        for w in list(self._watch):
-            w.cancel()
-        for a in self._actors:
-            try:
-                ray.kill(a)
-            except Exception:  # already gone with its node
-                continue
-        self._actors = []
-        self._load = []
+        for t in list(self._tasks):
+            t.cancel()
+        for a in (*self._io, *self._cpus):
+            self._kill(a)
+            self._fail(a, ConnectionLost("the Ray backend was closed"))
+        self._io, self._cpus = [], []
         if self._connected_here:
             ray.shutdown()
             self._connected_here = False
         self._ray = None
 
-    def _pick(self) -> int:
-        """The actor with the fewest calls in flight, among those not set aside (all of
-        them when every one is: their calls then fail fast, as transient)."""
-        load = self._load
-        best = -1
-        for i, n in enumerate(load):
-            if i not in self._lost_actors and (best < 0 or n < load[best]):
-                best = i
-        return best if best >= 0 else load.index(min(load))
-
-    def _set_aside(self, i: int) -> None:
-        """Actor `i` lost a call (its node or process died): send it nothing until it
-        answers a ping again (its process restarted by Ray) so the engine's retries
-        go to the actors that remain instead of failing on it again."""
-        if i in self._lost_actors:
-            return
-        self._lost_actors.add(i)
-        watch = asyncio.get_running_loop().create_task(self._await_back(i))
-        self._watch.add(watch)
-        watch.add_done_callback(self._watch.discard)
-
-    async def _await_back(self, i: int) -> None:
-        for _ in range(int(ACTORS_TIMEOUT_S)):
-            if i >= len(self._actors):
-                return
-            try:
-                await self._actors[i].ping.remote()
-            except self._lost:
-                await asyncio.sleep(1.0)
-                continue
-            self._lost_actors.discard(i)
-            return
-
     async def nodes(self) -> list[str]:
         """The Ray node id of each I/O actor, in pool order."""
-        return list(await asyncio.gather(*(a.node.remote() for a in self._actors)))
+        return list(await asyncio.gather(*(a.handle.node.remote() for a in self._io)))
 
     # -- calls ----------------------------------------------------------------------------
 
@@ -301,39 +324,117 @@ class RayBackend:
         return False  # a call comes back whole; the attempt's timeout still holds
 
     async def complete(self, name: str, provider: Provider, request: Request) -> Completion:
-        ray = self._ray
-        if ray is None:
+        if self._ray is None:
             raise ConnectionLost("the Ray backend is not started (or was closed)")
-        target = self._cpu.get(name)
-        i = -1
-        if target is not None:
-            ref = self._cpu_task.remote(target, name, request)
-        else:
-            i = self._pick()
-            self._load[i] += 1
-            ref = self._actors[i].call.remote(name, request)
+        a = _pick(self._cpus if name in self._cpu_names else self._io)
+        key = next(self._ids)
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        a.futures[key] = future
+        a.outbox[key] = (name, request)
+        self._schedule_flush()
         try:
-            outcome: Outcome = await ref
+            completion, error = await future
         except asyncio.CancelledError:
-            ray.cancel(ref)  # a timeout or a cancel: stop the call on the cluster too
+            # a timeout or a cancel: stop the call on its actor too (unless never sent)
+            if a.futures.pop(key, None) is not None and a.outbox.pop(key, None) is None:
+                a.cancels.append(key)
+                self._schedule_flush()
             raise
-        except self._task_error as exc:
-            # code outside the attempt's own guard failed on the worker (say, a function
-            # that does not unpickle there): retrying on the same cluster will not help
-            problem = _line(exc)
-            raise PermanentError(f"provider {name!r} failed on the Ray worker: {problem}") from None
-        except self._lost as exc:
-            if i >= 0:
-                self._set_aside(i)
-            raise ConnectionLost(f"the Ray worker was lost mid-call: {_line(exc)}") from None
-        finally:
-            if i >= 0 and i < len(self._load):
-                self._load[i] -= 1
-        completion, error = outcome
         if error is not None:
             raise error
         assert completion is not None
         return completion
+
+    def _schedule_flush(self) -> None:
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Send what this tick gathered: one submit (and one cancel) per actor."""
+        self._flushing = False
+        for a in (*self._io, *self._cpus):
+            if a.cancels:
+                keys, a.cancels = a.cancels, []
+                self._send(a, a.handle.cancel, keys, [])
+            if a.outbox:
+                items: list[Item] = [(k, n, r) for k, (n, r) in a.outbox.items()]
+                a.outbox = {}
+                self._send(a, a.handle.submit, items, [k for k, _, _ in items])
+
+    def _send(self, a: _Actor, method: Any, arg: Any, keys: list[int]) -> None:
+        try:
+            ref = method.remote(arg)
+        except Exception as exc:  # the batch did not serialize
+            self._fail(a, PermanentError(f"the call cannot be sent to Ray: {_line(exc)}"), keys)
+            return
+        self._spawn(self._sent(a, ref, keys))
+
+    async def _sent(self, a: _Actor, ref: Any, keys: list[int]) -> None:
+        try:
+            await ref
+        except self._task_error as exc:
+            self._fail(a, PermanentError(f"the Ray worker refused the call: {_line(exc)}"), keys)
+        except self._lost as exc:  # the actor's poll notices too, and sets it aside
+            self._fail(a, ConnectionLost(f"the Ray worker was lost: {_line(exc)}"), keys)
+
+    def _fail(self, a: _Actor, error: BaseException, keys: list[int] | None = None) -> None:
+        for key in list(a.futures) if keys is None else keys:
+            a.outbox.pop(key, None)
+            future = a.futures.pop(key, None)
+            if future is not None and not future.done():
+                future.set_result((None, error))
+
+    async def _poll(self, a: _Actor) -> None:
+        """Bring back the actor's outcomes, a batch per round trip, for as long as it runs."""
+        while True:
+            try:
+                done: list[tuple[int, Outcome]] = await a.handle.poll.remote(POLL_WAIT_S)
+            except self._lost as exc:
+                a.lost = True
+                self._fail(a, ConnectionLost(f"the Ray worker was lost mid-call: {_line(exc)}"))
+                await self._revive(a)
+                continue
+            for key, outcome in done:
+                future = a.futures.pop(key, None)
+                if future is not None and not future.done():
+                    future.set_result(outcome)
+
+    async def _revive(self, a: _Actor) -> None:
+        """Wait for a lost actor to answer again (Ray restarts its process on its node),
+        or, when its node is gone, put a new actor in its place on a live node."""
+        failed: tuple[type[BaseException], ...] = (TimeoutError, *self._lost)
+        while True:
+            nodes = await asyncio.to_thread(self._ray.nodes)
+            alive = {str(n["NodeID"]) for n in nodes if n.get("Alive")}
+            if a.node and a.node not in alive and alive:
+                self._kill(a)
+                pool = self._cpus if a.cpu else self._io
+                held = {n: sum(1 for b in pool if b.node == n and not b.lost) for n in alive}
+                node = min(sorted(alive), key=lambda n: held[n])
+                fresh = self._new_actor(a.cpu, "" if a.cpu else node)
+                a.handle, a.node = fresh.handle, node
+            try:
+                await asyncio.wait_for(a.handle.ping.remote(), 5.0)
+            except failed:
+                await asyncio.sleep(1.0)
+                continue
+            if a.cpu:
+                a.node = str(await a.handle.node.remote())
+            a.lost = False
+            return
+
+
+def _pick(pool: list[_Actor]) -> _Actor:
+    """The actor with the fewest calls in flight, among those not set aside (all of them
+    when every one is: their calls then fail fast, as transient)."""
+    best: _Actor | None = None
+    for a in pool:
+        if not a.lost and (best is None or len(a.futures) < len(best.futures)):
+            best = a
+    if best is None:
+        best = min(pool, key=lambda a: len(a.futures))
+    return best
 
 
 def _line(exc: BaseException) -> str:

@@ -1,6 +1,11 @@
-"""What runs on the Ray workers: the provider host actor and the CPU task.
+"""What runs on the Ray workers: the provider host actor.
 
-Nothing here imports Ray: the driver (`backends/ray.py`) wraps these with `ray.remote`.
+Nothing here imports Ray: the driver (`backends/ray.py`) wraps `ProviderHost` with
+`ray.remote`. The driver talks to a host in batches, not one Ray call per attempt:
+`submit` hands it every attempt that became ready in one tick of the driver's loop,
+`poll` (one always outstanding) brings back every outcome finished since the last poll,
+and `cancel` stops attempts by id (a Ray cancel cannot stop one item of a batch).
+
 An attempt always comes back as a value, `(completion, None)` or `(None, error)`, never as
 an exception escaping the worker: Ray would wrap it, and the engine must see the provider's
 own typed error (with its Retry-After and rate headers) to retry and pace as it does
@@ -11,6 +16,7 @@ node's environment (or the runtime env the driver set) and never travels in a pi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import os
 import pickle
@@ -22,19 +28,34 @@ from fanout.errors import BadRequest, ConfigError, ProviderError
 from fanout.providers.base import CallableProvider, Completion, Provider, Request
 
 Outcome = tuple[Completion | None, BaseException | None]
+#: one attempt sent to a host: (its id in the driver, provider name, request)
+Item = tuple[int, str, Request]
 
 
 @dataclass(frozen=True, slots=True)
 class Recipe:
     """How a worker makes provider `name`: from its fanout.yaml spec (a dict, rebuilt with
-    the node's environment), or the provider object itself (given from Python)."""
+    the node's environment), the provider object itself (given from Python), or for a
+    CPU-bound Python provider its function ("package.module:function", imported on the
+    worker, or the function pickled by value)."""
 
     name: str
     concurrency: int
     spec: dict[str, Any] | None = None
     obj: Provider | None = None
+    cpu: str | bytes | None = None
 
     def build(self) -> Provider:
+        if self.cpu is not None:
+            try:
+                fn = load_callable(self.cpu) if isinstance(self.cpu, str) else _unpickle(self.cpu)
+            except Exception as exc:
+                where = self.cpu if isinstance(self.cpu, str) else "its function"
+                raise ConfigError(
+                    f"{where} cannot be imported on the Ray node ({type(exc).__name__}: "
+                    f"{exc}); install its package on every node or ship it with a runtime_env"
+                ) from None
+            return CallableProvider(fn, name=self.name, threaded=False)
         if self.obj is not None:
             return self.obj
         from fanout.providers import build_provider
@@ -46,23 +67,32 @@ class Recipe:
 
 
 class ProviderHost:
-    """One actor: the I/O providers of the run, built once, called concurrently on the
-    actor's event loop (`max_concurrency` calls at once)."""
+    """One actor: the providers of the run, built once, their calls run concurrently on the
+    actor's event loop. A CPU host (`cpu=True`, one per CPU of the cluster, holding that
+    CPU) runs one call at a time in a thread, so its event loop stays free to take the
+    next batch and answer polls while a call burns the CPU."""
 
-    def __init__(self, recipes: list[Recipe]) -> None:
+    def __init__(self, recipes: list[Recipe], cpu: bool = False) -> None:
         self._recipes = {r.name: r for r in recipes}
         self._providers: dict[str, Provider] = {}
+        self._cpu = cpu
+        self._running: dict[int, asyncio.Task[None]] = {}
+        self._done: list[tuple[int, Outcome]] = []
+        self._ready: asyncio.Event | None = None
+        self._gate: asyncio.Semaphore | None = None
 
     async def ping(self) -> list[str]:
-        """Build every provider now, before the first call (a client built inside a call
-        would hold the calls queued behind it and send them in a burst); the problems, if
-        any, as one line each."""
+        """Build every I/O provider now, before the first call (a client built inside a
+        call would hold the calls queued behind it and send them in a burst); the problems,
+        if any, as one line each. A CPU function that does not import is not a problem
+        here: each of its calls fails as a bad request, as it would locally."""
         problems = []
         for name, recipe in self._recipes.items():
             try:
                 self._providers[name] = recipe.build()
             except ConfigError as exc:
-                problems.append(f"provider {name!r} cannot be built on the Ray node: {exc}")
+                if recipe.cpu is None:
+                    problems.append(f"provider {name!r} cannot be built on the Ray node: {exc}")
         return problems
 
     async def node(self) -> str:
@@ -71,33 +101,57 @@ class ProviderHost:
 
         return str(ray.get_runtime_context().get_node_id())
 
+    async def submit(self, items: list[Item]) -> None:
+        """Start every attempt of the batch; their outcomes come back through `poll`."""
+        loop = asyncio.get_running_loop()
+        for key, name, request in items:
+            self._running[key] = loop.create_task(self._one(key, name, request))
+
+    async def cancel(self, keys: list[int]) -> None:
+        """Stop these attempts (timed out or cancelled in the driver); no outcome comes back."""
+        for key in keys:
+            task = self._running.pop(key, None)
+            if task is not None:
+                task.cancel()
+
+    async def poll(self, wait_s: float) -> list[tuple[int, Outcome]]:
+        """Every outcome finished since the last poll; waits (up to `wait_s`) for one."""
+        if not self._done:
+            ready = self._event()
+            ready.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ready.wait(), wait_s)
+        done, self._done = self._done, []
+        return done
+
+    def _event(self) -> asyncio.Event:
+        if self._ready is None:
+            self._ready = asyncio.Event()
+        return self._ready
+
+    async def _one(self, key: int, name: str, request: Request) -> None:
+        if self._cpu:
+            if self._gate is None:
+                self._gate = asyncio.Semaphore(1)
+            async with self._gate:  # one call at a time: this actor holds one CPU
+                outcome = await self.call(name, request)
+        else:
+            outcome = await self.call(name, request)
+        if self._running.pop(key, None) is not None:
+            self._done.append((key, outcome))
+            self._event().set()
+
     async def call(self, name: str, request: Request) -> Outcome:
         try:
             provider = self._providers.get(name)
             if provider is None:
                 provider = self._providers[name] = self._recipes[name].build()
         except ConfigError as exc:
-            return None, BadRequest(f"provider {name!r} cannot be built on the Ray node: {exc}")
+            return None, BadRequest(f"provider {name!r}: {exc}")
         try:
             return await provider.complete(request), None
         except Exception as exc:
             return None, sendable(exc)
-
-
-def run_cpu(target: str | Callable[[Request], Any], name: str, request: Request) -> Outcome:
-    """One call of a CPU-bound Python provider, in a Ray worker process of its own.
-    `target` is "package.module:function" (imported here) or the function itself."""
-    try:
-        fn = load_callable(target) if isinstance(target, str) else target
-    except (ImportError, AttributeError) as exc:
-        return None, BadRequest(
-            f"provider {name!r}: {target} cannot be imported on the Ray node ({exc}); install "
-            "its package on every node or ship it with a runtime_env"
-        )
-    try:
-        return asyncio.run(CallableProvider(fn, name=name, threaded=False).complete(request)), None
-    except Exception as exc:
-        return None, sendable(exc)
 
 
 def load_callable(ref: str) -> Callable[[Request], Any]:
@@ -106,6 +160,10 @@ def load_callable(ref: str) -> Callable[[Request], Any]:
     for part in attr.split("."):
         obj = getattr(obj, part)
     return obj  # type: ignore[no-any-return]
+
+
+def _unpickle(data: bytes) -> Callable[[Request], Any]:
+    return pickle.loads(data)  # type: ignore[no-any-return]
 
 
 def sendable(exc: Exception) -> BaseException:
