@@ -3,8 +3,9 @@
 1. per-attempt cost: 2,000 zero-latency simulator calls at concurrency 64, each backend;
 2. I/O-bound: 1,000 calls of 200 ms at concurrency 64, wall Ray / local (target <= 1.05);
 3. CPU-bound: 200 Python agent calls of ~50 ms CPU each (`cpu=True`), local (threads in
-   one process) against Ray with 2 CPUs (a worker process per call): local / Ray
-   (target >= 1.8).
+   one process) against Ray with 2 CPUs (a long-lived actor per CPU): local / Ray
+   (target >= 1.8); and, as its ceiling under the machine's load at that moment, the same
+   CPU work with no fanout: one thread against one plain Ray task per CPU.
 
 With no `--address` it starts a head of its own (`ray start --head --num-cpus 2`, in a
 temp dir of its own) and stops exactly the processes it started at the end.
@@ -41,14 +42,40 @@ from fanout.tasks import Task, TaskState
 CPU_S = 0.05
 
 
-def burn(request: Request) -> str:
+def spin() -> int:
     """About CPU_S of pure-Python CPU work (holds the GIL, as a parser or a local model's
     Python glue would)."""
     end = time.thread_time() + CPU_S  # this thread's CPU: threads share the process's
     n = 0
     while time.thread_time() < end:
         n += 1
-    return f"{n} {request.prompt_text()[:20]}"
+    return n
+
+
+def burn(request: Request) -> str:
+    return f"{spin()} {request.prompt_text()[:20]}"
+
+
+def spins(k: int) -> int:
+    return sum(spin() for _ in range(k))
+
+
+def bare_ceiling(calls: int) -> tuple[float, float]:
+    """The same CPU work without fanout, in the same run: (seconds for `calls` spins in
+    this thread, seconds for them split over one plain Ray task per CPU, its worker
+    processes started beforehand). Their ratio is what two cores give under this load,
+    after Ray's own daemons and the machine's other work take their share."""
+    import ray
+
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    task = ray.remote(spins).options(num_cpus=1, max_retries=0)
+    ray.get([task.remote(0) for _ in range(cpus)])  # the workers up and warm
+    t0 = time.perf_counter()
+    spins(calls)
+    t1 = time.perf_counter()
+    ray.get([task.remote(calls // cpus) for _ in range(cpus)])
+    t2 = time.perf_counter()
+    return t1 - t0, t2 - t1
 
 
 def free_port() -> int:
@@ -152,6 +179,10 @@ async def measure(address: str, calls: int, io_calls: int, cpu_calls: int) -> di
     f["cpu_local_s"] = round(local, 2)
     f["cpu_ray_s"] = round(ray, 2)
     f["cpu_speedup"] = round(local / ray, 2)
+    bare_local, bare_ray = bare_ceiling(cpu_calls)
+    f["bare_local_s"] = round(bare_local, 2)
+    f["bare_ray_s"] = round(bare_ray, 2)
+    f["bare_ray_speedup"] = round(bare_local / bare_ray, 2)
     return f
 
 
@@ -186,6 +217,11 @@ def main() -> None:
     print(
         f"{a.cpu_calls} x {CPU_S * 1000:.0f} ms CPU: local {figures['cpu_local_s']} s, ray "
         f"{figures['cpu_ray_s']} s ({figures['cpu_speedup']} x faster; target >= 1.8)"
+    )
+    print(
+        f"the same CPU work without fanout: one thread {figures['bare_local_s']} s, a plain "
+        f"Ray task per CPU {figures['bare_ray_s']} s ({figures['bare_ray_speedup']} x: what "
+        "this machine's cores give Ray now)"
     )
     print(json.dumps(figures))
 
