@@ -192,6 +192,9 @@ class Config(_Section):
     #: model -> price, over the shipped table (`fanout.engine.budget.DEFAULT_PRICES`)
     prices: dict[str, PriceSpec] = Field(default_factory=dict)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    #: where provider calls run, when no --backend / --ray-address is given
+    backend: Literal["local", "ray"] | None = None
+    ray_address: str | None = None
     _source: Path | None = PrivateAttr(default=None)
     _seed: SeedConfig | None = PrivateAttr(default=None)
 

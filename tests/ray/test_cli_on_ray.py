@@ -173,3 +173,25 @@ def test_bad_backend_flags_are_refused_before_anything_runs(tmp_path: Path) -> N
     assert p.returncode == 2
     assert "--ray-address is for --backend ray" in p.stderr
     assert not out.exists()
+
+
+def test_fanout_yaml_names_the_backend_and_its_address(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [{"id": "q", "prompt": "你好"}])
+    out = tmp_path / "out.jsonl"
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    cfg = tmp_path / "配置" / "fanout.yaml"
+    cfg.parent.mkdir()
+    cfg.write_text(f"backend: ray\nray_address: {address}\n", encoding="utf-8")
+    env = {**home(tmp_path), "FANOUT_CONFIG": str(cfg)}
+    p = fanout("batch", src, "-o", out, "--no-progress", env=env)
+    assert p.returncode == 2, p.stderr
+    assert f"--ray-address {address}: no Ray cluster answers there" in p.stderr
+    assert not out.exists()
+    p = fanout("batch", src, "-o", out, "--no-progress", "--backend", "local", env=env)
+    assert p.returncode == 0, p.stderr  # the flag wins over the file
+    assert len(read_jsonl(out)) == 1
+    cfg.write_text(f"ray_address: {address}\n", encoding="utf-8")
+    p = fanout("batch", src, "-o", tmp_path / "o2.jsonl", "--no-progress", env=env)
+    assert p.returncode == 2
+    assert "ray_address is for backend: ray" in p.stderr
+    assert str(cfg) in p.stderr

@@ -129,7 +129,7 @@ def engine_setup(choice: EngineChoice, config: Config | None = None) -> Setup:
     if choice.attempts is not None and choice.attempts < 1:
         raise ConfigError(f"--attempts {choice.attempts}: must be at least 1")
 
-    backend = _backend(choice, name, spec)
+    backend = _backend(choice, name, spec, cfg)
     kw = cfg.engine_kwargs()
     concurrency = choice.concurrency or (
         cfg.concurrency if cfg.source is not None else DEFAULT_CONCURRENCY
@@ -184,21 +184,28 @@ def engine_setup(choice: EngineChoice, config: Config | None = None) -> Setup:
 BACKENDS = ("local", "ray")
 
 
-def _backend(choice: EngineChoice, name: str, spec: ProviderSpec) -> Backend | None:
-    """The backend `choice` names; made here but not connected (the engine's start does
-    that, so a cluster that does not answer is an error before anything runs)."""
-    kind = choice.backend or "local"
+def _backend(choice: EngineChoice, name: str, spec: ProviderSpec, cfg: Config) -> Backend | None:
+    """The backend `choice` names (else fanout.yaml's `backend:` / `ray_address:`); made
+    here but not connected (the engine's start does that, so a cluster that does not
+    answer is an error before anything runs)."""
+    kind = choice.backend or cfg.backend or "local"
     if kind not in BACKENDS:
         raise ConfigError(f"--backend {kind!r}: use one of: {', '.join(BACKENDS)}")
     if kind == "local":
         if choice.ray_address is not None:
             raise ConfigError("--ray-address is for --backend ray")
+        if cfg.ray_address is not None and choice.backend is None:
+            raise ConfigError(
+                f"{cfg.source or 'fanout.yaml'}: ray_address is for backend: ray; add "
+                "`backend: ray`, or remove ray_address"
+            )
         return None
     from fanout.backends.ray import INSTALL_HINT, RayBackend, ray_installed
 
     if not ray_installed():
         raise ConfigError(f"--backend ray: Ray is not installed; {INSTALL_HINT}")
-    return RayBackend(choice.ray_address or "auto", specs={name: spec})
+    address = choice.ray_address or cfg.ray_address or "auto"
+    return RayBackend(address, specs={name: spec})
 
 
 def _spec_from_flags(kind: str, choice: EngineChoice) -> ProviderSpec:
