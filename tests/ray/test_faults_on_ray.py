@@ -70,7 +70,7 @@ def test_driver_killed_then_resumed_answers_nothing_twice(
 def test_second_node_stopped_mid_run_loses_no_task(ray_cluster: Cluster) -> None:
     import ray
 
-    async def main() -> list[tuple[TaskState, int]]:
+    async def main() -> tuple[list[tuple[TaskState, int]], list[str]]:
         slow = SimProvider(SimConfig(seed=2, base_latency_s=1.0, jitter=0.0))
         backend = RayBackend(ray_cluster.address, actors=2)
         retry = RetryPolicy(attempts=3, backoff_base_s=0.05, backoff_cap_s=0.2)
@@ -84,10 +84,18 @@ def test_second_node_stopped_mid_run_loses_no_task(ray_cluster: Cluster) -> None
                 await asyncio.sleep(0.05)
             ray_cluster.worker.kill()
             await run.wait()
-            return [(r.state, r.attempts) for r in await run.results()]
+            # the lost node's actor is replaced on the node that remains, once the cluster
+            # has noticed the node is gone (its health checks: about 10 s)
+            async with asyncio.timeout(120):
+                while backend.live_actors < 2:  # noqa: ASYNC110 (no event for it)
+                    await asyncio.sleep(0.2)
+            return [(r.state, r.attempts) for r in await run.results()], await backend.nodes()
 
     nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     assert len(nodes) == 2
-    results = asyncio.run(main())
+    results, where = asyncio.run(main())
     assert [state for state, _ in results] == [TaskState.DONE] * TASKS
     assert any(attempts > 1 for _, attempts in results)  # the lost node's calls, retried
+    alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    assert len(alive) == 1
+    assert where == [*alive, *alive]  # two actors again, both on the node that remains

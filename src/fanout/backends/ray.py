@@ -117,6 +117,11 @@ class RayBackend:
     def actors(self) -> int:
         return len(self._io)
 
+    @property
+    def live_actors(self) -> int:
+        """The I/O actors taking calls (not set aside after a loss)."""
+        return sum(1 for a in self._io if not a.lost)
+
     # -- start and stop -------------------------------------------------------------------
 
     async def start(self, providers: Mapping[str, Provider], concurrency: int) -> None:
@@ -403,7 +408,6 @@ class RayBackend:
     async def _revive(self, a: _Actor) -> None:
         """Wait for a lost actor to answer again (Ray restarts its process on its node),
         or, when its node is gone, put a new actor in its place on a live node."""
-        failed: tuple[type[BaseException], ...] = (TimeoutError, *self._lost)
         while True:
             nodes = await asyncio.to_thread(self._ray.nodes)
             alive = {str(n["NodeID"]) for n in nodes if n.get("Alive")}
@@ -416,7 +420,7 @@ class RayBackend:
                 a.handle, a.node = fresh.handle, node
             try:
                 await asyncio.wait_for(a.handle.ping.remote(), 5.0)
-            except failed:
+            except Exception:  # lost, restarting, or unschedulable on a node going away
                 await asyncio.sleep(1.0)
                 continue
             if a.cpu:
