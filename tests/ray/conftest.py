@@ -80,10 +80,8 @@ class Node:
                 os.kill(pid, sig)
 
     def stop(self) -> None:
-        self.kill(signal.SIGTERM)
-        give_up = time.monotonic() + 3
-        while self.pids() and time.monotonic() < give_up:
-            time.sleep(0.2)
+        """At once: the run is over and its temp dir goes next, nothing to wait for (the
+        object store's shared memory goes with its processes)."""
         self.kill(signal.SIGKILL)
 
 
@@ -119,13 +117,27 @@ def _ports() -> list[str]:
 
 
 def _start(args: list[str], node: Node, env: dict[str, str]) -> None:
+    _started(_begin(args, node, env))
+
+
+def _begin(args: list[str], node: Node, env: dict[str, str]) -> subprocess.Popen[str]:
+    """`ray start` for `node`, under way (the worker logs stay on the node: no log monitor,
+    the drivers here do not print them)."""
     node.temp_dir.mkdir(parents=True, exist_ok=True)
     cmd = [RAY, "start", *args, "--temp-dir", str(node.temp_dir), *_ports()]
     cmd += ["--node-ip-address", "127.0.0.1", "--object-store-memory", OBJECT_STORE_BYTES]
-    cmd += ["--disable-usage-stats"]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=START_TIMEOUT_S)
-    if done.returncode != 0:
-        raise RuntimeError(f"ray start failed: {done.stdout[-2000:]} {done.stderr[-2000:]}")
+    cmd += ["--disable-usage-stats", "--include-log-monitor", "false"]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _started(proc: subprocess.Popen[str]) -> None:
+    try:
+        out, err = proc.communicate(timeout=START_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"ray start failed: {out[-2000:]} {err[-2000:]}")
 
 
 def _wait_nodes(address: str, n: int) -> None:
@@ -156,9 +168,9 @@ def ray_cluster() -> Iterator[Cluster]:
             head,
             env,
         )  # fmt: skip
-        _start(["--address", cluster.address, "--num-cpus", "1"], worker, env)
-        # this process is a driver of the cluster for the in-process tests; the backends
-        # find it connected and share it
+        second = _begin(["--address", cluster.address, "--num-cpus", "1"], worker, env)
+        # this process is a driver of the cluster for the in-process tests (the backends
+        # find it connected and share it): connected while the second node starts
         ray.init(
             address=cluster.address,
             namespace="fanout",
@@ -166,6 +178,7 @@ def ray_cluster() -> Iterator[Cluster]:
             log_to_driver=False,
             configure_logging=False,
         )
+        _started(second)
         _wait_nodes(cluster.address, 2)
         yield cluster
     finally:

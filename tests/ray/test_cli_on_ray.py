@@ -1,6 +1,6 @@
 """`fanout batch` and `fanout canvas run` with `--backend ray`, as a user runs them: the
-same output as the local backend, limits held for the whole cluster, a cluster that does
-not answer is one clear error."""
+same output as the local backend, limits held for the whole cluster. (The flags' errors,
+which need no cluster, are in tests/cli/test_backend_flags.py.)"""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.test_cli_batch import ROOT, fanout, read_jsonl, write_jsonl
-from tests.ray.conftest import Cluster, free_port
+from tests.ray.conftest import Cluster
 
 pytestmark = pytest.mark.e2e
 
@@ -148,50 +148,3 @@ def test_the_rpm_budget_holds_for_the_whole_cluster(
     # worst), where 10 sent at once would have 2 refused
     assert stats["rejected_429"] == 0
     assert stats["requests_total"] == 10
-
-
-def test_a_cluster_that_does_not_answer_is_one_clear_error(tmp_path: Path) -> None:
-    src = write_jsonl(tmp_path / "in.jsonl", [{"id": "q", "prompt": "你好"}])
-    out = tmp_path / "out.jsonl"
-    address = f"127.0.0.1:{free_port()}"  # nothing listens there
-    p = fanout("batch", src, "-o", out, "--backend", "ray", "--ray-address", address)
-    assert p.returncode == 2
-    lines = [x for x in p.stderr.splitlines() if x.strip()]
-    assert len(lines) == 1, p.stderr
-    assert f"--ray-address {address}: no Ray cluster answers there" in lines[0]
-    assert "ray start --head" in lines[0]
-    assert not out.exists()
-
-
-def test_bad_backend_flags_are_refused_before_anything_runs(tmp_path: Path) -> None:
-    src = write_jsonl(tmp_path / "in.jsonl", [{"id": "q", "prompt": "你好"}])
-    out = tmp_path / "out.jsonl"
-    p = fanout("batch", src, "-o", out, "--backend", "dask")
-    assert p.returncode == 2
-    assert "--backend 'dask': use one of: local, ray" in p.stderr
-    p = fanout("batch", src, "-o", out, "--ray-address", "127.0.0.1:6379")
-    assert p.returncode == 2
-    assert "--ray-address is for --backend ray" in p.stderr
-    assert not out.exists()
-
-
-def test_fanout_yaml_names_the_backend_and_its_address(tmp_path: Path) -> None:
-    src = write_jsonl(tmp_path / "in.jsonl", [{"id": "q", "prompt": "你好"}])
-    out = tmp_path / "out.jsonl"
-    address = f"127.0.0.1:{free_port()}"  # nothing listens there
-    cfg = tmp_path / "配置" / "fanout.yaml"
-    cfg.parent.mkdir()
-    cfg.write_text(f"backend: ray\nray_address: {address}\n", encoding="utf-8")
-    env = {**home(tmp_path), "FANOUT_CONFIG": str(cfg)}
-    p = fanout("batch", src, "-o", out, "--no-progress", env=env)
-    assert p.returncode == 2, p.stderr
-    assert f"--ray-address {address}: no Ray cluster answers there" in p.stderr
-    assert not out.exists()
-    p = fanout("batch", src, "-o", out, "--no-progress", "--backend", "local", env=env)
-    assert p.returncode == 0, p.stderr  # the flag wins over the file
-    assert len(read_jsonl(out)) == 1
-    cfg.write_text(f"ray_address: {address}\n", encoding="utf-8")
-    p = fanout("batch", src, "-o", tmp_path / "o2.jsonl", "--no-progress", env=env)
-    assert p.returncode == 2
-    assert "ray_address is for backend: ray" in p.stderr
-    assert str(cfg) in p.stderr
