@@ -8,7 +8,8 @@
    CPU work with no fanout: one thread against one plain Ray task per CPU.
 
 With no `--address` it starts a head of its own (`ray start --head --num-cpus 2`, in a
-temp dir of its own) and stops exactly the processes it started at the end.
+temp dir of its own, its workers at nice 0 like this process rather than Ray's default
+15) and stops exactly the processes it started at the end.
 
     .venv/bin/python bench/ray_backend.py [--address HOST:PORT]
 
@@ -119,8 +120,11 @@ def local_head() -> Iterator[str]:
     for flag in ("--runtime-env-agent-port", "--dashboard-agent-listen-port"):
         cmd += [flag, str(free_port())]
     cmd += ["--dashboard-agent-grpc-port", str(free_port())]
+    # Ray starts its workers at nice 15: on a machine shared with other work they get
+    # what is left, while the local run competes at nice 0. The same footing for both.
+    env = {**os.environ, "RAY_worker_niceness": "0"}
     try:
-        subprocess.run(cmd, check=True, capture_output=True, timeout=180)
+        subprocess.run(cmd, check=True, capture_output=True, timeout=180, env=env)
         yield f"127.0.0.1:{port}"
     finally:
         for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -186,6 +190,15 @@ async def measure(address: str, calls: int, io_calls: int, cpu_calls: int) -> di
     return f
 
 
+def _autogroup() -> bool | None:
+    """Whether Linux shares the CPU between sessions rather than processes: then, with
+    other sessions busy, this one's share is the same however many processes it runs."""
+    try:
+        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--address", help="an existing cluster's head (default: start one)")
@@ -206,6 +219,7 @@ def main() -> None:
     figures["loadavg_before"] = [round(x, 2) for x in load]
     figures["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     figures["cpus"] = os.cpu_count()
+    figures["sched_autogroup"] = _autogroup()
     print(
         f"per call, zero latency: local {figures['local_us_per_call']} us, "
         f"ray {figures['ray_us_per_call']} us (+{figures['ray_overhead_us_per_call']} us)"

@@ -157,7 +157,9 @@ def ray_cluster() -> Iterator[Cluster]:
 
     # short: Ray's socket paths must stay under 107 characters
     root = Path(tempfile.mkdtemp(prefix="fr", dir="/tmp"))
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # workers at nice 0, not Ray's default 15: beside the rest of the suite they would get
+    # only what it leaves, and crawl
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_worker_niceness": "0"}
     port = free_port()
     head, worker = Node(root / "h"), Node(root / "w")
     cluster = Cluster(f"127.0.0.1:{port}", head, worker, env)
