@@ -87,7 +87,7 @@ class CallableProvider:
 
     Sync functions run in a thread so they never block the event loop. `cpu=True` says the
     function burns CPU rather than waiting: a backend with processes to spare (Ray) runs
-    each call in a worker process of its own, so calls use many cores at once.
+    the calls in worker processes holding one CPU each, so calls use many cores at once.
     """
 
     streams = False

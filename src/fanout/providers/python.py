@@ -2,7 +2,7 @@
 
 The function takes a `Request` and returns a string or a `Completion`; sync functions run
 in a thread so they never block the event loop. `cpu: true` marks a function that burns
-CPU: on the Ray backend each call is a Ray task of its own with one CPU."""
+CPU: on the Ray backend its calls run on one worker process per CPU of the cluster."""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ class ProviderSpec(BaseModel):
     adaptive: bool | None = None
     command: str | None = Field(default=None, min_length=1)
     callable: str | None = None
-    cpu: bool | None = None  # type python: the function burns CPU (Ray: a task per call)
+    cpu: bool | None = None  # type python: the function burns CPU (Ray: an actor per CPU)
     timeout: float | None = Field(default=None, gt=0)
     options: dict[str, Any] = Field(default_factory=dict)
 
