@@ -53,6 +53,8 @@ def test_results_equal_the_local_backend_for_the_same_seed(ray_cluster: Cluster)
     assert remote == local
     assert any(attempts > 1 for _, _, attempts, _ in local.values())  # retries happened
     assert all(state == TaskState.DONE for state, *_ in local.values())
+    # the attempts went in batches: fewer Ray calls than attempts
+    assert 0 < backend.batches < sum(attempts for _, _, attempts, _ in remote.values())
 
 
 def test_cpu_agents_run_in_worker_processes(ray_cluster: Cluster) -> None:
@@ -93,13 +95,25 @@ def test_a_cpu_function_the_workers_cannot_import_fails_permanently(
 
 
 def test_a_timeout_cancels_the_call_on_the_cluster(ray_cluster: Cluster) -> None:
-    slow = SimProvider(SimConfig(seed=1, base_latency_s=30.0, jitter=0.0))
-    backend = RayBackend(ray_cluster.address)
-    out = _run(
-        {"sim": slow}, _tasks(2), backend, concurrency=2, timeout=0.5,
-        retry=RetryPolicy(attempts=1),
-    )  # fmt: skip
-    assert {kind for *_, kind in out.values()} == {"timeout"}
+    async def main() -> tuple[set[str | None], int]:
+        slow = SimProvider(SimConfig(seed=1, base_latency_s=30.0, jitter=0.0))
+        backend = RayBackend(ray_cluster.address)
+        async with Engine(
+            providers={"sim": slow}, backend=backend, concurrency=2, timeout=0.5,
+            retry=RetryPolicy(attempts=1),
+        ) as engine:  # fmt: skip
+            run = await engine.run(_tasks(2))
+            kinds = {r.error.kind if r.error else None for r in await run.results()}
+            # the actor stops the timed-out calls (their cancel is on its way): a state
+            # to reach, polled, well before the 30 s the calls would otherwise take
+            async with asyncio.timeout(20):
+                while (left := await backend.running()) > 0:  # noqa: ASYNC110 (no event)
+                    await asyncio.sleep(0.1)
+            return kinds, left
+
+    kinds, left = asyncio.run(main())
+    assert kinds == {"timeout"}
+    assert left == 0
 
 
 def test_cpu_is_only_for_python_providers() -> None:

@@ -110,6 +110,8 @@ class RayBackend:
         self._tasks: set[asyncio.Task[None]] = set()
         self._ids = itertools.count()
         self._flushing = False
+        #: Ray calls that carried attempts: far fewer than the attempts on a busy run
+        self.batches = 0
         self._lost: tuple[type[BaseException], ...] = ()
         self._task_error: type[BaseException] = Exception
 
@@ -319,6 +321,11 @@ class RayBackend:
             self._connected_here = False
         self._ray = None
 
+    async def running(self) -> int:
+        """Attempts under way on the actors, all of them together."""
+        pool = [*self._io, *self._cpus]
+        return sum(await asyncio.gather(*(a.handle.running.remote() for a in pool)))
+
     async def nodes(self) -> list[str]:
         """The Ray node id of each I/O actor, in pool order."""
         return list(await asyncio.gather(*(a.handle.node.remote() for a in self._io)))
@@ -365,6 +372,7 @@ class RayBackend:
             if a.outbox:
                 items: list[Item] = [(k, n, r) for k, (n, r) in a.outbox.items()]
                 a.outbox = {}
+                self.batches += 1
                 self._send(a, a.handle.submit, items, [k for k, _, _ in items])
 
     def _send(self, a: _Actor, method: Any, arg: Any, keys: list[int]) -> None:

@@ -101,6 +101,10 @@ class ProviderHost:
 
         return str(ray.get_runtime_context().get_node_id())
 
+    async def running(self) -> int:
+        """How many attempts this actor has under way (sent, not finished, not cancelled)."""
+        return len(self._running)
+
     async def submit(self, items: list[Item]) -> None:
         """Start every attempt of the batch; their outcomes come back through `poll`."""
         loop = asyncio.get_running_loop()
