@@ -417,7 +417,11 @@ class RayBackend:
         """Wait for a lost actor to answer again (Ray restarts its process on its node),
         or, when its node is gone, put a new actor in its place on a live node."""
         while True:
-            nodes = await asyncio.to_thread(self._ray.nodes)
+            try:
+                nodes = await asyncio.to_thread(self._ray.nodes)
+            except Exception:  # the head itself not answering: keep asking, calls fail fast
+                await asyncio.sleep(1.0)
+                continue
             alive = {str(n["NodeID"]) for n in nodes if n.get("Alive")}
             if a.node and a.node not in alive and alive:
                 self._kill(a)
@@ -428,11 +432,11 @@ class RayBackend:
                 a.handle, a.node = fresh.handle, node
             try:
                 await asyncio.wait_for(a.handle.ping.remote(), 5.0)
+                if a.cpu:  # placed where a CPU was free
+                    a.node = str(await a.handle.node.remote())
             except Exception:  # lost, restarting, or unschedulable on a node going away
                 await asyncio.sleep(1.0)
                 continue
-            if a.cpu:
-                a.node = str(await a.handle.node.remote())
             a.lost = False
             return
 
