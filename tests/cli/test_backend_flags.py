@@ -51,6 +51,11 @@ def test_bad_backend_flags_are_refused_before_anything_runs(tmp_path: Path) -> N
     p = fanout("batch", src, "-o", out, "--ray-address", "127.0.0.1:6379")
     assert p.returncode == 2
     assert "--ray-address is for --backend ray" in p.stderr
+    cfg = tmp_path / "fanout.yaml"
+    cfg.write_text("backend: dask\n", encoding="utf-8")
+    p = fanout("batch", src, "-o", out, env={"FANOUT_CONFIG": str(cfg)})
+    assert p.returncode == 2
+    assert f"{cfg}: backend: 'dask' is not allowed; use one of 'local' or 'ray'" in p.stderr
     assert not out.exists()
 
 
