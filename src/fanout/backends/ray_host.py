@@ -55,7 +55,7 @@ class Recipe:
                     f"{where} cannot be imported on the Ray node ({type(exc).__name__}: "
                     f"{exc}); install its package on every node or ship it with a runtime_env"
                 ) from None
-            return CallableProvider(fn, name=self.name, threaded=False)
+            return CallableProvider(fn, name=self.name, threaded=True)
         if self.obj is not None:
             return self.obj
         from fanout.providers import build_provider
