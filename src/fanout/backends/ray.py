@@ -403,7 +403,7 @@ class RayBackend:
         while True:
             try:
                 done: list[tuple[int, Outcome]] = await a.handle.poll.remote(POLL_WAIT_S)
-            except self._lost as exc:
+            except Exception as exc:  # lost with its process or node (or worse): set aside
                 a.lost = True
                 self._fail(a, ConnectionLost(f"the Ray worker was lost mid-call: {_line(exc)}"))
                 await self._revive(a)
