@@ -190,7 +190,7 @@ def test_ids_that_share_a_hash_are_told_apart_by_their_text() -> None:
 
 def test_duplicate_ids_are_refused_with_their_first_line(tmp_path: Path) -> None:
     src = tmp_path / "in.jsonl"
-    rows = [{"id": f"问{i}", "prompt": "x"} for i in range(5000)]
+    rows: list[dict[str, object]] = [{"id": f"问{i}", "prompt": "x"} for i in range(5000)]
     rows += [
         {"id": "问17", "prompt": "again"},
         {"id": "后", "prompt": "y", "depends_on": ["问4999"]},
