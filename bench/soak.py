@@ -2,9 +2,13 @@
 
 The sim-server (its own process, a fixed port, `--stats-file` so its counts survive
 restarts) answers with injected 429s, 500s and timeouts; it is stopped and started again
-three times, at a quarter, half and three quarters of the run. `fanout batch` is paced by
-`--rpm` so the run lasts about `--minutes`. Every 10 s the batch process's RSS, open file
-descriptors and the SQLite store's size (with its WAL) are sampled.
+three times, once a quarter, half and three quarters of the lines have a durable answer
+(not at those fractions of the time: a batch still starting up on a loaded machine met a
+server that was down before it ever answered, and fanout rightly gives up on a provider
+that never answered after three failed probes, so every line failed with a connection
+error). `fanout batch` is paced by `--rpm` so the run lasts about `--minutes`. Every 10 s
+the batch process's RSS, open file descriptors and the SQLite store's size (with its WAL)
+are sampled.
 
 At the end: every input line has exactly one output line (0 lost), no request body was
 completed twice by the server beyond the attempts the client gave up on (a timeout or a
@@ -24,6 +28,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -96,6 +101,21 @@ def fds(pid: int) -> int | None:
         return None
 
 
+def answered(db: Path) -> int:
+    """How many results the batch's store holds (read-only; 0 before it exists)."""
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error:
+        return 0
+    try:
+        (k,) = con.execute("SELECT count(*) FROM results").fetchone()
+        return int(k)
+    except sqlite3.Error:
+        return 0
+    finally:
+        con.close()
+
+
 def store_mb(home: Path) -> float:
     return sum(p.stat().st_size for p in home.glob("fanout.db*") if p.is_file()) / 1e6
 
@@ -129,7 +149,7 @@ def soak(
     cmd += ["--attempts", "20", "--json"]
     samples: list[dict[str, Any]] = []
     restarts = 0
-    restart_at = [seconds * k / (RESTARTS + 1) for k in range(1, RESTARTS + 1)]
+    restart_at = [lines * k / (RESTARTS + 1) for k in range(1, RESTARTS + 1)]
     t0 = time.monotonic()
     with subprocess.Popen(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
@@ -149,7 +169,7 @@ def soak(
                     )
                     say(f"{now:7.0f} s  {samples[-1]}")
                     next_sample += SAMPLE_S
-                if restarts < RESTARTS and now >= restart_at[restarts]:
+                if restarts < RESTARTS and answered(home / "fanout.db") >= restart_at[restarts]:
                     stop_server(server)
                     time.sleep(RESTART_DOWN_S)
                     server = start_server(port, stats_file, faults, latency)

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from fanout.batch.output import Order
 from fanout.batch.run import plan_batch, start_batch
-from fanout.batch.stream import Feed, scan_batch
+from fanout.batch.stream import Feed, IdTable, scan_batch
 from fanout.engine.events import Event, TaskFinished
 from fanout.engine.retry import DEFAULT_BUDGET_FRACTION
 from fanout.launch import EngineChoice, RunOptions
@@ -163,3 +164,40 @@ def test_the_sdk_is_loaded_ahead_of_the_first_call() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_ids_that_share_a_hash_are_told_apart_by_their_text() -> None:
+    # a weak hash (the id's length) makes most ids clash: duplicates and look-ups must
+    # still be decided by the ids themselves, read again for the clashing lines only
+    ids = IdTable(len)
+    rows = {1: "问甲", 2: "ab", 3: "问乙", 4: "ab", 5: "xyz", 6: "问甲"}
+    for line, cid in rows.items():
+        ids.add(cid, line)
+    ids.seal()
+    asked: list[set[int]] = []
+
+    def ids_of(wanted: set[int]) -> Iterator[tuple[int, str]]:
+        asked.append(wanted)
+        return ((line, rows[line]) for line in wanted)
+
+    assert ids.settle(ids_of) == [(4, "ab", 2), (6, "问甲", 1)]
+    assert asked == [{1, 2, 3, 4, 6}]  # "xyz" shares its hash with no other line
+    assert ids.line_of("问乙") == 3
+    assert ids.line_of("xyz") == 5
+    assert ids.line_of("问丙") is None  # its hash is taken, its text is not
+    assert ids.line_of("abcd") is None
+
+
+def test_duplicate_ids_are_refused_with_their_first_line(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    rows: list[dict[str, object]] = [{"id": f"问{i}", "prompt": "x"} for i in range(5000)]
+    rows += [
+        {"id": "问17", "prompt": "again"},
+        {"id": "后", "prompt": "y", "depends_on": ["问4999"]},
+    ]
+    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    scan = scan_batch(src)
+    assert [(e.line, e.custom_id) for e in scan.errors] == [(5001, "问17")]
+    assert "first on line 18" in scan.errors[0].reason
+    assert scan.referenced == {"问4999"}
+    assert not scan.forward

@@ -506,3 +506,18 @@ def test_every_builtin_agent_passes_its_checks_on_the_simulator() -> None:
     score = run.result(next(t for t in tasks if t.agent == "scoring-agent"))
     assert score is not None
     assert 0 <= score.data["total"] <= 100
+
+
+def test_the_simulator_a_batch_runs_in_process_keeps_no_count_per_request() -> None:
+    # a million distinct prompts would hold a million hashes (about 170 MB): the simulator
+    # built from a provider spec (the CLI's `--provider sim`) counts totals only
+    from fanout.providers.sim import from_spec
+    from fanout.providers.spec import ProviderSpec
+
+    spec = ProviderSpec(type="sim")
+    p = from_spec("sim", spec, concurrency=4)
+    for i in range(5):
+        run(p.complete(req(f"第{i}问")))
+    stats = p.stats()
+    assert stats["completed_total"] == 5
+    assert stats["by_request_hash"] == {}

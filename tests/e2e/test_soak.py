@@ -1,7 +1,8 @@
-"""The soak in the suite: a minute of `fanout batch` against a sim-server with 429s, 500s,
-timeouts and three restarts (bench/soak.py runs it for 30). Counts, not times: every line
-answered once, nothing answered twice by the server, the restarts all happened.
-Select it alone with `-m soak`."""
+"""The soak in the suite: 30 seconds of `fanout batch` (900 lines paced at 30 a second)
+against a sim-server with 429s, 500s, timeouts and three restarts, at a quarter, half and
+three quarters of the lines answered (bench/soak.py runs it for 30 minutes). Counts, not
+times: every line answered once, nothing answered twice by the server, the restarts all
+happened. Select it alone with `-m soak`."""
 
 from __future__ import annotations
 
@@ -27,16 +28,16 @@ def _soak_bench() -> ModuleType:
     return module
 
 
-# skipped until fixed: under pytest every call of the batch to the sim-server failed with a
-# connection error (1,021 of 1,800 lines, twice), while the same `soak()` run as
-# bench/soak.py passes (0 lost, 0 failed); not understood at the end of the session
-@pytest.mark.skip(reason="connection errors to the sim-server under pytest: see the report")
+# it was skipped for a while: every line failed with a connection error, under pytest only.
+# The restarts were then timed by the clock, and a batch slow to start (the suite's load)
+# met a server that was down before its first answer: fanout gives up on a provider that
+# never answered after three failed probes. The restarts now follow the answered lines.
 @pytest.mark.timeout(900)
-def test_a_minute_of_faults_and_restarts_loses_nothing_and_repeats_nothing(
+def test_half_a_minute_of_faults_and_restarts_loses_nothing_and_repeats_nothing(
     tmp_path: Path,
 ) -> None:
     soak = _soak_bench()
-    figures = soak.soak(tmp_path, 60.0, 30.0, 32, say=lambda s: None)
+    figures = soak.soak(tmp_path, 30.0, 30.0, 32, say=lambda s: None)
     assert figures["exit_code"] == 0, figures["summary"]
     assert figures["restarts"] == 3
     assert figures["lost"] == 0

@@ -217,6 +217,8 @@ class BatchSink:
         from fanout.engine.events import TaskFinished
 
         if self.order == "completion":
+            if self.feed is not None and run.resumed:
+                self._write_earlier(run)
             for t in run.tasks:  # a resumed run: what earlier segments finished
                 r = run.result(t) if t is not None else None
                 if r is not None and r.state.terminal:
@@ -266,6 +268,19 @@ class BatchSink:
 
     def abort(self) -> None:
         self.writer.abort()
+
+    def _write_earlier(self, run: Run) -> None:
+        """A resumed streamed run: the results of earlier segments that the run did not
+        load (a lean resume leaves their slots empty), read from the store."""
+        from fanout.store import queries
+        from fanout.store.sqlite import opened
+
+        slots = run.tasks
+        with opened(self.store_path) as db:
+            for r in queries.iter_results(db, run.id):
+                n = r.task.n
+                if n < len(slots) and slots[n] is None:
+                    self.writer.write(self.line(r))
 
     def _write_from_store(self, run_id: str) -> None:
         from fanout.store.sqlite import opened

@@ -222,7 +222,8 @@ async def resume_batch(
             feed = _resumed_feed(run, b, setup, batch, store_path)
             return BatchSink(batch, out, order, feed=feed, store_path=store_path)
 
-        return Reopened(None, sink)
+        # a streamed run keeps its finished tasks in the store, but those lines depend on
+        return Reopened(None, sink, frozenset(b.get("referenced") or ()) if streamed else None)
 
     launched = await launch.resume(
         run_id,

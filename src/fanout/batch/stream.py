@@ -11,6 +11,8 @@ the memory of the window, not of the file.
 from __future__ import annotations
 
 import os
+from array import array
+from bisect import bisect_left
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +70,75 @@ def input_lines(f: BinaryIO, name: str) -> Iterator[tuple[int, str]]:
             yield i, line
 
 
+class IdTable:
+    """The ids of a file's good lines in about 16 bytes a line: each id's `hash` and line,
+    in buckets sorted by hash once the file is read (a `dict[str, int]` of a million ids
+    took 171 MB). Two lines whose ids share a hash are looked at again, by their text, in
+    `settle` (a second read of just those lines); every other answer is by hash alone."""
+
+    BITS = 10  # 1,024 buckets: sorting one at a time keeps the sort's own memory small
+
+    def __init__(self, hash_of: Callable[[str], int] = hash) -> None:
+        self._hash = hash_of  # any 64-bit signed hash (tests pass a weak one)
+        n = 1 << self.BITS
+        self._hashes = [array("q") for _ in range(n)]
+        self._lines = [array("q") for _ in range(n)]
+        self._shift = 64 - self.BITS
+        self.clashes: dict[int, list[int]] = {}  # hash -> lines whose ids share it
+        self.exact: dict[str, int] = {}  # id -> first line, for the ids of `clashes`
+
+    def _bucket(self, h: int) -> int:
+        return (h + (1 << 63)) >> self._shift
+
+    def add(self, cid: str, line: int) -> None:
+        h = self._hash(cid)
+        b = self._bucket(h)
+        self._hashes[b].append(h)
+        self._lines[b].append(line)
+
+    def seal(self) -> None:
+        """Sort each bucket by hash and note the hashes that more than one line has."""
+        for b, hs in enumerate(self._hashes):
+            if len(hs) < 2:
+                continue
+            ls = self._lines[b]
+            order = sorted(range(len(hs)), key=hs.__getitem__)
+            self._hashes[b] = hs = array("q", (hs[i] for i in order))
+            self._lines[b] = ls = array("q", (ls[i] for i in order))
+            for i in range(1, len(hs)):
+                if hs[i] == hs[i - 1]:
+                    self.clashes.setdefault(hs[i], [ls[i - 1]]).append(ls[i])
+
+    def settle(
+        self, ids_of: Callable[[set[int]], Iterator[tuple[int, str]]]
+    ) -> list[tuple[int, str, int]]:
+        """Read the ids of the clashing lines again (`ids_of(lines)` gives (line, id)):
+        returns (line, id, first line) of each line whose id an earlier line has."""
+        wanted = {line for lines in self.clashes.values() for line in lines}
+        if not wanted:
+            return []
+        dups: list[tuple[int, str, int]] = []
+        for line, cid in sorted(ids_of(wanted)):
+            first = self.exact.get(cid)
+            if first is None:
+                self.exact[cid] = line
+            else:
+                dups.append((line, cid, first))
+        return dups
+
+    def line_of(self, cid: str) -> int | None:
+        """The first line with id `cid`, or None when no good line has it."""
+        h = self._hash(cid)
+        if h in self.clashes:
+            return self.exact.get(cid)
+        b = self._bucket(h)
+        hs = self._hashes[b]
+        i = bisect_left(hs, h)
+        if i < len(hs) and hs[i] == h:
+            return self._lines[b][i]
+        return None
+
+
 def scan_batch(
     path: str | os.PathLike[str],
     blueprints: Mapping[str, Blueprint] | None = None,
@@ -75,10 +146,11 @@ def scan_batch(
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> Scan:
     """The first pass: every line checked, the same way `parse_lines` checks them, in
-    memory that grows with the ids only (for duplicates and dependencies)."""
+    memory that grows by about 16 bytes a line (the ids' hashes, for duplicates and
+    dependencies)."""
     errors: list[LineError] = []
-    seen: dict[str, int] = {}  # id -> its line
-    deps: dict[str, tuple[int, list[str]]] = {}  # id -> (line, depends_on) of lines with any
+    ids = IdTable()
+    deps: dict[int, tuple[str, list[str]]] = {}  # line -> (id, depends_on) of lines with any
     lines = 0
     with open_input(path) as f:
         st = os.fstat(f.fileno())
@@ -88,32 +160,40 @@ def scan_batch(
             if isinstance(item, LineError):
                 errors.append(item)
                 continue
-            cid = item.key
-            first = seen.get(cid)
-            if first is not None:
-                errors.append(LineError(i, cid, f"duplicate id {cid!r} (first on line {first})"))
-                continue
-            seen[cid] = i
+            ids.add(item.key, i)
             if item.depends_on:
-                deps[cid] = (i, [d for d in item.depends_on if isinstance(d, str)])
-    ok = set(deps)  # the dependents still standing; refusing one may refuse its own
-    gone: set[str] = set()  # the dependents refused
+                deps[i] = (item.key, [d for d in item.depends_on if isinstance(d, str)])
+    ids.seal()
+
+    def ids_of(wanted: set[int]) -> Iterator[tuple[int, str]]:
+        with open_input(path) as f:
+            for i, line in input_lines(f, str(path)):
+                if i in wanted:
+                    item = parse_line(i, line, blueprints, max_line_bytes)
+                    if not isinstance(item, LineError):
+                        yield i, item.key
+
+    for i, cid, first in ids.settle(ids_of):
+        errors.append(LineError(i, cid, f"duplicate id {cid!r} (first on line {first})"))
+        deps.pop(i, None)
+    ok = set(deps)  # the dependent lines still standing; refusing one may refuse its own
+    gone: set[str] = set()  # the ids of dependents refused
     changed = True
     while changed:
         changed = False
-        for cid in list(ok):
-            at, wanted = deps[cid]
-            missing = [d for d in wanted if d not in seen or d in gone]
+        for at in sorted(ok):
+            cid, wanted = deps[at]
+            missing = [d for d in wanted if d in gone or ids.line_of(d) is None]
             if missing:
-                known = all(d in seen for d in missing)
+                known = all(ids.line_of(d) is not None for d in missing)
                 where = "was refused" if known else "is not an id in this file"
                 errors.append(LineError(at, cid, f"depends_on {missing[0]!r}, which {where}"))
-                ok.discard(cid)
+                ok.discard(at)
                 gone.add(cid)
                 changed = True
-    referenced = frozenset(d for cid in ok for d in deps[cid][1])
-    forward = any(seen[d] > deps[cid][0] for cid in ok for d in deps[cid][1])
-    del seen  # the biggest thing the pass held: gone before the run starts
+    referenced = frozenset(d for at in ok for d in deps[at][1])
+    forward = any((ids.line_of(d) or 0) > at for at in ok for d in deps[at][1])
+    del ids  # the biggest thing the pass held: gone before the run starts
     errors.sort(key=lambda e: e.line)
     return Scan(lines, lines - len(errors), errors, referenced, forward, st.st_size, st.st_mtime_ns)
 

@@ -153,6 +153,16 @@ class RunBudget:
             u[0] += r.input_tokens
             u[1] += r.output_tokens
 
+    def carry(self, model: str, input_tokens: int, output_tokens: int) -> None:
+        """Tokens an earlier segment spent on results not in memory (a lean resume): as if
+        each had been settled and then let go (`retire`)."""
+        self.settle(-1, model, input_tokens, output_tokens)
+        u = self._retired.get(model)
+        if u is None:
+            u = self._retired[model] = [0, 0]
+        u[0] += input_tokens
+        u[1] += output_tokens
+
     @property
     def in_flight(self) -> int:
         """Calls holding an estimate."""

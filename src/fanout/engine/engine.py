@@ -294,6 +294,7 @@ class Engine:
         retry_failed: bool | Collection[str] = False,
         max_cost_usd: float | None = None,
         max_tokens: int | None = None,
+        lean: Collection[str] | None = None,
     ) -> Run:
         """Go on with a stored run (the engine needs a persistent store, e.g. `SqliteStore`).
 
@@ -306,7 +307,11 @@ class Engine:
         while another live process runs it. `deadline_s` bounds this segment of the run.
         `retry_failed` runs failed tasks again too: all (True), or those whose error class or
         kind is named (e.g. {"transient"}), with their attempt counts begun anew. A cap
-        (`max_cost_usd`, `max_tokens`) counts what the run spent before too."""
+        (`max_cost_usd`, `max_tokens`) counts what the run spent before too.
+        `lean` (with `tasks` None): load only the unfinished tasks, and of the finished ones
+        those whose keys it names (e.g. those later tasks depend on); the others stay in the
+        store, their slots in `run.tasks` empty, as if `Run.forget` had let them go
+        (engine/resume_lean.py). For a run that holds its own work outside memory."""
         parts = self._running()
         if deadline_s is not None and deadline_s <= 0:
             raise ConfigError(f"deadline_s={deadline_s}: must be positive")
@@ -316,6 +321,28 @@ class Engine:
             )
         from fanout.engine.resume import resume_run
 
+        budget = RunBudget(self._prices, max_cost_usd=max_cost_usd, max_tokens=max_tokens)
+        if lean is not None and tasks is None and parts.ledger.get(run_id) is None:
+            from fanout.engine.resume_lean import resume_lean
+
+            run = await resume_lean(
+                ledger=parts.ledger,
+                planner=self._planner,
+                settings=self.settings,
+                store=self.store,
+                owner=self.owner,
+                run_id=run_id,
+                keep=lean,
+                blueprints=blueprints,
+                config=config,
+                retry_budget=retry_budget,
+                deadline_s=deadline_s,
+                retry_failed=retry_failed,
+                budget=budget,
+            )
+            if run is not None:
+                return run
+            budget = RunBudget(self._prices, max_cost_usd=max_cost_usd, max_tokens=max_tokens)
         return await resume_run(
             ledger=parts.ledger,
             planner=self._planner,
@@ -330,7 +357,7 @@ class Engine:
             retry_budget=retry_budget,
             deadline_s=deadline_s,
             retry_failed=retry_failed,
-            budget=RunBudget(self._prices, max_cost_usd=max_cost_usd, max_tokens=max_tokens),
+            budget=budget,
         )
 
     async def run(self, tasks: Iterable[Task], **kwargs: Any) -> Run:

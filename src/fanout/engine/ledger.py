@@ -195,11 +195,12 @@ class Ledger:
         deadline_s: float | None = None,
         fresh: Collection[int] = (),
         free: Mapping[int, int] | None = None,
+        lanes: Mapping[str, int] | None = None,
     ) -> None:
         """Go on with a resumed `run` (its tasks attached): `ops` record the resume, `loaded`
-        are the stored results kept, `tries` the attempts each task had made; the tasks
-        numbered in `fresh` begin their attempt counts anew (their attempt numbers go on);
-        `free` counts each task's calls that never reached the provider (they cost nothing)."""
+        are the stored results kept, `tries` the attempts each task had made; those in `fresh`
+        begin their attempt counts anew; `free` counts each task's calls that never reached
+        the provider; `lanes`, all tasks by lane when `tasks` are not all (a lean resume)."""
         free = free or {}
         self._runs[run.id] = run
         self._set_deadline(run, deadline_s)
@@ -207,17 +208,16 @@ class Ledger:
             self._journal.append(op)
         for t in tasks:
             t.tries = tries.get(t.n, 0)
-            t.free_tries = free.get(t.n, 0)
-        for n in fresh:
-            tasks[n].free_tries = tasks[n].tries
-        for n, r in loaded.items():
-            tasks[n].state = r.state
-            run.results_by_n[n] = r
-            run.finished += 1
+            t.free_tries = t.tries if t.n in fresh else free.get(t.n, 0)
+            r = loaded.get(t.n)
+            if r is not None:
+                t.state = r.state
+                run.results_by_n[t.n] = r
+                run.finished += 1
         now = self._loop.time()
         run.bus.emit(RunStarted(now, run.id, 0))
-        lanes = dict(Counter(t.lane or DEFAULT_LANE for t in tasks))
-        run.bus.emit(TasksAdded(now, run.id, len(tasks), run.total, lanes))
+        lanes = dict(lanes or Counter(t.lane or DEFAULT_LANE for t in tasks))
+        run.bus.emit(TasksAdded(now, run.id, run.total, run.total, lanes))
         self.release(tasks, now)
         if run.finished == run.total:
             self.close_run(run)

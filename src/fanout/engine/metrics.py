@@ -189,28 +189,59 @@ class RunMetrics:
         """Start from what `snap` holds: its attempts, its results (but those in `dropped`:
         they run again) and its segments' wall time."""
         tasks = snap.tasks
-        for seg in snap.segments:
-            w = seg.wall
-            self.prior_wall_s += w
-            self.prior_slot_s += w * seg.concurrency
+        self.seed_segments(snap)
         for _n, _attempt, outcome, kind, duration in snap.attempts:
-            self.attempts += 1
-            self.busy_ns += int((duration or 0.0) * 1e9 + 0.5)
-            if outcome == "error":
-                self.retries += 1
-                self.retries_by_kind[kind or "error"] += 1
-            elif outcome is None or outcome == "interrupted":
-                self.interrupted += 1
+            self.seed_attempts(outcome, kind, 1, int((duration or 0.0) * 1e9 + 0.5))
         for n, r in snap.results.items():
             if dropped and n in dropped:
                 continue
             st = tasks[n] if n < len(tasks) else None
-            self.states[r.state] += 1
-            lane = self.lane((st.lane if st else None) or "default")
-            self._result(r.state, r.attempts, r.latency_s, st.agent if st else None, lane, r.error)
-            if r.attempts:
-                self.input_tokens += r.input_tokens
-                self.output_tokens += r.output_tokens
+            self.seed_result(
+                r.state,
+                st.lane if st else None,
+                st.agent if st else None,
+                r.attempts,
+                r.latency_s,
+                r.error,
+                r.input_tokens,
+                r.output_tokens,
+            )
+
+    def seed_segments(self, snap: RunSnapshot) -> None:
+        """The wall time of a resumed run's earlier segments."""
+        for seg in snap.segments:
+            w = seg.wall
+            self.prior_wall_s += w
+            self.prior_slot_s += w * seg.concurrency
+
+    def seed_attempts(self, outcome: str | None, kind: str | None, count: int, ns: int) -> None:
+        """`count` earlier attempts that ended with `outcome` (and error `kind`), lasting
+        `ns` nanoseconds in all."""
+        self.attempts += count
+        self.busy_ns += ns
+        if outcome == "error":
+            self.retries += count
+            self.retries_by_kind[kind or "error"] += count
+        elif outcome is None or outcome == "interrupted":
+            self.interrupted += count
+
+    def seed_result(
+        self,
+        state: TaskState,
+        lane: str | None,
+        agent: str | None,
+        attempts: int,
+        latency_s: float,
+        error: Any,
+        input_tokens: int,
+        output_tokens: int,
+    ) -> None:
+        """An earlier segment's result, kept."""
+        self.states[state] += 1
+        self._result(state, attempts, latency_s, agent, self.lane(lane or "default"), error)
+        if attempts:
+            self.input_tokens += input_tokens
+            self.output_tokens += output_tokens
 
     def add_lane_totals(self, lanes: dict[str, int]) -> None:
         for name, n in lanes.items():

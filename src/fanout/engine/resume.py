@@ -107,7 +107,7 @@ def match_tasks(
     for st in stored:
         mine = by_key.pop(st.key, None)
         if mine is None:
-            mine = _rebuild(st, snap, blueprints, unbuildable, retry_failed)
+            mine = rebuild_task(st, snap, blueprints, unbuildable, retry_failed)
         out.append(mine)
     if unbuildable:
         shown = ", ".join(repr(k) for k in unbuildable[:MAX_LISTED])
@@ -120,7 +120,7 @@ def match_tasks(
     return out + list(by_key.values()), len(stored)
 
 
-def _rebuild(
+def rebuild_task(
     st: StoredTask,
     snap: RunSnapshot,
     blueprints: Mapping[str, Any] | None,
@@ -140,7 +140,7 @@ def changed_tasks(
     planner: Planner,
     settings: EngineSettings,
     snap: RunSnapshot,
-    tasks: Sequence[Task],
+    tasks: Sequence[Task | None],
     loaded: Mapping[int, Result],
 ) -> set[int]:
     """Numbers of loaded tasks whose request (cache key) is not what it was, with the
@@ -149,7 +149,7 @@ def changed_tasks(
     for n in sorted(loaded):
         stored = snap.results[n].cache_key
         t = tasks[n]
-        if stored is None or (t.prompt == "" and t.body is None):
+        if stored is None or t is None or (t.prompt == "" and t.body is None):
             continue
         deps: dict[str, Result] = {}
         for d in t.depends_on:
@@ -174,7 +174,8 @@ def changed_tasks(
         for n in loaded:
             if n in changed:
                 continue
-            if any(isinstance(d, Task) and d.n in changed for d in tasks[n].depends_on):
+            t = tasks[n]
+            if t is not None and any(isinstance(d, Task) and d.n in changed for d in t.depends_on):
                 changed.add(n)
                 grew = True
     return changed

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -57,6 +57,9 @@ class Reopened(Generic[T]):
 
     tasks: list[Task] | None  # its tasks again (same keys); None: rebuilt from the store
     sink: Callable[[Run], Sink[T]]  # its sink, made once the run is back
+    #: a lean resume: finished tasks stay in the store but those with these keys (see
+    #: `Engine.resume`); None: every task is loaded
+    keep: Collection[str] | None = None
 
 
 #: an application's part of `resume`: from the run's stored config and the engine setup
@@ -318,19 +321,20 @@ async def resume(
     store = own_store if engine is None else engine.store
     assert store is not None
     try:
-        snap = await store.snapshot(run_id)
-        if snap is None:
+        info = await store.run_info(run_id)  # its kind and config, not its tasks
+        if info is None:
             where = getattr(store, "path", None) or store_path or default_path()
             raise FanoutError(f"no run {run_id!r} in the run store ({where})")
-        if snap.kind != kind:
+        stored_kind, stored_config = str(info["kind"]), dict(info["config"])
+        if stored_kind != kind:
             raise ConfigError(
-                f"run {run_id} is a {snap.kind!r} run, not a {kind} run: resume it from Python "
-                "with engine.resume(run_id, tasks=[...])"
+                f"run {run_id} is a {stored_kind!r} run, not a {kind} run: resume it from "
+                "Python with engine.resume(run_id, tasks=[...])"
             )
-        options = RunOptions.from_config(snap.config).updated(overrides or Overrides())
+        options = RunOptions.from_config(stored_config).updated(overrides or Overrides())
         _check_storable(options.to_config())
         setup = engine_setup(options.choice)
-        reopened = reopen(snap.config, setup)
+        reopened = reopen(stored_config, setup)
         if own_store is not None:
             engine = _engine(setup, options, own_store)
             await engine.start()  # a backend that cannot start fails here, nothing run
@@ -346,11 +350,12 @@ async def resume(
             reopened.tasks,
             reconfigure=reconfigure,
             blueprints=setup.blueprints,
-            config={**snap.config, **options.to_config()},
+            config={**stored_config, **options.to_config()},
             deadline_s=_deadline(options, setup),
             retry_failed=retry_failed,
             max_cost_usd=_pick(setup.max_cost_usd, options.max_cost_usd),
             max_tokens=_pick(setup.max_tokens, options.max_tokens),
+            lean=reopened.keep,
         )
         sink = reopened.sink(run)
         sink.attach(run)

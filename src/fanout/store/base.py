@@ -12,7 +12,7 @@ Ops are idempotent: applying a batch twice leaves the store as applying it once.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -270,6 +270,28 @@ class RunSnapshot:
         return {a[0]: a[1] for a in self.attempts}
 
 
+#: what `Store.open_run` tells its caller of each done result it does not load:
+#: (task number, lane, agent, attempts, latency s, model, input tokens, output tokens)
+DoneVisitor = Callable[[int, str | None, str | None, int, float, str | None, int, int], None]
+
+
+@dataclass(slots=True)
+class OpenRun:
+    """A stored run as a lean resume reads it (`Store.open_run`): `snap` holds only the
+    live tasks (those without a done result, the finished ones named in `keep`, and the
+    few newest done ones, to check that their requests are unchanged) with their results
+    and attempts; the rest of the run is counts. What it costs grows with what is left to
+    run, not with what is done."""
+
+    snap: RunSnapshot
+    stored: int  # the run's tasks, numbered 0..stored-1
+    lanes: dict[str | None, int]  # the stored tasks by lane, all of them
+    #: every attempt of the run, grouped: (outcome, error kind, count, summed duration ns)
+    attempt_totals: list[tuple[str | None, str | None, int, int]]
+    #: attempts that failed other than by connection, all of them (the retry budget's use)
+    retries: int
+
+
 class Store(Protocol):
     #: True when runs outlive the process (resume, leases, cancel from another process)
     persistent: bool
@@ -290,6 +312,13 @@ class Store(Protocol):
 
     async def snapshot(self, run_id: str) -> RunSnapshot | None:
         """Everything needed to resume or report `run_id`; None if unknown."""
+        ...
+
+    async def open_run(
+        self, run_id: str, keep: Collection[str], visit: DoneVisitor
+    ) -> OpenRun | None:
+        """What a lean resume of `run_id` needs (see `OpenRun`); `visit` is called with each
+        done result not loaded, from the store's reader thread. None if unknown."""
         ...
 
     async def claim(self, run_id: str, lease: Lease) -> None:
@@ -409,6 +438,11 @@ class MemoryStore:
 
     async def snapshot(self, run_id: str) -> RunSnapshot | None:
         return None  # runs do not outlive the process: nothing to resume
+
+    async def open_run(
+        self, run_id: str, keep: Collection[str], visit: DoneVisitor
+    ) -> OpenRun | None:
+        return None
 
     async def claim(self, run_id: str, lease: Lease) -> None:
         return None

@@ -36,7 +36,7 @@ ATTEMPT_UPSERT = (
     "tokens = excluded.tokens, started_at = coalesce(attempts.started_at, excluded.started_at)"
 )
 RESULT_UPSERT = "INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-_RESULT_COLS = (
+RESULT_COLS = (
     "n, state, text, data, finish_reason, model, input_tokens, output_tokens, attempts, "
     "latency, error, duration, cache_key"
 )
@@ -51,7 +51,7 @@ def _error(raw: str | None) -> ErrorInfo | None:
     return ErrorInfo(d["class"], d["kind"], d["message"], d.get("status"))
 
 
-def _stored(row: Sequence[Any]) -> StoredResult:
+def stored_result(row: Sequence[Any]) -> StoredResult:
     return StoredResult(
         row[0],
         _STATES[row[1]],
@@ -251,8 +251,8 @@ def load_snapshot(db: sqlite3.Connection, run_id: str) -> RunSnapshot | None:
     results = {
         r.n: r
         for r in map(
-            _stored,
-            db.execute(f"SELECT {_RESULT_COLS} FROM results WHERE rid = ? ORDER BY n", (rid,)),
+            stored_result,
+            db.execute(f"SELECT {RESULT_COLS} FROM results WHERE rid = ? ORDER BY n", (rid,)),
         )
     }
     attempts = db.execute(

@@ -22,7 +22,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,9 +36,11 @@ from fanout.store.base import (
     AttemptFailed,
     AttemptInterrupted,
     AttemptStarted,
+    DoneVisitor,
     Heartbeat,
     Lease,
     Op,
+    OpenRun,
     ResultRecorded,
     ResultsDropped,
     RunClosed,
@@ -50,6 +52,7 @@ from fanout.store.base import (
     SpanBatch,
     TasksAdded,
 )
+from fanout.store.lean import load_open_run
 from fanout.store.migrations import migrate
 from fanout.tasks import Result, Task
 
@@ -462,6 +465,11 @@ class SqliteStore:
 
     async def snapshot(self, run_id: str) -> RunSnapshot | None:
         return await self._read(lambda db: queries.load_snapshot(db, run_id))
+
+    async def open_run(
+        self, run_id: str, keep: Collection[str], visit: DoneVisitor
+    ) -> OpenRun | None:
+        return await self._read(lambda db: load_open_run(db, run_id, keep, visit))
 
     async def claim(self, run_id: str, lease: Lease) -> None:
         await self._on_writer(lambda db: queries.claim(db, run_id, lease))
