@@ -16,6 +16,8 @@ from fanout.engine.limits import (
     RATE_PROBE,
     RATE_PROBE_MAX,
     RATE_SLOW_START,
+    RATE_START_MIN,
+    RATE_WINDOW_S,
     ProviderMeter,
 )
 from tests.engine.support import arun
@@ -167,14 +169,43 @@ def test_a_429_far_below_the_learned_rate_is_noise_and_teaches_no_lower_rate() -
     assert m.pace_rate >= learned
 
 
-def test_too_few_successes_teach_no_rate_and_slow_rates_are_measured_over_more_time() -> None:
+def test_too_few_successes_measure_no_rate_and_slow_rates_are_measured_over_more_time() -> None:
     m = meter()
     succeed(m, [10.0 + i for i in range(RATE_MIN_SAMPLES - 1)])  # one call a second
     m.pause(17.0, 0.5)
-    assert m.pace_rate is None
+    # nothing measured: a guess (the calls in flight, here none, a window) in slow start
+    assert m.pace_rate == RATE_START_MIN
     succeed(m, [17.0])
     m.pause(17.0, 0.5)  # now 8 calls over 7 s
     assert m.pace_rate == pytest.approx(RATE_DECREASE_FACTOR * (RATE_MIN_SAMPLES - 1) / 7.0)
+
+
+def test_a_429_before_any_answer_paces_at_once_rather_than_stampede() -> None:
+    """Sixteen calls sent at once meet a budget smaller than that: the first 429 comes
+    before any success could measure the rate. Every queued call must not go out again
+    when its wait ends (all but one would be rejected anew, four processes without rate
+    headers lost most tasks so): the meter paces at the calls in flight per window, and
+    a call sent at that pace and rejected again cuts it to what the few successes show."""
+    m = meter()
+    tasks = [Task(f"t{i}") for i in range(16)]
+    for t in tasks:
+        m.started(10.0, t)
+    m.finished(10.01, tasks[0], RATE_LIMITED, 0)
+    assert m.pause(10.01, 0.05)
+    assert m.pace_rate == pytest.approx(16 / RATE_WINDOW_S)
+    first = m.pace_rate
+    x = Task("x")
+    assert m.wait_time(10.01, x) == pytest.approx(0.05)  # the wait named, then paced
+    m.started(10.06, x)
+    assert m.wait_time(10.06, x) == pytest.approx(1 / first)
+    for i, t in enumerate(tasks[1:4]):  # three admitted, answered over a second
+        m.finished(10.5 + i / 4, t, OK, 1)
+    assert m.admitted_rate(11.2) is None  # too few to measure
+    m.finished(11.2, x, RATE_LIMITED, 0)  # sent at the pace, rejected
+    m.pause(11.2, 0.05)
+    rough = 2 / RATE_WINDOW_S  # three successes over half a second: two intervals, a window
+    assert m.pace_rate == pytest.approx(RATE_DECREASE_FACTOR * rough)
+    assert m.rate_cuts == 2
 
 
 def test_a_meter_that_is_not_adaptive_learns_nothing() -> None:
