@@ -23,6 +23,7 @@ from fanout.engine.limits import (
     ProviderMeter,
 )
 from fanout.engine.shared import LEASE_S, SYNC_S, SharedAccount, account_id
+from tests.engine.support import overflow
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -134,8 +135,7 @@ def test_the_learned_rate_is_shared_with_a_newcomer_and_given_back_when_it_ends(
     for i in range(80):  # 20 calls/s admitted for 4 s, then a 429 at the edge
         a.started(i / 20, t)
         a.finished(i / 20, t, OK, 10)
-    a.started(4.0, t)
-    a.finished(4.0, t, RATE_LIMITED, 0)
+    overflow(a, 4.0)
     a.pause(4.0, 0.05)
     learned = a.pace_rate
     assert learned is not None  # about 0.9 x 20 (see test_rate_learning)
@@ -158,10 +158,7 @@ def test_a_guessed_pace_is_not_recorded_as_the_accounts_rate(tmp_path: Path) -> 
     path = tmp_path / "accounts.db"
     a = meter(path)
     busy(a, 0.0)
-    tasks = [Task(f"t{i}") for i in range(4)]
-    for t in tasks:
-        a.started(0.0, t)
-    a.finished(0.01, tasks[0], RATE_LIMITED, 0)
+    overflow(a, 0.01)  # the first calls met a budget smaller than they were
     a.pause(0.01, 0.05)
     assert a.pace_rate is not None  # a guess, in slow start
     busy(a, SYNC_S)

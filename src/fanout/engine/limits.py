@@ -36,7 +36,7 @@ from fanout.engine.meters import ConcurrencyMeter as ConcurrencyMeter
 from fanout.engine.meters import Gcra as Gcra
 from fanout.engine.meters import Meter as Meter
 from fanout.engine.meters import ProviderLimits as ProviderLimits
-from fanout.engine.meters import burst_for
+from fanout.engine.meters import burst_for, least, model_of
 from fanout.engine.shared import LEASE_S, SYNC_S
 from fanout.tasks import Task
 
@@ -72,8 +72,16 @@ FIRST_CALLS = 4
 TOKENS_MARGIN = 1.5
 HOLD_MAX_S = 60.0
 #: until a full window has been measured (the start of a run, when the first count is short)
-#: the climb doubles the pace every second
+#: each success adds this many calls/s: while calls succeed at the pace, it grows by e (2.7
+#: times) each second
 RATE_SLOW_START = 1.0
+#: until a rate is learned, a 429 teaches one only amid others (of the last calls that ended,
+#: by count: a first burst's successes would hide a storm for a second). A budget we are over
+#: rejects half the calls or more, even paused at each 429; noise (random 429s of an overloaded
+#: provider, 10-15 % of calls, a Retry-After as short as one call) does not (15 %: 1 in 10^5)
+RATE_EDGE_SHARE = 0.5
+RATE_EDGE_SEEN = 32
+_EDGE_MASK = (1 << RATE_EDGE_SEEN) - 1
 #: the least pace a first 429 starts at (calls/s), before anything was measured
 RATE_START_MIN = 1.0
 #: a cut this long after the first success measures the rate: it is shared with the account
@@ -108,6 +116,7 @@ class ProviderMeter:
       until a call sent at the new pace is rejected (a cut then, whatever the cooldown).
       A cut never raises the pace: a window that still holds a first burst counts more
       than the provider admits, so the basis is the lower of that count and the pace.
+      Until a rate is learned a 429 teaches only amid others (`_amid_429s`): noise does not.
 
     Only the 429s of calls sent after the last cut count: those already in flight then say
     nothing about the new pace. (`pause` follows the `finished` of the call that was told to
@@ -133,15 +142,18 @@ class ProviderMeter:
         "_flat",
         "_hdr_rpm",
         "_hdr_tpm",
+        "_held_at",
         "_holders",
         "_last_cut",
         "_last_decrease",
         "_limited_start",
+        "_outcomes",
         "_pace_tat",
         "_recent",
         "_rej_n",
         "_rej_prev",
         "_starts",
+        "_storm",
         "_sync_at",
         "_win_n",
         "_win_prev",
@@ -177,6 +189,7 @@ class ProviderMeter:
         self._last_cut = -INF
         self._ceiling = INF  # the admitted rate measured at the last cut (INF: unknown)
         self._first_ok = INF
+        self._held_at = -INF  # when the pacer last held a call back
         self.rate_cuts = 0
         self._starts: dict[int, float] = {}  # id(task) -> start of its call, once pacing
         self._limited_start: float | None = None  # start of the call last told to wait
@@ -188,6 +201,8 @@ class ProviderMeter:
         self._win_prev = 0
         self._rej_n = 0  # 429s in this window and the last, beside the successes
         self._rej_prev = 0
+        self._storm = False  # whether a budget was seen to reject most calls (`_amid_429s`)
+        self._outcomes = 0  # the last `RATE_EDGE_SEEN` calls that ended, a bit set per 429
         self.circuit = Circuit()
         # the account's budgets: configured, stated by the provider's headers, and the
         # number of processes sharing them (see `observe`, `_sync`)
@@ -198,7 +213,7 @@ class ProviderMeter:
         self._charged: dict[int, float] = {}  # id(task) -> tokens charged at its start
         self._holders = 1
         self._flat = False  # whether the provider was found to admit no burst (see `pause`)
-        self.lease = None if limits.account is None else limits.account.lease(_model(key))
+        self.lease = None if limits.account is None else limits.account.lease(model_of(key))
         self._sync_at = -INF
         self._asked = -INF
         self._cuts_synced = 0
@@ -214,15 +229,17 @@ class ProviderMeter:
             if not self.circuit.answered:
                 if self.inflight >= FIRST_CALLS:
                     return INF  # a service's account: learn its limits from a few answers first
-            elif self.rpm is None and self.tpm is None:
+            elif self.rpm is None and self.tpm is None and not self.rate_cuts:
                 # answered, with no budget stated or configured: other processes may be
                 # starting too, so climb from a slow start rather than send all at once
                 self._start_pacing(now, 0.0)
         w = self.paused_until - now
         if self.circuit.down_since is not None:
             w = max(w, self.circuit.wait_time(now))
-        if self.pace_rate is not None and self._pace_tat - now > w:
-            w = self._pace_tat - now
+        if self.pace_rate is not None and self._pace_tat > now:
+            self._held_at = now
+            if self._pace_tat - now > w:
+                w = self._pace_tat - now
         if self.rpm is not None:
             w = max(w, self.rpm.wait_time(now))
         if self.tpm is not None:
@@ -294,10 +311,11 @@ class ProviderMeter:
             if now - self._win_start >= RATE_WINDOW_S:
                 self._roll(now)
             self._win_n += 1
+            self._outcomes = (self._outcomes << 1) & _EDGE_MASK
             self._recent.append(now)
             if self.pace_rate is not None:
                 if self._ceiling == INF:
-                    self.pace_rate += RATE_SLOW_START
+                    self._slow_start(now)
                 elif self.pace_rate < self._ceiling:
                     self.pace_rate += RATE_INCREASE
                 else:  # probe: a step that grows while no 429 says we are over
@@ -312,6 +330,7 @@ class ProviderMeter:
             if now - self._win_start >= RATE_WINDOW_S:
                 self._roll(now)
             self._rej_n += 1
+            self._outcomes = ((self._outcomes << 1) | 1) & _EDGE_MASK
         elif outcome == OVERLOADED and now - self._last_decrease >= AIMD_COOLDOWN_S:
             self.limit = max(1.0, self.limit * AIMD_DECREASE_FACTOR)
             self._last_decrease = now
@@ -366,6 +385,12 @@ class ProviderMeter:
         ):
             return False
         self.paused_until = max(self.paused_until, now + seconds)
+        # (processes sharing an account that states no budget: their sum meets one that none
+        # measures alone, so a 429 at a guessed pace is its edge, noise or not)
+        if self._ceiling == INF and self.rpm is None and not self._storm and self._holders == 1:
+            if not self._amid_429s():
+                return True  # no rate known, and most calls succeed: noise, or not yet the limit
+            self._storm = True
         if (
             rate_limited
             and self.adaptive
@@ -391,8 +416,12 @@ class ProviderMeter:
         if started is not None and started < self._last_cut:
             return True  # sent before the last cut: it says nothing about the pace since
         assert admitted is not None
-        if self._ceiling != INF and admitted < RATE_NOISE_SHARE * self._ceiling:
-            return True  # far below the rate last admitted: noise, not the limit
+        known = self._ceiling
+        if known == INF and self.rpm is not None:  # the budgets stated or configured, calls/s
+            per_call = self.tpm.interval * max(self._avg_tokens, 1.0) if self.tpm else 0.0
+            known = 1.0 / max(self.rpm.interval, per_call)
+        if known != INF and admitted < RATE_NOISE_SHARE * known:
+            return True  # far below the rate last admitted or stated: noise, not the limit
         if not self._flat and self.rpm is not None:
             # we pace at a budget stated or configured, and its edge was met: the provider
             # admits no burst on top of its rate (a sliding window). Drop ours and keep a
@@ -416,6 +445,25 @@ class ProviderMeter:
         self._last_cut = now
         self.rate_cuts += 1
         return True
+
+    def _amid_429s(self) -> bool:
+        """Whether half the calls that ended lately were 429s (`RATE_EDGE_SHARE`): before a rate
+        is learned, the only sign that a 429 is a budget's edge, not noise. (The rate a guessed
+        pace admits is that pace, whatever the budget; nor is a short Retry-After a sign.)"""
+        return self._outcomes.bit_count() >= RATE_EDGE_SHARE * RATE_EDGE_SEEN
+
+    def _slow_start(self, now: float) -> None:
+        """A success while the pace is a guess: grow it, or drop it when it held no call back
+        for a window (the provider admitted all there was to send: no limit of theirs)."""
+        assert self.pace_rate is not None
+        if now - self._held_at >= RATE_WINDOW_S and now - self._last_cut >= RATE_WINDOW_S:
+            self.pace_rate = None
+            self._starts.clear()
+            self._last_cut = -INF
+            self._storm = False
+            self._outcomes = 0  # the storm that started it is a window old at least
+            return
+        self.pace_rate += RATE_SLOW_START
 
     def _start_pacing(self, now: float, seconds: float) -> None:
         """A 429 before the provider admitted enough calls to measure its rate: the first
@@ -480,7 +528,7 @@ class ProviderMeter:
         bursts add up)."""
         n, flat = self._holders, self._flat
         share = 1.0 if n == 1 else (1.0 - SHARED_HEADROOM) / n
-        rpm = _least(self._conf_rpm, self._hdr_rpm)
+        rpm = least(self._conf_rpm, self._hdr_rpm)
         if rpm is None:
             self.rpm = None
         else:
@@ -491,7 +539,7 @@ class ProviderMeter:
                 self.rpm = Gcra(rate, burst)
             else:
                 self.rpm.retune(rate, burst)
-        tpm = _least(self._conf_tpm, self._hdr_tpm)
+        tpm = least(self._conf_tpm, self._hdr_tpm)
         if tpm is None:
             self.tpm = None
         elif self.tpm is None:  # (a call's tokens are an estimate: the burst absorbs it)
@@ -550,12 +598,3 @@ class ProviderMeter:
             f"ProviderMeter({self.key!r}, limit={self.limit:.1f}/{self.cap:.0f}, "
             f"inflight={self.inflight}{pace})"
         )
-
-
-def _least(a: float | None, b: float | None) -> float | None:
-    return b if a is None else a if b is None else min(a, b)
-
-
-def _model(key: str) -> str:
-    """The model of a limiter key ("provider:model")."""
-    return key.partition(":")[2] or key

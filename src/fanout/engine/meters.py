@@ -122,3 +122,13 @@ def burst_for(rpm: float) -> float:
     # A server that allows bursts of one second of budget (or one request, whichever is more)
     # never rejects us while our burst plus one request's interval stays within that second.
     return min(DEFAULT_BURST_S, max(0.0, 1.0 - 60.0 / rpm))
+
+
+def least(a: float | None, b: float | None) -> float | None:
+    """The lower of two limits, either of which may be None (no limit)."""
+    return b if a is None else a if b is None else min(a, b)
+
+
+def model_of(key: str) -> str:
+    """The model of a limiter key ("provider:model")."""
+    return key.partition(":")[2] or key
