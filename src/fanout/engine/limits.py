@@ -229,9 +229,9 @@ class ProviderMeter:
             if not self.circuit.answered:
                 if self.inflight >= FIRST_CALLS:
                     return INF  # a service's account: learn its limits from a few answers first
-            elif self.rpm is None and self.tpm is None and not self.rate_cuts:
-                # answered, with no budget stated or configured: other processes may be
-                # starting too, so climb from a slow start rather than send all at once
+            elif self.rpm is None and self.tpm is None and self._holders > 1 and not self.rate_cuts:
+                # answered, with no budget stated or configured, and other processes on the
+                # account: climb from a slow start rather than all send at once
                 self._start_pacing(now, 0.0)
         w = self.paused_until - now
         if self.circuit.down_since is not None:
@@ -416,12 +416,6 @@ class ProviderMeter:
         if started is not None and started < self._last_cut:
             return True  # sent before the last cut: it says nothing about the pace since
         assert admitted is not None
-        known = self._ceiling
-        if known == INF and self.rpm is not None:  # the budgets stated or configured, calls/s
-            per_call = self.tpm.interval * max(self._avg_tokens, 1.0) if self.tpm else 0.0
-            known = 1.0 / max(self.rpm.interval, per_call)
-        if known != INF and admitted < RATE_NOISE_SHARE * known:
-            return True  # far below the rate last admitted or stated: noise, not the limit
         if not self._flat and self.rpm is not None:
             # we pace at a budget stated or configured, and its edge was met: the provider
             # admits no burst on top of its rate (a sliding window). Drop ours and keep a
@@ -430,6 +424,12 @@ class ProviderMeter:
             self._flat = True
             self._retune()
             return True
+        known = self._ceiling
+        if known == INF and self.rpm is not None:  # the budgets stated or configured, calls/s
+            per_call = self.tpm.interval * max(self._avg_tokens, 1.0) if self.tpm else 0.0
+            known = 1.0 / max(self.rpm.interval, per_call)
+        if known != INF and admitted < RATE_NOISE_SHARE * known:
+            return True  # far below the rate last admitted or stated: noise, not the limit
         pace = self.pace_rate
         slow_start = pace is not None and self._ceiling == INF
         if now - self._last_cut < RATE_COOLDOWN_S and not slow_start:
