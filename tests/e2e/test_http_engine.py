@@ -234,8 +234,10 @@ def test_429_storm_ends_done_and_honours_retry_after(tmp_path: Path) -> None:
         # limiters settling on their shares of one budget (15 to 45 measured at 3,000 RPM,
         # 158 at 1,200 RPM on an idle machine, fewer under load; 150 to 250 since the learned
         # rate probes upward again, each probe past the budget costing a few 429s on a
-        # server that sends no rate headers): under two per task, against about three unpaced
-        assert stats["rejected_429"] < 2 * n
+        # server that sends no rate headers; 34 and 70 since the first 429 starts a pace
+        # before a rate is measured, on a machine loaded 17-20): under one per task, against
+        # about three unpaced
+        assert stats["rejected_429"] < n
         rate_limited = [e for e in timeline.of(TaskRetrying) if e.error.kind == "rate_limited"]
         assert len(rate_limited) == stats["rejected_429"]
         for e in rate_limited:  # each retry waited at least the retry-after it was given

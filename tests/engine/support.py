@@ -129,3 +129,16 @@ async def until(cond: Callable[[], bool], within: float = 10.0) -> None:
         if loop.time() > give_up:
             raise AssertionError(f"condition still false after {within}s")
         await asyncio.sleep(0.001)
+
+
+def overflow(meter: Any, now: float, *, calls: int | None = None) -> None:
+    """Calls rejected with 429s at `now`, as many as make them half of the calls the meter saw
+    end lately (`RATE_EDGE_SHARE` of `RATE_EDGE_SEEN`): the sign of a budget we are over,
+    where a lone 429 amid successes may be noise. Each is started at `now` too."""
+    from fanout import Task
+    from fanout.engine.limits import RATE_EDGE_SEEN, RATE_EDGE_SHARE, RATE_LIMITED
+
+    for i in range(calls if calls is not None else int(RATE_EDGE_SHARE * RATE_EDGE_SEEN)):
+        t = Task(f"over {i}")
+        meter.started(now, t)
+        meter.finished(now, t, RATE_LIMITED, 0)

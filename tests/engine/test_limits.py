@@ -27,8 +27,8 @@ from fanout.engine.limits import (
     ConcurrencyMeter,
     Gcra,
     ProviderMeter,
-    _burst,
 )
+from fanout.engine.meters import burst_for
 from fanout.errors import Overloaded
 
 from .support import arun
@@ -96,8 +96,8 @@ def test_gcra_budget_recovers_while_idle_but_does_not_bank_beyond_the_burst() ->
 
 @pytest.mark.parametrize(("rpm", "burst"), [(60, 0.0), (100, 0.4), (600, 0.5), (100_000, 0.5)])
 def test_client_burst_stays_within_a_one_second_server_window(rpm: float, burst: float) -> None:
-    assert _burst(rpm) == pytest.approx(burst)
-    assert _burst(rpm) + 60.0 / rpm <= 1.0 + 1e-9 or _burst(rpm) == 0.0
+    assert burst_for(rpm) == pytest.approx(burst)
+    assert burst_for(rpm) + 60.0 / rpm <= 1.0 + 1e-9 or burst_for(rpm) == 0.0
 
 
 # -- concurrency and provider meters ------------------------------------------------------

@@ -15,8 +15,15 @@ from pathlib import Path
 import pytest
 
 from fanout import ProviderLimits, Task
-from fanout.engine.limits import FIRST_CALLS, OK, SHARED_HEADROOM, ProviderMeter
+from fanout.engine.limits import (
+    FIRST_CALLS,
+    OK,
+    RATE_LIMITED,
+    SHARED_HEADROOM,
+    ProviderMeter,
+)
 from fanout.engine.shared import LEASE_S, SYNC_S, SharedAccount, account_id
+from tests.engine.support import overflow
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -124,18 +131,71 @@ def test_the_learned_rate_is_shared_with_a_newcomer_and_given_back_when_it_ends(
     path = tmp_path / "accounts.db"
     a = meter(path)
     busy(a, 0.0)
-    a.pace_rate = 9.0  # as learned after a 429 (see test_rate_learning)
-    a.rate_cuts = 1
-    busy(a, SYNC_S)  # records the account's rate: 9 calls/s
+    t = Task("x")
+    for i in range(80):  # 20 calls/s admitted for 4 s, then a 429 at the edge
+        a.started(i / 20, t)
+        a.finished(i / 20, t, OK, 10)
+    overflow(a, 4.0)
+    a.pause(4.0, 0.05)
+    learned = a.pace_rate
+    assert learned is not None  # about 0.9 x 20 (see test_rate_learning)
+    busy(a, 4.0 + SYNC_S)  # records the account's rate
     b = meter(path)
     busy(b, 0.0)
-    assert b.pace_rate == pytest.approx(4.5)  # paces at once at its share, no 429 needed
-    busy(a, 2 * SYNC_S)
-    assert a.pace_rate == pytest.approx(4.5)
+    assert b.pace_rate == pytest.approx(learned / 2)  # paces at once at its share, no 429
+    busy(a, 4.0 + 2 * SYNC_S)
+    assert a.pace_rate == pytest.approx(learned / 2)
     assert b.lease is not None
     b.lease.release()
-    busy(a, 3 * SYNC_S)
-    assert a.pace_rate == pytest.approx(9.0)  # what b freed, at once
+    busy(a, 4.0 + 3 * SYNC_S)
+    assert a.pace_rate == pytest.approx(learned)  # what b freed, at once
+
+
+def test_a_guessed_pace_is_not_recorded_as_the_accounts_rate(tmp_path: Path) -> None:
+    """A pace started before anything was measured (a 429 among the first calls) is a
+    guess: recorded, it became the ceiling of the process left alone, which then used 0.30
+    of the limit. A newcomer learns nothing from it."""
+    path = tmp_path / "accounts.db"
+    a = meter(path)
+    busy(a, 0.0)
+    overflow(a, 0.01)  # the first calls met a budget smaller than they were
+    a.pause(0.01, 0.05)
+    assert a.pace_rate is not None  # a guess, in slow start
+    busy(a, SYNC_S)
+    busy(a, 2 * SYNC_S)
+    b = meter(path)
+    busy(b, 0.0)
+    assert b.pace_rate is None
+
+
+def test_a_service_that_states_no_budget_is_climbed_from_a_slow_start_at_a_share(
+    tmp_path: Path,
+) -> None:
+    """Four processes start on one account of a service that sends no rate headers: once
+    its first answers came (`FIRST_CALLS`, and nothing stated), each paces from the calls
+    in flight per second, its share of them, rather than sending its whole concurrency at
+    once (four times sixteen calls met a budget of ten a second with dozens of 429s)."""
+    path = tmp_path / "accounts.db"
+    ms = [meter(path) for _ in range(4)]
+    for m in ms:
+        busy(m, 0.0)
+    a = ms[0]
+    busy(a, SYNC_S)  # a sees the other three
+    first = [Task(f"f{i}") for i in range(FIRST_CALLS)]
+    for t in first:
+        assert a.wait_time(SYNC_S, t) == 0.0
+        a.started(SYNC_S, t)
+    assert a.wait_time(SYNC_S, Task("x")) == math.inf  # no answer yet
+    a.finished(0.5, first[0], OK, 10)
+    a.circuit.finished(0.5, first[0], OK, SYNC_S)  # the service answered, stating nothing
+    assert a.wait_time(0.5, Task("y")) == 0.0
+    assert a.pace_rate == pytest.approx(FIRST_CALLS / 4)  # (3 in flight + 1) / 4 holders
+    a.started(0.5, Task("y"))
+    assert a.wait_time(0.5, Task("z")) == pytest.approx(4 / FIRST_CALLS)
+    b = meter(tmp_path / "other.db", rpm=600)  # a budget configured: no guess needed
+    b.circuit.finished(0.5, Task("w"), OK, 0.0)
+    b.wait_time(0.5, Task("w"))
+    assert b.pace_rate is None
 
 
 def test_an_unusable_file_means_running_alone_not_failing(tmp_path: Path) -> None:
@@ -171,6 +231,52 @@ def test_rate_headers_seed_the_budgets_and_a_spent_budget_holds_until_its_reset(
     m.observe(1.0, {"tokens_limit": 60_000, "requests_limit": 600})
     assert m.tpm is not None
     assert m.tpm.interval == pytest.approx(0.001)
+
+
+def test_429s_before_any_success_with_a_stated_budget_leave_the_pace_to_it() -> None:
+    """The budget is stated and nothing is measured yet: 429s among the first calls (the
+    server's burst spent by other processes) pause, and the stated budget paces; no guessed
+    pace (and no cut of one: that once crashed the workers and hung the run)."""
+    m = ProviderMeter("openai:sim-1", ProviderLimits(), default_cap=64)
+    m.observe(0.0, {"requests_limit": 1200})
+    tasks = [Task(f"t{i}") for i in range(4)]
+    for t in tasks:
+        m.started(0.0, t)
+    for k, at in enumerate((0.01, 1.5, 3.0)):
+        m.finished(at, tasks[k], RATE_LIMITED, 0)
+        assert m.pause(at, 0.05)
+        assert m.pace_rate is None
+        assert m.wait_time(at, tasks[k]) == pytest.approx(0.05)
+
+
+def test_a_429_at_the_edge_of_a_stated_budget_drops_the_burst_not_the_rate() -> None:
+    """Paced at the 1,200 rpm a service states, a 429 that reopens within a call says the
+    service admits no burst on top of its rate (a sliding window does not): the meter drops
+    its burst and keeps 1 % headroom, and learns no lower rate (that cost 7 % of a sliding
+    window's limit). Met again, paced so, the rate is learned as usual."""
+    m = ProviderMeter("openai:sim-1", ProviderLimits(), default_cap=64)
+    m.observe(0.0, {"requests_limit": 1200})
+    assert m.rpm is not None
+    assert m.rpm.tau > 0.0
+    succeed = [Task(f"t{i}") for i in range(60)]
+    for i, t in enumerate(succeed):  # 20 calls/s for 3 s
+        m.started(i / 20, t)
+        m.finished(i / 20, t, OK, 10)
+    r = Task("r")
+    m.started(3.0, r)
+    m.finished(3.0, r, RATE_LIMITED, 0)
+    assert m.pause(3.0, 0.04)
+    assert m.pace_rate is None  # no rate learned
+    assert m.rpm.tau == 0.0
+    assert m.rpm.interval == pytest.approx(60 / (1200 * (1 - SHARED_HEADROOM)))
+    for i, t in enumerate(succeed[:30]):
+        m.started(3.1 + i / 20, t)
+        m.finished(3.1 + i / 20, t, OK, 10)
+    m.started(4.7, r)
+    m.finished(4.7, r, RATE_LIMITED, 0)
+    assert m.pause(4.7, 0.04)
+    assert m.pace_rate is not None  # the budget paced so was met again: learned
+    assert m.rpm.tau == 0.0
 
 
 def test_a_configured_limit_below_the_stated_one_wins_and_the_stated_one_caps_it() -> None:

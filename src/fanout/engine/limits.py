@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
-from typing import Protocol
 
 from fanout.engine.circuit import (  # re-exported: the outcomes are the meters' vocabulary
     CIRCUIT_FAILURES as CIRCUIT_FAILURES,
@@ -28,13 +26,22 @@ from fanout.engine.circuit import OVERLOADED as OVERLOADED
 from fanout.engine.circuit import RATE_LIMITED as RATE_LIMITED
 from fanout.engine.circuit import UNREACHABLE_PROBES as UNREACHABLE_PROBES
 from fanout.engine.circuit import Circuit as Circuit
-from fanout.engine.shared import LEASE_S, SYNC_S, SharedAccount
-from fanout.errors import ConfigError
+from fanout.engine.meters import DEFAULT_BURST_S as DEFAULT_BURST_S
+from fanout.engine.meters import WHY_CIRCUIT as WHY_CIRCUIT
+from fanout.engine.meters import WHY_RETRY_AFTER as WHY_RETRY_AFTER
+from fanout.engine.meters import WHY_RPM as WHY_RPM
+from fanout.engine.meters import WHY_SLOT as WHY_SLOT
+from fanout.engine.meters import WHY_TPM as WHY_TPM
+from fanout.engine.meters import ConcurrencyMeter as ConcurrencyMeter
+from fanout.engine.meters import Gcra as Gcra
+from fanout.engine.meters import Meter as Meter
+from fanout.engine.meters import ProviderLimits as ProviderLimits
+from fanout.engine.meters import burst_for, least, model_of
+from fanout.engine.shared import LEASE_S, SYNC_S
 from fanout.tasks import Task
 
 INF = math.inf
 
-DEFAULT_BURST_S = 0.5  # a client-side burst of half a second of budget: under any server's 1 s
 AIMD_DECREASE_FACTOR = 0.5
 AIMD_COOLDOWN_S = 1.0  # one halving per second at most: a burst of 429s is one signal
 #: the learned request rate (see `ProviderMeter`): successes are counted over this window...
@@ -65,8 +72,20 @@ FIRST_CALLS = 4
 TOKENS_MARGIN = 1.5
 HOLD_MAX_S = 60.0
 #: until a full window has been measured (the start of a run, when the first count is short)
-#: the climb doubles the pace every second
+#: each success adds this many calls/s: while calls succeed at the pace, it grows by e (2.7
+#: times) each second
 RATE_SLOW_START = 1.0
+#: until a rate is learned, a 429 teaches one only amid others (of the last calls that ended,
+#: by count: a first burst's successes would hide a storm for a second). A budget we are over
+#: rejects half the calls or more, even paused at each 429; noise (random 429s of an overloaded
+#: provider, 10-15 % of calls, a Retry-After as short as one call) does not (15 %: 1 in 10^5)
+RATE_EDGE_SHARE = 0.5
+RATE_EDGE_SEEN = 32
+_EDGE_MASK = (1 << RATE_EDGE_SEEN) - 1
+#: the least pace a first 429 starts at (calls/s), before anything was measured
+RATE_START_MIN = 1.0
+#: a cut this long after the first success measures the rate: it is shared with the account
+RATE_MEASURED_S = 3.0
 #: one cut per window at most (but for the end of slow start): the count must catch up with
 #: the last cut, and stray 429s must not ratchet the pace down
 RATE_COOLDOWN_S = 1.0
@@ -78,107 +97,6 @@ RATE_NOISE_SHARE = 0.5
 #: a long Retry-After pauses every call only when at least this share of the calls that
 #: ended lately were 429s: a stray 429 amid successes holds back its own task alone
 PAUSE_SHARE = 0.5
-
-
-#: why a meter holds a task back (`Meter.why`): the span kinds of engine/spans.py
-WHY_SLOT = "lane"  # no free slot: a lane's, an agent's or the provider's concurrency
-WHY_RPM = "rpm"  # the request budget (the configured RPM or the learned pace)
-WHY_TPM = "tpm"
-WHY_RETRY_AFTER = "retry_after"  # a pause the provider asked for
-WHY_CIRCUIT = "circuit"  # the provider is down: only a probe now and then
-
-
-class Meter(Protocol):
-    def wait_time(self, now: float, task: Task) -> float: ...
-
-    def why(self, now: float) -> str:
-        """Which of its limits holds tasks back now (asked only when `wait_time` > 0)."""
-        ...
-
-    def started(self, now: float, task: Task) -> None: ...
-
-    def finished(self, now: float, task: Task, outcome: str, tokens: int) -> None: ...
-
-
-class ConcurrencyMeter:
-    """At most `limit` tasks at once (a lane, an agent inside a lane)."""
-
-    __slots__ = ("inflight", "limit", "name")
-
-    def __init__(self, name: str, limit: int) -> None:
-        if limit < 1:
-            raise ConfigError(f"{name}: a concurrency limit must be at least 1, got {limit}")
-        self.name = name
-        self.limit = limit
-        self.inflight = 0
-
-    def wait_time(self, now: float, task: Task) -> float:
-        return 0.0 if self.inflight < self.limit else INF
-
-    def why(self, now: float) -> str:
-        return WHY_SLOT
-
-    def started(self, now: float, task: Task) -> None:
-        self.inflight += 1
-
-    def finished(self, now: float, task: Task, outcome: str, tokens: int) -> None:
-        self.inflight -= 1
-
-    def __repr__(self) -> str:
-        return f"ConcurrencyMeter({self.name!r}, limit={self.limit}, inflight={self.inflight})"
-
-
-@dataclass(slots=True, kw_only=True)
-class ProviderLimits:
-    """Budgets for one provider+model(+key). None means no limit of that kind."""
-
-    rpm: float | None = None
-    tpm: float | None = None
-    concurrency: int | None = None
-    adaptive: bool = True
-    #: the account these budgets belong to, shared with other processes on this machine
-    account: SharedAccount | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("rpm", "tpm"):
-            v = getattr(self, name)
-            if v is not None and v <= 0:
-                raise ConfigError(f"{name}={v}: a rate limit must be positive (or None for none)")
-        if self.concurrency is not None and self.concurrency < 1:
-            raise ConfigError(f"concurrency={self.concurrency}: must be at least 1")
-
-
-class Gcra:
-    """Generic cell rate algorithm over a budget of `rate` units per minute.
-
-    A request is admitted while the theoretical arrival time is within the burst tolerance
-    of now; its cost is added after admission, so a request larger than the burst still
-    goes through (and the ones after it wait for it).
-    """
-
-    __slots__ = ("interval", "tat", "tau")
-
-    def __init__(self, rate_per_min: float, burst_s: float = DEFAULT_BURST_S) -> None:
-        self.interval = 60.0 / rate_per_min  # seconds per unit
-        self.tau = burst_s
-        self.tat = 0.0
-
-    def wait_time(self, now: float) -> float:
-        w = self.tat - self.tau - now
-        return w if w > 0.0 else 0.0
-
-    def charge(self, now: float, units: float) -> None:
-        self.tat = (self.tat if self.tat > now else now) + units * self.interval
-
-    def refund(self, units: float) -> None:
-        """Correct a charge (negative units add): reconcile an estimate with reported usage."""
-        self.tat -= units * self.interval
-
-    def retune(self, rate_per_min: float, burst_s: float) -> None:
-        """A new rate from now on (a new share of the account, a limit the provider stated):
-        what is already charged keeps its time."""
-        self.interval = 60.0 / rate_per_min
-        self.tau = burst_s
 
 
 class ProviderMeter:
@@ -198,6 +116,7 @@ class ProviderMeter:
       until a call sent at the new pace is rejected (a cut then, whatever the cooldown).
       A cut never raises the pace: a window that still holds a first burst counts more
       than the provider admits, so the basis is the lower of that count and the pace.
+      Until a rate is learned a 429 teaches only amid others (`_amid_429s`): noise does not.
 
     Only the 429s of calls sent after the last cut count: those already in flight then say
     nothing about the new pace. (`pause` follows the `finished` of the call that was told to
@@ -220,17 +139,21 @@ class ProviderMeter:
         "_conf_tpm",
         "_cuts_synced",
         "_first_ok",
+        "_flat",
         "_hdr_rpm",
         "_hdr_tpm",
+        "_held_at",
         "_holders",
         "_last_cut",
         "_last_decrease",
         "_limited_start",
+        "_outcomes",
         "_pace_tat",
         "_recent",
         "_rej_n",
         "_rej_prev",
         "_starts",
+        "_storm",
         "_sync_at",
         "_win_n",
         "_win_prev",
@@ -255,7 +178,7 @@ class ProviderMeter:
         self.cap = float(limits.concurrency or default_cap)
         self.limit = self.cap
         self.adaptive = limits.adaptive
-        self.rpm = Gcra(limits.rpm, _burst(limits.rpm)) if limits.rpm else None
+        self.rpm = Gcra(limits.rpm, burst_for(limits.rpm)) if limits.rpm else None
         self.tpm = Gcra(limits.tpm, DEFAULT_BURST_S) if limits.tpm else None
         self.inflight = 0
         self.paused_until = 0.0
@@ -266,6 +189,7 @@ class ProviderMeter:
         self._last_cut = -INF
         self._ceiling = INF  # the admitted rate measured at the last cut (INF: unknown)
         self._first_ok = INF
+        self._held_at = -INF  # when the pacer last held a call back
         self.rate_cuts = 0
         self._starts: dict[int, float] = {}  # id(task) -> start of its call, once pacing
         self._limited_start: float | None = None  # start of the call last told to wait
@@ -277,6 +201,8 @@ class ProviderMeter:
         self._win_prev = 0
         self._rej_n = 0  # 429s in this window and the last, beside the successes
         self._rej_prev = 0
+        self._storm = False  # whether a budget was seen to reject most calls (`_amid_429s`)
+        self._outcomes = 0  # the last `RATE_EDGE_SEEN` calls that ended, a bit set per 429
         self.circuit = Circuit()
         # the account's budgets: configured, stated by the provider's headers, and the
         # number of processes sharing them (see `observe`, `_sync`)
@@ -286,7 +212,8 @@ class ProviderMeter:
         self._avg_tokens = 0.0  # tokens per call lately (reported usage)
         self._charged: dict[int, float] = {}  # id(task) -> tokens charged at its start
         self._holders = 1
-        self.lease = None if limits.account is None else limits.account.lease(_model(key))
+        self._flat = False  # whether the provider was found to admit no burst (see `pause`)
+        self.lease = None if limits.account is None else limits.account.lease(model_of(key))
         self._sync_at = -INF
         self._asked = -INF
         self._cuts_synced = 0
@@ -298,13 +225,21 @@ class ProviderMeter:
                 self._sync(now)
         if self.inflight >= int(self.limit):
             return INF
-        if self.lease is not None and not self.circuit.answered and self.inflight >= FIRST_CALLS:
-            return INF  # a service's account: learn its limits from a few answers first
+        if self.lease is not None and self.pace_rate is None and self.adaptive:
+            if not self.circuit.answered:
+                if self.inflight >= FIRST_CALLS:
+                    return INF  # a service's account: learn its limits from a few answers first
+            elif self.rpm is None and self.tpm is None and self._holders > 1 and not self.rate_cuts:
+                # answered, with no budget stated or configured, and other processes on the
+                # account: climb from a slow start rather than all send at once
+                self._start_pacing(now, 0.0)
         w = self.paused_until - now
         if self.circuit.down_since is not None:
             w = max(w, self.circuit.wait_time(now))
-        if self.pace_rate is not None and self._pace_tat - now > w:
-            w = self._pace_tat - now
+        if self.pace_rate is not None and self._pace_tat > now:
+            self._held_at = now
+            if self._pace_tat - now > w:
+                w = self._pace_tat - now
         if self.rpm is not None:
             w = max(w, self.rpm.wait_time(now))
         if self.tpm is not None:
@@ -376,15 +311,16 @@ class ProviderMeter:
             if now - self._win_start >= RATE_WINDOW_S:
                 self._roll(now)
             self._win_n += 1
+            self._outcomes = (self._outcomes << 1) & _EDGE_MASK
             self._recent.append(now)
             if self.pace_rate is not None:
                 if self._ceiling == INF:
-                    self.pace_rate += RATE_SLOW_START
+                    self._slow_start(now)
                 elif self.pace_rate < self._ceiling:
                     self.pace_rate += RATE_INCREASE
                 else:  # probe: a step that grows while no 429 says we are over
                     grow = min(RATE_PROBE_MAX, 1.0 + RATE_PROBE_GROWTH * (now - self._last_cut))
-                    self.pace_rate += RATE_PROBE * grow
+                    self.pace_rate += RATE_PROBE * grow / self._holders
             elif now < self._first_ok:
                 self._first_ok = now
             if self.limit < self.cap:
@@ -394,6 +330,7 @@ class ProviderMeter:
             if now - self._win_start >= RATE_WINDOW_S:
                 self._roll(now)
             self._rej_n += 1
+            self._outcomes = ((self._outcomes << 1) | 1) & _EDGE_MASK
         elif outcome == OVERLOADED and now - self._last_decrease >= AIMD_COOLDOWN_S:
             self.limit = max(1.0, self.limit * AIMD_DECREASE_FACTOR)
             self._last_decrease = now
@@ -448,13 +385,51 @@ class ProviderMeter:
         ):
             return False
         self.paused_until = max(self.paused_until, now + seconds)
+        # (processes sharing an account that states no budget: their sum meets one that none
+        # measures alone, so a 429 at a guessed pace is its edge, noise or not)
+        if self._ceiling == INF and self.rpm is None and not self._storm and self._holders == 1:
+            if not self._amid_429s():
+                return True  # no rate known, and most calls succeed: noise, or not yet the limit
+            self._storm = True
+        if (
+            rate_limited
+            and self.adaptive
+            and admitted is None
+            and self.pace_rate is None
+            and self.rpm is None
+            and self.tpm is None
+        ):  # (with a budget known, the pace is its)
+            self._start_pacing(now, seconds)
+            return True
+        if (
+            rate_limited
+            and self.adaptive
+            and admitted is None
+            and self.pace_rate is not None
+            and (started or -INF) >= self._last_cut
+            and now - self._last_cut >= RATE_COOLDOWN_S
+        ):
+            self._rough_cut(now)
+            return True
         if not rate_limited or not edge or not self.adaptive:
             return True
         if started is not None and started < self._last_cut:
             return True  # sent before the last cut: it says nothing about the pace since
         assert admitted is not None
-        if self._ceiling != INF and admitted < RATE_NOISE_SHARE * self._ceiling:
-            return True  # far below the rate last admitted: noise, not the limit
+        if not self._flat and self.rpm is not None:
+            # we pace at a budget stated or configured, and its edge was met: the provider
+            # admits no burst on top of its rate (a sliding window). Drop ours and keep a
+            # little headroom, rather than learn a rate 10 % lower (0.93 of a sliding
+            # window's limit so); a budget paced so and met again is learned as usual
+            self._flat = True
+            self._retune()
+            return True
+        known = self._ceiling
+        if known == INF and self.rpm is not None:  # the budgets stated or configured, calls/s
+            per_call = self.tpm.interval * max(self._avg_tokens, 1.0) if self.tpm else 0.0
+            known = 1.0 / max(self.rpm.interval, per_call)
+        if known != INF and admitted < RATE_NOISE_SHARE * known:
+            return True  # far below the rate last admitted or stated: noise, not the limit
         pace = self.pace_rate
         slow_start = pace is not None and self._ceiling == INF
         if now - self._last_cut < RATE_COOLDOWN_S and not slow_start:
@@ -470,6 +445,57 @@ class ProviderMeter:
         self._last_cut = now
         self.rate_cuts += 1
         return True
+
+    def _amid_429s(self) -> bool:
+        """Whether half the calls that ended lately were 429s (`RATE_EDGE_SHARE`): before a rate
+        is learned, the only sign that a 429 is a budget's edge, not noise. (The rate a guessed
+        pace admits is that pace, whatever the budget; nor is a short Retry-After a sign.)"""
+        return self._outcomes.bit_count() >= RATE_EDGE_SHARE * RATE_EDGE_SEEN
+
+    def _slow_start(self, now: float) -> None:
+        """A success while the pace is a guess: grow it, or drop it when it held no call back
+        for a window (the provider admitted all there was to send: no limit of theirs)."""
+        assert self.pace_rate is not None
+        if now - self._held_at >= RATE_WINDOW_S and now - self._last_cut >= RATE_WINDOW_S:
+            self.pace_rate = None
+            self._starts.clear()
+            self._last_cut = -INF
+            self._storm = False
+            self._outcomes = 0  # the storm that started it is a window old at least
+            return
+        self.pace_rate += RATE_SLOW_START
+
+    def _start_pacing(self, now: float, seconds: float) -> None:
+        """A 429 before the provider admitted enough calls to measure its rate: the first
+        calls (of every process of an account, when they start together) met a budget
+        smaller than their burst. Unpaced, each pause would end with every queued call sent
+        at once and nearly all rejected again, until tasks ran out of attempts and the run
+        out of retries (four processes without rate headers: up to 93 % of requests 429s,
+        most tasks failed). So pace at once, at the calls in flight per window (the provider
+        admitted fewer), this process's share of it; slow start doubles it each second until
+        a call sent at it is rejected. (The wait named is no measure: a GCRA names anything
+        from nothing to one interval, and a stray 429 its own fixed wait.)"""
+        rate = max(RATE_START_MIN, (self.inflight + 1) / RATE_WINDOW_S)
+        self.pace_rate = rate / self._holders
+        self._pace_tat = max(self._pace_tat, now + seconds)
+        self._ceiling = INF
+        self._last_cut = now
+        self.rate_cuts += 1
+
+    def _rough_cut(self, now: float) -> None:
+        """A call sent at the pace was rejected before `RATE_MIN_SAMPLES` answers could
+        measure the rate (a process's share of an account can be a few calls a second): pace
+        at the rate the few successes came, if lower, and go on in slow start."""
+        assert self.pace_rate is not None
+        recent = self._recent
+        rough = self.pace_rate / 2.0
+        if len(recent) >= 2:
+            rough = (len(recent) - 1) / max(now - recent[0], RATE_WINDOW_S)
+        basis = min(self.pace_rate, rough)
+        self.pace_rate = max(RATE_START_MIN / self._holders, RATE_DECREASE_FACTOR * basis)
+        self._ceiling = INF
+        self._last_cut = now
+        self.rate_cuts += 1
 
     def observe(self, now: float, rate: dict[str, float], retry_after: float | None = None) -> None:
         """What the provider's rate headers said with an answer (`providers.sdk.rate_headers`):
@@ -500,19 +526,23 @@ class ProviderMeter:
         """The RPM/TPM budgets from what is configured, what the provider stated and how
         many processes share the account (each its share, less `SHARED_HEADROOM`: their
         bursts add up)."""
-        n = self._holders
+        n, flat = self._holders, self._flat
         share = 1.0 if n == 1 else (1.0 - SHARED_HEADROOM) / n
-        rpm = _least(self._conf_rpm, self._hdr_rpm)
+        rpm = least(self._conf_rpm, self._hdr_rpm)
         if rpm is None:
             self.rpm = None
-        elif self.rpm is None:
-            self.rpm = Gcra(rpm * share, _burst(rpm * share))
         else:
-            self.rpm.retune(rpm * share, _burst(rpm * share))
-        tpm = _least(self._conf_tpm, self._hdr_tpm)
+            # (no burst on a flat budget: then the headroom, alone too)
+            rate = rpm * (1.0 - SHARED_HEADROOM) / n if flat else rpm * share
+            burst = 0.0 if flat else burst_for(rate)
+            if self.rpm is None:
+                self.rpm = Gcra(rate, burst)
+            else:
+                self.rpm.retune(rate, burst)
+        tpm = least(self._conf_tpm, self._hdr_tpm)
         if tpm is None:
             self.tpm = None
-        elif self.tpm is None:
+        elif self.tpm is None:  # (a call's tokens are an estimate: the burst absorbs it)
             self.tpm = Gcra(tpm * share, DEFAULT_BURST_S)
         else:
             self.tpm.retune(tpm * share, DEFAULT_BURST_S)
@@ -526,7 +556,8 @@ class ProviderMeter:
         assert lease is not None
         self._sync_at = now + SYNC_S
         learned = None
-        if self.rate_cuts != self._cuts_synced and self.pace_rate is not None:
+        # (a pace in slow start is a guess, not the account's rate: it is not recorded)
+        if self.rate_cuts != self._cuts_synced and self.pace_rate and self._measured():
             self._cuts_synced = self.rate_cuts
             learned = self.pace_rate * self._holders
         # only calls waiting to start need budget (the last ones in flight do not); a call
@@ -534,13 +565,16 @@ class ProviderMeter:
         # learned rate moves, and holders coming and going would move it more: a lease
         lately = LEASE_S if self.rpm is None else min(2 * self.rpm.interval + SYNC_S, LEASE_S)
         demand = now - self._asked < lately
-        share = lease.sync(demand=demand, pace=self.pace_rate, learned=learned)
+        pace = self.pace_rate if self._measured() else None  # a guess is not the account's
+        share = lease.sync(demand=demand, pace=pace, learned=learned)
         if share is None:
             return
         holders = max(1, share.holders)
         if holders == self._holders and self.pace_rate is not None:
             return
         more = holders > self._holders
+        if self.pace_rate is not None and not share.pace_total:  # a guess: rescale it
+            self.pace_rate *= self._holders / holders
         self._holders = holders
         self._retune()
         if more:  # a newcomer's burst would add to the credit banked here: drop it
@@ -552,24 +586,15 @@ class ProviderMeter:
             self._pace_tat = min(self._pace_tat, now + 1.0 / self.pace_rate)
             self._last_cut = now
 
+    def _measured(self) -> bool:
+        """Whether the last cut measured the account's rate: out of slow start, and late
+        enough that the count holds no first burst (a server's burst admitted at the start
+        counts as rate: one process's first measure was three times the account's)."""
+        return self._ceiling != INF and self._last_cut - self._first_ok >= RATE_MEASURED_S
+
     def __repr__(self) -> str:
         pace = "" if self.pace_rate is None else f", pace={self.pace_rate:.2f}/s"
         return (
             f"ProviderMeter({self.key!r}, limit={self.limit:.1f}/{self.cap:.0f}, "
             f"inflight={self.inflight}{pace})"
         )
-
-
-def _least(a: float | None, b: float | None) -> float | None:
-    return b if a is None else a if b is None else min(a, b)
-
-
-def _model(key: str) -> str:
-    """The model of a limiter key ("provider:model")."""
-    return key.partition(":")[2] or key
-
-
-def _burst(rpm: float) -> float:
-    # A server that allows bursts of one second of budget (or one request, whichever is more)
-    # never rejects us while our burst plus one request's interval stays within that second.
-    return min(DEFAULT_BURST_S, max(0.0, 1.0 - 60.0 / rpm))
