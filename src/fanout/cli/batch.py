@@ -95,7 +95,7 @@ def batch(
     with it, and nothing that finished is sent again."""
     from fanout.batch import parse_order
     from fanout.batch.parse import parse_size
-    from fanout.batch.run import plan_batch, start_batch
+    from fanout.batch.run import EveryLineBad, plan_batch, start_batch
 
     with exits():
         choice = engine_choice(
@@ -124,13 +124,18 @@ def batch(
             max_cost=max_cost,
             max_tokens=max_tokens,
         )
-        plan = plan_batch(
-            input,
-            output,
-            parse_order(order),
-            options,
-            max_line_bytes=parse_size("--max-line", max_line),
-        )
+        try:
+            plan = plan_batch(
+                input,
+                output,
+                parse_order(order),
+                options,
+                max_line_bytes=parse_size("--max-line", max_line),
+            )
+        except EveryLineBad as exc:
+            show_bad_lines(exc.errors)
+            err(exc.summary)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
         say_config_notes(plan.setup)
         if plan.batch.errors and strict:
             show_bad_lines(plan.batch.errors)
