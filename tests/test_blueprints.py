@@ -4,6 +4,7 @@ and their answers checked by the engine (one content retry with the validation e
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import re
@@ -25,6 +26,7 @@ from fanout.agents import (
     user_agents_dir,
 )
 from fanout.errors import ConfigError, InputError
+from fanout.yamlcheck import parse_yaml
 
 QUESTION = "什么是逆否命题？为什么原命题与它的逆否命题真值相同？"
 LEARNER = (
@@ -604,3 +606,19 @@ def test_engine_takes_a_json_answer_out_of_a_code_fence() -> None:
     assert r.ok
     assert r.data == {"a": 1}
     assert r.attempts == 1
+
+
+def test_the_package_blueprints_read_the_same_through_libyaml_as_through_the_strict_loader() -> (
+    None
+):
+    folder = resources.files("fanout.agents").joinpath("builtin")
+    files = [e for e in folder.iterdir() if e.name.endswith(".md") and e.name != "README.md"]
+    assert len(files) >= 10
+    for entry in files:
+        text, path = entry.read_text(encoding="utf-8"), Path(str(entry))
+        shipped = parse_blueprint(text, source=path, origin="package")  # libyaml's parser
+        strict = parse_blueprint(text, source=path, origin="user")  # the pure-Python one
+        assert dataclasses.replace(strict, origin="package") == shipped, entry.name
+    # the duplicate-key check holds on the fast path too
+    with pytest.raises(ConfigError, match=r"'名字' appears twice \(first on line 1\)"):
+        parse_yaml("名字: 甲\n名字: 乙\n", source="内置", shipped=True)

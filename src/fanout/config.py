@@ -46,7 +46,6 @@ from pydantic import (
     model_validator,
 )
 
-from fanout.config_legacy import SeedConfig, SeedSettings, is_seed_shape, translate
 from fanout.engine.budget import DEFAULT_PRICES, Price
 from fanout.engine.limits import ProviderLimits
 from fanout.engine.retry import (
@@ -62,6 +61,7 @@ from fanout.yamlcheck import Loc, explain, parse_yaml, show
 
 if TYPE_CHECKING:
     from fanout.agents.blueprint import Blueprint
+    from fanout.config_legacy import SeedConfig, SeedSettings
 
 __all__ = [
     "CONFIG_FILE",
@@ -387,9 +387,12 @@ def config_from(
     where = str(path) if path is not None else "configuration (no config file)"
     data = dict(data)
     seed: SeedConfig | None = None
-    if is_seed_shape(data):  # the seed notes' parallel_agents.yaml
-        seed = translate(data, source=where)
-        data = seed.data
+    if data:  # (no config at all: the seed notes' shape is not loaded to find that out)
+        from fanout.config_legacy import is_seed_shape, translate
+
+        if is_seed_shape(data):  # the seed notes' parallel_agents.yaml
+            seed = translate(data, source=where)
+            data = seed.data
     origins = {**(seed.origins if seed is not None else {}), **_apply_env(data, env)}
     try:
         config = Config.model_validate(data)

@@ -4,33 +4,18 @@ than any other node, and no new edge through another node."""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from fanout.canvas import NoteResult, Rect, find_targets, load_canvas, place_nodes, write_results
 from fanout.canvas.layout import gap_between
+from tests.benches import bench_module
 
 from .support import EXAMPLES, assert_no_overlap
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
 SMART = ("scoring-agent", "clarification-path", "oral-explanation", "basic-decomposition")
-
-
-def _layout_bench() -> ModuleType:
-    if "canvas_layout" in sys.modules:
-        return sys.modules["canvas_layout"]
-    spec = importlib.util.spec_from_file_location("canvas_layout", BENCH / "canvas_layout.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["canvas_layout"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize(
@@ -70,7 +55,7 @@ def test_the_demo_canvases_keep_each_targets_notes_together_beside_it(
             own = gap_between(rect, anchor)
             others = [gap_between(rect, r) for k, r in originals.items() if k != target.node_id]
             assert own < min(others), (target.node_id, rect)
-    figures = _layout_bench().measure(before, path.read_text("utf-8"))
+    figures = bench_module("canvas_layout").measure(before, path.read_text("utf-8"))
     assert figures.cross == 0
     assert figures.near == figures.notes
     assert figures.lines <= 2

@@ -47,11 +47,12 @@ FIELDS = ["id", "type", "x", "y", "width", "height", "color", "text", "file", "u
 
 DRIVER = r"""
 import functools, io, json, signal, sys, traceback
-import fanout.cli.canvas
+import fanout.launch
 from fanout.cli import main
 
 # the agents' blueprints are the same for every case and take most of a plan's time to load
-fanout.cli.canvas.load_agents = functools.cache(fanout.cli.canvas.load_agents)
+# (`canvas plan` imports `load_agents` from fanout.launch when it runs: it finds this one)
+fanout.launch.load_agents = functools.cache(fanout.launch.load_agents)
 
 class Hang(Exception):
     pass

@@ -4,12 +4,9 @@ nothing, and land in the same place whatever order the answers arrive in."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import random
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -28,24 +25,11 @@ from fanout.canvas import (
 from fanout.canvas.layout import Layout, gap_between, overlapping_pairs
 from fanout.canvas.merge import reserve_places
 from fanout.canvas.workflow import CanvasSink, plan_canvas
+from tests.benches import bench_module
 
 from .support import assert_no_overlap, write_canvas
 
 AGENTS = ("oral-explanation", "memory-anchor", "comparison-table")
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-def _bench(name: str) -> ModuleType:
-    """A module of bench/ (the corpus and its measures are shared with the benchmark)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def study_grid(targets: int) -> dict[str, Any]:
@@ -202,7 +186,7 @@ def test_placement_is_deterministic(vault: Path) -> None:
 
 def test_writes_in_any_order_give_the_same_bytes_with_places_reserved(vault: Path) -> None:
     """What the sink does: places planned once, then targets written as they finish."""
-    corpus = _bench("canvas_corpus")
+    corpus = bench_module("canvas_corpus")
     data = corpus.generate(7, ["思维导图"])["思维导图"]
     text = corpus.obsidian_text(data)
     targets = [n["id"] for n in data["nodes"] if n.get("color") == "3"]
@@ -227,7 +211,7 @@ def test_writes_in_any_order_give_the_same_bytes_with_places_reserved(vault: Pat
 def test_a_run_with_answers_arriving_in_other_orders_writes_the_same_canvas(
     vault: Path,
 ) -> None:
-    corpus = _bench("canvas_corpus")
+    corpus = bench_module("canvas_corpus")
     data = corpus.generate(7, ["原系统"])["原系统"]
     outputs, orders = [], []
     for seed in (1, 2):
@@ -258,7 +242,7 @@ def test_a_run_with_answers_arriving_in_other_orders_writes_the_same_canvas(
     "name", ["思维导图", "技能树", "原系统", "学习网格", "架构图", "紧凑分组", "配色"]
 )
 def test_notes_are_nearest_their_own_target_on_generated_canvases(vault: Path, name: str) -> None:
-    corpus, measure = _bench("canvas_corpus"), _bench("canvas_layout").measure
+    corpus, measure = bench_module("canvas_corpus"), bench_module("canvas_layout").measure
     data = corpus.generate(7, [name])[name]
     before = corpus.obsidian_text(data)
     path = vault / f"{name}.canvas"

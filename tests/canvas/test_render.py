@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_layout import _bench
+from tests.benches import bench_module
 
 pytest.importorskip("matplotlib")  # the `dev` extra
 
@@ -14,8 +14,8 @@ pytest.importorskip("matplotlib")  # the `dev` extra
 def test_a_canvas_with_chinese_text_and_our_notes_is_drawn(tmp_path: Path) -> None:
     from matplotlib import image
 
-    render = _bench("canvas_render")
-    corpus = _bench("canvas_corpus")
+    render = bench_module("canvas_render")
+    corpus = bench_module("canvas_corpus")
     data = corpus.generate(7, ["两个节点"])["两个节点"]
     data["nodes"].append(
         {"id": "fanout-0123456789abcdef", "type": "file", "file": "笔记/解释.md", "x": 290,

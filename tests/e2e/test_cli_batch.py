@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -115,6 +116,27 @@ def test_strict_refuses_bad_lines_and_writes_nothing(tmp_path: Path) -> None:
     assert "line 3 (b)" in p.stderr
     assert not out.exists()
     assert list(tmp_path.iterdir()) == [src]  # no temp file either
+
+
+def test_a_batch_whose_every_line_is_bad_is_refused_and_starts_no_run(tmp_path: Path) -> None:
+    src = write_jsonl(
+        tmp_path / "全坏.jsonl",
+        [{"prompt": "没有编号"}, "{坏的", {"id": "乙", "prompt": 3}, {"id": "丙", "prompt": ""}],
+    )
+    out = tmp_path / "结果.jsonl"
+    home = tmp_path / "家"
+    p = fanout("batch", src, "-o", out, *FAST, env={"FANOUT_HOME": str(home)})
+    assert p.returncode == 2, p.stderr
+    said = p.stderr.splitlines()
+    for n in (1, 2, 3, 4):  # each bad line named, one line each, as with --strict
+        assert sum(line.startswith(f"fanout: line {n}") for line in said) == 1, p.stderr
+    assert "every line is bad (4 of 4): nothing was run and no output written" in p.stderr
+    assert "(resume with" not in p.stderr  # no run was made
+    assert [x.name for x in tmp_path.iterdir() if x != home] == [src.name]  # no output, no temp
+    store = home / "fanout.db"
+    if store.exists():
+        with sqlite3.connect(store) as db:
+            assert db.execute("SELECT count(*) FROM runs").fetchone() == (0,)
 
 
 def test_without_strict_bad_lines_get_error_lines_and_exit_1(tmp_path: Path) -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from fanout.canvas import load_canvas
+from tests.benches import bench_module
 from tests.e2e.test_cli_batch import ROOT, fanout
-from tests.e2e.test_crash import _crash_bench
 
 pytestmark = pytest.mark.e2e
 FIXTURES = ROOT / "tests" / "canvas" / "fixtures" / "original-system"  # copies of ../shared
@@ -154,7 +154,7 @@ def test_sigkill_then_resume_finishes_without_resending(vault: Path, tmp_path: P
     after the kill and the resume, every request committed before the kill was answered
     exactly once, and only a call in flight at the kill (answered, not yet committed) may
     have been answered twice."""
-    crash = _crash_bench()
+    crash = bench_module("crash")
     path = vault / "离散数学.canvas"
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     env.update(home(tmp_path))

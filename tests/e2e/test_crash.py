@@ -3,33 +3,26 @@ that was committed is ever sent again (the checks are bench/crash.py's; it does 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-from tests.e2e.test_cli_batch import ROOT
+from tests.benches import bench_module
 
 pytestmark = pytest.mark.e2e
 
 
 def _crash_bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fanout_bench_crash", ROOT / "bench" / "crash.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look themselves up there
-    spec.loader.exec_module(module)
-    return module
+    """bench/crash.py. (tests/ray imports this name from here; for the rest, `bench_module`.)"""
+    return bench_module("crash")
 
 
 # about 40 s on an idle machine, past two minutes on a loaded one: the suite's default
 # timeout would cut a correct run short
 @pytest.mark.timeout(600)
 def test_ten_kills_and_resumes_lose_nothing_and_repeat_no_committed_call(tmp_path: Path) -> None:
-    crash = _crash_bench()
+    crash = bench_module("crash")
     campaign, figures = crash.campaign(tmp_path, tasks=2000, kills=10, concurrency=16, seed=4)
     assert campaign.kills == 10
     assert figures["committed_answered_again"] == 0

@@ -4,7 +4,6 @@ against the sim-server (another subprocess) through the OpenAI wire format."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import re
@@ -14,28 +13,15 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.benches import bench_module
+
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "test-token-0123456789abcdef"
-
-
-def crash_bench() -> ModuleType:
-    """bench/crash.py: the sim-server fixture and its settled /stats."""
-    name = "fanout_bench_crash"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / "crash.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def clean_env(home: Path) -> dict[str, str]:
@@ -170,7 +156,7 @@ def answers(lines: list[dict[str, Any]]) -> dict[str, Any]:
 def sim_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     work = tmp_path_factory.mktemp("sim")
     env = clean_env(work)
-    with crash_bench().sim_server(work, "base=60ms,jitter=0.2", env) as url:
+    with bench_module("crash").sim_server(work, "base=60ms,jitter=0.2", env) as url:
         yield url
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.conftest import Server, clean_env, crash_bench, jsonl, via_sim
+from tests.benches import bench_module
+from tests.service.conftest import Server, clean_env, jsonl, via_sim
 
 pytestmark = pytest.mark.e2e
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.e2e
 def sim_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Slower calls than the other module's: the kill must come while calls are out."""
     work = tmp_path_factory.mktemp("sim")
-    with crash_bench().sim_server(work, "250ms", clean_env(work)) as url:
+    with bench_module("crash").sim_server(work, "250ms", clean_env(work)) as url:
         yield url
 
 
@@ -27,7 +28,7 @@ def sim_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def test_sigkill_then_restart_resumes_and_answers_nothing_twice(
     tmp_path: Path, sim_url: str
 ) -> None:
-    crash = crash_bench()
+    crash = bench_module("crash")
     root, home = tmp_path / "根", tmp_path / "home"
     root.mkdir()
     args = [*via_sim(sim_url), "--concurrency", "2"]

@@ -227,6 +227,15 @@ def test_bad_input_is_the_cli_s_message_and_starts_nothing(server: Server) -> No
     )
     assert r.status_code == 422
     assert "line 2" in r.json()["detail"]
+    # every line bad: refused whole even without strict, each line named (as the CLI does)
+    r = server.client.post(
+        "/api/runs", files={"input": ("全坏.jsonl", '{"prompt": "没有编号"}\n{坏\n'.encode())}
+    )
+    assert r.status_code == 422
+    detail = r.json()["detail"]
+    assert "'全坏.jsonl': every line is bad (2 of 2): nothing was run" in detail
+    assert 'line 1: missing "id"' in detail
+    assert "line 2: not valid JSON" in detail
     empty = server.client.post("/api/runs", files={"input": ("空.jsonl", b"")})
     assert empty.status_code == 422
     assert "'空.jsonl': has no request lines" in empty.json()["detail"]

@@ -361,7 +361,9 @@ def parse_blueprint(
     raw: bytes | None = None,
 ) -> Blueprint:
     """Parse a blueprint's text. `raw` (the file's bytes) is what `version` hashes; by
-    default the UTF-8 encoding of `text`. Raises `ConfigError` naming the file."""
+    default the UTF-8 encoding of `text`. Raises `ConfigError` naming the file. The
+    package's own blueprints (`origin` "package", read by every command that plans) go
+    through libyaml's parser."""
     where = str(source) if source is not None else "blueprint"
     version = hashlib.sha256(raw if raw is not None else text.encode()).hexdigest()
     text = text.removeprefix("\ufeff")
@@ -373,7 +375,7 @@ def parse_blueprint(
             f"{where}: a blueprint starts with YAML front matter between two '---' lines, "
             "then the prompt"
         )
-    data = parse_yaml(m.group(1), source=where, line_offset=1)
+    data = parse_yaml(m.group(1), source=where, line_offset=1, shipped=origin == "package")
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -31,11 +31,29 @@ from fanout.batch.stream import Feed, Scan, check_unchanged, iter_tasks, scan_ba
 from fanout.engine.engine import Engine
 from fanout.engine.resume import RetryFailed
 from fanout.engine.run import Run
-from fanout.errors import ConfigError, FanoutError
+from fanout.errors import ConfigError, FanoutError, InputError
 from fanout.launch import Finished, Launched, Overrides, Reopened, RunOptions, Setup, Watch
 from fanout.tasks import Task
 
 KIND = "batch"
+#: the refused lines a message names one by one (the rest are counted)
+BAD_LINES_NAMED = 20
+
+
+class EveryLineBad(InputError):
+    """A batch none of whose lines can be run: refused whole, before a run is made (a
+    run of refusals only would write an output file of error lines and exit 1)."""
+
+    def __init__(self, input_path: Path, errors: list[LineError]) -> None:
+        self.errors = errors
+        self.summary = (
+            f"{input_path}: every line is bad ({len(errors)} of {len(errors)}): nothing was "
+            "run and no output written; fix the lines named and run it again"
+        )
+        shown = [str(e) for e in errors[:BAD_LINES_NAMED]]
+        if len(errors) > BAD_LINES_NAMED:
+            shown.append(f"... and {len(errors) - BAD_LINES_NAMED} more bad lines")
+        super().__init__("\n".join([self.summary, *shown]))
 
 
 @dataclass(slots=True)
@@ -118,6 +136,8 @@ def plan_batch(
     scan = scan_batch(input_path, setup.blueprints, max_line_bytes=max_line_bytes)
     if scan.lines == 0:
         raise ConfigError(f"{input_path}: has no request lines")
+    if scan.tasks == 0:
+        raise EveryLineBad(input_path, scan.errors)
     batch = Batch([], scan.errors, scan.lines)
     return BatchPlan(batch, input_path, out, order, setup, scan, max_line_bytes)
 

@@ -7,7 +7,6 @@ from typing import Annotated
 import typer
 
 from fanout.cli.common import EXIT_BAD_INPUT, ConfigOpt, err, exits
-from fanout.launch import load_agents
 
 app = typer.Typer(help="The agent blueprints: built in, yours, this project's.")
 
@@ -15,6 +14,8 @@ app = typer.Typer(help="The agent blueprints: built in, yours, this project's.")
 @app.command("list", short_help="Every agent blueprint usable here, and its source.")
 def agents_list(config: ConfigOpt = None) -> None:
     """Every agent blueprint that can be used here, and where it comes from."""
+    from fanout.launch import load_agents
+
     with exits():
         bps = load_agents(config)
     width = max((len(n) for n in bps), default=10)
@@ -30,6 +31,8 @@ def agents_show(
     name: Annotated[str, typer.Argument(help="The agent's name.")], config: ConfigOpt = None
 ) -> None:
     """One blueprint: its settings, inputs and prompt."""
+    from fanout.launch import load_agents
+
     with exits():
         bps = load_agents(config)
     bp = bps.get(name)

@@ -5,13 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from fanout.batch import LineError, parse_order
-from fanout.batch.parse import parse_size
-from fanout.batch.run import BatchOutcome, plan_batch, start_batch
 from fanout.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -48,6 +45,10 @@ from fanout.cli.common import (
     say_if_capped,
 )
 from fanout.cli.follow import follow
+
+if TYPE_CHECKING:
+    from fanout.batch import LineError
+    from fanout.batch.run import BatchOutcome
 
 MAX_BAD_LINES_SHOWN = 20
 
@@ -92,6 +93,10 @@ def batch(
 
     The run is kept in the run store: after a crash or Ctrl-C, `fanout resume RUN` goes on
     with it, and nothing that finished is sent again."""
+    from fanout.batch import parse_order
+    from fanout.batch.parse import parse_size
+    from fanout.batch.run import EveryLineBad, plan_batch, start_batch
+
     with exits():
         choice = engine_choice(
             config=config,
@@ -119,13 +124,18 @@ def batch(
             max_cost=max_cost,
             max_tokens=max_tokens,
         )
-        plan = plan_batch(
-            input,
-            output,
-            parse_order(order),
-            options,
-            max_line_bytes=parse_size("--max-line", max_line),
-        )
+        try:
+            plan = plan_batch(
+                input,
+                output,
+                parse_order(order),
+                options,
+                max_line_bytes=parse_size("--max-line", max_line),
+            )
+        except EveryLineBad as exc:
+            show_bad_lines(exc.errors)
+            err(exc.summary)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
         say_config_notes(plan.setup)
         if plan.batch.errors and strict:
             show_bad_lines(plan.batch.errors)

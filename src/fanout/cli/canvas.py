@@ -6,14 +6,10 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from fanout.canvas.aggregate import parse_mode
-from fanout.canvas.io import check_canvas_path
-from fanout.canvas.run import CanvasChoice, CanvasOutcome, plan, plan_run, start_canvas
-from fanout.canvas.workflow import CanvasJob
 from fanout.cli.common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -49,8 +45,11 @@ from fanout.cli.common import (
     say_if_capped,
 )
 from fanout.cli.follow import follow
-from fanout.launch import load_agents
-from fanout.tasks import Task
+
+if TYPE_CHECKING:
+    from fanout.canvas.run import CanvasOutcome
+    from fanout.canvas.workflow import CanvasJob
+    from fanout.tasks import Task
 
 app = typer.Typer(help="The Canvas learning workflow: explain marked canvas nodes in parallel.")
 
@@ -101,6 +100,10 @@ def plan_cmd(
     config: ConfigOpt = None,
 ) -> None:
     """Show the targets, their context and the tasks a run would make; write nothing."""
+    from fanout.canvas.io import check_canvas_path
+    from fanout.canvas.run import CanvasChoice, plan
+    from fanout.launch import load_agents
+
     with exits():
         choice = CanvasChoice(
             path=os.path.abspath(
@@ -215,6 +218,10 @@ def run_cmd(
 
     The run is kept in the run store: after a crash or Ctrl-C, `fanout resume RUN` goes on
     with it, and nothing that finished is sent again."""
+    from fanout.canvas.aggregate import parse_mode
+    from fanout.canvas.io import check_canvas_path
+    from fanout.canvas.run import CanvasChoice, plan_run, start_canvas
+
     with exits():
         choice = CanvasChoice(
             path=os.path.abspath(

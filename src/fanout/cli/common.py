@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from fanout.errors import FanoutError
-from fanout.launch import EngineChoice, Overrides, RunOptions, Setup, parse_duration
+
+if TYPE_CHECKING:
+    from fanout.launch import EngineChoice, Overrides, RunOptions, Setup
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -131,6 +133,8 @@ def engine_choice(
     backend: str | None = None,
     ray_address: str | None = None,
 ) -> EngineChoice:
+    from fanout.launch import EngineChoice
+
     return EngineChoice(
         config=config,
         provider=provider,
@@ -161,6 +165,8 @@ def run_options(
     max_tokens: int | None = None,
 ) -> RunOptions:
     """The options of a new run from its flags (unset: the defaults)."""
+    from fanout.launch import RunOptions
+
     given = overrides(
         choice,
         cache=cache,
@@ -184,6 +190,8 @@ def overrides(
     max_tokens: int | None = None,
 ) -> Overrides:
     """What the flags given to `fanout resume` change (unset: as the run was started)."""
+    from fanout.launch import Overrides, parse_duration
+
     return Overrides(
         choice=choice,
         cache=cache,

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
+import sys
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import typer
 
 from fanout.cli.common import err
-from fanout.cli.interrupts import interrupts
-from fanout.cli.progress import watch
-from fanout.launch import Launched, Watch
+
+if TYPE_CHECKING:
+    from fanout.launch import Launched, Watch
 
 Out_co = TypeVar("Out_co", covariant=True)
 Out = TypeVar("Out")
@@ -35,6 +35,9 @@ def follow(
 ) -> Out:
     """Run `start()` in a new event loop and see the run to its end; the first line on
     stderr names the run and how to resume it."""
+    import asyncio
+
+    from fanout.cli.interrupts import interrupts
 
     async def main() -> Out:
         handle = await start()
@@ -49,6 +52,16 @@ def follow(
         if launched.note:
             err(launched.note)
         with interrupts(launched, err):
-            return await handle.finish(watch(progress))
+            return await handle.finish(live(progress))
 
     return asyncio.run(main())
+
+
+def live(progress: bool) -> Watch | None:
+    """The live display, when asked and stderr is a terminal (its module loads rich: only
+    then)."""
+    if not (progress and sys.stderr.isatty()):
+        return None
+    from fanout.cli.progress import watch
+
+    return watch(progress)

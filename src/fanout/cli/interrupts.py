@@ -11,9 +11,10 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fanout.launch import Launched
+if TYPE_CHECKING:
+    from fanout.launch import Launched
 
 
 @contextlib.contextmanager

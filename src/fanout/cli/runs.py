@@ -43,9 +43,6 @@ from fanout.cli.common import (
 )
 from fanout.cli.follow import follow
 from fanout.errors import ConfigError
-from fanout.launch import find_run, parse_duration, run_kind
-from fanout.store import queries
-from fanout.store.sqlite import opened
 
 cache_app = typer.Typer(help="The result cache: answers kept by request, reused by any run.")
 
@@ -94,10 +91,7 @@ def resume(
     The run goes on with every setting it was started with; a flag given here changes that
     setting (one that changes the answers needs --reconfigure). A batch's output file is
     rewritten from the store; a canvas gets every target's notes."""
-    from fanout.batch.run import resume_batch
-    from fanout.canvas.run import resume_canvas
-    from fanout.cli.batch import report_batch
-    from fanout.cli.canvas import report_canvas
+    from fanout.launch import find_run, run_kind
 
     with exits():
         run_id = find_run(run)
@@ -129,6 +123,9 @@ def resume(
         )
         again = retry_kinds(retry_failed)
         if run_kind(run_id) == "canvas":
+            from fanout.canvas.run import resume_canvas
+            from fanout.cli.canvas import report_canvas
+
             report_canvas(
                 follow(
                     lambda: resume_canvas(
@@ -140,6 +137,9 @@ def resume(
                 ),
                 json_summary,
             )
+        from fanout.batch.run import resume_batch
+        from fanout.cli.batch import report_batch
+
         batch_done = follow(
             lambda: resume_batch(
                 run_id, reconfigure=reconfigure, overrides=changes, retry_failed=again
@@ -160,6 +160,7 @@ def finished_note(run_id: str) -> str | None:
     is finished, how it ended, and how to run its failed tasks again. The resume still
     goes on (it rewrites the output, sends nothing again, exits as the run ended)."""
     from fanout.store.overview import run_status
+    from fanout.store.sqlite import opened
 
     with opened() as db:
         st = run_status(db, run_id)
@@ -200,6 +201,7 @@ def runs(
     """The latest runs: id, kind, status, done/total, failed, started, wall time."""
     from fanout.report import format_runs
     from fanout.store.overview import list_runs
+    from fanout.store.sqlite import opened
 
     with exits(), opened() as db:
         rows = list_runs(db, limit)
@@ -215,8 +217,10 @@ def runs(
 
 def status(run: RunArg, json_out: JsonOpt = False) -> None:
     """Where a run is: counts by state and lane, retries, errors by class, tokens, ETA."""
+    from fanout.launch import find_run
     from fanout.report import format_status
     from fanout.store.overview import run_status
+    from fanout.store.sqlite import opened
 
     with exits():
         run_id = find_run(run)
@@ -264,7 +268,9 @@ def report(
     write its timeline instead."""
     from fanout.config import load_config
     from fanout.engine.budget import Price
+    from fanout.launch import find_run
     from fanout.report import report_lines, report_prices, run_report, where_time_went
+    from fanout.store.sqlite import opened
 
     with exits():
         if html or png or trace:
@@ -296,6 +302,10 @@ def report(
 
 def cancel(run: RunArg) -> None:
     """Cancel a run; if another process is running it, it stops within a second."""
+    from fanout.launch import find_run
+    from fanout.store import queries
+    from fanout.store.sqlite import opened
+
     with exits():
         run_id = find_run(run)
         with opened() as db:
@@ -314,7 +324,9 @@ def results(
 ) -> None:
     """Export a run's results now, complete or partial (unfinished tasks are left out)."""
     from fanout.batch.run import export_results
+    from fanout.launch import find_run
     from fanout.store.overview import run_status
+    from fanout.store.sqlite import opened
 
     with exits():
         run_id = find_run(run)
@@ -334,6 +346,8 @@ def results(
 def cache_stats(json_out: JsonOpt = False) -> None:
     """How many answers the cache holds, their size and age, and how often they were used."""
     from fanout.report import when
+    from fanout.store import queries
+    from fanout.store.sqlite import opened
 
     with exits(), opened() as db:
         st = queries.cache_stats(db)
@@ -354,6 +368,10 @@ def cache_clear(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask first.")] = False,
 ) -> None:
     """Forget cached answers (all, or the old ones); runs and their results are kept."""
+    from fanout.launch import parse_duration
+    from fanout.store import queries
+    from fanout.store.sqlite import opened
+
     with exits():
         age = parse_duration("--older-than", older_than)
         if not yes:

@@ -246,6 +246,8 @@ class Engine:
         ledger = parts.ledger
         if ledger.fatal is not None:
             raise FanoutError(f"the run store failed: {ledger.fatal}")
+        if parts.workers.crashed is not None:
+            raise FanoutError(f"the engine stopped on an internal error: {parts.workers.crashed!r}")
         if deadline_s is not None and deadline_s <= 0:
             raise ConfigError(f"deadline_s={deadline_s}: must be positive")
         run_id = run_id or new_run_id()

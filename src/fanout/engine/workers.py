@@ -94,6 +94,9 @@ class Workers:
         self._ticker: asyncio.Task[None] | None = None
         self._stopping = False
         self._down_error: dict[str, str] = {}  # provider meter key -> what took it down
+        #: what a worker (or the ticker) raised: a bug, never a provider's error (those
+        #: are caught around the call); the pool has stopped since
+        self.crashed: Exception | None = None
 
     def start(self) -> None:
         for i in range(self._settings.concurrency):
@@ -112,6 +115,28 @@ class Workers:
     # -- the pool -------------------------------------------------------------------------
 
     async def _work(self, slot: Slot) -> None:
+        try:
+            await self._serve(slot)
+        except Exception as exc:
+            slot.end()  # (its attempt may have raised before it ended)
+            self._crash(exc)
+
+    def _crash(self, exc: Exception) -> None:
+        """An exception escaped a worker: without this its task would end unseen, its
+        attempt never finished and `wait()` would hang. Every live run fails with the
+        exception (`wait()` re-raises it, traceback and all), the calls in flight are
+        cancelled (they end `cancelled` as they stop) and no worker picks another task.
+        The task whose attempt raised is left unfinished: a resume runs it again."""
+        if self.crashed is None:
+            self.crashed = exc
+        self._stopping = True
+        reason = f"an internal error stopped the run: {exc!r}"
+        for run in self._ledger.live_runs():
+            run.fail(reason, exc)
+        self._slots.stop_all(reason)
+        self._sched.wake_all()  # the parked workers see `_stopping` and end
+
+    async def _serve(self, slot: Slot) -> None:
         sched = self._sched
         loop = self._loop
         ledger = self._ledger
@@ -377,6 +402,12 @@ class Workers:
         return final
 
     async def _tick(self) -> None:
+        try:
+            await self._ticks()
+        except Exception as exc:
+            self._crash(exc)
+
+    async def _ticks(self) -> None:
         slow_after = self._settings.slow_after_s
         while True:
             await asyncio.sleep(TICK_S)

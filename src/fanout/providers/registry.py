@@ -16,9 +16,18 @@ _BUILTIN = {
 }
 
 
+#: (the `entry_points` function asked, what it found): reading every installed package's
+#: metadata costs ~5 ms a time and a command asks several times; asked again only when the
+#: function is another (a test that puts a fake one in its place)
+_found: tuple[object, dict[str, str]] | None = None
+
+
 def provider_types() -> dict[str, str]:
     """Provider type -> "module:factory", built-ins first, then plugins."""
-    found = dict(_BUILTIN)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        found[ep.name] = ep.value
-    return found
+    global _found
+    if _found is None or _found[0] is not entry_points:
+        found = dict(_BUILTIN)
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            found[ep.name] = ep.value
+        _found = (entry_points, found)
+    return dict(_found[1])
