@@ -6,29 +6,16 @@ bench/scale.py does the killing and the timing."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import sqlite3
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-from tests.e2e.test_cli_batch import ROOT
+from tests.benches import bench_module
 
 pytestmark = pytest.mark.e2e
 
 LINES = 100_000
-
-
-def _scale_bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fanout_bench_scale", ROOT / "bench" / "scale.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 # the completion order at a smaller size: the two together at 100,000 lines would take
@@ -38,7 +25,7 @@ def _scale_bench() -> ModuleType:
 def test_sigkill_at_60_percent_and_resume_answers_every_line_once(
     tmp_path: Path, order: str, lines: int
 ) -> None:
-    scale = _scale_bench()
+    scale = bench_module("scale")
     src = tmp_path / "输入.jsonl"
     scale.make_input(src, lines)
     figures = scale.kill_and_resume(src, tmp_path, lines, 256, 0.6, order)

@@ -4,18 +4,12 @@ that was committed is ever sent again (the checks are bench/crash.py's; it does 
 from __future__ import annotations
 
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from tests.benches import bench_module
 
 pytestmark = pytest.mark.e2e
-
-
-def _crash_bench() -> ModuleType:
-    """bench/crash.py. (tests/ray imports this name from here; for the rest, `bench_module`.)"""
-    return bench_module("crash")
 
 
 # about 40 s on an idle machine, past two minutes on a loaded one: the suite's default

@@ -14,28 +14,12 @@ stays at its share (`alone_after_s` None)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.benches import bench_module
 
-
-def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "fanout_bench_procs", ROOT / "bench" / "ratelimit_procs.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up
-    spec.loader.exec_module(module)
-    return module
-
-
-BENCH = _bench()
+BENCH = bench_module("ratelimit_procs")
 FAST: dict[str, Any] = {"latency": 0.1, "concurrency": 16, "together": 10.0, "alone": 7.0}
 
 

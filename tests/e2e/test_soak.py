@@ -6,26 +6,13 @@ happened. Select it alone with `-m soak`."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-from tests.e2e.test_cli_batch import ROOT
+from tests.benches import bench_module
 
 pytestmark = [pytest.mark.e2e, pytest.mark.soak]
-
-
-def _soak_bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fanout_bench_soak", ROOT / "bench" / "soak.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 # it was skipped for a while: every line failed with a connection error, under pytest only.
@@ -36,7 +23,7 @@ def _soak_bench() -> ModuleType:
 def test_half_a_minute_of_faults_and_restarts_loses_nothing_and_repeats_nothing(
     tmp_path: Path,
 ) -> None:
-    soak = _soak_bench()
+    soak = bench_module("soak")
     figures = soak.soak(tmp_path, 30.0, 30.0, 32, say=lambda s: None)
     assert figures["exit_code"] == 0, figures["summary"]
     assert figures["restarts"] == 3

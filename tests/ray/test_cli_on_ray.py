@@ -128,7 +128,7 @@ def limited_server(tmp_path: Path) -> Iterator[str]:
 def test_the_rpm_budget_holds_for_the_whole_cluster(
     ray_cluster: Cluster, limited_server: str, tmp_path: Path
 ) -> None:
-    from tests.e2e.test_crash import _crash_bench
+    from tests.benches import bench_module
 
     src = write_jsonl(
         tmp_path / "in.jsonl", [{"id": f"q{i}", "prompt": f"问题 {i}"} for i in range(10)]
@@ -141,7 +141,7 @@ def test_the_rpm_budget_holds_for_the_whole_cluster(
         env=home(tmp_path),
     )  # fmt: skip
     assert p.returncode == 0, p.stderr
-    stats = _crash_bench().server_stats(limited_server)
+    stats = bench_module("crash").server_stats(limited_server)
     assert stats["completed_total"] == 10
     # the driver paces the whole cluster at 60 a minute: the server never sees more than
     # its 8 in any 4 s (calls reach it with the cluster's dispatch jitter, a few at once at

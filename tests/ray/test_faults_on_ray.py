@@ -16,8 +16,8 @@ from fanout.engine.engine import Engine
 from fanout.engine.retry import RetryPolicy
 from fanout.providers.sim import SimConfig, SimProvider
 from fanout.tasks import Task, TaskState
+from tests.benches import bench_module
 from tests.e2e.test_cli_batch import ROOT, read_jsonl, write_jsonl
-from tests.e2e.test_crash import _crash_bench
 from tests.ray.conftest import Cluster
 
 pytestmark = pytest.mark.e2e
@@ -27,7 +27,7 @@ TASKS = 24
 def test_driver_killed_then_resumed_answers_nothing_twice(
     ray_cluster: Cluster, tmp_path: Path
 ) -> None:
-    crash = _crash_bench()
+    crash = bench_module("crash")
     env = {**ray_cluster.env, "FANOUT_HOME": str(tmp_path / "home")}
     env = {k: v for k, v in env.items() if not k.endswith("_API_KEY")}
     src = write_jsonl(
