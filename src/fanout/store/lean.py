@@ -14,13 +14,10 @@ from collections.abc import Collection
 
 from fanout.store.base import (
     DoneVisitor,
-    Lease,
     OpenRun,
-    RunSnapshot,
-    Segment,
     StoredTask,
 )
-from fanout.store.queries import RESULT_COLS, stored_result
+from fanout.store.queries import RESULT_COLS, run_row, snapshot_of, stored_result
 
 #: the newest done tasks loaded in full: their requests are built again on resume and
 #: compared with what they sent (the settings check of a lean resume)
@@ -30,11 +27,7 @@ SAMPLE = 16
 def load_open_run(
     db: sqlite3.Connection, run_id: str, keep: Collection[str], visit: DoneVisitor
 ) -> OpenRun | None:
-    row = db.execute(
-        "SELECT rid, kind, status, created_at, config, settings, lease_owner, lease_pid, "
-        "lease_host, lease_until, cancel_requested FROM runs WHERE id = ?",
-        (run_id,),
-    ).fetchone()
+    row = run_row(db, run_id)
     if row is None:
         return None
     rid = row[0]
@@ -100,28 +93,5 @@ def load_open_run(
     ):
         if n not in loaded:
             visit(n, lane, agent, tries, latency, model, tokens_in, tokens_out)
-    acks = dict(db.execute("SELECT sink, position FROM acks WHERE rid = ?", (rid,)).fetchall())
-    segments = [
-        Segment(*s)
-        for s in db.execute(
-            "SELECT started_at, last_seen, wall_s, concurrency FROM segments WHERE rid = ? "
-            "ORDER BY seq",
-            (rid,),
-        )
-    ]
-    snap = RunSnapshot(
-        run_id=run_id,
-        kind=row[1],
-        status=row[2],
-        created_at=row[3],
-        config=json.loads(row[4]),
-        settings=json.loads(row[5]),
-        tasks=tasks,
-        results=results,
-        attempts=attempts,
-        acks=acks,
-        segments=segments,
-        lease=None if row[6] is None else Lease(row[6], row[7], row[8], row[9]),
-        cancel_requested=row[10],
-    )
+    snap = snapshot_of(db, run_id, row, tasks, results, attempts)
     return OpenRun(snap, int(stored), lanes, totals, retries)

@@ -230,36 +230,27 @@ def run_info(db: sqlite3.Connection, run_id: str) -> dict[str, Any] | None:
 # -- resuming ---------------------------------------------------------------------------------
 
 
-def load_snapshot(db: sqlite3.Connection, run_id: str) -> RunSnapshot | None:
-    row = db.execute(
+def run_row(db: sqlite3.Connection, run_id: str) -> tuple[Any, ...] | None:
+    """The runs row a snapshot is made from (its rid first), or None for an unknown run."""
+    row: tuple[Any, ...] | None = db.execute(
         "SELECT rid, kind, status, created_at, config, settings, lease_owner, lease_pid, "
         "lease_host, lease_until, cancel_requested FROM runs WHERE id = ?",
         (run_id,),
     ).fetchone()
-    if row is None:
-        return None
-    rid = row[0]
-    lease = None if row[6] is None else Lease(row[6], row[7], row[8], row[9])
-    from fanout.store.spec import spec_key
+    return row
 
-    tasks = [
-        StoredTask(n, key if key is not None else spec_key(spec), lane, agent, spec)
-        for n, key, lane, agent, spec in db.execute(
-            "SELECT n, key, lane, agent, spec FROM tasks WHERE rid = ? ORDER BY n", (rid,)
-        )
-    ]
-    results = {
-        r.n: r
-        for r in map(
-            stored_result,
-            db.execute(f"SELECT {RESULT_COLS} FROM results WHERE rid = ? ORDER BY n", (rid,)),
-        )
-    }
-    attempts = db.execute(
-        "SELECT n, attempt, outcome, error_kind, duration FROM attempts WHERE rid = ? "
-        "ORDER BY n, attempt",
-        (rid,),
-    ).fetchall()
+
+def snapshot_of(
+    db: sqlite3.Connection,
+    run_id: str,
+    row: tuple[Any, ...],
+    tasks: list[StoredTask],
+    results: dict[int, StoredResult],
+    attempts: list[Any],
+) -> RunSnapshot:
+    """A snapshot of the run whose `run_row` is `row`, with the tasks, results and attempts
+    the caller chose to read (all of them to resume in full, the live ones to resume lean)."""
+    rid = row[0]
     acks = dict(db.execute("SELECT sink, position FROM acks WHERE rid = ?", (rid,)).fetchall())
     segments = [
         Segment(*s)
@@ -281,9 +272,37 @@ def load_snapshot(db: sqlite3.Connection, run_id: str) -> RunSnapshot | None:
         attempts=attempts,
         acks=acks,
         segments=segments,
-        lease=lease,
+        lease=None if row[6] is None else Lease(row[6], row[7], row[8], row[9]),
         cancel_requested=row[10],
     )
+
+
+def load_snapshot(db: sqlite3.Connection, run_id: str) -> RunSnapshot | None:
+    row = run_row(db, run_id)
+    if row is None:
+        return None
+    rid = row[0]
+    from fanout.store.spec import spec_key
+
+    tasks = [
+        StoredTask(n, key if key is not None else spec_key(spec), lane, agent, spec)
+        for n, key, lane, agent, spec in db.execute(
+            "SELECT n, key, lane, agent, spec FROM tasks WHERE rid = ? ORDER BY n", (rid,)
+        )
+    ]
+    results = {
+        r.n: r
+        for r in map(
+            stored_result,
+            db.execute(f"SELECT {RESULT_COLS} FROM results WHERE rid = ? ORDER BY n", (rid,)),
+        )
+    }
+    attempts = db.execute(
+        "SELECT n, attempt, outcome, error_kind, duration FROM attempts WHERE rid = ? "
+        "ORDER BY n, attempt",
+        (rid,),
+    ).fetchall()
+    return snapshot_of(db, run_id, row, tasks, results, attempts)
 
 
 def pid_alive(pid: int) -> bool:
