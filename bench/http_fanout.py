@@ -24,6 +24,13 @@ printed too: the client and the server share the machine's cores.
 
     .venv/bin/python bench/http_fanout.py --calls 2000 --concurrency 64 --repeat 5
 
+With `--user-path` the `fanout` variant is what a user of `fanout batch` gets, not only the
+engine: the input is a JSONL file on disk, and the timed span covers `plan_batch` (the
+provider built from the flags, the file scanned) and `start_batch` with its defaults: the
+SQLite run store (a fresh file in a fresh `FANOUT_HOME` each round, so the cache is cold, as
+on a first run) and the answer cache on. Without it the engine runs with its in-memory store
+and no cache, as in the first measurements of docs/benchmarks.md section 8.
+
 The last line printed is one JSON object with the figures.
 """
 
@@ -51,6 +58,8 @@ import aiohttp
 
 from fanout import Engine
 from fanout.batch import BatchSink, parse_lines
+from fanout.batch.run import plan_batch, start_batch
+from fanout.launch import EngineChoice, RunOptions
 from fanout.providers.openai import OpenAIProvider
 
 DEFAULT_CALLS = 2000
@@ -124,6 +133,25 @@ async def fanout_run(url: str, lines: list[str], c: int, out: Path) -> tuple[flo
     return wall, cpu
 
 
+async def user_run(url: str, c: int, home: Path, n: int) -> tuple[float, float]:
+    """`fanout batch in.jsonl -o out.jsonl --provider openai --base-url URL --concurrency C`
+    without the CLI's flag parsing and progress display: planning, the SQLite run store in
+    `home` (a fresh one), the cache on; (wall seconds, client CPU seconds)."""
+    src, out, store = home / "in.jsonl", home / "out.jsonl", home / "runs.db"
+    choice = EngineChoice(provider="openai", base_url=url + "/v1", model=MODEL, concurrency=c)
+    options = RunOptions(choice=choice)
+    if not options.cache:
+        raise SystemExit("--user-path: the cache is expected on by default")
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    plan = plan_batch(src, out, "input", options)
+    started = await start_batch(plan, options, store_path=store)
+    done = await started.finish()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    if done.summary["done"] != n or done.lines != n:
+        raise SystemExit(f"user path: {done.summary['done']} done, {done.lines} lines of {n}")
+    return wall, cpu
+
+
 async def bare_run(url: str, texts: list[str], c: int) -> tuple[float, float]:
     """Semaphore + one session; (wall seconds, client CPU seconds)."""
     cpu0, t0 = time.process_time(), time.perf_counter()
@@ -168,23 +196,43 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
     ap.add_argument("--latency", type=float, default=DEFAULT_LATENCY_S, help="server seconds")
     ap.add_argument("--repeat", type=int, default=DEFAULT_REPEAT, help="rounds; medians kept")
+    ap.add_argument(
+        "--user-path",
+        action="store_true",
+        help="fanout batch's whole path: planning, the SQLite run store, the cache on",
+    )
     args = ap.parse_args()
     n, c, latency = args.calls, args.concurrency, args.latency
     ideal = math.ceil(n / c) * latency
     print(
         f"http_fanout: {n} calls at concurrency {c}, sim-server answering in "
-        f"{latency * 1000:g} ms (its own process); ideal {ideal:.3f} s"
+        f"{latency * 1000:g} ms (its own process); ideal {ideal:.3f} s; fanout path: "
+        + ("user (plan_batch, SQLite store, cache on)" if args.user_path else "engine only")
     )
     lines, texts = jsonl_lines(n), prompts(n)
     walls: dict[str, list[float]] = {"fanout": [], "bare": []}
     cpus: dict[str, list[float]] = {"fanout": [], "bare": []}
     server_cpus: list[float] = []
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+    os.environ.setdefault("OPENAI_API_KEY", KEY)
     with sim_server(latency) as (url, pid), tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.jsonl"
+        homes = iter(range(1_000_000))
+
+        def user(k: int) -> tuple[float, float]:
+            """One user-path run of the first k lines in a fresh FANOUT_HOME."""
+            home = Path(tmp) / f"home{next(homes)}"
+            home.mkdir()
+            (home / "in.jsonl").write_text("\n".join(lines[:k]) + "\n", encoding="utf-8")
+            os.environ["FANOUT_HOME"] = str(home)
+            return asyncio.run(user_run(url, c, home, k))
+
         # warm both paths once (imports, first connections on the server side), not counted
         stats(url, reset=True)
-        asyncio.run(fanout_run(url, lines[:c], c, out))
+        if args.user_path:
+            user(c)
+        else:
+            asyncio.run(fanout_run(url, lines[:c], c, out))
         asyncio.run(bare_run(url, texts[:c], c))
         for rnd in range(1, args.repeat + 1):
             order = ("bare", "fanout") if rnd % 2 else ("fanout", "bare")
@@ -192,7 +240,10 @@ def main() -> None:
                 stats(url, reset=True)
                 gc.collect()
                 server0 = cpu_of(pid)
-                if which == "fanout":
+                if which == "fanout" and args.user_path:
+                    wall, cpu = user(n)
+                    fanout_hashes = check_server(url, n, which)
+                elif which == "fanout":
                     wall, cpu = asyncio.run(fanout_run(url, lines, c, out))
                     fanout_hashes = check_server(url, n, which)
                 else:
@@ -227,6 +278,7 @@ def main() -> None:
         "concurrency": c,
         "latency_s": latency,
         "repeat": args.repeat,
+        "user_path": args.user_path,
         "wall_s": round(wall, 3),
         "ideal_s": round(ideal, 3),
         "ratio": round(wall / ideal, 4),
