@@ -323,43 +323,36 @@ class Engine:
             )
         from fanout.engine.resume import resume_run
 
-        budget = RunBudget(self._prices, max_cost_usd=max_cost_usd, max_tokens=max_tokens)
+        # what both resumes take; each gets a budget of its own (a lean resume that gives up
+        # may have counted the run's spending into the one it was given)
+        common: dict[str, Any] = {
+            "ledger": parts.ledger,
+            "planner": self._planner,
+            "settings": self.settings,
+            "store": self.store,
+            "owner": self.owner,
+            "run_id": run_id,
+            "blueprints": blueprints,
+            "config": config,
+            "retry_budget": retry_budget,
+            "deadline_s": deadline_s,
+            "retry_failed": retry_failed,
+        }
+
+        def budget() -> RunBudget:
+            return RunBudget(self._prices, max_cost_usd=max_cost_usd, max_tokens=max_tokens)
+
         if lean is not None and tasks is None and parts.ledger.get(run_id) is None:
             from fanout.engine.resume_lean import resume_lean
 
-            run = await resume_lean(
-                ledger=parts.ledger,
-                planner=self._planner,
-                settings=self.settings,
-                store=self.store,
-                owner=self.owner,
-                run_id=run_id,
-                keep=lean,
-                blueprints=blueprints,
-                config=config,
-                retry_budget=retry_budget,
-                deadline_s=deadline_s,
-                retry_failed=retry_failed,
-                budget=budget,
-            )
+            run = await resume_lean(**common, keep=lean, budget=budget())
             if run is not None:
                 return run
-            budget = RunBudget(self._prices, max_cost_usd=max_cost_usd, max_tokens=max_tokens)
         return await resume_run(
-            ledger=parts.ledger,
-            planner=self._planner,
-            settings=self.settings,
-            store=self.store,
-            owner=self.owner,
-            run_id=run_id,
+            **common,
             given=None if tasks is None else list(tasks),
             reconfigure=reconfigure,
-            blueprints=blueprints,
-            config=config,
-            retry_budget=retry_budget,
-            deadline_s=deadline_s,
-            retry_failed=retry_failed,
-            budget=budget,
+            budget=budget(),
         )
 
     async def run(self, tasks: Iterable[Task], **kwargs: Any) -> Run:
