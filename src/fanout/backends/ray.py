@@ -93,6 +93,7 @@ class RayBackend:
         actors: int | None = None,
         forward_keys: bool = True,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        address_from: str = "--ray-address",
     ) -> None:
         if actors is not None and actors < 1:
             raise ConfigError(f"actors={actors}: must be at least 1")
@@ -101,6 +102,8 @@ class RayBackend:
         self._want_actors = actors
         self._forward_keys = forward_keys
         self._connect_timeout_s = connect_timeout_s
+        #: where the user wrote the address, so a message points at the line to fix
+        self._address_from = address_from
         self._ray: Any = None  # the ray module, once started
         self._connected_here = False  # this backend called ray.init (so it shuts down)
         self._io: list[_Actor] = []
@@ -182,7 +185,7 @@ class RayBackend:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(
-                f"--ray-address {address}: cannot connect to a Ray cluster ({first}); start "
+                f"{self._address_from} {address}: cannot connect to a Ray cluster ({first}); start "
                 "one with `ray start --head`, or give its head's address (host:6379)"
             ) from None
         self._connected_here = True
@@ -192,7 +195,7 @@ class RayBackend:
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
             raise ConfigError(
-                f"--ray-address {address!r}: give host:port of the cluster's head "
+                f"{self._address_from} {address!r}: give host:port of the cluster's head "
                 "(e.g. 10.0.0.5:6379), or auto"
             )
         try:
@@ -200,7 +203,7 @@ class RayBackend:
                 pass
         except OSError as exc:
             raise ConfigError(
-                f"--ray-address {address}: no Ray cluster answers there ({exc}); start one "
+                f"{self._address_from} {address}: no Ray cluster answers there ({exc}); start one "
                 "with `ray start --head`, or give its head's address"
             ) from None
 

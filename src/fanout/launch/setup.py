@@ -204,8 +204,13 @@ def _backend(choice: EngineChoice, name: str, spec: ProviderSpec, cfg: Config) -
 
     if not ray_installed():
         raise ConfigError(f"--backend ray: Ray is not installed; {INSTALL_HINT}")
-    address = choice.ray_address or cfg.ray_address or "auto"
-    return RayBackend(address, specs={name: spec})
+    if choice.ray_address is not None:
+        address, said = choice.ray_address, "--ray-address"
+    elif cfg.ray_address is not None:
+        address, said = cfg.ray_address, f"{cfg.source or 'fanout.yaml'}: ray_address:"
+    else:
+        address, said = "auto", "--backend ray, address"
+    return RayBackend(address, specs={name: spec}, address_from=said)
 
 
 def _spec_from_flags(kind: str, choice: EngineChoice) -> ProviderSpec:
