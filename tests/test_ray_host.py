@@ -16,8 +16,9 @@ from fanout.providers.base import Request
 #: the calls under way at once in `work` (the CPU host must run one at a time)
 RUNNING: list[int] = [0, 0]
 _LOCK = threading.Lock()
-#: `hold` returns when this is set
+#: `hold` returns when this is set; it sets STARTED when its thread runs
 RELEASE = threading.Event()
+STARTED = threading.Event()
 
 
 def ask(text: str) -> Request:
@@ -36,10 +37,20 @@ def work(request: Request) -> str:
 
 
 def hold(request: Request) -> str:
-    """`work`, but the first question's call ends only when the test says so."""
-    if request.prompt_text() != "一":
-        RELEASE.wait(30.0)
-    return work(request)
+    """`work`, but a call not on the first question ends only when the test says so."""
+    with _LOCK:
+        RUNNING[0] += 1
+        RUNNING[1] = max(RUNNING[1], RUNNING[0])
+    STARTED.set()
+    try:
+        if request.prompt_text() != "一":
+            RELEASE.wait(30.0)
+        else:
+            time.sleep(0.03)
+    finally:
+        with _LOCK:
+            RUNNING[0] -= 1
+    return f"答：{request.prompt_text()}"
 
 
 def cpu_host() -> ProviderHost:
@@ -105,3 +116,29 @@ def test_an_io_host_answers_each_outcome_as_soon_as_it_is_done() -> None:
         return await polls_until(host, 1)
 
     assert asyncio.run(main()) == [1]
+
+
+def test_a_cancelled_cpu_call_keeps_its_cpu_until_its_thread_returns() -> None:
+    """A thread cannot be stopped: a call the driver cancelled (its attempt timed out) runs
+    on, so the next call on this CPU host starts only when it returns, never beside it."""
+    RELEASE.clear()
+    STARTED.clear()
+    RUNNING[:] = [0, 0]
+
+    async def main() -> list[int]:
+        host = ProviderHost([Recipe("hold", 4, cpu=f"{__name__}:hold")], cpu=True)
+        await host.submit([(0, "hold", ask("卡住"))])
+        assert await asyncio.to_thread(STARTED.wait, 20.0)  # the held call is in its thread
+        await host.cancel([0])
+        await host.submit([(1, "hold", ask("一"))])
+        for _ in range(30):  # time for the second call to start, were it let
+            await asyncio.sleep(0.01)
+        started_early = RUNNING[1]
+        RELEASE.set()
+        sizes = await polls_until(host, 1)
+        return [started_early, *sizes]
+
+    started_early, *sizes = asyncio.run(main())
+    assert started_early == 1, "the second call ran beside the cancelled one"
+    assert RUNNING[1] == 1
+    assert sizes == [1]  # the cancelled call's outcome never comes back

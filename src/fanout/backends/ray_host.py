@@ -157,7 +157,15 @@ class ProviderHost:
             if self._gate is None:
                 self._gate = asyncio.Semaphore(1)
             async with self._gate:  # one call at a time: this actor holds one CPU
-                outcome = await self.call(name, request)
+                call = asyncio.ensure_future(self.call(name, request))
+                try:
+                    outcome = await asyncio.shield(call)
+                except asyncio.CancelledError:
+                    # a thread cannot be stopped: cancelled (timed out in the driver), the
+                    # call still burns this CPU, so the next one waits for it to return
+                    # rather than run beside it on a CPU that is not free
+                    await asyncio.wait([call])
+                    raise
         else:
             outcome = await self.call(name, request)
         if self._running.pop(key, None) is not None:
