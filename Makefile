@@ -6,21 +6,16 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test lint typecheck bench clean fonts report-deps
 
-# --no-compile: pip would compile all 12,049 modules of the dev set (34 s of CPU), while a
-# process importing every fanout module and every test tool imports 5,029 of them; Python
-# compiles a module (once, into __pycache__) the first time it is imported instead.
-PIP_INSTALL := $(BIN)/python -m pip install --quiet --no-compile
-
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(PIP_INSTALL) --upgrade pip
+	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.stamp-base: pyproject.toml | $(BIN)/python
-	$(PIP_INSTALL) -e .
+	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
 $(VENV)/.stamp-dev: pyproject.toml | $(BIN)/python
-	$(PIP_INSTALL) -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(VENV)/.stamp-base $@
 
 # The demo works on a copy of examples/vault in scratch/ (ignored), so the tree stays clean.
