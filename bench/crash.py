@@ -20,9 +20,10 @@ sha256 the server computes). Then it checks:
    D_i[h] = S_i[h] - S_(i-1)[h] its completions in segment i, D_i[h] <= 1 and
    S_final[h] = 1 + #{i : D_i[h] = 1 and h not in C_i} (an answer that arrived but was not
    committed when the process died: the only thing that may be requested again);
-4. so the total is N + sum(lost_i), lost_i being the answers segment i lost, and it is at
-   most N + kills x concurrency (lost_i is reported: it stays under the concurrency while a
-   commit takes less time than a call);
+4. so the total is N + sum(lost_i), lost_i being the answers segment i lost (reported, not
+   bounded: a call's slot is free once its answer is in, before the answer is committed, so
+   lost_i stays under the concurrency only while a commit takes less time than a call; on a
+   machine loaded 17-25 one kill lost 30 answers at concurrency 16);
 5. `PRAGMA integrity_check` is ok.
 
     .venv/bin/python bench/crash.py --kills 50
@@ -280,7 +281,6 @@ def check(
     # 4. the total
     completions = sum(final.values())
     assert completions == tasks + sum(c.lost), (completions, tasks, c.lost)
-    assert completions <= tasks + c.kills * concurrency, (completions, c.lost)
     # 5. the file is sound
     assert integrity == "ok", integrity
     return {
