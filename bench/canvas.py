@@ -18,8 +18,13 @@ answer cache on, the backup of the canvas at the run's start. Only the providers
 swapped for the per-agent simulators after planning. Without it the engine runs with its
 in-memory store and no cache, and planning is outside the span.
 
+Placing the notes is what `CanvasSink` does before the first call is sent (every note's
+place planned from the plan, `reserve_places`): its CPU time, alone after each round's
+runs, on the same canvas; `place_share` is its median over the parallel run's (seed lanes)
+median wall time.
+
 Last line: {"targets", "agents", "serial_s", "parallel_s", "speedup", "writeback_ms_per_target",
-"parallel_unlaned_s", "speedup_unlaned", "scale", "user_path"}.
+"parallel_unlaned_s", "speedup_unlaned", "scale", "user_path", "place_ms", "place_share"}.
 """
 
 from __future__ import annotations
@@ -40,8 +45,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from fanout import Engine, SimConfig, SimProvider  # noqa: E402
 from fanout.agents import builtin_blueprints  # noqa: E402
+from fanout.canvas.merge import reserve_places  # noqa: E402
 from fanout.canvas.run import CanvasChoice, plan_run, start_canvas  # noqa: E402
-from fanout.canvas.workflow import CanvasSink, plan_canvas  # noqa: E402
+from fanout.canvas.workflow import CanvasSink, note_slots, plan_canvas  # noqa: E402
 from fanout.launch import EngineChoice, RunOptions  # noqa: E402
 from serial_vs_parallel import DURATIONS_S  # noqa: E402
 
@@ -114,6 +120,19 @@ async def one_run(
         return wall, report.write_s
 
 
+def place_time(targets: int) -> float:
+    """CPU seconds `CanvasSink` spends placing every note of the run before its first call
+    is sent (`reserve_places` on the plan, as the sink calls it). One thread computing, so
+    on an idle core this is its wall time; on a shared, loaded machine the wall time is
+    this stretched by whatever else runs (10 x at a load average of 26 on 2 cores)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = make_canvas(Path(tmp) / "vault", targets)
+        job = plan_canvas(path, builtin_blueprints(), agents=list(AGENTS))
+        t0 = time.process_time()
+        reserve_places(job.canvas, note_slots(job, "individual"))
+        return time.process_time() - t0
+
+
 async def user_run(
     targets: int, scale: float, concurrency: int, lanes: dict[str, int]
 ) -> tuple[float, float]:
@@ -166,20 +185,23 @@ def main() -> None:
         + ("user (plan_run, SQLite store, cache on)" if a.user_path else "engine only")
     )
     run = user_run if a.user_path else one_run
-    serial, par, unl, write = [], [], [], []
+    serial, par, unl, write, place = [], [], [], [], []
     for r in range(a.repeat):
         s, _ = asyncio.run(run(a.targets, a.scale, 1, {}))
         p, w = asyncio.run(run(a.targets, a.scale, a.concurrency, SEED_LANES))
         u, _ = asyncio.run(run(a.targets, a.scale, a.concurrency, {}))
+        pl = place_time(a.targets)
         serial.append(s)
         par.append(p)
         unl.append(u)
         write.append(w)
+        place.append(pl)
         print(
             f"  round {r + 1}: serial {s:.3f} s, parallel (seed lanes) {p:.3f} s, "
-            f"parallel (no lanes) {u:.3f} s, write-back {w * 1000:.1f} ms"
+            f"parallel (no lanes) {u:.3f} s, write-back {w * 1000:.1f} ms, "
+            f"placing the notes {pl * 1000:.1f} ms CPU"
         )
-    s, p, u, w = (statistics.median(x) for x in (serial, par, unl, write))
+    s, p, u, w, pl = (statistics.median(x) for x in (serial, par, unl, write, place))
     out = {
         "targets": a.targets,
         "agents": len(AGENTS),
@@ -191,10 +213,13 @@ def main() -> None:
         "speedup_unlaned": round(s / u, 2),
         "scale": a.scale,
         "user_path": a.user_path,
+        "place_ms": round(pl * 1000, 1),
+        "place_share": round(pl / p, 3),
     }
     print(
         f"speedup {out['speedup']}x with the seed lanes, {out['speedup_unlaned']}x without; "
-        f"write-back {out['writeback_ms_per_target']} ms per target"
+        f"write-back {out['writeback_ms_per_target']} ms per target; placing the notes "
+        f"{out['place_ms']} ms CPU, {out['place_share']:.1%} of the parallel run"
     )
     print(json.dumps(out))
 

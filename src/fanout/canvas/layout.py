@@ -44,17 +44,37 @@ than a big one across the canvas. The notes of one stack never grow.
 
 Pure and deterministic: the same nodes and requests, in the same order, give the same
 places.
+
+This module decides where to try (the order above); `probe.py` holds the tests of a place,
+run along one side of the target at a time against short lists gathered once, and
+`spatial.py` the grid index and the geometry. A sink plans every note of a run before its
+first call is sent, so this is time the user waits: tens of thousands of places are tested
+per target on a crowded canvas. `bench/canvas_place.py --check` times it and compares every
+place with the layout before it was made fast (`bench/canvas_layout_reference.py`).
 """
 
 from __future__ import annotations
 
-import math
 import statistics
-from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from fanout.canvas.model import Rect
+from fanout.canvas.probe import OPPOSITE as _OPPOSITE
+from fanout.canvas.probe import Probe, Scene
+from fanout.canvas.spatial import gap_between, segment_box, segment_crosses, side_point
+
+__all__ = [
+    "DEFAULT_GAP",
+    "DEFAULT_NODE_SIZE",
+    "Layout",
+    "Placement",
+    "gap_between",
+    "overlapping_pairs",
+    "place_nodes",
+    "segment_crosses",
+    "side_point",
+]
 
 #: the largest note (the size notes had before they followed the canvas's scale)
 DEFAULT_NODE_SIZE = (400, 300)
@@ -63,10 +83,7 @@ DEFAULT_GAP = 40
 DEFAULT_MAX_RINGS = 13
 #: how many nearest nodes besides the target set a note's width
 NEIGHBOURS = 6
-_CELL = 512.0
-_HUGE = (1 << 40, 0)
 _SIDES = ("right", "bottom", "left", "top")
-_OPPOSITE = {"right": "left", "left": "right", "top": "bottom", "bottom": "top"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,77 +93,6 @@ class Placement:
     rect: Rect
     from_side: str
     to_side: str
-
-
-class _Index:
-    """A grid hash of rectangles, to find what a rectangle touches without a full scan."""
-
-    def __init__(self, rects: Iterable[Rect] = ()) -> None:
-        self._cells: dict[tuple[int, int], list[Rect]] = defaultdict(list)
-        self._all: list[Rect] = []
-        for rect in rects:
-            self.add(rect)
-
-    def _keys(self, rect: Rect) -> Iterator[tuple[int, int]]:
-        x0, x1 = math.floor(rect.x / _CELL), math.floor(rect.right / _CELL)
-        y0, y1 = math.floor(rect.y / _CELL), math.floor(rect.bottom / _CELL)
-        if (x1 - x0 + 1) * (y1 - y0 + 1) > 4096:  # a huge rectangle: checked every time
-            yield _HUGE
-            return
-        for cx in range(x0, x1 + 1):
-            for cy in range(y0, y1 + 1):
-                yield (cx, cy)
-
-    def add(self, rect: Rect) -> None:
-        for key in self._keys(rect):
-            self._cells[key].append(rect)
-        self._all.append(rect)
-
-    def all(self) -> list[Rect]:
-        return self._all
-
-    def touching(self, rect: Rect) -> Iterator[Rect]:
-        seen: set[int] = set()
-        for key in {_HUGE, *self._keys(rect)}:
-            for other in self._cells.get(key, ()):
-                if id(other) not in seen and other.overlaps(rect):
-                    seen.add(id(other))
-                    yield other
-
-
-def gap_between(a: Rect, b: Rect) -> float:
-    """Edge-to-edge distance of two rectangles (0 if they touch or overlap)."""
-    dx = max(b.x - a.right, a.x - b.right, 0.0)
-    dy = max(b.y - a.bottom, a.y - b.bottom, 0.0)
-    return math.hypot(dx, dy)
-
-
-def side_point(rect: Rect, side: str) -> tuple[float, float]:
-    """The midpoint of one side, where Obsidian attaches an edge."""
-    return {
-        "top": (rect.x + rect.width / 2, rect.y),
-        "bottom": (rect.x + rect.width / 2, rect.bottom),
-        "left": (rect.x, rect.y + rect.height / 2),
-        "right": (rect.right, rect.y + rect.height / 2),
-    }[side]
-
-
-def segment_crosses(p: tuple[float, float], q: tuple[float, float], rect: Rect) -> bool:
-    """Does the segment p-q pass through the inside of `rect` (1 px in from its sides)?"""
-    x0, y0, x1, y1 = rect.x + 1, rect.y + 1, rect.right - 1, rect.bottom - 1
-    if x1 <= x0 or y1 <= y0:
-        return False
-    t0, t1 = 0.0, 1.0
-    for d, lo, hi, s in ((q[0] - p[0], x0, x1, p[0]), (q[1] - p[1], y0, y1, p[1])):
-        if d == 0:
-            if not lo < s < hi:
-                return False
-            continue
-        a, b = sorted(((lo - s) / d, (hi - s) / d))
-        t0, t1 = max(t0, a), min(t1, b)
-        if t0 >= t1:
-            return False
-    return True
 
 
 def _round10(value: float) -> float:
@@ -169,20 +115,14 @@ class Layout:
         max_rings: int = DEFAULT_MAX_RINGS,
     ) -> None:
         self.originals = list(nodes)
-        self._original_index = _Index(self.originals)
-        self._solid = _Index(self.originals)  # originals and every note placed so far
         self._groups = list(groups)
-        self._group_index = _Index(self._groups)
         self.gap = float(gap)
         self.max_rings = max(1, max_rings)
-        # the edges of the notes placed so far (by their bounding boxes): a later note
-        # must not sit on an earlier one's edge
-        self._edges = _Index()
-        self._edge_ends: dict[int, tuple[tuple[float, float], tuple[float, float]]] = {}
+        self._scene = Scene(self.originals, self._groups, self.gap)
 
     def add(self, rect: Rect) -> None:
         """A node placed elsewhere that later notes must avoid."""
-        self._solid.add(rect)
+        self._scene.solid.add(rect)
 
     # sizes
 
@@ -199,10 +139,9 @@ class Layout:
     def _nearest(self, anchor: Rect, k: int) -> list[Rect]:
         radius = max(anchor.width, anchor.height)
         found: list[Rect] = []
+        index = self._scene.originals
         for _ in range(6):  # widen the search until k neighbours are in it
-            found = [
-                r for r in self._original_index.touching(anchor.inflate(radius)) if r != anchor
-            ]
+            found = [r for r in index.touching(anchor.inflate(radius)) if r != anchor]
             if len(found) >= k:
                 break
             radius *= 2
@@ -250,11 +189,23 @@ class Layout:
         return placed
 
     def _commit(self, anchor: Rect, spot: Placement) -> None:
-        self._solid.add(spot.rect)
+        self._scene.solid.add(spot.rect)
         p, q = side_point(anchor, spot.from_side), side_point(spot.rect, spot.to_side)
-        box = _segment_box(p, q)
-        self._edges.add(box)
-        self._edge_ends[id(box)] = (p, q)
+        self._scene.edges.add(segment_box(p, q), (p, q))
+
+    def _probe(
+        self,
+        anchor: Rect,
+        side: str,
+        size: tuple[float, float],
+        home: list[Rect],
+        inner: Rect | None,
+        places: list[tuple[float, float]],
+    ) -> Probe:
+        """The tests for notes of `size` at these top-left corners along one side."""
+        xs, ys = [x for x, _ in places], [y for _, y in places]
+        box = (min(xs), min(ys), max(xs) + size[0], max(ys) + size[1])
+        return Probe(self._scene, anchor, side, size, home, inner, box)
 
     def _find_block(
         self,
@@ -272,65 +223,60 @@ class Layout:
         for in_group in (True, False):
             if not in_group and inner is None:
                 break
-            for k, (width, height) in enumerate(sizes):
+            group = inner if in_group else None
+            for k, size in enumerate(sizes):
                 tried = rings if k == 0 else rings[:3]  # smaller only right beside it
-                for block in self._blocks(anchor, count, tried, width, height):
-                    if self._block_good(anchor, block, home, inner if in_group else None):
-                        return block
+                for distance in tried:
+                    for side in _SIDES:
+                        block = self._lane_block(anchor, count, distance, side, size, home, group)
+                        if block is not None:
+                            return block
         return None
 
-    def _blocks(
-        self, anchor: Rect, count: int, rings: list[float], width: float, height: float
-    ) -> Iterator[list[Placement]]:
-        """Columns and rows of `count` notes around the target, nearest first: level with
-        the target's top (or left side), with its bottom (right side), centred on it, then
-        sliding along that side as long as the stack still reaches the target's middle."""
+    def _lane_block(
+        self,
+        anchor: Rect,
+        count: int,
+        distance: float,
+        side: str,
+        size: tuple[float, float],
+        home: list[Rect],
+        inner: Rect | None,
+    ) -> list[Placement] | None:
+        """The first good column (right or left of the target) or row (below, above) of
+        `count` notes, `distance` from it, nearest first: level with the target's top (or
+        left side), with its bottom (right side), centred on it, then sliding along that
+        side as long as the stack still reaches the target's middle."""
+        width, height = size
         step = self.gap / 2
-        tall = count * height + (count - 1) * step
-        wide = count * width + (count - 1) * step
-        for distance in rings:
-            for side in _SIDES:
-                if side in ("right", "left"):
-                    x = anchor.right + distance if side == "right" else anchor.x - distance - width
-                    lo = anchor.y + anchor.height / 2 - tall
-                    hi = anchor.y + anchor.height / 2 - height / 2
-                    ends = (anchor.y, anchor.bottom - tall, anchor.y + (anchor.height - tall) / 2)
-                    for y in _starts(ends, lo, hi, max(step, distance / 4)):
-                        yield [
-                            Placement(
-                                Rect(round(x), round(y + i * (height + step)), width, height),
-                                side,
-                                _OPPOSITE[side],
-                            )
-                            for i in range(count)
-                        ]
-                else:
-                    y = (
-                        anchor.bottom + distance
-                        if side == "bottom"
-                        else anchor.y - distance - height
-                    )
-                    lo = anchor.x + anchor.width / 2 - wide
-                    hi = anchor.x + anchor.width / 2 - width / 2
-                    ends = (anchor.x, anchor.right - wide, anchor.x + (anchor.width - wide) / 2)
-                    for x in _starts(ends, lo, hi, max(step, distance / 4)):
-                        yield [
-                            Placement(
-                                Rect(round(x + i * (width + step)), round(y), width, height),
-                                side,
-                                _OPPOSITE[side],
-                            )
-                            for i in range(count)
-                        ]
-
-    def _block_good(
-        self, anchor: Rect, block: list[Placement], home: list[Rect], inner: Rect | None
-    ) -> bool:
-        for spot in block:
-            score = self._score(anchor, spot, home, inner, strict=True)
-            if score is None or any(score[:3]):
-                return False
-        return True
+        if side in ("right", "left"):
+            pitch = height + step
+            tall = count * height + (count - 1) * step
+            x = anchor.right + distance if side == "right" else anchor.x - distance - width
+            lo = anchor.y + anchor.height / 2 - tall
+            hi = anchor.y + anchor.height / 2 - height / 2
+            ends = (anchor.y, anchor.bottom - tall, anchor.y + (anchor.height - tall) / 2)
+        else:
+            pitch = width + step
+            wide = count * width + (count - 1) * step
+            y = anchor.bottom + distance if side == "bottom" else anchor.y - distance - height
+            lo = anchor.x + anchor.width / 2 - wide
+            hi = anchor.x + anchor.width / 2 - width / 2
+            ends = (anchor.x, anchor.right - wide, anchor.x + (anchor.width - wide) / 2)
+        starts = _starts(ends, lo, hi, max(step, distance / 4))
+        first, last = min(starts) - 1, max(starts) + (count - 1) * pitch + 1
+        box: tuple[float, float, float, float]
+        if side in ("right", "left"):
+            fixed = round(x)
+            box = (fixed, first, fixed + width, last + height)
+        else:
+            fixed = round(y)
+            box = (first, fixed, last + width, fixed + height)
+        probe = Probe(self._scene, anchor, side, size, home, inner, box)
+        block = probe.first_block(fixed, starts, pitch, count)
+        if block is None:
+            return None
+        return [Placement(Rect(x, y, width, height), side, _OPPOSITE[side]) for x, y in block]
 
     def _find(
         self,
@@ -343,22 +289,31 @@ class Layout:
         best: tuple[tuple[float, ...], Placement] | None = None
         width, height = sizes[0]
         for spot in self._stack_next(previous, width, height):
-            score = self._score(anchor, spot, home, inner)
+            r, scene = spot.rect, self._scene
+            score = scene.score_at(anchor, spot.from_side, r.x, r.y, width, height, home, inner)
             if score is not None and not any(score[:3]):
                 return spot
         rings = self._ring_distances()
         for k, (width, height) in enumerate(sizes):
             # a smaller note is only worth it right beside the target
             tried = rings if k == 0 else rings[:3]
-            for n, spot in enumerate(self._candidates(anchor, tried, width, height)):
-                score = self._score(anchor, spot, home, inner)
-                if score is None:
-                    continue
-                if not any(score[:3]):
-                    return spot
-                key = (*score[:3], k, score[3], n)  # failing that: fewest faults, then bigger
-                if best is None or key < best[0]:
-                    best = (key, spot)
+            n = -1
+            for side, distance in _lanes(tried):
+                places = self._ring(anchor, distance, width, height, side)
+                probe = self._probe(anchor, side, (width, height), home, inner, places)
+                for (x, y), free in zip(places, probe.free_flags(places), strict=True):
+                    n += 1
+                    if not free:
+                        continue
+                    score = probe.score(x, y, free)
+                    if score is None:
+                        continue
+                    spot = Placement(Rect(x, y, width, height), side, _OPPOSITE[side])
+                    if not any(score[:3]):
+                        return spot
+                    key = (*score[:3], k, score[3], n)  # failing that: fewest faults, then bigger
+                    if best is None or key < best[0]:
+                        best = (key, spot)
         if best is not None:
             return best[1]
         width, height = sizes[0]
@@ -366,23 +321,11 @@ class Layout:
         distance = rings[-1]
         while distance * 2 < gap_between(anchor, outside.rect):
             distance *= 2  # walled in nearby: further out, in doubling steps
-            for spot in self._ring(anchor, distance, width, height, steps=8):
-                if self._free(spot.rect, home):
-                    return spot
+            for side in _SIDES:
+                for x, y in self._ring(anchor, distance, width, height, side, steps=8):
+                    if self._scene.free_at(x, y, width, height, home):
+                        return Placement(Rect(x, y, width, height), side, _OPPOSITE[side])
         return outside
-
-    def _candidates(
-        self, anchor: Rect, rings: list[float], width: float, height: float
-    ) -> Iterator[Placement]:
-        """The near rings side by side (all of the right side first, then below...: a
-        note stays on the side it prefers if it fits there at all), then the rest ring
-        by ring."""
-        near, far = rings[:3], rings[3:]
-        for side in _SIDES:
-            for distance in near:
-                yield from self._ring(anchor, distance, width, height, sides=(side,))
-        for distance in far:
-            yield from self._ring(anchor, distance, width, height)
 
     def _ring_distances(self) -> list[float]:
         """`gap`, `gap / 2`, `gap / 4` (the near rings), then outward in steps growing
@@ -409,72 +352,20 @@ class Layout:
         return [Placement(rect, previous.from_side, previous.to_side) for rect in (after, before)]
 
     def _ring(
-        self,
-        anchor: Rect,
-        distance: float,
-        width: float,
-        height: float,
-        steps: int = 0,
-        sides: Sequence[str] = _SIDES,
-    ) -> Iterator[Placement]:
-        """Places `distance` from the target on each side, sliding along it (in steps of
-        `gap / 2` near the target, coarser further out)."""
+        self, anchor: Rect, distance: float, width: float, height: float, side: str, steps: int = 0
+    ) -> list[tuple[float, float]]:
+        """Places `distance` from the target on one side, sliding along it (in steps of
+        `gap / 2` near the target, coarser further out): their top-left corners."""
         step = self.gap / 2 if distance <= self.gap else max(self.gap / 2, distance / 4)
-        for side in sides:
-            if side in ("right", "left"):
-                x = anchor.right + distance if side == "right" else anchor.x - distance - width
-                lo, hi = anchor.y - height - step, anchor.bottom + step
-                for y in _slide(anchor.y, lo, hi, step, steps):
-                    yield Placement(Rect(round(x), round(y), width, height), side, _OPPOSITE[side])
-            else:
-                y = anchor.bottom + distance if side == "bottom" else anchor.y - distance - height
-                lo, hi = anchor.x - width - step, anchor.right + step
-                for x in _slide(anchor.x, lo, hi, step, steps):
-                    yield Placement(Rect(round(x), round(y), width, height), side, _OPPOSITE[side])
-
-    def _score(
-        self,
-        anchor: Rect,
-        spot: Placement,
-        home: list[Rect],
-        inner: Rect | None,
-        strict: bool = False,
-    ) -> tuple[float, ...] | None:
-        """None if the place is not free; else (crossings, not nearest, not in the group,
-        distance): all-zero first three means good. `strict`: another node as near as the
-        target is a fault too (a whole stack must not sit between two nodes)."""
-        rect = spot.rect
-        if not self._free(rect, home):
-            return None
-        own = gap_between(rect, anchor)
-        slack = 1e-6 if strict else -1e-6
-        nearer = any(
-            r != anchor and gap_between(rect, r) < own + slack
-            for r in self._original_index.touching(rect.inflate(own + 1))
-        )
-        outside = inner is not None and not inner.contains(rect.inflate(self.gap / 4))
-        return (float(self._crosses(anchor, spot)), float(nearer), float(outside), own)
-
-    def _free(self, rect: Rect, home: list[Rect]) -> bool:
-        grown = rect.inflate(self.gap / 4 - 0.001)
-        if next(self._solid.touching(grown), None) is not None:
-            return False
-        # a note may sit in the gutter between groups, up to their borders, but once it
-        # enters a group it must be its target's and keep clear of its border inside
-        return all(g in home and g.contains(grown) for g in self._group_index.touching(rect))
-
-    def _crosses(self, anchor: Rect, spot: Placement) -> bool:
-        """Its edge crosses a node, or it sits on the edge of a note placed before it."""
-        p, q = side_point(anchor, spot.from_side), side_point(spot.rect, spot.to_side)
-        if any(
-            r != anchor and r != spot.rect and segment_crosses(p, q, r)
-            for r in self._solid.touching(_segment_box(p, q))
-        ):
-            return True
-        return any(
-            segment_crosses(*self._edge_ends[id(box)], spot.rect)
-            for box in self._edges.touching(spot.rect)
-        )
+        if side in ("right", "left"):
+            x = anchor.right + distance if side == "right" else anchor.x - distance - width
+            lo, hi = anchor.y - height - step, anchor.bottom + step
+            rx = round(x)
+            return [(rx, round(y)) for y in _slide(anchor.y, lo, hi, step, steps)]
+        y = anchor.bottom + distance if side == "bottom" else anchor.y - distance - height
+        lo, hi = anchor.x - width - step, anchor.right + step
+        ry = round(y)
+        return [(round(x), ry) for x in _slide(anchor.x, lo, hi, step, steps)]
 
     def _outside_everything(self, anchor: Rect, width: float, height: float) -> Placement:
         """Just outside all nodes and groups, level with the target, on the side of the
@@ -492,7 +383,7 @@ class Layout:
         return Placement(rect, side, _OPPOSITE[side])
 
     def _extent(self, anchor: Rect) -> tuple[float, float, float, float]:
-        rects = [*self._solid.all(), *self._groups, anchor]
+        rects = [*self._scene.solid.all(), *self._groups, anchor]
         return (
             min(r.x for r in rects),
             min(r.y for r in rects),
@@ -501,31 +392,46 @@ class Layout:
         )
 
 
-def _segment_box(p: tuple[float, float], q: tuple[float, float]) -> Rect:
-    return Rect(min(p[0], q[0]), min(p[1], q[1]), abs(q[0] - p[0]) + 1, abs(q[1] - p[1]) + 1)
+def _lanes(rings: list[float]) -> Iterator[tuple[str, float]]:
+    """The order places are tried in, one side and ring at a time: the near rings side by
+    side (all of the right side first, then below...: a note stays on the side it prefers
+    if it fits there at all), then the rest ring by ring."""
+    near, far = rings[:3], rings[3:]
+    for side in _SIDES:
+        for distance in near:
+            yield side, distance
+    for distance in far:
+        for side in _SIDES:
+            yield side, distance
 
 
-def _starts(ends: Sequence[float], lo: float, hi: float, step: float) -> Iterator[float]:
+def _starts(ends: Sequence[float], lo: float, hi: float, step: float) -> list[float]:
     """The aligned starts `ends` (each once), then `_slide` from the first of them."""
-    seen: set[float] = set()
+    seen: set[int] = set()
+    out: list[float] = []
     for value in (*ends, *_slide(ends[0], lo, hi, step, 0)):
-        if round(value) not in seen:
-            seen.add(round(value))
-            yield value
+        key = round(value)
+        if key not in seen:
+            seen.add(key)
+            out.append(value)
+    return out
 
 
-def _slide(start: float, lo: float, hi: float, step: float, steps: int) -> Iterator[float]:
+def _slide(start: float, lo: float, hi: float, step: float, steps: int) -> list[float]:
     """`start`, then alternately after and before it in `step`s, within [lo, hi]."""
-    yield start
+    out = [start]
     k = 1
-    while start + k * step <= hi or start - k * step >= lo:
-        if start + k * step <= hi:
-            yield start + k * step
-        if start - k * step >= lo:
-            yield start - k * step
+    while True:
+        after, before = start + k * step, start - k * step
+        if not (after <= hi or before >= lo):
+            return out
+        if after <= hi:
+            out.append(after)
+        if before >= lo:
+            out.append(before)
         k += 1
         if steps and k > steps:
-            return
+            return out
 
 
 def place_nodes(
