@@ -88,6 +88,9 @@ class Ledger:
         self._slots = slots
         self._task_spec = task_spec
         self.keeps_keys = keep_keys  # keep each task's first request keys (for the store)
+        # spans are handed to a store that keeps them (the in-memory store does only when
+        # asked): for one that does not, a task's closed spans are let go at once
+        self._keep_spans = bool(getattr(store, "keeps_spans", True))
         self._journal: Journal[Task] = Journal(store, self._on_durable, self._on_store_error)
         self._sampler = Sampler(planner, slots, settings.concurrency, self._clock)
         self._runs: dict[str, Run] = {}
@@ -342,7 +345,7 @@ class Ledger:
         if charged:
             run.retries += 1
         spans.close(t, now, spans.BACKOFF, attempt, info.kind, first_token)
-        taken = spans.take(t, self._clock)
+        taken = spans.take(t, self._clock) if self._keep_spans else spans.drop(t)
         self._journal.append(AttemptFailed(run.id, t.n, attempt, duration, info, taken))
         run.bus.emit(TaskRetrying(now, t, attempt, g.lane, duration, info, delay))
         if run.cancel_reason is not None:
@@ -361,7 +364,7 @@ class Ledger:
         run = run_of(t)
         t.state = WAITING
         spans.close(t, now, "", attempt, "interrupted")
-        taken = spans.take(t, self._clock)
+        taken = spans.take(t, self._clock) if self._keep_spans else spans.drop(t)
         self._journal.append(AttemptInterrupted(run.id, t.n, attempt, duration, taken))
         run.bus.emit(TaskInterrupted(now, t, attempt, lane, duration))
         if self._gate is not None and self._gate.leads(t):
@@ -410,7 +413,7 @@ class Ledger:
         if result is None:
             result = Result(t, state, attempts=t.tries, error=error)
         spans.end(t, self._loop.time(), state, error, duration, first_token)
-        taken = spans.take(t, self._clock)
+        taken = spans.take(t, self._clock) if self._keep_spans else spans.drop(t)
         t.ran_for = duration >= 0.0
         if t.state is READY:  # leave the ready queue or the retry timer at once
             t.state = WAITING

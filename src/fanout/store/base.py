@@ -360,6 +360,9 @@ class MemoryStore:
 
     def __init__(self, *, spans: bool = False) -> None:
         self._keep_spans = spans
+        #: whether the engine hands it each task's spans (none are made for a store that
+        #: would drop them: the engine skips that work)
+        self.keeps_spans = spans
         self._runs: dict[str, _RunData] = {}
         self._cache: dict[bytes, tuple[float, StoredResult]] = {}
         self.batches = 0  # how many write() calls: lets tests see grouping
