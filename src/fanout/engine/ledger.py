@@ -88,9 +88,7 @@ class Ledger:
         self._slots = slots
         self._task_spec = task_spec
         self.keeps_keys = keep_keys  # keep each task's first request keys (for the store)
-        # spans are handed to a store that keeps them (the in-memory store does only when
-        # asked): for one that does not, a task's closed spans are let go at once
-        self._keep_spans = bool(getattr(store, "keeps_spans", True))
+        self._keep_spans = bool(getattr(store, "keeps_spans", True))  # else spans.drop
         self._journal: Journal[Task] = Journal(store, self._on_durable, self._on_store_error)
         self._sampler = Sampler(planner, slots, settings.concurrency, self._clock)
         self._runs: dict[str, Run] = {}
