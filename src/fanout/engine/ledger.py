@@ -307,12 +307,11 @@ class Ledger:
         return keys
 
     def note_request(self, t: Task, request: Any) -> None:
-        """An attempt is about to send `request`: keep its keys if it is the task's first
-        request in this process (the store records them with the result)."""
-        if self.keeps_keys:
-            run = run_of(t)
-            if t.n not in run.keys:
-                run.keys[t.n] = request_keys(self._planner.provider_of(t), request, t)
+        """An attempt is about to send `request` (the workers ask when `keeps_keys`): keep
+        its keys if it is the task's first request here (the store records them)."""
+        run = run_of(t)
+        if t.n not in run.keys:
+            run.keys[t.n] = request_keys(self._planner.provider_of(t), request, t)
 
     # -- attempts -------------------------------------------------------------------------
 
