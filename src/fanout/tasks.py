@@ -302,7 +302,7 @@ class Task:
         # joined the ready queue
         self.span_kind = ""
         self.span_t0 = 0.0
-        self.spans: list[tuple[Any, ...]] | None = None
+        self.spans: tuple[tuple[Any, ...], ...] | None = None
         self.span_base: dict[str, float] | None = None
         self.span_seq = 0  # how many spans it handed to the store in this process
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import MISSING, dataclass, fields
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fanout.tasks import ErrorInfo, Result, TaskState
 
@@ -23,6 +23,29 @@ if TYPE_CHECKING:
 
 DEFAULT_SUBSCRIPTION_SIZE = 10_000
 MAX_LISTENER_ERRORS = 10  # the first few are enough to find a broken listener
+
+
+_E = TypeVar("_E")
+
+
+def _quick_init(cls: type[_E]) -> type[_E]:
+    """The same `__init__` for a frozen slotted dataclass of required fields, made cheaper:
+    a frozen dataclass's own sets each field through `object.__setattr__` (a lookup by
+    name each time); this one calls each slot's setter directly. For the events made once
+    or twice per task (a run of 100,000 tasks makes 200,000 of them); still frozen after."""
+    names = []
+    ns: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        assert f.init and f.default is MISSING and f.default_factory is MISSING, f
+        names.append(f.name)
+        slot = next(k.__dict__[f.name] for k in cls.__mro__ if f.name in k.__dict__)
+        ns[f"_set_{f.name}"] = slot.__set__
+    body = "".join(f"\n    _set_{n}(self, {n})" for n in names)
+    exec(f"def __init__(self, {', '.join(names)}):{body}", ns)
+    init = ns["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    setattr(cls, "__init__", init)  # noqa: B010 (mypy keeps the dataclass's signature)
+    return cls
 
 
 @dataclass(slots=True, frozen=True)
@@ -53,6 +76,7 @@ class TaskEvent(Event):
         return self.task.id
 
 
+@_quick_init
 @dataclass(slots=True, frozen=True)
 class TaskStarted(TaskEvent):
     attempt: int
@@ -79,6 +103,7 @@ class TaskInterrupted(TaskEvent):
     duration: float
 
 
+@_quick_init
 @dataclass(slots=True, frozen=True)
 class TaskFinished(TaskEvent):
     """The task reached a terminal state and its result is durable."""

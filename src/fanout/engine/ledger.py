@@ -88,6 +88,7 @@ class Ledger:
         self._slots = slots
         self._task_spec = task_spec
         self.keeps_keys = keep_keys  # keep each task's first request keys (for the store)
+        self._keep_spans = bool(getattr(store, "keeps_spans", True))  # else spans.drop
         self._journal: Journal[Task] = Journal(store, self._on_durable, self._on_store_error)
         self._sampler = Sampler(planner, slots, settings.concurrency, self._clock)
         self._runs: dict[str, Run] = {}
@@ -306,12 +307,11 @@ class Ledger:
         return keys
 
     def note_request(self, t: Task, request: Any) -> None:
-        """An attempt is about to send `request`: keep its keys if it is the task's first
-        request in this process (the store records them with the result)."""
-        if self.keeps_keys:
-            run = run_of(t)
-            if t.n not in run.keys:
-                run.keys[t.n] = request_keys(self._planner.provider_of(t), request, t)
+        """An attempt is about to send `request` (the workers ask when `keeps_keys`): keep
+        its keys if it is the task's first request here (the store records them)."""
+        run = run_of(t)
+        if t.n not in run.keys:
+            run.keys[t.n] = request_keys(self._planner.provider_of(t), request, t)
 
     # -- attempts -------------------------------------------------------------------------
 
@@ -342,7 +342,7 @@ class Ledger:
         if charged:
             run.retries += 1
         spans.close(t, now, spans.BACKOFF, attempt, info.kind, first_token)
-        taken = spans.take(t, self._clock)
+        taken = spans.take(t, self._clock) if self._keep_spans else spans.drop(t)
         self._journal.append(AttemptFailed(run.id, t.n, attempt, duration, info, taken))
         run.bus.emit(TaskRetrying(now, t, attempt, g.lane, duration, info, delay))
         if run.cancel_reason is not None:
@@ -361,7 +361,7 @@ class Ledger:
         run = run_of(t)
         t.state = WAITING
         spans.close(t, now, "", attempt, "interrupted")
-        taken = spans.take(t, self._clock)
+        taken = spans.take(t, self._clock) if self._keep_spans else spans.drop(t)
         self._journal.append(AttemptInterrupted(run.id, t.n, attempt, duration, taken))
         run.bus.emit(TaskInterrupted(now, t, attempt, lane, duration))
         if self._gate is not None and self._gate.leads(t):
@@ -410,7 +410,7 @@ class Ledger:
         if result is None:
             result = Result(t, state, attempts=t.tries, error=error)
         spans.end(t, self._loop.time(), state, error, duration, first_token)
-        taken = spans.take(t, self._clock)
+        taken = spans.take(t, self._clock) if self._keep_spans else spans.drop(t)
         t.ran_for = duration >= 0.0
         if t.state is READY:  # leave the ready queue or the retry timer at once
             t.state = WAITING

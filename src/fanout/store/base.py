@@ -56,7 +56,7 @@ Span = tuple[str, float, float, int | None, str | None, float | None]
 #: spans handed to the store with an op: (clock, seq, spans): unix time = loop time + clock;
 #: the first one is the task's `seq`-th in this process (the store numbers them on from
 #: there, after those of the run's earlier segments)
-SpanBatch = tuple[float, int, list[Span]]
+SpanBatch = tuple[float, int, tuple[Span, ...]]
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs a call per field
@@ -360,6 +360,9 @@ class MemoryStore:
 
     def __init__(self, *, spans: bool = False) -> None:
         self._keep_spans = spans
+        #: whether the engine hands it each task's spans (none are made for a store that
+        #: would drop them: the engine skips that work)
+        self.keeps_spans = spans
         self._runs: dict[str, _RunData] = {}
         self._cache: dict[bytes, tuple[float, StoredResult]] = {}
         self.batches = 0  # how many write() calls: lets tests see grouping
