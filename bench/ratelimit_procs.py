@@ -15,7 +15,8 @@ Figures, from the server's own counts (`GET /stats`, polled every 0.25 s):
   answer, if later) to the first end. (From the first answer, as it was, the window held a
   process that started seconds before the others on a loaded machine, paced alone at the
   whole limit, and ended before they began: a start-up race, not the sharing.) `overlap`:
-  the most processes seen holding a lease at once (the window starts when it is reached);
+  the most processes seen holding a lease at once (the window starts when it is reached,
+  or `MIN_WINDOW_S` before the first end if that is earlier);
 - `alone_after_s`: seconds from the last of the others' ends until the one left reaches
   95 % of the limit (over a 2 s window), and `alone`: its share of the limit from that end
   to its own (ramp included);
@@ -47,6 +48,8 @@ from typing import Any
 KEY = "sk-bench-shared-account"
 MODEL = "sim-1"
 PROMPT = "Say one short sentence about limits, number {i}."
+#: the least span `together` is measured over (the server's counts are polled every 0.25 s)
+MIN_WINDOW_S = 4.0
 
 
 @dataclass
@@ -203,7 +206,9 @@ def run(
     first = next((t for t, done, *_ in samples if done > 0), 0.0)  # after the start-up
     figures.overlap = max((n for _, n in held), default=0)
     all_in = next((t for t, n in held if n == figures.overlap), 0.0)
-    figures.together = rate(samples, max(first, all_in) + warmup, order[0]) / per_s
+    # (at least the last `MIN_WINDOW_S` before the first end: a shorter span is a sample or two)
+    start = max(first + warmup, min(all_in + warmup, order[0] - MIN_WINDOW_S))
+    figures.together = rate(samples, start, order[0]) / per_s
     figures.together_from_first = rate(samples, first + warmup, order[0]) / per_s
     last_end = order[-1]
     if procs > 1:
