@@ -200,9 +200,9 @@ def run(
     if os.environ.get("BENCH_TRACE"):  # answers per second, second by second
         marks = [s for s in samples if s[0] >= 0]
         for i, (a, b) in enumerate(zip(marks[::4], marks[4::4], strict=False)):
-            per_s = (b[1] - a[1]) / (b[0] - a[0])
+            got = (b[1] - a[1]) / (b[0] - a[0])
             n = held[min(4 * i + 4, len(held) - 1)][1]
-            print(f"{a[0]:6.1f}s {per_s:6.1f}/s 429s {b[2]} holders {n}", file=sys.stderr)
+            print(f"{a[0]:6.1f}s {got:6.1f}/s 429s {b[2]} holders {n}", file=sys.stderr)
     first = next((t for t, done, *_ in samples if done > 0), 0.0)  # after the start-up
     figures.overlap = max((n for _, n in held), default=0)
     all_in = next((t for t, n in held if n == figures.overlap), 0.0)
