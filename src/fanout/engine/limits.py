@@ -307,6 +307,8 @@ class ProviderMeter:
             self._win_n += 1
             self._outcomes = (self._outcomes << 1) & _EDGE_MASK
             self._recent.append(now)
+            if now < self._first_ok:  # (paced or not: a pace taken from the account is)
+                self._first_ok = now
             if self.pace_rate is not None:
                 if self._ceiling == INF:
                     self._slow_start(now)
@@ -317,8 +319,6 @@ class ProviderMeter:
                 else:  # probe: a step that grows while no 429 says we are over
                     grow = min(RATE_PROBE_MAX, 1.0 + RATE_PROBE_GROWTH * (now - self._last_cut))
                     self.pace_rate += RATE_PROBE * grow  # (the account sums the steps)
-            elif now < self._first_ok:
-                self._first_ok = now
             if self.limit < self.cap:
                 self.limit = min(self.cap, self.limit + 1.0 / self.limit)
         elif outcome == RATE_LIMITED:  # acts through `pause`, with the call's start
