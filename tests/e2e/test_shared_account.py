@@ -69,9 +69,22 @@ def test_four_processes_without_rate_headers_learn_the_rate_and_fail_nothing(
     """Nothing configured and no rate headers: only 429s teach the rate. Until one was
     measured, each pause used to end with every queued call sent at once, and four
     processes lost up to 231 of 500 tasks with 23-64 % of requests 429s. Now the first 429
-    starts a pace, so no task fails; the 429s that teach the rate stay a small share."""
+    starts a pace, so no task fails; the 429s that teach the rate stay a small share.
+
+    The processes learn one rate for the account in `accounts.db` and split it evenly: each
+    learning its own, the first to start kept up to three times its share and the account
+    was used at 0.76 while they learned (CI: equal work ended 7.7 s, 13.3 s and 15.0 s after
+    the start). `together` is measured from the moment all four hold their lease (or as many
+    as ever met: at least three must), not from the first answer: on a loaded machine one
+    process can start seconds before the others, run alone at the whole limit and end before
+    they begin, which says nothing about the sharing. The learning period is inside the
+    window, so unfair or slow learning still fails here, and so do failed tasks and a storm
+    of 429s. The even split itself: `tests/engine/test_shared.py`
+    (`test_processes_that_learn_one_account_follow_one_rate_and_split_it_evenly`)."""
     f = scenario(tmp_path, procs=4, rpm=1500, rate_headers=False)
     assert f.failed == 0, f.as_dict()
     assert f.done == f.lines, f.as_dict()
     assert f.rejected_429_share <= 0.12, f.as_dict()
+    # they met on the account (all four, unless one ended before the last began)
+    assert f.overlap >= 3, f.as_dict()
     assert f.together >= 0.80, f.as_dict()

@@ -36,7 +36,7 @@ from fanout.engine.meters import ConcurrencyMeter as ConcurrencyMeter
 from fanout.engine.meters import Gcra as Gcra
 from fanout.engine.meters import Meter as Meter
 from fanout.engine.meters import ProviderLimits as ProviderLimits
-from fanout.engine.meters import burst_for, least, model_of
+from fanout.engine.meters import least, model_of, retuned
 from fanout.engine.shared import LEASE_S, SYNC_S
 from fanout.tasks import Task
 
@@ -50,8 +50,7 @@ RATE_WINDOW_S = 1.0
 RATE_MIN_SAMPLES = 8
 #: after a 429, pace at this share of the rate the provider was admitting calls at
 RATE_DECREASE_FACTOR = 0.9
-#: then climb: each success adds this many calls/s (+10 % a second while paced) back up to
-#: the rate last admitted...
+#: then climb: each success adds this many calls/s back up to the rate last admitted...
 RATE_INCREASE = 0.1
 #: ...and only this many above it (+1 % a second), so 429s come seldom; the step grows by
 #: this much each second since the last cut (up to `RATE_PROBE_MAX` times), so capacity that
@@ -59,35 +58,31 @@ RATE_INCREASE = 0.1
 RATE_PROBE = 0.01
 RATE_PROBE_GROWTH = 1.0
 RATE_PROBE_MAX = 8.0
-#: the provider's rate headers: a budget with fewer than this many calls' worth left holds
-#: new calls until the provider says it is whole again (at most `HOLD_MAX_S` at a time)
+#: a budget the rate headers say has fewer calls' worth left holds new calls (`observe`)
 HOLD_CALLS = 1.0
-#: processes sharing an account leave this share of its budget unused: their bursts, and
-#: calls bunched by a busy machine, arrive together
+#: processes sharing an account leave this share of its budget unused (bursts add up)
 SHARED_HEADROOM = 0.01
-#: calls sent to a service's account before its first answer (its rate headers, the rate it
-#: admits): a run of 64 at once would meet a budget of 20 calls/s with 44 429s
+#: calls sent to a service's account before its first answer (its rate headers) tells more
 FIRST_CALLS = 4
 #: a call is charged at most this many times the tokens calls used lately (`_token_cost`)
 TOKENS_MARGIN = 1.5
 HOLD_MAX_S = 60.0
-#: until a full window has been measured (the start of a run, when the first count is short)
-#: each success adds this many calls/s: while calls succeed at the pace, it grows by e (2.7
-#: times) each second
+#: until a full window has been measured each success adds this many calls/s: while calls
+#: succeed at the pace, it grows by e (2.7 times) each second
 RATE_SLOW_START = 1.0
-#: until a rate is learned, a 429 teaches one only amid others (of the last calls that ended,
-#: by count: a first burst's successes would hide a storm for a second). A budget we are over
-#: rejects half the calls or more, even paused at each 429; noise (random 429s of an overloaded
-#: provider, 10-15 % of calls, a Retry-After as short as one call) does not (15 %: 1 in 10^5)
+#: until a rate is learned, a 429 teaches one only amid others (of the last calls that ended):
+#: a budget we are over rejects half or more; noise (10-15 % of calls) does not (1 in 10^5)
 RATE_EDGE_SHARE = 0.5
 RATE_EDGE_SEEN = 32
 _EDGE_MASK = (1 << RATE_EDGE_SEEN) - 1
+#: a pace climbs only while calls go out at this share of it (in slow start, the second)
+RATE_USED = 0.8
+RATE_USED_SLOW = 0.5
 #: the least pace a first 429 starts at (calls/s), before anything was measured
 RATE_START_MIN = 1.0
 #: a cut this long after the first success measures the rate: it is shared with the account
 RATE_MEASURED_S = 3.0
-#: one cut per window at most (but for the end of slow start): the count must catch up with
-#: the last cut, and stray 429s must not ratchet the pace down
+#: one cut per window at most (but in slow start): the count must catch up with the last cut
 RATE_COOLDOWN_S = 1.0
 #: a Retry-After that reopens within this many calls (at the admitted rate) marks a rate limit
 RATE_EDGE_CALLS = 2.0
@@ -118,25 +113,22 @@ class ProviderMeter:
       than the provider admits, so the basis is the lower of that count and the pace.
       Until a rate is learned a 429 teaches only amid others (`_amid_429s`): noise does not.
 
-    Only the 429s of calls sent after the last cut count: those already in flight then say
-    nothing about the new pace. (`pause` follows the `finished` of the call that was told to
-    wait; the meter keeps each call's start for this.)
-
-    Without the learned rate, every Retry-After pause ends with all the queued calls starting
-    at once, and all but one of them are rejected again: most requests become 429s and tasks
-    run out of attempts. Concurrency cannot do this job: one call at a time is already over a
-    budget of 20 calls/s when an answer takes less than 50 ms. A long Retry-After (an
-    overloaded server, a token budget, "come back in a second") teaches no rate: were the
-    rate cut after each, the pauses would drag the measured rate, and so the pace, down.
+    Only the 429s of calls sent after the last cut count (`pause` follows the `finished` of
+    the call told to wait; the meter keeps each call's start). Without the learned rate each
+    pause ends with all queued calls sent at once and nearly all rejected again; concurrency
+    cannot do this job (one call at a time is over 20 calls/s when answers take 50 ms). A
+    long Retry-After teaches no rate: the pauses would drag the measured rate down.
     """
 
     __slots__ = (
+        "_adopted",
         "_asked",
         "_avg_tokens",
         "_ceiling",
         "_charged",
         "_conf_rpm",
         "_conf_tpm",
+        "_cuts_seen",
         "_cuts_synced",
         "_first_ok",
         "_flat",
@@ -178,8 +170,8 @@ class ProviderMeter:
         self.cap = float(limits.concurrency or default_cap)
         self.limit = self.cap
         self.adaptive = limits.adaptive
-        self.rpm = Gcra(limits.rpm, burst_for(limits.rpm)) if limits.rpm else None
-        self.tpm = Gcra(limits.tpm, DEFAULT_BURST_S) if limits.tpm else None
+        self.rpm = retuned(None, limits.rpm, 1, headroom=SHARED_HEADROOM)
+        self.tpm = retuned(None, limits.tpm, 1, headroom=SHARED_HEADROOM, tokens=True)
         self.inflight = 0
         self.paused_until = 0.0
         self._last_decrease = -INF
@@ -217,6 +209,8 @@ class ProviderMeter:
         self._sync_at = -INF
         self._asked = -INF
         self._cuts_synced = 0
+        self._cuts_seen = -1  # the account's cut count at the last sync (-1: none seen)
+        self._adopted: float | None = None  # the share of the account's rate last taken
 
     def wait_time(self, now: float, task: Task) -> float:
         if self.lease is not None:
@@ -313,16 +307,18 @@ class ProviderMeter:
             self._win_n += 1
             self._outcomes = (self._outcomes << 1) & _EDGE_MASK
             self._recent.append(now)
+            if now < self._first_ok:  # (paced or not: a pace taken from the account is)
+                self._first_ok = now
             if self.pace_rate is not None:
                 if self._ceiling == INF:
                     self._slow_start(now)
+                elif not self._pace_used(now, RATE_USED):
+                    pass  # the pace is not what holds calls back: its success says nothing
                 elif self.pace_rate < self._ceiling:
                     self.pace_rate += RATE_INCREASE
                 else:  # probe: a step that grows while no 429 says we are over
                     grow = min(RATE_PROBE_MAX, 1.0 + RATE_PROBE_GROWTH * (now - self._last_cut))
-                    self.pace_rate += RATE_PROBE * grow / self._holders
-            elif now < self._first_ok:
-                self._first_ok = now
+                    self.pace_rate += RATE_PROBE * grow  # (the account sums the steps)
             if self.limit < self.cap:
                 self.limit = min(self.cap, self.limit + 1.0 / self.limit)
         elif outcome == RATE_LIMITED:  # acts through `pause`, with the call's start
@@ -385,8 +381,7 @@ class ProviderMeter:
         ):
             return False
         self.paused_until = max(self.paused_until, now + seconds)
-        # (processes sharing an account that states no budget: their sum meets one that none
-        # measures alone, so a 429 at a guessed pace is its edge, noise or not)
+        # (processes sharing an account: a 429 at a guessed pace is its edge, noise or not)
         if self._ceiling == INF and self.rpm is None and not self._storm and self._holders == 1:
             if not self._amid_429s():
                 return True  # no rate known, and most calls succeed: noise, or not yet the limit
@@ -417,10 +412,8 @@ class ProviderMeter:
             return True  # sent before the last cut: it says nothing about the pace since
         assert admitted is not None
         if not self._flat and self.rpm is not None:
-            # we pace at a budget stated or configured, and its edge was met: the provider
-            # admits no burst on top of its rate (a sliding window). Drop ours and keep a
-            # little headroom, rather than learn a rate 10 % lower (0.93 of a sliding
-            # window's limit so); a budget paced so and met again is learned as usual
+            # paced at a budget stated or configured, its edge was met: the provider admits
+            # no burst on top (a sliding window). Drop ours rather than learn a rate 10 % lower
             self._flat = True
             self._retune()
             return True
@@ -434,17 +427,19 @@ class ProviderMeter:
         slow_start = pace is not None and self._ceiling == INF
         if now - self._last_cut < RATE_COOLDOWN_S and not slow_start:
             return True  # one cut per window: the window has not caught up with the last one
-        # what was admitted, or the pace a call sent since the last cut was rejected at, if
-        # lower (a window that still holds a first burst counts too many)
+        # what was admitted, or the pace, if lower (a first burst in the window counts)
         basis = admitted if pace is None else min(admitted, pace)
         self.pace_rate = RATE_DECREASE_FACTOR * basis
-        # a window that began before our first success counts too few: slow start, until the
-        # pace overshoots
+        # a window begun before our first success counts too few: slow start goes on
         full = now - self._first_ok >= RATE_WINDOW_S
         self._ceiling = basis if full or slow_start else INF
+        self._cut(now)
+        return True
+
+    def _cut(self, now: float) -> None:
         self._last_cut = now
         self.rate_cuts += 1
-        return True
+        self._sync_at = now  # processes sharing the account follow the cut at once
 
     def _amid_429s(self) -> bool:
         """Whether half the calls that ended lately were 429s (`RATE_EDGE_SHARE`): before a rate
@@ -463,24 +458,25 @@ class ProviderMeter:
             self._storm = False
             self._outcomes = 0  # the storm that started it is a window old at least
             return
-        self.pace_rate += RATE_SLOW_START
+        if self._pace_used(now, RATE_USED_SLOW):
+            self.pace_rate += RATE_SLOW_START
+
+    def _pace_used(self, now: float, share: float) -> bool:
+        """Whether calls go out at `share` of the pace at least (or too few ended to say): a
+        pace nobody sends at (short of CPU, or of work) must not climb on."""
+        admitted = self.admitted_rate(now)
+        return admitted is None or self.pace_rate is None or admitted >= share * self.pace_rate
 
     def _start_pacing(self, now: float, seconds: float) -> None:
-        """A 429 before the provider admitted enough calls to measure its rate: the first
-        calls (of every process of an account, when they start together) met a budget
-        smaller than their burst. Unpaced, each pause would end with every queued call sent
-        at once and nearly all rejected again, until tasks ran out of attempts and the run
-        out of retries (four processes without rate headers: up to 93 % of requests 429s,
-        most tasks failed). So pace at once, at the calls in flight per window (the provider
-        admitted fewer), this process's share of it; slow start doubles it each second until
-        a call sent at it is rejected. (The wait named is no measure: a GCRA names anything
-        from nothing to one interval, and a stray 429 its own fixed wait.)"""
+        """A 429 before the rate could be measured (the first calls met a budget smaller
+        than their burst): pace at once, at the calls in flight per window, this process's
+        share; slow start grows it until a call sent at it is rejected. Unpaced, each pause
+        ended with every queued call sent and rejected again (up to 93 % 429s)."""
         rate = max(RATE_START_MIN, (self.inflight + 1) / RATE_WINDOW_S)
         self.pace_rate = rate / self._holders
         self._pace_tat = max(self._pace_tat, now + seconds)
         self._ceiling = INF
-        self._last_cut = now
-        self.rate_cuts += 1
+        self._cut(now)
 
     def _rough_cut(self, now: float) -> None:
         """A call sent at the pace was rejected before `RATE_MIN_SAMPLES` answers could
@@ -494,8 +490,7 @@ class ProviderMeter:
         basis = min(self.pace_rate, rough)
         self.pace_rate = max(RATE_START_MIN / self._holders, RATE_DECREASE_FACTOR * basis)
         self._ceiling = INF
-        self._last_cut = now
-        self.rate_cuts += 1
+        self._cut(now)
 
     def observe(self, now: float, rate: dict[str, float], retry_after: float | None = None) -> None:
         """What the provider's rate headers said with an answer (`providers.sdk.rate_headers`):
@@ -523,58 +518,59 @@ class ProviderMeter:
             self.paused_until = max(self.paused_until, now + min(hold, HOLD_MAX_S))
 
     def _retune(self) -> None:
-        """The RPM/TPM budgets from what is configured, what the provider stated and how
-        many processes share the account (each its share, less `SHARED_HEADROOM`: their
-        bursts add up)."""
+        """The RPM/TPM budgets anew (`meters.retuned`): configured, stated, shared."""
         n, flat = self._holders, self._flat
-        share = 1.0 if n == 1 else (1.0 - SHARED_HEADROOM) / n
-        rpm = least(self._conf_rpm, self._hdr_rpm)
-        if rpm is None:
-            self.rpm = None
-        else:
-            # (no burst on a flat budget: then the headroom, alone too)
-            rate = rpm * (1.0 - SHARED_HEADROOM) / n if flat else rpm * share
-            burst = 0.0 if flat else burst_for(rate)
-            if self.rpm is None:
-                self.rpm = Gcra(rate, burst)
-            else:
-                self.rpm.retune(rate, burst)
-        tpm = least(self._conf_tpm, self._hdr_tpm)
-        if tpm is None:
-            self.tpm = None
-        elif self.tpm is None:  # (a call's tokens are an estimate: the burst absorbs it)
-            self.tpm = Gcra(tpm * share, DEFAULT_BURST_S)
-        else:
-            self.tpm.retune(tpm * share, DEFAULT_BURST_S)
+        rpm, tpm = least(self._conf_rpm, self._hdr_rpm), least(self._conf_tpm, self._hdr_tpm)
+        self.rpm = retuned(self.rpm, rpm, n, headroom=SHARED_HEADROOM, flat=flat)
+        self.tpm = retuned(self.tpm, tpm, n, headroom=SHARED_HEADROOM, tokens=True)
 
     def _sync(self, now: float) -> None:
-        """Renew this process's lease on the account and take its share: the budgets split
-        among the processes with calls to make, and the account's learned rate too (so a
-        process that joins paces at once, and one that stays takes up what the others
-        freed). At most once per `SYNC_S`: the hot path never waits on the file."""
+        """Renew the lease and take this process's share of the account's budgets and of
+        its learned rate: one figure all holders follow, set by each one's cut, raised by
+        each one's climb, so they learn one rate and split it evenly (each on its own, the
+        first to start kept up to three times its share). At most once per `SYNC_S`."""
         lease = self.lease
         assert lease is not None
         self._sync_at = now + SYNC_S
-        learned = None
-        # (a pace in slow start is a guess, not the account's rate: it is not recorded)
-        if self.rate_cuts != self._cuts_synced and self.pace_rate and self._measured():
+        n = self._holders
+        shared = n > 1 and self.adaptive
+        learned = ceiling = grow = None
+        cut = self.rate_cuts != self._cuts_synced
+        pace = self.pace_rate
+        if pace and (shared or self._measured()):
+            # (alone, a pace in slow start is a guess, not the account's rate: not recorded)
+            if cut or not shared:
+                learned = pace * n
+                # (a cut among a first burst measures no ceiling: slow start goes on)
+                ceiling = (
+                    None if self._ceiling == INF or not self._measured() else self._ceiling * n
+                )
+            else:
+                grow = 0.0 if self._adopted is None else pace - self._adopted
+        if cut:
             self._cuts_synced = self.rate_cuts
-            learned = self.pace_rate * self._holders
-        # only calls waiting to start need budget (the last ones in flight do not); a call
-        # paced at a known share asks once per interval, so "lately" is two of those; a
-        # learned rate moves, and holders coming and going would move it more: a lease
+        # calls waiting need budget: "lately" is two intervals at a known share, else a lease
         lately = LEASE_S if self.rpm is None else min(2 * self.rpm.interval + SYNC_S, LEASE_S)
         demand = now - self._asked < lately
-        pace = self.pace_rate if self._measured() else None  # a guess is not the account's
-        share = lease.sync(demand=demand, pace=pace, learned=learned)
+        share = lease.sync(
+            demand=demand,
+            admitted=self.admitted_rate(now) if self.adaptive else None,
+            seen=self._cuts_seen,
+            learned=learned,
+            ceiling=ceiling,
+            grow=grow,
+            cut=cut and learned is not None,
+            seed=None if pace is None else pace * n,
+        )
         if share is None:
             return
         holders = max(1, share.holders)
-        if holders == self._holders and self.pace_rate is not None:
+        seen, self._cuts_seen = self._cuts_seen, share.cuts
+        if holders == n and self.pace_rate is not None and not shared:
             return
-        more = holders > self._holders
+        more = holders > n
         if self.pace_rate is not None and not share.pace_total:  # a guess: rescale it
-            self.pace_rate *= self._holders / holders
+            self.pace_rate *= n / holders
         self._holders = holders
         self._retune()
         if more:  # a newcomer's burst would add to the credit banked here: drop it
@@ -582,14 +578,18 @@ class ProviderMeter:
                 if gcra is not None:
                     gcra.tat = max(gcra.tat, now + gcra.tau)
         if self.adaptive and share.pace_total:
-            self.pace_rate = self._ceiling = share.pace_total / holders
+            self.pace_rate = self._adopted = share.pace_total / holders
+            ceil = share.ceiling_total
+            self._ceiling = INF if ceil is None else ceil / holders
             self._pace_tat = min(self._pace_tat, now + 1.0 / self.pace_rate)
-            self._last_cut = now
+            if seen != share.cuts and learned is None:  # another process cut the rate
+                self._last_cut = now
+        else:
+            self._adopted = None
 
     def _measured(self) -> bool:
-        """Whether the last cut measured the account's rate: out of slow start, and late
-        enough that the count holds no first burst (a server's burst admitted at the start
-        counts as rate: one process's first measure was three times the account's)."""
+        """Whether the last cut measured the rate: out of slow start, and late enough that
+        the count holds no first burst (once measured as three times the account's)."""
         return self._ceiling != INF and self._last_cut - self._first_ok >= RATE_MEASURED_S
 
     def __repr__(self) -> str:

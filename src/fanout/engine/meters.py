@@ -132,3 +132,33 @@ def least(a: float | None, b: float | None) -> float | None:
 def model_of(key: str) -> str:
     """The model of a limiter key ("provider:model")."""
     return key.partition(":")[2] or key
+
+
+def retuned(
+    gcra: Gcra | None,
+    per_min: float | None,
+    holders: int,
+    *,
+    headroom: float,
+    flat: bool = False,
+    tokens: bool = False,
+) -> Gcra | None:
+    """A budget of `per_min` (configured, or stated by the provider's headers) retuned for
+    `holders` processes sharing it: each its share, less `headroom` when several share
+    (their bursts add up). No burst on a `flat` budget (one that admits none: then the
+    headroom, alone too); a token budget keeps its half second (a call's tokens are an
+    estimate: the burst absorbs it). What is already charged keeps its time."""
+    if per_min is None:
+        return None
+    share = 1.0 if holders == 1 else (1.0 - headroom) / holders
+    if tokens:
+        rate, burst = per_min * share, DEFAULT_BURST_S
+    elif flat:
+        rate, burst = per_min * (1.0 - headroom) / holders, 0.0
+    else:
+        rate = per_min * share
+        burst = burst_for(rate)
+    if gcra is None:
+        return Gcra(rate, burst)
+    gcra.retune(rate, burst)
+    return gcra

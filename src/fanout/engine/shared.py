@@ -5,10 +5,15 @@ on one budget at the provider: each pacing itself at the account's whole RPM sen
 what the account admits, and each learning a rate alone learns a share it keeps after the
 other ended. So the processes meet in a small SQLite file beside the run store
 (`accounts.db`, WAL): each holds a lease per account and model, renewed every `SYNC_S`
-while it runs, saying whether it has calls to make and the request rate it has learned.
+while it runs, saying whether it has calls to make and the rate its calls were admitted at.
 From the live leases each process takes its share: the account's budget (configured, or
 stated by the provider's rate headers) divided among the processes that have calls to make,
-and, when it learns the rate, the account's learned rate divided the same way. A process
+and, when they learn the rate from 429s (no budget known), the account's learned rate divided
+the same way. That rate is one figure (`rate`) that all of them follow and move together: a
+cut by any sets it (measured against what all were admitted at), each one's climb adds to
+it, and each takes its share of it at every sync. Learned each on its own, the rates did not
+converge: the process that started first took the budget in slow start and kept up to three
+times its share, since each climbs in proportion to its own successes. A process
 that ends removes its lease; one that dies (SIGKILL) stops renewing it, and it expires after
 `LEASE_S`: the others take its share at their next sync.
 
@@ -49,9 +54,11 @@ CREATE TABLE IF NOT EXISTS leases (
     pace REAL,
     PRIMARY KEY (account, holder)
 );
-CREATE TABLE IF NOT EXISTS learned (
+CREATE TABLE IF NOT EXISTS rate (
     account TEXT PRIMARY KEY,
-    pace_total REAL NOT NULL,
+    total REAL NOT NULL,
+    ceiling REAL,
+    cuts INTEGER NOT NULL,
     updated REAL NOT NULL
 );
 """
@@ -70,6 +77,10 @@ class Share:
     holders: int  # processes with calls to make, this one included when it has some
     pace_total: float | None  # the account's learned request rate (calls/s), if known
     changed: bool  # whether `holders` differs from the last sync
+    #: the rate the account admitted at its last cut (calls/s); None while in slow start
+    ceiling_total: float | None = None
+    #: how many cuts the account's rate has had: a new one says calls sent before it are old
+    cuts: int = 0
 
 
 class SharedAccount:
@@ -115,11 +126,28 @@ class Lease:
         return self._db
 
     def sync(
-        self, *, demand: bool, pace: float | None, learned: float | None = None
+        self,
+        *,
+        demand: bool,
+        admitted: float | None,
+        learned: float | None = None,
+        ceiling: float | None = None,
+        grow: float | None = None,
+        cut: bool = False,
+        seed: float | None = None,
+        seen: int = -1,
     ) -> Share | None:
-        """Renew this lease (with whether this process has calls to make and the rate it
-        paces at) and read the live ones. `learned`: a rate this process has just learned
-        for the whole account (calls/s), to record. None when the file cannot be used."""
+        """Renew this lease (with whether this process has calls to make and the rate its
+        calls were admitted at lately) and read the live ones and the account's rate. That
+        rate (calls/s, all processes together) is one figure that every process sharing it
+        follows (each its share) and moves: `learned` sets it (at a `cut`, or the rate of
+        a process alone; `ceiling` with it: the rate admitted at the cut, None in slow
+        start), `grow` adds what this process's pace moved since it last took its share
+        (its successes' climb), or `seed` is recorded when none is. A cut is measured
+        against what all the processes were admitted at (a process's own count, times
+        the holders, counts its luck too), and one made before this process saw the last
+        (`seen`: the cut count it knew) lowers the rate, never raises it. None when the file
+        cannot be used."""
         if self.broken is not None:
             return None
         now = time.time()
@@ -132,33 +160,46 @@ class Lease:
                     "INSERT INTO leases (account, holder, pid, expires, demand, pace) "
                     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account, holder) DO UPDATE SET "
                     "expires = excluded.expires, demand = excluded.demand, pace = excluded.pace",
-                    (self.key, self.holder, os.getpid(), now + LEASE_S, int(demand), pace),
+                    (self.key, self.holder, os.getpid(), now + LEASE_S, int(demand), admitted),
                 )
                 rows = db.execute(
-                    "SELECT demand, pace FROM leases WHERE account = ? AND demand = 1",
-                    (self.key,),
+                    "SELECT pace FROM leases WHERE account = ? AND demand = 1", (self.key,)
                 ).fetchall()
                 holders = len(rows)
-                paces = [float(p) for _, p in rows if p is not None]
+                row = db.execute(
+                    "SELECT total, ceiling, cuts FROM rate WHERE account = ? AND updated > ?",
+                    (self.key, now - LEARNED_TTL_S),
+                ).fetchone()
+                total: float | None = None if row is None else float(row[0])
+                ceil: float | None = None if row is None or row[1] is None else float(row[1])
+                cuts = 0 if row is None else int(row[2])
+                write = True
+                if learned is not None and cut and holders > 1:
+                    known = sum(float(a) for (a,) in rows if a is not None)
+                    basis = ceiling or learned
+                    if 0.0 < known < basis:  # (a process that just began counts none yet)
+                        learned, ceiling = learned * known / basis, ceiling and known
+                    if total is not None and cuts > seen:
+                        learned = min(learned, total)
+                        ceiling = ceiling and min(ceiling, ceil or ceiling)
                 if learned is not None:
-                    total: float | None = learned
-                elif holders and len(paces) == holders and holders == self.holders:
-                    total = sum(paces)  # everyone paces, nobody came or went: keep it current
+                    # (a rough cut knows no ceiling: the one learned before still holds)
+                    total, ceil, cuts = learned, ceiling if ceiling else ceil, cuts + cut
+                elif grow is not None and total is not None:
+                    # (a climb made before the last cut was seen is the cut's to undo)
+                    total = max(total + (grow if cuts <= seen else 0.0), 1e-3)
+                elif grow is not None and seed is not None:  # the first to pace: a guess
+                    total, ceil = seed, None
                 else:
-                    total = None
-                if total is not None:
+                    write = False
+                if write and total is not None:
                     db.execute(
-                        "INSERT INTO learned (account, pace_total, updated) VALUES (?, ?, ?) "
-                        "ON CONFLICT (account) DO UPDATE SET pace_total = excluded.pace_total, "
-                        "updated = excluded.updated",
-                        (self.key, total, now),
+                        "INSERT INTO rate (account, total, ceiling, cuts, updated) "
+                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (account) DO UPDATE SET "
+                        "total = excluded.total, ceiling = excluded.ceiling, "
+                        "cuts = excluded.cuts, updated = excluded.updated",
+                        (self.key, total, ceil, cuts, now),
                     )
-                else:
-                    row = db.execute(
-                        "SELECT pace_total FROM learned WHERE account = ? AND updated > ?",
-                        (self.key, now - LEARNED_TTL_S),
-                    ).fetchone()
-                    total = None if row is None else float(row[0])
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -167,9 +208,10 @@ class Lease:
             self.broken = f"{self.path}: {e}"
             self._close()
             return None
+        holders = int(holders)
         changed = holders != self.holders
         self.holders = holders
-        return Share(holders, total, changed)
+        return Share(holders, total, changed, ceil, cuts)
 
     def release(self) -> None:
         """Remove this lease: the others take its share at their next sync."""
