@@ -172,7 +172,7 @@ def run_kind(run_id: str, store_path: Path | None = None) -> str | None:
     from fanout.store import queries
 
     with opened(store_path) as db:
-        info = queries.run_info(db, run_id)
+        info = queries.run_info(db, run_id, counts=False)
     return None if info is None else str(info["kind"])
 
 
@@ -321,7 +321,7 @@ async def resume(
     store = own_store if engine is None else engine.store
     assert store is not None
     try:
-        info = await store.run_info(run_id)  # its kind and config, not its tasks
+        info = await store.run_info(run_id, counts=False)  # its kind and config
         if info is None:
             where = getattr(store, "path", None) or store_path or default_path()
             raise FanoutError(f"no run {run_id!r} in the run store ({where})")

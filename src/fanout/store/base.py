@@ -324,7 +324,10 @@ class Store(Protocol):
         """Where sink `sink` acknowledged it had got to (-1 when never)."""
         ...
 
-    async def run_info(self, run_id: str) -> dict[str, Any] | None: ...
+    async def run_info(self, run_id: str, counts: bool = True) -> dict[str, Any] | None:
+        """The run's kind, config and status, and with `counts` how many tasks, results and
+        attempts it has (those are scans of the run's rows: a resume does not need them)."""
+        ...
 
     async def snapshot(self, run_id: str) -> RunSnapshot | None:
         """Everything needed to resume or report `run_id`; None if unknown."""
@@ -435,7 +438,7 @@ class MemoryStore:
     async def sink_position(self, run_id: str, sink: str) -> int:
         return self._runs[run_id].acks.get(sink, -1)
 
-    async def run_info(self, run_id: str) -> dict[str, Any] | None:
+    async def run_info(self, run_id: str, counts: bool = True) -> dict[str, Any] | None:
         data = self._runs.get(run_id)
         if data is None:
             return None

@@ -459,8 +459,8 @@ class SqliteStore:
     async def sink_position(self, run_id: str, sink: str) -> int:
         return await self._read(lambda db: queries.sink_position(db, run_id, sink))
 
-    async def run_info(self, run_id: str) -> dict[str, Any] | None:
-        return await self._read(lambda db: queries.run_info(db, run_id))
+    async def run_info(self, run_id: str, counts: bool = True) -> dict[str, Any] | None:
+        return await self._read(lambda db: queries.run_info(db, run_id, counts))
 
     async def snapshot(self, run_id: str) -> RunSnapshot | None:
         return await self._read(lambda db: queries.load_snapshot(db, run_id))
