@@ -231,6 +231,7 @@ async def resume_batch(
     ends."""
     output: list[Path] = []
     bad: list[int] = []
+    feeds: list[Feed] = []
 
     def reopen(config: Mapping[str, Any], setup: Setup) -> Reopened[int | None]:
         # a batch run's config, or ConfigError before anything runs
@@ -249,10 +250,13 @@ async def resume_batch(
             batch, out, order = stored_batch(config, [])
             output.append(out)
             feed = _resumed_feed(run, b, setup, batch, store_path)
+            feeds.append(feed)
             return BatchSink(batch, out, order, feed=feed, store_path=store_path)
 
         # a streamed run keeps its finished tasks in the store, but those lines depend on
-        return Reopened(None, sink, frozenset(b.get("referenced") or ()) if streamed else None)
+        keep = frozenset(b.get("referenced") or ()) if streamed else None
+        expect = int(b.get("lines") or 0) - len(stored.errors) if streamed else 0
+        return Reopened(None, sink, keep, expect)
 
     launched = await launch.resume(
         run_id,
@@ -264,7 +268,7 @@ async def resume_batch(
         retry_failed=retry_failed,
         engine=engine,
     )
-    return BatchRun(launched, output[0], bad)
+    return BatchRun(launched, output[0], bad, feeds[0] if feeds else None)
 
 
 def _window(setup: Setup) -> int:

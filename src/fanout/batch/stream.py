@@ -400,10 +400,10 @@ class Feed:
             return
         if self.exhausted and not self._held:
             return
-        more = self._take()
-        if not more:
-            return
         try:
+            more = self._take()
+            if not more:
+                return
             run.add(more)
         except Exception as exc:  # the first pass makes this unreachable; never lose it
             self.error = exc

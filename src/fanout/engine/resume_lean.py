@@ -49,6 +49,7 @@ async def resume_lean(
     deadline_s: float | None = None,
     retry_failed: RetryFailed = False,
     budget: RunBudget | None = None,
+    expect: int = 0,
 ) -> Run | None:
     """Resume `run_id` leanly (see the module docstring), or None: resume it in full."""
     if budget is None:
@@ -63,6 +64,7 @@ async def resume_lean(
         concurrency=settings.concurrency,
         budget=budget,
     )
+    run.expect(expect)  # the tasks the application will have added once it is done
     metrics = run.metrics_
     point = await store.open_run(run_id, keep, LOG_GAMMA)
     if point is None:
@@ -161,8 +163,11 @@ async def resume_lean(
 def _attach_at(planner: Planner, run: Run, stored: int, tasks: list[Task]) -> None:
     """`Ledger.attach` for a lean resume: `run` gets `stored` slots, each of `tasks` the one
     of its number `t.n`; the others stay empty (finished, kept in the store)."""
-    run.tasks.extend([None] * stored)
-    run.results_by_n.extend([None] * stored)
+    first = min((t.n for t in tasks), default=stored)  # the slots before take no memory
+    run.tasks.grow(first)
+    run.results_by_n.grow(first)
+    run.tasks.extend([None] * (stored - first))
+    run.results_by_n.extend([None] * (stored - first))
     for t in tasks:
         t.run = run
         t.state = TaskState.WAITING

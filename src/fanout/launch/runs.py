@@ -60,6 +60,8 @@ class Reopened(Generic[T]):
     #: a lean resume: finished tasks stay in the store but those with these keys (see
     #: `Engine.resume`); None: every task is loaded
     keep: Collection[str] | None = None
+    #: the tasks the run will have once the sink has added the rest (0: those stored)
+    expect: int = 0
 
 
 #: an application's part of `resume`: from the run's stored config and the engine setup
@@ -356,6 +358,7 @@ async def resume(
             max_cost_usd=_pick(setup.max_cost_usd, options.max_cost_usd),
             max_tokens=_pick(setup.max_tokens, options.max_tokens),
             lean=reopened.keep,
+            expect=reopened.expect,
         )
         sink = reopened.sink(run)
         sink.attach(run)
