@@ -103,3 +103,129 @@ def test_a_resumed_stream_loads_only_what_is_left(tmp_path: Path, order: Order) 
     figures = asyncio.run(from_store())
     assert figures["attempts"] > summary["done"]  # some 500s were retried, in both halves
     assert {k: figures[k] for k in COMPARED} == {k: summary[k] for k in COMPARED}
+
+
+def test_a_resume_reads_the_input_from_its_mark_and_only_if_the_mark_holds(
+    tmp_path: Path,
+) -> None:
+    # a batch in line order leaves a mark in the store (the byte offset and task of the
+    # first line of the block it added last); a resume checks the line there is the task's
+    # and reads on from it, not from the top
+    import os
+
+    from fanout.batch.stream import resume_mark
+    from fanout.store.sqlite import opened
+
+    lines = 2000
+    src = tmp_path / "输入.jsonl"
+    rows = [{"id": f"问{i}", "prompt": f"请解释第{i}个概念"} for i in range(lines)]
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    src.write_text("\n" + text, encoding="utf-8")  # a blank first line: numbers shift by one
+    out = tmp_path / "结果.jsonl"
+    store = tmp_path / "运行.db"
+    options = RunOptions(choice=EngineChoice(sim_latency="0", concurrency=8), cache=True)
+
+    async def first() -> str:
+        plan = plan_batch(src, out, "input", options)
+        started = await start_batch(plan, options, store_path=store, window=WINDOW)
+        seen = [0]
+
+        def stop(ev: Event) -> None:
+            if isinstance(ev, TaskFinished):
+                seen[0] += 1
+                if seen[0] == lines // 2:
+                    started.launched.interrupt(now=True)
+
+        started.launched.run.listen(stop)
+        assert (await started.finish()).interrupted
+        return started.launched.run.id
+
+    run_id = asyncio.run(first())
+    with opened(store) as db:
+        mark = resume_mark(db, run_id, src, None, 1 << 20)
+        (stored,) = db.execute("SELECT count(*) FROM tasks").fetchone()
+    assert mark is not None
+    offset, line, n = mark
+    assert stored - WINDOW <= n < stored
+    assert line == n + 2  # the blank first line
+    assert src.read_bytes()[offset:].startswith(json.dumps(rows[n], ensure_ascii=False).encode())
+
+    # the same bytes but another line there (size and mtime kept): the mark does not hold
+    st = os.stat(src)
+    swapped = [*rows[:n], rows[n + 1], rows[n], *rows[n + 2 :]]  # two lines of one length
+    changed = tmp_path / "改过.jsonl"
+    changed.write_text(
+        "\n" + "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in swapped),
+        encoding="utf-8",
+    )
+    assert changed.stat().st_size == st.st_size
+    with opened(store) as db:
+        assert resume_mark(db, run_id, changed, None, 1 << 20) is None
+
+    async def second() -> tuple[dict[str, Any], int]:
+        resumed = await resume_batch(run_id, store_path=store)
+        done = await resumed.finish()
+        assert resumed.feed is not None
+        return done.summary, resumed.feed.read_from
+
+    summary, read_from = asyncio.run(second())
+    assert read_from == line
+    assert summary["done"] == lines, summary
+    got = [json.loads(x)["custom_id"] for x in out.read_text(encoding="utf-8").splitlines()]
+    assert got == [f"问{i}" for i in range(lines)]
+
+
+def test_a_resume_whose_stored_tasks_all_finished_goes_on_with_the_rest_of_the_file(
+    tmp_path: Path,
+) -> None:
+    # every task the store holds is done but the file goes on: the resumed run must not
+    # end there (it once closed at once, with the stored tasks as its total)
+    lines = 600
+    src = tmp_path / "输入.jsonl"
+    src.write_text(
+        "".join(
+            json.dumps({"id": f"问{i}", "prompt": f"第{i}题"}, ensure_ascii=False) + "\n"
+            for i in range(lines)
+        ),
+        encoding="utf-8",
+    )
+    out = tmp_path / "结果.jsonl"
+    store = tmp_path / "运行.db"
+    options = RunOptions(choice=EngineChoice(sim_latency="0", concurrency=8), cache=True)
+
+    async def first() -> str:
+        plan = plan_batch(src, out, "input", options)
+        started = await start_batch(plan, options, store_path=store, window=8)
+        seen = [0]
+
+        def stop(ev: Event) -> None:
+            if isinstance(ev, TaskFinished):
+                seen[0] += 1
+                if seen[0] == lines // 2:
+                    started.launched.interrupt()
+
+        started.launched.run.listen(stop)
+        assert (await started.finish()).interrupted
+        return started.launched.run.id
+
+    run_id = asyncio.run(first())
+    with contextlib.closing(sqlite3.connect(store)) as db:
+        # as a SIGKILL would leave it just after a block finished: the tasks from the first
+        # one without a done result on were never added
+        done = {n for (n,) in db.execute("SELECT n FROM results WHERE state = 'done'")}
+        cut = min(set(range(lines + 1)) - done)
+        for table in ("tasks", "attempts", "results"):
+            db.execute(f"DELETE FROM {table} WHERE n >= ?", (cut,))
+        db.commit()
+        (stored,) = db.execute("SELECT count(*) FROM tasks").fetchone()
+        (finished,) = db.execute("SELECT count(*) FROM results WHERE state = 'done'").fetchone()
+    assert 0 < finished == stored < lines
+
+    async def second() -> dict[str, Any]:
+        resumed = await resume_batch(run_id, store_path=store)
+        return (await resumed.finish()).summary
+
+    summary = asyncio.run(second())
+    assert (summary["total"], summary["done"]) == (lines, lines)
+    got = [json.loads(x)["custom_id"] for x in out.read_text(encoding="utf-8").splitlines()]
+    assert got == [f"问{i}" for i in range(lines)]

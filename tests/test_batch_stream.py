@@ -201,3 +201,42 @@ def test_duplicate_ids_are_refused_with_their_first_line(tmp_path: Path) -> None
     assert "first on line 18" in scan.errors[0].reason
     assert scan.referenced == {"问4999"}
     assert not scan.forward
+
+
+def test_a_long_batch_keeps_no_slot_per_line(tmp_path: Path) -> None:
+    # `Run.tasks` and `Run.results_by_n` drop the slots of the tasks let go before the
+    # oldest live one (engine/numbered.py): a plain list kept 16 bytes a line for ever
+    from fanout.engine.numbered import TRIM_AT
+
+    lines = 4 * TRIM_AT + 500
+    src = tmp_path / "输入.jsonl"
+    src.write_text(
+        "".join(
+            json.dumps({"id": f"问{i}", "prompt": f"请解释第{i}个概念"}, ensure_ascii=False) + "\n"
+            for i in range(lines)
+        ),
+        encoding="utf-8",
+    )
+    out = tmp_path / "结果.jsonl"
+    options = RunOptions(choice=EngineChoice(sim_latency="0", concurrency=8), cache=True)
+    held: list[int] = []
+
+    async def go() -> int:
+        plan = plan_batch(src, out, "input", options)
+        started = await start_batch(plan, options, store_path=tmp_path / "s", window=WINDOW)
+        run = started.launched.run
+
+        def count(ev: Event) -> None:
+            if isinstance(ev, TaskFinished):
+                held.append(max(run.tasks.held, run.results_by_n.held))
+
+        run.listen(count)
+        done = await started.finish()
+        assert len(run.tasks) == lines
+        return int(done.summary["done"])
+
+    assert asyncio.run(go()) == lines
+    assert len(held) == lines
+    assert max(held) <= 2 * (TRIM_AT + WINDOW)  # not one slot per line
+    got = [json.loads(x)["custom_id"] for x in out.read_text(encoding="utf-8").splitlines()]
+    assert got == [f"问{i}" for i in range(lines)]

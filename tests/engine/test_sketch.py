@@ -33,3 +33,23 @@ def test_a_million_durations_take_a_few_hundred_buckets() -> None:
         sketch.append(rng.uniform(0.001, 60.0))
     assert len(sketch) == 200_000
     assert sketch.buckets < 600
+
+
+def test_buckets_counted_elsewhere_give_the_same_percentiles_as_the_values() -> None:
+    # a lean resume counts the done results' buckets in SQL (store/lean.py) and adds them
+    import math
+
+    from fanout.engine.sketch import LOG_GAMMA
+
+    rng = random.Random(3)
+    values = [rng.lognormvariate(-1.0, 1.5) for _ in range(5_000)] + [0.0] * 7
+    groups: dict[int | None, list[float]] = {}
+    for v in values:
+        groups.setdefault(math.ceil(math.log(v) / LOG_GAMMA) if v > 0 else None, []).append(v)
+    counted = LatencySketch()
+    for i, vs in groups.items():
+        counted.add_bucket(i, len(vs), min(vs), max(vs))
+    appended = LatencySketch(values)
+    assert len(counted) == len(appended) == 5_007
+    for q in (0.1, 1, 50, 95, 99.9, 100):
+        assert counted.percentile(q) == appended.percentile(q)

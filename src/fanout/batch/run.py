@@ -27,7 +27,16 @@ from fanout.batch.output import (
     write_in_input_order,
 )
 from fanout.batch.parse import DEFAULT_MAX_LINE_BYTES, Batch, LineError
-from fanout.batch.stream import Feed, Scan, check_unchanged, iter_tasks, scan_batch, window_for
+from fanout.batch.stream import (
+    Feed,
+    Scan,
+    TaskReader,
+    check_unchanged,
+    iter_tasks,
+    resume_mark,
+    scan_batch,
+    window_for,
+)
 from fanout.engine.engine import Engine
 from fanout.engine.resume import RetryFailed
 from fanout.engine.run import Run
@@ -222,6 +231,7 @@ async def resume_batch(
     ends."""
     output: list[Path] = []
     bad: list[int] = []
+    feeds: list[Feed] = []
 
     def reopen(config: Mapping[str, Any], setup: Setup) -> Reopened[int | None]:
         # a batch run's config, or ConfigError before anything runs
@@ -240,10 +250,13 @@ async def resume_batch(
             batch, out, order = stored_batch(config, [])
             output.append(out)
             feed = _resumed_feed(run, b, setup, batch, store_path)
+            feeds.append(feed)
             return BatchSink(batch, out, order, feed=feed, store_path=store_path)
 
         # a streamed run keeps its finished tasks in the store, but those lines depend on
-        return Reopened(None, sink, frozenset(b.get("referenced") or ()) if streamed else None)
+        keep = frozenset(b.get("referenced") or ()) if streamed else None
+        expect = int(b.get("lines") or 0) - len(stored.errors) if streamed else 0
+        return Reopened(None, sink, keep, expect)
 
     launched = await launch.resume(
         run_id,
@@ -255,7 +268,7 @@ async def resume_batch(
         retry_failed=retry_failed,
         engine=engine,
     )
-    return BatchRun(launched, output[0], bad)
+    return BatchRun(launched, output[0], bad, feeds[0] if feeds else None)
 
 
 def _window(setup: Setup) -> int:
@@ -267,33 +280,45 @@ def _resumed_feed(
     run: Run, b: Mapping[str, Any], setup: Setup, batch: Batch, store_path: Path | None
 ) -> Feed:
     """The feed of a resumed streamed run: the lines its earlier segments never added."""
+    from fanout.store.sqlite import opened
+
     refused = {e.line for e in batch.errors}
     stored = len(run.tasks)
+    src = Path(b["input"])
+    max_line_bytes = int(b["max_line_bytes"])
+    start, first = 0, 1
     skip: Callable[[int], bool]
     if b.get("forward"):  # tasks were added out of line order: skip exactly those stored
         from fanout.store import queries
-        from fanout.store.sqlite import opened
 
         with opened(store_path) as db:
             have = queries.task_lines(db, run.id)
         skip = have.__contains__
     else:  # tasks were added in line order: the first `stored` good lines are in the run
-        seen = [0]
+        # from the input mark (`resume_mark`): the lines above it are in the run already
+        with opened(store_path) as db:
+            mark = resume_mark(db, run.id, src, setup.blueprints, max_line_bytes)
+        start, first, seen = mark if mark is not None else (0, 1, 0)
+        counted = [seen]
 
         def skip(line: int) -> bool:
-            seen[0] += 1
-            return seen[0] <= stored
+            counted[0] += 1
+            return counted[0] <= stored
 
-    tasks = iter_tasks(
-        Path(b["input"]),
+    tasks = TaskReader(
+        src,
         setup.blueprints,
         refused,
-        max_line_bytes=int(b["max_line_bytes"]),
+        max_line_bytes=max_line_bytes,
         skip=skip,
+        start=start,
+        first=first,
     )
     referenced = frozenset(b.get("referenced") or ())
     total = int(b.get("lines") or 0) - len(batch.errors)
-    return Feed(tasks, _window(setup), referenced, by_line=bool(b.get("forward")), total=total)
+    feed = Feed(tasks, _window(setup), referenced, by_line=bool(b.get("forward")), total=total)
+    feed.read_from = first
+    return feed
 
 
 def export_results(db: sqlite3.Connection, run_id: str, out: Path) -> tuple[int, int, int]:

@@ -11,6 +11,7 @@ the memory of the window, not of the file.
 from __future__ import annotations
 
 import os
+import sqlite3
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -31,6 +32,10 @@ if TYPE_CHECKING:
 #: retries and cache waits; the window refills when a quarter of it has finished
 MIN_WINDOW = 2048
 WINDOW_PER_SLOT = 8
+#: the acks (sink positions) a streamed batch keeps its input mark in: the byte offset of
+#: a line and the number of its task; every line above it has its task in the store
+MARK_OFFSET = "batch.input.offset"
+MARK_TASK = "batch.input.task"
 
 
 def window_for(concurrency: int) -> int:
@@ -54,20 +59,31 @@ class Scan:
 def input_lines(f: BinaryIO, name: str) -> Iterator[tuple[int, str]]:
     """(line number, text) of each non-blank line of a JSONL file. Lines end at b"\\n" only
     (see `parse.jsonl_lines`); text that is not UTF-8 raises `InputError` with its byte."""
-    offset = 0
-    for i, raw in enumerate(f, start=1):
+    for i, _, line in lines_at(f, name):
+        yield i, line
+
+
+def lines_at(
+    f: BinaryIO, name: str, start: int = 0, first: int = 1
+) -> Iterator[tuple[int, int, str]]:
+    """(line number, byte offset, text) of each non-blank line, reading from byte `start`
+    (the beginning of line number `first`) on."""
+    offset = start
+    if start:
+        f.seek(start)
+    for i, raw in enumerate(f, start=first):
         try:
-            line = raw.decode("utf-8-sig" if i == 1 else "utf-8")
+            line = raw.decode("utf-8-sig" if offset == 0 else "utf-8")
         except UnicodeDecodeError as exc:
             at = offset + exc.start
             raise InputError(f"{name}: not UTF-8 text (byte {at}); save it as UTF-8") from None
-        offset += len(raw)
+        at, offset = offset, offset + len(raw)
         if line.endswith("\n"):
             line = line[:-1]
         if line.endswith("\r"):
             line = line[:-1]
         if line.strip():
-            yield i, line
+            yield i, at, line
 
 
 class IdTable:
@@ -198,6 +214,54 @@ def scan_batch(
     return Scan(lines, lines - len(errors), errors, referenced, forward, st.st_size, st.st_mtime_ns)
 
 
+class TaskReader:
+    """The second pass: the task of each line not `refused` (nor skipped, by line), read
+    from byte `start` (the beginning of line `first`); `offset` is where the line of the
+    task last given begins (the feed's mark, `Feed.fill`)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        blueprints: Mapping[str, Blueprint] | None,
+        refused: Collection[int],
+        *,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        skip: Callable[[int], bool] | None = None,
+        start: int = 0,
+        first: int = 1,
+    ) -> None:
+        self.offset = -1
+        self._tasks = self._read(path, blueprints, refused, max_line_bytes, skip, start, first)
+
+    def __iter__(self) -> Iterator[Task]:
+        return self
+
+    def __next__(self) -> Task:
+        return next(self._tasks)
+
+    def _read(
+        self,
+        path: str | os.PathLike[str],
+        blueprints: Mapping[str, Blueprint] | None,
+        refused: Collection[int],
+        max_line_bytes: int,
+        skip: Callable[[int], bool] | None,
+        start: int,
+        first: int,
+    ) -> Iterator[Task]:
+        with open_input(path) as f:
+            for i, at, line in lines_at(f, str(path), start, first):
+                if i in refused or (skip is not None and skip(i)):
+                    continue
+                item = parse_line(i, line, blueprints, max_line_bytes)
+                if isinstance(item, LineError):  # it was good in the first pass
+                    raise InputError(
+                        f"{path}: changed while the batch ran (line {i}); run it again"
+                    )
+                self.offset = at
+                yield item
+
+
 def iter_tasks(
     path: str | os.PathLike[str],
     blueprints: Mapping[str, Blueprint] | None,
@@ -205,16 +269,9 @@ def iter_tasks(
     *,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     skip: Callable[[int], bool] | None = None,
-) -> Iterator[Task]:
-    """The second pass: the task of each line not `refused` (nor skipped, by line)."""
-    with open_input(path) as f:
-        for i, line in input_lines(f, str(path)):
-            if i in refused or (skip is not None and skip(i)):
-                continue
-            item = parse_line(i, line, blueprints, max_line_bytes)
-            if isinstance(item, LineError):  # it was good in the first pass
-                raise InputError(f"{path}: changed while the batch ran (line {i}); run it again")
-            yield item
+) -> TaskReader:
+    """The second pass from the top (`TaskReader`)."""
+    return TaskReader(path, blueprints, refused, max_line_bytes=max_line_bytes, skip=skip)
 
 
 def check_unchanged(path: Path, size: int | None, mtime_ns: int | None) -> None:
@@ -231,6 +288,41 @@ def check_unchanged(path: Path, size: int | None, mtime_ns: int | None) -> None:
             f"{path}: changed since this run started, so its lines no longer match the run's"
             " tasks; restore it to resume, or start a new batch"
         )
+
+
+def resume_mark(
+    db: sqlite3.Connection,
+    run_id: str,
+    path: Path,
+    blueprints: Mapping[str, Blueprint] | None,
+    max_line_bytes: int,
+) -> tuple[int, int, int] | None:
+    """Where a resumed feed of a batch in line order reads its input from: (byte offset,
+    line number, task number) of the mark the feed left in the store (`Feed.fill`), after
+    checking that the line there is the stored task's, word for word; None (read from
+    the top) when there is no mark or it does not hold."""
+    from fanout.store import queries
+    from fanout.store.spec import spec_meta, task_spec
+
+    offset = queries.sink_position(db, run_id, MARK_OFFSET)
+    n = queries.sink_position(db, run_id, MARK_TASK)
+    if offset < 0 or n < 0:
+        return None
+    row = db.execute(
+        "SELECT t.spec FROM tasks t JOIN runs USING (rid) WHERE runs.id = ? AND t.n = ?",
+        (run_id, n),
+    ).fetchone()
+    line = spec_meta(row[0]).get("line") if row is not None else None
+    if not isinstance(line, int):
+        return None
+    with open_input(path) as f:
+        got = next(lines_at(f, str(path), offset, line), None)
+    if got is None or got[:2] != (line, offset):
+        return None
+    item = parse_line(line, got[2], blueprints, max_line_bytes)
+    if isinstance(item, LineError) or task_spec(item) != row[0]:
+        return None
+    return offset, line, n
 
 
 class Feed:
@@ -260,6 +352,10 @@ class Feed:
         self.most_live = 0  # the most the window ever held (tests check the bound)
         self.exhausted = False
         self.error: BaseException | None = None
+        #: (byte offset, task) of the first line of the block `_take` read last: every
+        #: line above it is in the run once that block is (see `fill`)
+        self._mark: tuple[int, Task] | None = None
+        self.read_from = 1  # the input line the feed began reading at (a resume's mark)
 
     def first(self) -> list[Task]:
         """The tasks the run starts with."""
@@ -304,18 +400,27 @@ class Feed:
             return
         if self.exhausted and not self._held:
             return
-        more = self._take()
-        if not more:
-            return
         try:
+            more = self._take()
+            if not more:
+                return
             run.add(more)
         except Exception as exc:  # the first pass makes this unreachable; never lose it
             self.error = exc
             run.cancel(f"could not add lines to the run: {exc}")
+            return
+        mark, self._mark = self._mark, None
+        if mark is not None and not self.by_line:
+            # in the store with the tasks just added (the same journal batch): a resume
+            # reads the input from this byte, not from the top (`resume_mark`)
+            offset, t = mark
+            run.ack(MARK_OFFSET, offset)
+            run.ack(MARK_TASK, t.n)
 
     def _take(self) -> list[Task]:
         room = self.window - self.live
         out: list[Task] = []
+        self._mark = None
         if self._held:
             out.extend(self._ready_held(room))
         while len(out) < room and not self.exhausted:
@@ -326,6 +431,9 @@ class Feed:
             if any(isinstance(d, str) and d not in self._admitted for d in t.depends_on):
                 self._held.append(t)
                 continue
+            if not out and not self._held:
+                at = getattr(self._tasks, "offset", -1)
+                self._mark = (at, t) if at >= 0 else None
             self._admit(t, out)
             if self._held:
                 out.extend(self._ready_held(room - len(out)))

@@ -160,9 +160,14 @@ def finished_note(run_id: str) -> str | None:
     is finished, how it ended, and how to run its failed tasks again. The resume still
     goes on (it rewrites the output, sends nothing again, exits as the run ended)."""
     from fanout.store.overview import run_status
+    from fanout.store.queries import run_info
     from fanout.store.sqlite import opened
 
     with opened() as db:
+        # the status first: the full one counts every task (seconds at a million)
+        info = run_info(db, run_id, counts=False)
+        if info is None or info["status"] not in ("done", "failed"):
+            return None
         st = run_status(db, run_id)
     if st is None or st["status"] not in ("done", "failed"):
         return None

@@ -297,6 +297,7 @@ class Engine:
         max_cost_usd: float | None = None,
         max_tokens: int | None = None,
         lean: Collection[str] | None = None,
+        expect: int = 0,
     ) -> Run:
         """Go on with a stored run (the engine needs a persistent store, e.g. `SqliteStore`).
 
@@ -313,7 +314,9 @@ class Engine:
         `lean` (with `tasks` None): load only the unfinished tasks, and of the finished ones
         those whose keys it names (e.g. those later tasks depend on); the others stay in the
         store, their slots in `run.tasks` empty, as if `Run.forget` had let them go
-        (engine/resume_lean.py). For a run that holds its own work outside memory."""
+        (engine/resume_lean.py). For a run that holds its own work outside memory.
+        `expect`: the tasks the run will have once its application has added the rest (a
+        streamed batch): the run does not end while it has fewer."""
         parts = self._running()
         if deadline_s is not None and deadline_s <= 0:
             raise ConfigError(f"deadline_s={deadline_s}: must be positive")
@@ -337,6 +340,7 @@ class Engine:
             "retry_budget": retry_budget,
             "deadline_s": deadline_s,
             "retry_failed": retry_failed,
+            "expect": expect,
         }
 
         def budget() -> RunBudget:

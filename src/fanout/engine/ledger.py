@@ -220,7 +220,7 @@ class Ledger:
         lanes = dict(lanes or Counter(t.lane or DEFAULT_LANE for t in tasks))
         run.bus.emit(TasksAdded(now, run.id, run.total, run.total, lanes))
         self.release(tasks, now)
-        if run.finished == run.total:
+        if run.finished == run.total >= run.expected:  # (a streamed batch adds more)
             self.close_run(run)
 
     # -- readiness ------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from fanout.engine.sketch import LatencySketch
 from fanout.tasks import TaskState
 
 if TYPE_CHECKING:
-    from fanout.store.base import RunSnapshot
+    from fanout.store.base import DoneGroup, RunSnapshot
 
 
 def percentile(values: array[float] | list[float] | LatencySketch, q: float) -> float:
@@ -242,6 +242,23 @@ class RunMetrics:
         if attempts:
             self.input_tokens += input_tokens
             self.output_tokens += output_tokens
+
+    def seed_done(self, g: DoneGroup) -> None:
+        """Earlier segments' done results counted together (`DoneGroup`): what
+        `seed_result` of each would do."""
+        self.states[TaskState.DONE] += g.count
+        self.lane(g.lane or "default").done += g.count
+        if not g.called:  # from the cache: no call, no latency
+            self.cached += g.count
+            return
+        self.input_tokens += g.input_tokens
+        self.output_tokens += g.output_tokens
+        self.latencies.add_bucket(g.bucket, g.count, g.lo, g.hi)
+        if g.agent is not None:
+            sk = self.latencies_by_agent.get(g.agent)
+            if sk is None:
+                sk = self.latencies_by_agent[g.agent] = LatencySketch()
+            sk.add_bucket(g.bucket, g.count, g.lo, g.hi)
 
     def add_lane_totals(self, lanes: dict[str, int]) -> None:
         for name, n in lanes.items():

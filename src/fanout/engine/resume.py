@@ -197,6 +197,7 @@ async def resume_run(
     deadline_s: float | None = None,
     retry_failed: RetryFailed = False,
     budget: RunBudget | None = None,
+    expect: int = 0,
 ) -> Run:
     """Go on with stored run `run_id` as the module docstring says; the engine checked it
     can (it runs, with a persistent store). With `retry_failed`, failed tasks (all, or those
@@ -222,6 +223,7 @@ async def resume_run(
         budget=budget,
     )
     run.resumed = True
+    run.expect(expect)
     try:
         planner.check(run_id, task_list)
         specs = [task_spec(t) for t in task_list[stored:]]

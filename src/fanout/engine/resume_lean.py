@@ -27,6 +27,7 @@ from fanout.engine.plan import DEFAULT_LANE, Planner
 from fanout.engine.resume import RetryFailed, changed_tasks, rebuild_task, reruns, settings_changes
 from fanout.engine.run import Run
 from fanout.engine.settings import EngineSettings
+from fanout.engine.sketch import LOG_GAMMA
 from fanout.errors import PlanError
 from fanout.store.base import Lease, Op, ResultsDropped, RunResumed, Store
 from fanout.store.queries import HOST, LEASE_S
@@ -48,6 +49,7 @@ async def resume_lean(
     deadline_s: float | None = None,
     retry_failed: RetryFailed = False,
     budget: RunBudget | None = None,
+    expect: int = 0,
 ) -> Run | None:
     """Resume `run_id` leanly (see the module docstring), or None: resume it in full."""
     if budget is None:
@@ -62,32 +64,9 @@ async def resume_lean(
         concurrency=settings.concurrency,
         budget=budget,
     )
+    run.expect(expect)  # the tasks the application will have added once it is done
     metrics = run.metrics_
-    spent: dict[str, list[int]] = {}  # model -> tokens of the done results not loaded
-    done = [0]
-
-    def visit(
-        n: int,
-        lane: str | None,
-        agent: str | None,
-        attempts: int,
-        latency: float,
-        model: str | None,
-        tokens_in: int,
-        tokens_out: int,
-    ) -> None:
-        done[0] += 1
-        metrics.seed_result(
-            TaskState.DONE, lane, agent, attempts, latency, None, tokens_in, tokens_out
-        )
-        if attempts and model is not None:
-            u = spent.get(model)
-            if u is None:
-                u = spent[model] = [0, 0]
-            u[0] += tokens_in
-            u[1] += tokens_out
-
-    point = await store.open_run(run_id, keep, visit)
+    point = await store.open_run(run_id, keep, LOG_GAMMA)
     if point is None:
         return None
     snap = point.snap
@@ -143,6 +122,15 @@ async def resume_lean(
         if r.attempts:
             x = run.tasks[n]
             budget.settle(n, r.model or (x.model if x else None), r.input_tokens, r.output_tokens)
+    spent: dict[str, list[int]] = {}  # model -> tokens of the done results not loaded
+    done = 0
+    for g in point.done:
+        done += g.count
+        metrics.seed_done(g)
+        if g.called and g.model is not None:
+            u = spent.setdefault(g.model, [0, 0])
+            u[0] += g.input_tokens
+            u[1] += g.output_tokens
     for model, (tokens_in, tokens_out) in spent.items():
         budget.carry(model, tokens_in, tokens_out)
     metrics.seed_segments(snap)
@@ -161,9 +149,9 @@ async def resume_lean(
             r.input_tokens,
             r.output_tokens,
         )
-    run.finished += done[0]
-    if done[0]:
-        run.forgotten[TaskState.DONE] = done[0]
+    run.finished += done
+    if done:
+        run.forgotten[TaskState.DONE] = done
     lanes: dict[str, int] = {}
     for lane, count in point.lanes.items():
         name = lane or DEFAULT_LANE
@@ -175,8 +163,11 @@ async def resume_lean(
 def _attach_at(planner: Planner, run: Run, stored: int, tasks: list[Task]) -> None:
     """`Ledger.attach` for a lean resume: `run` gets `stored` slots, each of `tasks` the one
     of its number `t.n`; the others stay empty (finished, kept in the store)."""
-    run.tasks.extend([None] * stored)
-    run.results_by_n.extend([None] * stored)
+    first = min((t.n for t in tasks), default=stored)  # the slots before take no memory
+    run.tasks.grow(first)
+    run.results_by_n.grow(first)
+    run.tasks.extend([None] * (stored - first))
+    run.results_by_n.extend([None] * (stored - first))
     for t in tasks:
         t.run = run
         t.state = TaskState.WAITING

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from fanout.engine.budget import RunBudget
 from fanout.engine.events import Event, EventBus, Listener, RunStarted, Subscription
 from fanout.engine.metrics import RunMetrics
+from fanout.engine.numbered import Numbered
 from fanout.engine.retry import RetryPolicy
 from fanout.tasks import Result, Task, TaskState
 
@@ -73,10 +74,11 @@ class Run:
         self._owner = owner
         self._retry = retry
         #: a task's slot is None once `forget` has let it go (a streamed run keeps only
-        #: its window in memory; the store keeps the rest)
-        self.tasks: list[Task | None] = []
+        #: its window in memory; the store keeps the rest, and `Numbered` drops the
+        #: empty slots before the oldest live task)
+        self.tasks: Numbered[Task] = Numbered()
         self.by_key: dict[str, Task] = {}
-        self.results_by_n: list[Result | None] = []
+        self.results_by_n: Numbered[Result] = Numbered()
         self.bus = EventBus()
         self.metrics_ = RunMetrics(run_id, concurrency)
         self.bus.listen(self.metrics_)
@@ -172,8 +174,9 @@ class Run:
         result = self.results_by_n[n]
         if result is not None:
             self.budget.retire(result)
-        self.tasks[n] = None
+        self.tasks.release(n)
         self.results_by_n[n] = None
+        self.results_by_n.cut(self.tasks.base)
         if task.has_explicit_key and self.by_key.get(task.key) is task:
             del self.by_key[task.key]
         self.forgotten[task.state] = self.forgotten.get(task.state, 0) + 1

@@ -16,7 +16,8 @@ from collections.abc import Iterable
 #: relative accuracy of a percentile (1 %)
 ACCURACY = 0.01
 GAMMA = (1 + ACCURACY) / (1 - ACCURACY)
-_LOG_GAMMA = math.log(GAMMA)
+#: a value x > 0 is counted in bucket ceil(log(x) / LOG_GAMMA)
+LOG_GAMMA = math.log(GAMMA)
 
 
 class LatencySketch:
@@ -42,9 +43,22 @@ class LatencySketch:
         if x <= 0.0:
             self._zeros += 1
             return
-        i = math.ceil(math.log(x) / _LOG_GAMMA)
+        i = math.ceil(math.log(x) / LOG_GAMMA)
         b = self._buckets
         b[i] = b.get(i, 0) + 1
+
+    def add_bucket(self, i: int | None, count: int, lo: float, hi: float) -> None:
+        """`count` values counted elsewhere in bucket `i` (`bucket(x)`; None: values <= 0),
+        the smallest `lo` and the largest `hi`: what `count` appends of them would do."""
+        if count <= 0:
+            return
+        self._count += count
+        self._min = min(self._min, lo)
+        self._max = max(self._max, hi)
+        if i is None:
+            self._zeros += count
+        else:
+            self._buckets[i] = self._buckets.get(i, 0) + count
 
     def __len__(self) -> int:
         return self._count

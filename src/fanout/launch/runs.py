@@ -60,6 +60,8 @@ class Reopened(Generic[T]):
     #: a lean resume: finished tasks stay in the store but those with these keys (see
     #: `Engine.resume`); None: every task is loaded
     keep: Collection[str] | None = None
+    #: the tasks the run will have once the sink has added the rest (0: those stored)
+    expect: int = 0
 
 
 #: an application's part of `resume`: from the run's stored config and the engine setup
@@ -172,7 +174,7 @@ def run_kind(run_id: str, store_path: Path | None = None) -> str | None:
     from fanout.store import queries
 
     with opened(store_path) as db:
-        info = queries.run_info(db, run_id)
+        info = queries.run_info(db, run_id, counts=False)
     return None if info is None else str(info["kind"])
 
 
@@ -321,7 +323,7 @@ async def resume(
     store = own_store if engine is None else engine.store
     assert store is not None
     try:
-        info = await store.run_info(run_id)  # its kind and config, not its tasks
+        info = await store.run_info(run_id, counts=False)  # its kind and config
         if info is None:
             where = getattr(store, "path", None) or store_path or default_path()
             raise FanoutError(f"no run {run_id!r} in the run store ({where})")
@@ -356,6 +358,7 @@ async def resume(
             max_cost_usd=_pick(setup.max_cost_usd, options.max_cost_usd),
             max_tokens=_pick(setup.max_tokens, options.max_tokens),
             lean=reopened.keep,
+            expect=reopened.expect,
         )
         sink = reopened.sink(run)
         sink.attach(run)

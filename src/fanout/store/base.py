@@ -12,7 +12,7 @@ Ops are idempotent: applying a batch twice leaves the store as applying it once.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -270,9 +270,23 @@ class RunSnapshot:
         return {a[0]: a[1] for a in self.attempts}
 
 
-#: what `Store.open_run` tells its caller of each done result it does not load:
-#: (task number, lane, agent, attempts, latency s, model, input tokens, output tokens)
-DoneVisitor = Callable[[int, str | None, str | None, int, float, str | None, int, int], None]
+@dataclass(frozen=True, slots=True)
+class DoneGroup:
+    """Done results a lean resume does not load, counted together in SQL: those of one
+    lane, agent and model, called (`attempts` > 0) or answered from the cache, whose
+    latencies fall in one bucket of the caller's log-bucketed sketch: ceil(ln(latency) /
+    `bucket_log`); `bucket` is None for a latency <= 0 and for cache answers."""
+
+    lane: str | None
+    agent: str | None
+    model: str | None
+    called: bool
+    bucket: int | None
+    count: int
+    input_tokens: int
+    output_tokens: int
+    lo: float  # the smallest and largest latency of the group
+    hi: float
 
 
 @dataclass(slots=True)
@@ -290,6 +304,8 @@ class OpenRun:
     attempt_totals: list[tuple[str | None, str | None, int, int]]
     #: attempts that failed other than by connection, all of them (the retry budget's use)
     retries: int
+    #: the done results not in `snap`, grouped (a few hundred rows for a million results)
+    done: list[DoneGroup]
 
 
 class Store(Protocol):
@@ -308,17 +324,20 @@ class Store(Protocol):
         """Where sink `sink` acknowledged it had got to (-1 when never)."""
         ...
 
-    async def run_info(self, run_id: str) -> dict[str, Any] | None: ...
+    async def run_info(self, run_id: str, counts: bool = True) -> dict[str, Any] | None:
+        """The run's kind, config and status, and with `counts` how many tasks, results and
+        attempts it has (those are scans of the run's rows: a resume does not need them)."""
+        ...
 
     async def snapshot(self, run_id: str) -> RunSnapshot | None:
         """Everything needed to resume or report `run_id`; None if unknown."""
         ...
 
     async def open_run(
-        self, run_id: str, keep: Collection[str], visit: DoneVisitor
+        self, run_id: str, keep: Collection[str], bucket_log: float
     ) -> OpenRun | None:
-        """What a lean resume of `run_id` needs (see `OpenRun`); `visit` is called with each
-        done result not loaded, from the store's reader thread. None if unknown."""
+        """What a lean resume of `run_id` needs (see `OpenRun`); the done results it does
+        not load come as `DoneGroup`s bucketed by `bucket_log`. None if unknown."""
         ...
 
     async def claim(self, run_id: str, lease: Lease) -> None:
@@ -422,7 +441,7 @@ class MemoryStore:
     async def sink_position(self, run_id: str, sink: str) -> int:
         return self._runs[run_id].acks.get(sink, -1)
 
-    async def run_info(self, run_id: str) -> dict[str, Any] | None:
+    async def run_info(self, run_id: str, counts: bool = True) -> dict[str, Any] | None:
         data = self._runs.get(run_id)
         if data is None:
             return None
@@ -443,7 +462,7 @@ class MemoryStore:
         return None  # runs do not outlive the process: nothing to resume
 
     async def open_run(
-        self, run_id: str, keep: Collection[str], visit: DoneVisitor
+        self, run_id: str, keep: Collection[str], bucket_log: float
     ) -> OpenRun | None:
         return None
 

@@ -2,21 +2,18 @@
 ones as counts and a stream of (lane, agent, latency, tokens) for the run's figures.
 
 A run killed at 60 % of a million lines holds 600,000 results: `load_snapshot` builds every
-one of them (and every task and attempt) as Python objects; this reads them in SQL and
-hands the caller one done result at a time, so memory stays flat and the time is that of
-a few scans of the run's rows."""
+one of them (and every task and attempt) as Python objects; this counts them in SQL, down
+to the latency sketch's buckets (`DoneGroup`), so memory stays flat and the time is that of
+a few scans of the run's rows in SQLite, with no Python per row."""
 
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections.abc import Collection
 
-from fanout.store.base import (
-    DoneVisitor,
-    OpenRun,
-    StoredTask,
-)
+from fanout.store.base import DoneGroup, OpenRun, StoredTask
 from fanout.store.queries import RESULT_COLS, run_row, snapshot_of, stored_result
 
 #: the newest done tasks loaded in full: their requests are built again on resume and
@@ -25,7 +22,7 @@ SAMPLE = 16
 
 
 def load_open_run(
-    db: sqlite3.Connection, run_id: str, keep: Collection[str], visit: DoneVisitor
+    db: sqlite3.Connection, run_id: str, keep: Collection[str], bucket_log: float
 ) -> OpenRun | None:
     row = run_row(db, run_id)
     if row is None:
@@ -33,7 +30,6 @@ def load_open_run(
     rid = row[0]
     from fanout.store.spec import spec_key
 
-    (stored,) = db.execute("SELECT count(*) FROM tasks WHERE rid = ?", (rid,)).fetchone()
     keep_json = json.dumps(sorted(keep), ensure_ascii=False)
     sample = [
         n
@@ -84,14 +80,37 @@ def load_open_run(
         c for outcome, kind, c, _ in totals if outcome == "error" and kind != "connection"
     )
     lanes = dict(db.execute("SELECT lane, count(*) FROM tasks WHERE rid = ? GROUP BY lane", (rid,)))
-    loaded = {t.n for t in tasks}
-    for n, lane, agent, tries, latency, model, tokens_in, tokens_out in db.execute(
-        "SELECT r.n, t.lane, t.agent, r.attempts, r.latency, r.model, r.input_tokens, "
-        "r.output_tokens FROM results r JOIN tasks t ON t.rid = r.rid AND t.n = r.n "
-        "WHERE r.rid = ? AND r.state = 'done'",
-        (rid,),
-    ):
-        if n not in loaded:
-            visit(n, lane, agent, tries, latency, model, tokens_in, tokens_out)
+    stored = sum(lanes.values())
+    done = done_groups(db, rid, live, bucket_log)
     snap = snapshot_of(db, run_id, row, tasks, results, attempts)
-    return OpenRun(snap, int(stored), lanes, totals, retries)
+    return OpenRun(snap, int(stored), lanes, totals, retries, done)
+
+
+def done_groups(
+    db: sqlite3.Connection, rid: int, live_json: str, bucket_log: float
+) -> list[DoneGroup]:
+    """The run's done results but those numbered in `live_json`, grouped (`DoneGroup`): one
+    pass in SQLite, whatever their number."""
+    _math_functions(db)
+    return [
+        DoneGroup(lane, agent, model, bool(called), bucket, count, tin, tout, lo, hi)
+        for lane, agent, model, called, bucket, count, tin, tout, lo, hi in db.execute(
+            "SELECT t.lane, t.agent, r.model, r.attempts > 0, CASE WHEN r.attempts > 0 "
+            "AND r.latency > 0 THEN CAST(ceil(ln(r.latency) / ?) AS INTEGER) END, count(*), "
+            "sum(r.input_tokens), sum(r.output_tokens), min(r.latency), max(r.latency) "
+            "FROM results r JOIN tasks t ON t.rid = r.rid AND t.n = r.n WHERE r.rid = ? "
+            "AND r.state = 'done' AND r.n NOT IN (SELECT value FROM json_each(?)) "
+            "GROUP BY 1, 2, 3, 4, 5",
+            (bucket_log, rid, live_json),
+        )
+    ]
+
+
+def _math_functions(db: sqlite3.Connection) -> None:
+    """`ln` and `ceil` in SQL: built into most SQLite builds (3.35+ with math functions);
+    Python's own where they are not, the same C library functions either way."""
+    try:
+        db.execute("SELECT ln(2.0), ceil(0.5)").fetchone()
+    except sqlite3.OperationalError:
+        db.create_function("ln", 1, math.log, deterministic=True)
+        db.create_function("ceil", 1, math.ceil, deterministic=True)

@@ -200,31 +200,34 @@ def sink_position(db: sqlite3.Connection, run_id: str, sink: str) -> int:
     return -1 if row is None else int(row[0])
 
 
-def run_info(db: sqlite3.Connection, run_id: str) -> dict[str, Any] | None:
+def run_info(db: sqlite3.Connection, run_id: str, counts: bool = True) -> dict[str, Any] | None:
+    """The runs row of `run_id`, and with `counts` its results and attempts counted (a scan
+    of each: seconds at a million rows, which a resume or `run_kind` does not need)."""
     row = db.execute(
         "SELECT rid, kind, created_at, config, status, ended_at, total FROM runs WHERE id = ?",
         (run_id,),
     ).fetchone()
     if row is None:
         return None
-    rid = row[0]
-    (results,) = db.execute("SELECT count(*) FROM results WHERE rid = ?", (rid,)).fetchone()
-    started, failed = db.execute(
-        "SELECT count(*), count(*) FILTER (WHERE outcome = 'error') FROM attempts WHERE rid = ?",
-        (rid,),
-    ).fetchone()
-    return {
+    info = {
         "run_id": run_id,
         "kind": row[1],
         "created_at": row[2],
         "config": json.loads(row[3]),
         "tasks": row[6],
-        "results": results,
-        "attempts_started": started,
-        "attempts_failed": failed,
         "status": row[4],
         "ended_at": row[5],
     }
+    if counts:
+        rid = row[0]
+        (results,) = db.execute("SELECT count(*) FROM results WHERE rid = ?", (rid,)).fetchone()
+        started, failed = db.execute(
+            "SELECT count(*), count(*) FILTER (WHERE outcome = 'error') FROM attempts "
+            "WHERE rid = ?",
+            (rid,),
+        ).fetchone()
+        info.update(results=results, attempts_started=started, attempts_failed=failed)
+    return info
 
 
 # -- resuming ---------------------------------------------------------------------------------

@@ -36,7 +36,6 @@ from fanout.store.base import (
     AttemptFailed,
     AttemptInterrupted,
     AttemptStarted,
-    DoneVisitor,
     Heartbeat,
     Lease,
     Op,
@@ -460,16 +459,16 @@ class SqliteStore:
     async def sink_position(self, run_id: str, sink: str) -> int:
         return await self._read(lambda db: queries.sink_position(db, run_id, sink))
 
-    async def run_info(self, run_id: str) -> dict[str, Any] | None:
-        return await self._read(lambda db: queries.run_info(db, run_id))
+    async def run_info(self, run_id: str, counts: bool = True) -> dict[str, Any] | None:
+        return await self._read(lambda db: queries.run_info(db, run_id, counts))
 
     async def snapshot(self, run_id: str) -> RunSnapshot | None:
         return await self._read(lambda db: queries.load_snapshot(db, run_id))
 
     async def open_run(
-        self, run_id: str, keep: Collection[str], visit: DoneVisitor
+        self, run_id: str, keep: Collection[str], bucket_log: float
     ) -> OpenRun | None:
-        return await self._read(lambda db: load_open_run(db, run_id, keep, visit))
+        return await self._read(lambda db: load_open_run(db, run_id, keep, bucket_log))
 
     async def claim(self, run_id: str, lease: Lease) -> None:
         await self._on_writer(lambda db: queries.claim(db, run_id, lease))
