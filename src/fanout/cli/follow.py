@@ -40,18 +40,19 @@ def follow(
     from fanout.cli.interrupts import interrupts
 
     async def main() -> Out:
-        handle = await start()
-        launched = handle.launched
-        rid = launched.run_id
-        if resumed:
-            typer.echo(f"run {rid} resumed (resume again with: fanout resume {rid})", err=True)
-        else:
-            typer.echo(f"run {rid} (resume with: fanout resume {rid})", err=True)
-        if after_start is not None:
-            after_start()
-        if launched.note:
-            err(launched.note)
-        with interrupts(launched, err):
+        with interrupts(err) as presses:  # from before the start: its calls go out at once
+            handle = await start()
+            launched = handle.launched
+            rid = launched.run_id
+            if resumed:
+                typer.echo(f"run {rid} resumed (resume again with: fanout resume {rid})", err=True)
+            else:
+                typer.echo(f"run {rid} (resume with: fanout resume {rid})", err=True)
+            if after_start is not None:
+                after_start()
+            if launched.note:
+                err(launched.note)
+            presses.attach(launched)
             return await handle.finish(live(progress))
 
     return asyncio.run(main())
