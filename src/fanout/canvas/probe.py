@@ -279,6 +279,8 @@ class Probe:
                     if by_place:
                         f = free(fixed, v) if vertical else free(v, fixed)
                     else:
+                        # the overlap test of `free_flags` below, inlined: this loop runs for
+                        # every place of every candidate start, where a call per place cost
                         a0 = v - m
                         a1 = a0 + along
                         f = True
