@@ -32,14 +32,15 @@ demo: $(VENV)/.stamp-base
 	@echo "batch results: scratch/results.jsonl ($$(wc -l < scratch/results.jsonl) lines)"
 
 # The timeline tests open `fanout report --html` in Debian's headless Chromium and draw
-# Chinese labels with Noto CJK: installed here when missing (a fresh CI machine), else nothing.
+# Chinese labels with Noto CJK; the canvas write is tested on a real FUSE file system that
+# cannot swap files (bindfs). Installed here when missing (a fresh CI machine), else nothing.
 CJK_FONT := /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
 report-deps:
-	@if [ ! -x /usr/bin/chromium ] || [ ! -f $(CJK_FONT) ]; then \
-		echo "installing chromium and fonts-noto-cjk (for the timeline tests)"; \
+	@if [ ! -x /usr/bin/chromium ] || [ ! -f $(CJK_FONT) ] || [ ! -x /usr/bin/bindfs ]; then \
+		echo "installing chromium, fonts-noto-cjk and bindfs (for the timeline and canvas tests)"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk; \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk bindfs; \
 	fi
 
 # Two workers: most slow tests wait on subprocesses and sockets, not the CPU. Groups that

@@ -168,17 +168,22 @@ _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 _libc: ctypes.CDLL | None = None
 _exchange_ok = sys.platform.startswith("linux")
-_said_no_exchange = False
+# the file systems (st_dev) already said to lack the exchange: once each, so a long-lived
+# process (the service) still says it for a second vault on another file system
+_said_no_exchange: set[int] = set()
 log = logging.getLogger(__name__)
 
 
 def _no_exchange(path: Path) -> bool:
-    """Say once that the swap that hands back a concurrent edit is not available here: the
-    caller replaces the file after its last check, and an edit saved in that instant by a
-    program that does not take our lock (an editor) would be overwritten."""
-    global _said_no_exchange
-    if not _said_no_exchange:
-        _said_no_exchange = True
+    """Say once per file system that the swap that hands back a concurrent edit is not
+    available there: the caller replaces the file after its last check, and an edit saved in
+    that instant by a program that does not take our lock (an editor) would be overwritten."""
+    try:
+        device = path.parent.stat().st_dev
+    except OSError:
+        device = -1
+    if device not in _said_no_exchange:
+        _said_no_exchange.add(device)
         log.warning(
             "fanout: %s: this file system cannot swap files atomically (renameat2); an edit"
             " saved by another program in the instant fanout writes the canvas could be lost"
