@@ -313,3 +313,54 @@ def test_a_lean_read_counts_exactly_sorts_no_done_rows_and_samples_latencies_hon
         # a sample of about 100 of them: its percentile is the whole's at a nearby rank
         assert whole.percentile(q - 15) <= part.percentile(q) <= whole.percentile(min(100, q + 15))
     assert len(part) == len(whole)
+
+
+def test_a_run_of_several_lanes_and_models_is_read_grouped_and_resumes_to_the_same_figures(
+    tmp_path: Path,
+) -> None:
+    # the plain passes hold for one lane, agent and model; a run of several is read the
+    # grouped way (exact): the lanes and the per-model tokens come out right either way
+    src = tmp_path / "输入.jsonl"
+    rows = [
+        {"id": f"问{i}", "prompt": f"请解释第{i}个概念", "lane": "快" if i % 3 else "慢"}
+        | ({"model": "sim-2"} if i % 5 == 0 else {})
+        for i in range(1, LINES + 1)
+    ]
+    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    store = tmp_path / "运行.db"
+    out = tmp_path / "结果.jsonl"
+    choice = EngineChoice(sim_latency="0", concurrency=8, sim_faults="500=0.05", seed=7)
+    options = RunOptions(choice=choice, cache=True)
+    run_id = asyncio.run(_halfway(src, out, "input", options, store))
+    with contextlib.closing(sqlite3.connect(store)) as db:
+        read = load_open_run(db, run_id, set(), LOG_GAMMA)
+        assert read is not None
+        lanes = dict(db.execute("SELECT lane, count(*) FROM tasks GROUP BY lane"))
+        models = dict(
+            db.execute("SELECT model, count(*) FROM results WHERE state = 'done' GROUP BY model")
+        )
+    assert read.lanes == lanes
+    assert set(lanes) == {"快", "慢"}
+    assert len(models) == 2  # both models answered before the interruption
+    assert {g.lane for g in read.done} == {"快", "慢"}
+    loaded = sum(1 for t in read.snap.tasks if t.n in read.snap.results)
+    assert sum(g.count for g in read.done) + loaded >= sum(models.values())
+
+    async def second() -> dict[str, Any]:
+        resumed = await resume_batch(run_id, store_path=store)
+        return (await resumed.finish()).summary
+
+    summary = asyncio.run(second())
+
+    async def from_store() -> dict[str, Any]:
+        s = SqliteStore(store)
+        try:
+            snap = await s.snapshot(run_id)
+        finally:
+            await s.close()
+        assert snap is not None
+        return metrics_from_snapshot(snap)
+
+    figures = asyncio.run(from_store())
+    assert summary["done"] == LINES
+    assert {k: figures[k] for k in COMPARED} == {k: summary[k] for k in COMPARED}

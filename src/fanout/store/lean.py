@@ -6,8 +6,8 @@ one of them (and every task and attempt) as Python objects; this counts them in 
 memory stays flat and the time is that of a few plain scans of the run's rows in SQLite,
 with no Python per row and, in the usual case, no sort of them either:
 
-- one pass over the tasks counts them, by lane, and says whether one lane and one agent
-  hold them all (a batch's usual case);
+- one pass over the tasks counts them and says whether they all have the first one's lane
+  and agent (a batch's usual case);
 - one pass over the results counts them, lists those not done, and sums the done ones'
   counts and tokens; the tasks without a result are found from the top of the run down,
   where they are (a probe each until as many as are missing have been found);
@@ -122,38 +122,38 @@ def load_open_run(
 class _Shape:
     """What one pass over a run's tasks tells (`_task_shape`)."""
 
-    def __init__(
-        self, stored: int, lanes: dict[str | None, int], agent: tuple[bool, str | None]
-    ) -> None:
+    def __init__(self, stored: int, lanes: dict[str | None, int]) -> None:
         self.stored = stored
         self.lanes = lanes
-        one_agent, self.agent = agent
-        self.one_lane_and_agent = one_agent and len(lanes) <= 1
-        self.lane = next(iter(lanes), None)
+        self.one_lane_and_agent = False  # all tasks have `lane` and `agent`
+        self.lane: str | None = None
+        self.agent: str | None = None
         self.kept: list[int] = []
 
 
 def _task_shape(db: sqlite3.Connection, rid: int, keep: Collection[str]) -> _Shape:
-    """The run's tasks counted, by lane, whether they all have one agent (or none), and
-    the numbers of those whose keys are in `keep`: one plain pass, no sort."""
-    keep_json = json.dumps(sorted(keep), ensure_ascii=False)
-    stored, lane_lo, lane_hi, laned, agent_lo, agent_hi, agented, kept = db.execute(
-        "SELECT count(*), min(lane), max(lane), count(lane), min(agent), max(agent), "
-        "count(agent), json_group_array(n) FILTER (WHERE key IN "
-        "(SELECT value FROM json_each(?))) FROM tasks WHERE rid = ?",
-        (keep_json, rid),
+    """The run's tasks counted, by lane, whether they all have the lane and agent of the
+    first one, and the numbers of those whose keys are in `keep`: one plain pass, no sort."""
+    first = db.execute(
+        "SELECT lane, agent FROM tasks WHERE rid = ? ORDER BY n LIMIT 1", (rid,)
+    ).fetchone()
+    lane, agent = first if first is not None else (None, None)
+    kept = "json_group_array(n) FILTER (WHERE key IN (SELECT value FROM json_each(?)))"
+    stored, others, kept_json = db.execute(
+        "SELECT count(*), count(*) FILTER (WHERE lane IS NOT ? OR agent IS NOT ?), "
+        f"{kept if keep else '?'} FROM tasks WHERE rid = ?",
+        (lane, agent, json.dumps(sorted(keep), ensure_ascii=False) if keep else "[]", rid),
     ).fetchone()
     stored = int(stored)
-    lanes: dict[str | None, int]
-    if laned == 0 or (laned == stored and lane_lo == lane_hi):
-        lanes = {lane_lo: stored} if stored else {}
-    else:
+    if others:
         lanes = dict(
             db.execute("SELECT lane, count(*) FROM tasks WHERE rid = ? GROUP BY lane", (rid,))
         )
-    one_agent = agented == 0 or (agented == stored and agent_lo == agent_hi)
-    shape = _Shape(stored, lanes, (one_agent, agent_lo))
-    shape.kept = [int(n) for n in json.loads(kept)]
+        shape = _Shape(stored, lanes)
+    else:
+        shape = _Shape(stored, {lane: stored} if stored else {})
+        shape.one_lane_and_agent, shape.lane, shape.agent = True, lane, agent
+    shape.kept = [int(n) for n in json.loads(kept_json)]
     return shape
 
 
