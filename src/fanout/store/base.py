@@ -275,7 +275,10 @@ class DoneGroup:
     """Done results a lean resume does not load, counted together in SQL: those of one
     lane, agent and model, called (`attempts` > 0) or answered from the cache, whose
     latencies fall in one bucket of the caller's log-bucketed sketch: ceil(ln(latency) /
-    `bucket_log`); `bucket` is None for a latency <= 0 and for cache answers."""
+    `bucket_log`); `bucket` is None for a latency <= 0 and for cache answers. Added up
+    over a read's groups, the counts and tokens are exact; a read of one lane, agent and
+    model (store/lean.py) may put all tokens on one group, give every group the smallest
+    and largest latency of all, and count the buckets from a sample scaled to the total."""
 
     lane: str | None
     agent: str | None
