@@ -151,6 +151,7 @@ class ProviderMeter:
         "decreases",
         "inflight",
         "key",
+        "last_ok",
         "lease",
         "limit",
         "pace_rate",
@@ -168,6 +169,7 @@ class ProviderMeter:
         self.rpm = retuned(None, limits.rpm, 1, headroom=SHARED_HEADROOM)
         self.tpm = retuned(None, limits.tpm, 1, headroom=SHARED_HEADROOM, tokens=True)
         self.inflight = 0
+        self.last_ok = -INF  # when a call last succeeded
         self.paused_until = 0.0
         self._last_decrease = -INF
         self.decreases = 0
@@ -278,6 +280,8 @@ class ProviderMeter:
             if self.pace_rate is not None and self._starts.pop(id(task), None) is not None:
                 self._pace_tat -= 1.0 / self.pace_rate
             return
+        if outcome == OK:
+            self.last_ok = now
         if tokens > 0:
             avg = self._avg_tokens
             self._avg_tokens = float(tokens) if avg == 0.0 else avg + 0.1 * (tokens - avg)
