@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fanout import ProviderLimits, Task
+from fanout import CallableProvider, Engine, ProviderLimits, Request, Task
 from fanout.engine.limits import (
     FIRST_CALLS,
     OK,
@@ -23,7 +23,7 @@ from fanout.engine.limits import (
     ProviderMeter,
 )
 from fanout.engine.shared import LEASE_S, SYNC_S, SharedAccount, account_id
-from tests.engine.support import overflow
+from tests.engine.support import arun, overflow
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -365,3 +365,33 @@ def test_a_services_account_gets_a_few_calls_before_its_first_answer(tmp_path: P
     for t in tasks:
         assert alone.wait_time(0.0, t) == 0.0
         alone.started(0.0, t)
+
+
+def test_an_engine_that_closes_gives_its_share_back_at_once(tmp_path: Path) -> None:
+    """Engines one after the other in one long-lived process (the service, a script): each
+    kept its lease until the process exited, so the next paced at half the account's budget
+    as if another process shared it. Now closing an engine removes its lease."""
+    path = tmp_path / "accounts.db"
+    account = SharedAccount(path, account_id("openai", "http://127.0.0.1:1/v1", "sk-共享"))
+
+    async def answer(req: Request) -> str:
+        return "答"
+
+    async def one_engine() -> float:
+        async with Engine(
+            providers=CallableProvider(answer, name="p"),
+            limits={"p": ProviderLimits(rpm=600, account=account)},
+        ) as engine:
+            run = engine.submit([Task(f"问{i}") for i in range(3)])
+            await run.wait()
+            (pm,) = engine.provider_meters.values()
+            assert pm.rpm is not None
+            return pm.rpm.interval
+
+    assert arun(one_engine) == pytest.approx(0.1)  # alone: the whole 600/min
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("SELECT COUNT(*) FROM leases").fetchone() == (0,)
+    finally:
+        db.close()
+    assert arun(one_engine) == pytest.approx(0.1)  # the next one alone too, not a half

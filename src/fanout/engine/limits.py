@@ -565,6 +565,12 @@ class ProviderMeter:
         else:
             self._adopted = None
 
+    def close(self) -> None:
+        """Its engine closed: give the account's share back now, not at the process's exit
+        (in a long-lived process the next engine would pace as if the account were shared)."""
+        if self.lease is not None:
+            self.lease.release()
+
     def _measured(self) -> bool:
         """Whether the last cut measured the rate: out of slow start, and late enough that
         the count holds no first burst (once measured as three times the account's)."""

@@ -100,8 +100,8 @@ class SharedAccount:
 
 class Lease:
     """One process's lease on one account+model. `sync` renews it and reads the others';
-    `release` removes it (also at exit). A file that cannot be used (read-only, locked too
-    long) makes the process run alone on its own budget, never fail."""
+    `release` removes it (when its engine closes, else at exit). A file that cannot be used
+    (read-only, locked too long) makes the process run alone on its own budget, never fail."""
 
     def __init__(self, path: Path, key: str) -> None:
         self.path = path
@@ -214,7 +214,11 @@ class Lease:
         return Share(holders, total, changed, ceil, cuts)
 
     def release(self) -> None:
-        """Remove this lease: the others take its share at their next sync."""
+        """Remove this lease: the others take its share at their next sync. (A later sync
+        takes it again.)"""
+        if self._atexit:
+            atexit.unregister(self.release)
+            self._atexit = False
         if self._db is None:
             return
         with contextlib.suppress(sqlite3.Error):
