@@ -61,9 +61,9 @@ BACKLOG_EVERY = 8
 #: count as attempts (a provider down for good must not keep a task forever: the circuit's
 #: probes make this many last hours)
 MAX_FREE_TRIES = 200
-#: a 429 that names its wait costs no attempt while the provider admitted another of our
-#: calls this recently: the budget is spent, by us or the account's other processes, and
-#: the task waits its turn (`_retry_delay`); past this, 429s count as attempts again
+#: on a shared account, a 429 that names its wait costs no attempt while the provider
+#: admitted another of our calls this recently: the budget is spent, by us or the account's
+#: other processes, and the task waits its turn (`_retry_delay`); else 429s are attempts
 RATE_PROGRESS_S = 10.0
 
 RUNNING = TaskState.RUNNING
@@ -356,11 +356,12 @@ class Workers:
     ) -> float | None:
         """Seconds until the next attempt, or None when the task has failed for good. A call
         that never reached the provider costs no attempt and no retry budget: the provider's
-        circuit decides when calls go out again (or that it cannot be reached at all). Nor
-        does a 429 that names its wait while the provider admits our other calls: the
-        account's budget is spent for now (other processes share it), the task is not at
-        fault, and the meter's pace and pause say when calls go out again; a provider
-        that admits none of our calls for `RATE_PROGRESS_S` costs attempts as before."""
+        circuit decides when calls go out again (or that it cannot be reached at all). Nor,
+        on an account other processes may share (`accounts.db`), does a 429 that names its
+        wait while the provider admits our other calls: the budget was spent for now, by
+        us or by them, the task is not at fault, and the meter's pace and pause say when
+        calls go out again; a provider that admits none of our calls for
+        `RATE_PROGRESS_S` costs attempts as before."""
         policy = self._settings.retry
         if t.free_tries < MAX_FREE_TRIES:
             if isinstance(error, ConnectionFailed):
@@ -371,6 +372,7 @@ class Workers:
             if (
                 isinstance(error, RateLimited)
                 and retry_after
+                and pm.lease is not None
                 and now - pm.last_ok <= RATE_PROGRESS_S
             ):
                 t.free_tries += 1
