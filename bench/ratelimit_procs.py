@@ -63,6 +63,7 @@ class Figures:
     rejected_429_share: float = 0.0
     failed: int = 0
     done: int = 0
+    most_attempts: int = 0  # the most attempts one task made (429s that cost none included)
     lines: int = 0  # input lines over all processes
     ends: list[float] = field(default_factory=list)
 
@@ -77,6 +78,7 @@ class Figures:
             "rejected_429_share": round(self.rejected_429_share, 4),
             "failed": self.failed,
             "done": self.done,
+            "most_attempts": self.most_attempts,
         }
 
 
@@ -193,6 +195,7 @@ def run(
                 calls += 1
         if calls:
             figures.limit_per_s = per_s = min(rpm / 60.0, tpm / 60.0 / (used / calls))
+    figures.most_attempts = most_attempts(tmp / "home" / "fanout.db")
     if workdir is None:
         shutil.rmtree(tmp, ignore_errors=True)
     order = sorted(ends.values())
@@ -234,6 +237,21 @@ def holders(db: Path) -> int:
     except sqlite3.Error:
         return 0
     return int(n)
+
+
+def most_attempts(db: Path) -> int:
+    """The most attempts one task made, over all the runs in the run store."""
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
+        try:
+            (n,) = con.execute(
+                "SELECT MAX(c) FROM (SELECT COUNT(*) AS c FROM attempts GROUP BY rid, n)"
+            ).fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+    return int(n or 0)
 
 
 def rate(samples: list[tuple[float, int, int, int]], start: float, end: float) -> float:

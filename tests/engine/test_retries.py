@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from fanout import (
     Completion,
     Engine,
     LimiterChanged,
+    ProviderLimits,
     Request,
     RetryPolicy,
     Run,
@@ -22,6 +24,7 @@ from fanout import (
     Task,
     TaskState,
 )
+from fanout.engine.shared import SharedAccount, account_id
 from fanout.errors import (
     AuthError,
     BadRequest,
@@ -366,3 +369,50 @@ def test_retry_after_pauses_the_provider_model_and_the_wait_is_outside_the_slot(
     assert changed[0].paused_for == pause
     retry = rec.retried()[0]
     assert retry.delay >= pause
+
+
+def test_a_429_naming_its_wait_costs_no_attempt_while_the_provider_admits_other_calls(
+    tmp_path: Path,
+) -> None:
+    """Processes sharing an account (`accounts.db`): the budget was spent by the others
+    each time 甲's call came (eight 429s in a row, each naming a short wait), while this
+    process's other calls were admitted. The 429s are a pacing signal, not the task's
+    fault: they cost it no attempt and the run no retry budget, and it ends done (it used
+    to fail after its three attempts, as one task of 423 did in
+    tests/e2e/test_shared_account.py). Without a shared account every 429 is an attempt
+    (`tests/engine/test_invariants.py`)."""
+    lost = [RateLimited("429", status=429, retry_after=0.001)] * 8
+    script = Script({"甲": lost})
+    account = SharedAccount(tmp_path / "accounts.db", account_id("openai", None, "sk-共享"))
+
+    async def main() -> None:
+        tasks = [Task("乙0", key="乙0", priority="urgent"), Task("甲", key="甲")]
+        tasks += [Task(f"乙{i}", key=f"乙{i}") for i in range(1, 4)]
+        limits = {"python": ProviderLimits(account=account)}
+        run = await run_script(script, tasks, concurrency=1, retry_budget=2, limits=limits)
+        r = result(run, "甲")
+        assert r.state is TaskState.DONE, r.error
+        assert r.attempts == 9
+        assert run.retries == 0
+        assert all(t.state is TaskState.DONE for t in run.tasks)
+
+    arun(main)
+    assert script.attempts("甲") == 9
+
+
+def test_429s_cost_attempts_when_the_provider_admits_none_of_our_calls(tmp_path: Path) -> None:
+    """No call of ours admitted lately (a key whose quota is gone answers 429 to all): a
+    429 counts as an attempt as before, and the task fails after its three."""
+    script = Script({"甲": [RateLimited("429", status=429, retry_after=0.001)] * 10})
+    account = SharedAccount(tmp_path / "accounts.db", account_id("openai", None, "sk-共享"))
+
+    async def main() -> None:
+        limits = {"python": ProviderLimits(account=account)}
+        run = await run_script(script, [Task("甲", key="甲")], limits=limits)
+        r = result(run, "甲")
+        assert r.state is TaskState.FAILED
+        assert r.attempts == 3
+        assert r.error.kind == "rate_limited"
+
+    arun(main)
+    assert script.attempts("甲") == 3

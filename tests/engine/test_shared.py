@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fanout import ProviderLimits, Task
+from fanout import CallableProvider, Engine, ProviderLimits, Request, Task
 from fanout.engine.limits import (
     FIRST_CALLS,
     OK,
@@ -23,7 +23,7 @@ from fanout.engine.limits import (
     ProviderMeter,
 )
 from fanout.engine.shared import LEASE_S, SYNC_S, SharedAccount, account_id
-from tests.engine.support import overflow
+from tests.engine.support import arun, overflow
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -123,6 +123,47 @@ def test_a_killed_process_releases_its_share_by_lease_expiry(tmp_path: Path) -> 
             assert time.time() - killed < 30 * LEASE_S, "the dead process's lease never expired"
             time.sleep(0.05)
         assert time.time() >= expires  # its share came back by the lease's expiry, not before
+
+
+def test_a_live_process_that_stalls_keeps_its_share_until_it_dies(tmp_path: Path) -> None:
+    """A real process takes a lease and then renews nothing for longer than `LEASE_S` while
+    alive, as a `fanout batch` does on a loaded machine while its first call is held up
+    (7-9 s seen at load 10): its share is kept, so the first process to get an answer does
+    not see itself alone and send its whole concurrency into the account's budget (the
+    four-process test's 429s came in such bursts). Killed, it is gone at once."""
+    path = tmp_path / "accounts.db"
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from fanout.engine.shared import SharedAccount, account_id\n"
+        "acc = SharedAccount(Path(sys.argv[1]), account_id('openai', 'http://127.0.0.1:1/v1', "
+        "'sk-共享'))\n"
+        "acc.lease('sim-1').sync(demand=True, admitted=None)\n"
+        "print('synced', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    cmd = [sys.executable, "-c", code, str(path)]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT) as proc:
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline() == "synced\n"
+            db = sqlite3.connect(path)
+            (expires,) = db.execute(
+                "SELECT expires FROM leases WHERE pid = ?", (proc.pid,)
+            ).fetchone()
+            db.close()
+            while time.time() <= expires:  # its lease is past its expiry, unrenewed
+                time.sleep(0.05)
+            a = meter(path, rpm=1200)
+            busy(a, 0.0)
+            assert a.rpm is not None
+            two = 60 / (1200 * (1 - SHARED_HEADROOM) / 2)
+            assert a.rpm.interval == pytest.approx(two)  # still two share 1200/min
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+    busy(a, SYNC_S)
+    assert a.rpm.interval == pytest.approx(0.05)  # dead: its share back at the next sync
 
 
 def test_the_learned_rate_is_shared_with_a_newcomer_and_given_back_when_it_ends(
@@ -365,3 +406,33 @@ def test_a_services_account_gets_a_few_calls_before_its_first_answer(tmp_path: P
     for t in tasks:
         assert alone.wait_time(0.0, t) == 0.0
         alone.started(0.0, t)
+
+
+def test_an_engine_that_closes_gives_its_share_back_at_once(tmp_path: Path) -> None:
+    """Engines one after the other in one long-lived process (the service, a script): each
+    kept its lease until the process exited, so the next paced at half the account's budget
+    as if another process shared it. Now closing an engine removes its lease."""
+    path = tmp_path / "accounts.db"
+    account = SharedAccount(path, account_id("openai", "http://127.0.0.1:1/v1", "sk-共享"))
+
+    async def answer(req: Request) -> str:
+        return "答"
+
+    async def one_engine() -> float:
+        async with Engine(
+            providers=CallableProvider(answer, name="p"),
+            limits={"p": ProviderLimits(rpm=600, account=account)},
+        ) as engine:
+            run = engine.submit([Task(f"问{i}") for i in range(3)])
+            await run.wait()
+            (pm,) = engine.provider_meters.values()
+            assert pm.rpm is not None
+            return pm.rpm.interval
+
+    assert arun(one_engine) == pytest.approx(0.1)  # alone: the whole 600/min
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("SELECT COUNT(*) FROM leases").fetchone() == (0,)
+    finally:
+        db.close()
+    assert arun(one_engine) == pytest.approx(0.1)  # the next one alone too, not a half

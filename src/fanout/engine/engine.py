@@ -213,6 +213,8 @@ class Engine:
         parts.scheduler.close()
         parts.slots.close()
         await parts.workers.stop()
+        for pm in self._planner.provider_meters.values():
+            pm.close()  # (the account's lease: the next engine here must not wait for it)
         await ledger.aclose()
         await self.backend.aclose()
         for p in self.providers.values():

@@ -36,7 +36,7 @@ from fanout.engine.meters import ConcurrencyMeter as ConcurrencyMeter
 from fanout.engine.meters import Gcra as Gcra
 from fanout.engine.meters import Meter as Meter
 from fanout.engine.meters import ProviderLimits as ProviderLimits
-from fanout.engine.meters import least, model_of, retuned
+from fanout.engine.meters import header_hold, least, model_of, retuned, token_cost
 from fanout.engine.shared import LEASE_S, SYNC_S
 from fanout.tasks import Task
 
@@ -58,15 +58,10 @@ RATE_INCREASE = 0.1
 RATE_PROBE = 0.01
 RATE_PROBE_GROWTH = 1.0
 RATE_PROBE_MAX = 8.0
-#: a budget the rate headers say has fewer calls' worth left holds new calls (`observe`)
-HOLD_CALLS = 1.0
 #: processes sharing an account leave this share of its budget unused (bursts add up)
 SHARED_HEADROOM = 0.01
 #: calls sent to a service's account before its first answer (its rate headers) tells more
 FIRST_CALLS = 4
-#: a call is charged at most this many times the tokens calls used lately (`_token_cost`)
-TOKENS_MARGIN = 1.5
-HOLD_MAX_S = 60.0
 #: until a full window has been measured each success adds this many calls/s: while calls
 #: succeed at the pace, it grows by e (2.7 times) each second
 RATE_SLOW_START = 1.0
@@ -156,6 +151,7 @@ class ProviderMeter:
         "decreases",
         "inflight",
         "key",
+        "last_ok",
         "lease",
         "limit",
         "pace_rate",
@@ -173,6 +169,7 @@ class ProviderMeter:
         self.rpm = retuned(None, limits.rpm, 1, headroom=SHARED_HEADROOM)
         self.tpm = retuned(None, limits.tpm, 1, headroom=SHARED_HEADROOM, tokens=True)
         self.inflight = 0
+        self.last_ok = -INF  # when a call last succeeded
         self.paused_until = 0.0
         self._last_decrease = -INF
         self.decreases = 0
@@ -267,17 +264,8 @@ class ProviderMeter:
         if self.rpm is not None:
             self.rpm.charge(now, 1.0)
         if self.tpm is not None:
-            self._charged[id(task)] = cost = self._token_cost(task)
+            self._charged[id(task)] = cost = token_cost(task.est_tokens, self._avg_tokens)
             self.tpm.charge(now, cost)
-
-    def _token_cost(self, task: Task) -> float:
-        """What a call is charged against the TPM budget when it starts: its estimate (the
-        prompt and its output limit), but no more than `TOKENS_MARGIN` times what calls
-        have used lately: an output limit far above the answers would hold back calls the
-        budget admits until each answer's usage gives the difference back."""
-        est = float(max(task.est_tokens, 1))
-        avg = self._avg_tokens
-        return min(est, TOKENS_MARGIN * avg) if avg > 0.0 else est
 
     def finished(self, now: float, task: Task, outcome: str, tokens: int) -> None:
         self.inflight -= 1
@@ -292,6 +280,8 @@ class ProviderMeter:
             if self.pace_rate is not None and self._starts.pop(id(task), None) is not None:
                 self._pace_tat -= 1.0 / self.pace_rate
             return
+        if outcome == OK:
+            self.last_ok = now
         if tokens > 0:
             avg = self._avg_tokens
             self._avg_tokens = float(tokens) if avg == 0.0 else avg + 0.1 * (tokens - avg)
@@ -495,27 +485,15 @@ class ProviderMeter:
     def observe(self, now: float, rate: dict[str, float], retry_after: float | None = None) -> None:
         """What the provider's rate headers said with an answer (`providers.sdk.rate_headers`):
         its per-minute limits seed the budgets (the lower of them and what is configured, as
-        a share of the account when other processes use it). A budget with less than
-        `HOLD_CALLS` calls' worth left holds new calls: until the `Retry-After` of a 429
-        that says so (when the provider admits the next one, whatever its shape), else for
-        one call's interval at the stated rate (the reset says when the budget is whole
-        again, which a sliding window at its rate never is)."""
+        a share of the account when other processes use it). A budget with less than one
+        call's worth left holds new calls for a while (`meters.header_hold`)."""
         hdr_rpm, hdr_tpm = rate.get("requests_limit"), rate.get("tokens_limit")
         if (hdr_rpm or None, hdr_tpm or None) != (self._hdr_rpm, self._hdr_tpm):
             self._hdr_rpm, self._hdr_tpm = hdr_rpm or None, hdr_tpm or None
             self._retune()
-        kinds = (("requests", 1.0, hdr_rpm), ("tokens", max(self._avg_tokens, 1.0), hdr_tpm))
-        for name, need, per_min in kinds:
-            left, reset = rate.get(f"{name}_remaining"), rate.get(f"{name}_reset")
-            if left is None or left >= HOLD_CALLS * need:
-                continue
-            if retry_after is not None:
-                hold = retry_after
-            elif per_min:
-                hold = need * 60.0 / per_min
-            else:
-                hold = reset or 0.0
-            self.paused_until = max(self.paused_until, now + min(hold, HOLD_MAX_S))
+        hold = header_hold(rate, self._avg_tokens, retry_after)
+        if hold > 0.0:
+            self.paused_until = max(self.paused_until, now + hold)
 
     def _retune(self) -> None:
         """The RPM/TPM budgets anew (`meters.retuned`): configured, stated, shared."""
@@ -586,6 +564,12 @@ class ProviderMeter:
                 self._last_cut = now
         else:
             self._adopted = None
+
+    def close(self) -> None:
+        """Its engine closed: give the account's share back now, not at the process's exit
+        (in a long-lived process the next engine would pace as if the account were shared)."""
+        if self.lease is not None:
+            self.lease.release()
 
     def _measured(self) -> bool:
         """Whether the last cut measured the rate: out of slow start, and late enough that

@@ -23,6 +23,11 @@ WHY_RPM = "rpm"  # the request budget (the configured RPM or the learned pace)
 WHY_TPM = "tpm"
 WHY_RETRY_AFTER = "retry_after"  # a pause the provider asked for
 WHY_CIRCUIT = "circuit"  # the provider is down: only a probe now and then
+#: a budget the rate headers say has fewer calls' worth left holds new calls (`header_hold`)
+HOLD_CALLS = 1.0
+HOLD_MAX_S = 60.0
+#: a call is charged at most this many times the tokens calls used lately (`token_cost`)
+TOKENS_MARGIN = 1.5
 
 
 class Meter(Protocol):
@@ -162,3 +167,38 @@ def retuned(
         return Gcra(rate, burst)
     gcra.retune(rate, burst)
     return gcra
+
+
+def token_cost(est_tokens: int, avg_tokens: float) -> float:
+    """What a call is charged against a TPM budget when it starts: its estimate (the prompt
+    and its output limit), but no more than `TOKENS_MARGIN` times what calls have used
+    lately (`avg_tokens`): an output limit far above the answers would hold back calls the
+    budget admits until each answer's usage gives the difference back."""
+    est = float(max(est_tokens, 1))
+    return min(est, TOKENS_MARGIN * avg_tokens) if avg_tokens > 0.0 else est
+
+
+def header_hold(rate: dict[str, float], avg_tokens: float, retry_after: float | None) -> float:
+    """Seconds the provider's rate headers (`providers.sdk.rate_headers`) say to hold new
+    calls (0: none): a budget with less than `HOLD_CALLS` calls' worth left holds them until
+    the `Retry-After` of a 429 that says so (when the provider admits the next one, whatever
+    its shape), else for one call's interval at the stated rate (the reset says when the
+    budget is whole again, which a sliding window at its rate never is)."""
+    hold = 0.0
+    per_call = max(avg_tokens, 1.0)
+    kinds = (
+        ("requests", 1.0, rate.get("requests_limit")),
+        ("tokens", per_call, rate.get("tokens_limit")),
+    )
+    for name, need, per_min in kinds:
+        left, reset = rate.get(f"{name}_remaining"), rate.get(f"{name}_reset")
+        if left is None or left >= HOLD_CALLS * need:
+            continue
+        if retry_after is not None:
+            wait = retry_after
+        elif per_min:
+            wait = need * 60.0 / per_min
+        else:
+            wait = reset or 0.0
+        hold = max(hold, min(wait, HOLD_MAX_S))
+    return hold

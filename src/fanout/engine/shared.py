@@ -15,7 +15,8 @@ it, and each takes its share of it at every sync. Learned each on its own, the r
 converge: the process that started first took the budget in slow start and kept up to three
 times its share, since each climbs in proportion to its own successes. A process
 that ends removes its lease; one that dies (SIGKILL) stops renewing it, and it expires after
-`LEASE_S`: the others take its share at their next sync.
+`LEASE_S`: the others take its share at their next sync (a live one that stalls keeps its
+lease for `STALLED_S` more).
 
 The hot path never touches SQLite: the meter syncs at most once per `SYNC_S` (a few
 hundred microseconds each), and between syncs it paces with the share it holds. Accounts are
@@ -36,8 +37,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FILE_NAME = "accounts.db"
-#: a lease not renewed for this long belongs to a process that died
+#: a lease not renewed for this long belongs to a process that died...
 LEASE_S = 2.0
+#: ...unless that process is still alive (this machine's): then it is stalled (its first
+#: call held up for seconds on a loaded machine renews nothing), and its lease holds this
+#: much longer. Dropped at once, its share went to the first process to get an answer,
+#: which saw itself alone and sent its whole concurrency into the account's budget
+STALLED_S = 15.0
 #: how often a process renews its lease and takes its share anew
 SYNC_S = 0.25
 BUSY_TIMEOUT_S = 2.0
@@ -98,10 +104,23 @@ class SharedAccount:
         return f"SharedAccount({str(self.path)!r}, {self.account!r})"
 
 
+def _alive(pid: int) -> bool:
+    """Whether a process of this machine has this pid (one of another user's included)."""
+    if os.name == "nt" or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # (EPERM: it exists)
+        return True
+    return True
+
+
 class Lease:
     """One process's lease on one account+model. `sync` renews it and reads the others';
-    `release` removes it (also at exit). A file that cannot be used (read-only, locked too
-    long) makes the process run alone on its own budget, never fail."""
+    `release` removes it (when its engine closes, else at exit). A file that cannot be used
+    (read-only, locked too long) makes the process run alone on its own budget, never fail."""
 
     def __init__(self, path: Path, key: str) -> None:
         self.path = path
@@ -155,7 +174,16 @@ class Lease:
             db = self._open()
             db.execute("BEGIN IMMEDIATE")
             try:
-                db.execute("DELETE FROM leases WHERE account = ? AND expires < ?", (self.key, now))
+                expired = db.execute(
+                    "SELECT holder, pid, expires FROM leases WHERE account = ? AND expires < ?",
+                    (self.key, now),
+                ).fetchall()
+                for holder, pid, expires in expired:
+                    if expires < now - STALLED_S or not _alive(int(pid)):
+                        db.execute(
+                            "DELETE FROM leases WHERE account = ? AND holder = ?",
+                            (self.key, holder),
+                        )
                 db.execute(
                     "INSERT INTO leases (account, holder, pid, expires, demand, pace) "
                     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account, holder) DO UPDATE SET "
@@ -214,7 +242,11 @@ class Lease:
         return Share(holders, total, changed, ceil, cuts)
 
     def release(self) -> None:
-        """Remove this lease: the others take its share at their next sync."""
+        """Remove this lease: the others take its share at their next sync. (A later sync
+        takes it again.)"""
+        if self._atexit:
+            atexit.unregister(self.release)
+            self._atexit = False
         if self._db is None:
             return
         with contextlib.suppress(sqlite3.Error):

@@ -61,6 +61,10 @@ BACKLOG_EVERY = 8
 #: count as attempts (a provider down for good must not keep a task forever: the circuit's
 #: probes make this many last hours)
 MAX_FREE_TRIES = 200
+#: on a shared account, a 429 that names its wait costs no attempt while the provider
+#: admitted another of our calls this recently: the budget is spent, by us or the account's
+#: other processes, and the task waits its turn (`_retry_delay`); else 429s are attempts
+RATE_PROGRESS_S = 10.0
 
 RUNNING = TaskState.RUNNING
 DONE = TaskState.DONE
@@ -307,8 +311,8 @@ class Workers:
             rate_limited = isinstance(error, RateLimited)
             if pm.pause(t1, retry_after, rate_limited=rate_limited):
                 ledger.limiter_paused(t, t1, pm.key, pm.limit, retry_after)
-        unreached = isinstance(error, ConnectionFailed) and t.free_tries < MAX_FREE_TRIES
-        delay = self._retry_delay(t, run, error, info, retry_after, pm)
+        free = t.free_tries
+        delay = self._retry_delay(t, run, error, info, retry_after, pm, t1)
         if delay is None:
             attempts = t.attempts if t.attempts is not None else self._settings.retry.attempts
             budget_spent = run.retries >= run.retry_budget and t.tries - t.free_tries < attempts
@@ -327,7 +331,7 @@ class Workers:
             duration,
             info,
             delay,
-            charged=not unreached,
+            charged=t.free_tries == free,
             first_token=slot.first_token,
         )
 
@@ -348,16 +352,31 @@ class Workers:
         info: ErrorInfo,
         retry_after: float | None,
         pm: ProviderMeter,
+        now: float,
     ) -> float | None:
         """Seconds until the next attempt, or None when the task has failed for good. A call
         that never reached the provider costs no attempt and no retry budget: the provider's
-        circuit decides when calls go out again (or that it cannot be reached at all)."""
+        circuit decides when calls go out again (or that it cannot be reached at all). Nor,
+        on an account other processes may share (`accounts.db`), does a 429 that names its
+        wait while the provider admits our other calls: the budget was spent for now, by
+        us or by them, the task is not at fault, and the meter's pace and pause say when
+        calls go out again; a provider that admits none of our calls for
+        `RATE_PROGRESS_S` costs attempts as before."""
         policy = self._settings.retry
-        if isinstance(error, ConnectionFailed) and t.free_tries < MAX_FREE_TRIES:
-            if pm.circuit.unreachable:
-                return None
-            t.free_tries += 1
-            return policy.backoff(1, self._rng)
+        if t.free_tries < MAX_FREE_TRIES:
+            if isinstance(error, ConnectionFailed):
+                if pm.circuit.unreachable:
+                    return None
+                t.free_tries += 1
+                return policy.backoff(1, self._rng)
+            if (
+                isinstance(error, RateLimited)
+                and retry_after
+                and pm.lease is not None
+                and now - pm.last_ok <= RATE_PROGRESS_S
+            ):
+                t.free_tries += 1
+                return policy.backoff(1, self._rng, retry_after)
         max_attempts = t.attempts if t.attempts is not None else policy.attempts
         if t.tries - t.free_tries >= max_attempts or run.retries >= run.retry_budget:
             return None
