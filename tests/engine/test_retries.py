@@ -416,3 +416,68 @@ def test_429s_cost_attempts_when_the_provider_admits_none_of_our_calls(tmp_path:
 
     arun(main)
     assert script.attempts("甲") == 3
+
+
+@pytest.mark.parametrize("lean", [None, ()], ids=["full", "lean"])
+def test_a_resume_counts_the_429s_that_cost_nothing_as_the_run_did(
+    tmp_path: Path, lean: tuple[str, ...] | None
+) -> None:
+    """甲 met five 429s naming their wait while 乙's call got through (free: no attempt, no
+    retry budget), then was interrupted on its sixth call. Resumed, those five still cost
+    nothing: one 500 is its second charged attempt of three and is retried (counted as
+    charged, the resumed task failed at once and the run's budget held five retries)."""
+    from fanout import SqliteStore
+
+    path = tmp_path / "运行.db"
+    account = SharedAccount(tmp_path / "accounts.db", account_id("openai", None, "sk-共享"))
+    limits = {"python": ProviderLimits(account=account)}
+    stuck = asyncio.Event()
+
+    async def first(req: Request) -> str:
+        name = req.messages[0]["content"]
+        if name == "甲":
+            if req.attempt <= 5:
+                raise RateLimited("429", status=429, retry_after=0.001)
+            stuck.set()
+            await asyncio.Event().wait()  # in flight until the interrupt
+        return f"{name} ok"
+
+    later: list[int] = []  # the attempt numbers of 甲's calls after the resume
+
+    async def second(req: Request) -> str:
+        name = req.messages[0]["content"]
+        if name == "甲":
+            later.append(req.attempt)
+            if len(later) == 1:
+                raise ServerError("500", status=500)
+        return f"{name} ok"
+
+    async def main() -> None:
+        tasks = [Task("乙", key="乙", priority="urgent"), Task("甲", key="甲")]
+        async with Engine(
+            providers=CallableProvider(first, name="python"),
+            store=SqliteStore(path),
+            concurrency=1,
+            retry=FAST,
+            limits=limits,
+        ) as engine:
+            run = engine.submit(tasks)
+            await asyncio.wait_for(stuck.wait(), 30)
+            assert run.retries == 0
+            run.interrupt(0)
+            await run.wait()
+            run_id = run.id
+        async with Engine(
+            providers=CallableProvider(second, name="python"),
+            store=SqliteStore(path),
+            retry=FAST,
+            limits=limits,
+        ) as engine:
+            resumed = await engine.resume(run_id, lean=lean)
+            await resumed.wait()
+            r = result(resumed, "甲")
+            assert r.state is TaskState.DONE, r.error
+            assert resumed.retries == 1  # the 500 only
+
+    arun(main)
+    assert later == [7, 8]  # numbered on after the six; the 500, then its answer

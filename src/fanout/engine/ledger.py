@@ -337,13 +337,13 @@ class Ledger:
         """A failed attempt is retried after `delay` seconds (outside any slot), unless the
         run was cancelled meanwhile (the task ends cancelled) or is being interrupted (it
         waits for a resume). `charged`: whether it counts against the run's retry budget
-        (a call that never reached the provider does not)."""
+        (not a call that never reached the provider, nor one stored `free`: m003)."""
         run = run_of(t)
-        if charged:
-            run.retries += 1
+        run.retries += int(charged)
         spans.close(t, now, spans.BACKOFF, attempt, info.kind, first_token)
         taken = spans.take(t, self._clock) if self._keep_spans else spans.drop(t)
-        self._journal.append(AttemptFailed(run.id, t.n, attempt, duration, info, taken))
+        free = not charged and info.kind != "connection"
+        self._journal.append(AttemptFailed(run.id, t.n, attempt, duration, info, taken, free))
         run.bus.emit(TaskRetrying(now, t, attempt, g.lane, duration, info, delay))
         if run.cancel_reason is not None:
             self.finalize(t, CANCELLED, ErrorInfo("cancelled", "cancelled", run.cancel_reason))

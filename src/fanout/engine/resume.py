@@ -257,8 +257,9 @@ async def resume_run(
         ops.append(ResultsDropped(run_id, sorted(dropped)))
     if len(task_list) > stored:
         ops.append(StoreTasksAdded(run_id, task_list[stored:], specs))
-    # calls that never reached the provider cost no attempt and no retry budget, then as now
-    free: dict[int, int] = {}
+    # calls that never reached the provider cost no attempt and no retry budget, then as
+    # now, nor did those marked free (a 429 naming its wait while other calls got through)
+    free: dict[int, int] = dict(snap.free)
     for n, _, outcome, kind, _ in snap.attempts:
         if outcome == "error" and kind == "connection":
             free[n] = free.get(n, 0) + 1
@@ -266,7 +267,7 @@ async def resume_run(
         1
         for n, _, outcome, kind, _ in snap.attempts
         if outcome == "error" and kind != "connection" and n not in fresh
-    )
+    ) - sum(k for n, k in snap.free.items() if n not in fresh)
     for n, r in loaded.items():  # what the run spent before counts against its cap
         if r.attempts:  # (an answer from the cache cost nothing)
             budget.settle(n, r.model or task_list[n].model, r.input_tokens, r.output_tokens)

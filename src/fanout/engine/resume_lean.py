@@ -110,14 +110,14 @@ async def resume_lean(
     ]
     if dropped:
         ops.append(ResultsDropped(run_id, sorted(dropped)))
-    free: dict[int, int] = {}
+    free: dict[int, int] = dict(snap.free)  # (429s that cost nothing: `m003_free_attempts`)
     again = 0  # failures of the tasks run afresh: no longer counted against the budget
     for n, _, outcome, kind, _ in snap.attempts:
         if outcome == "error" and kind == "connection":
             free[n] = free.get(n, 0) + 1
         elif outcome == "error" and n in fresh:
             again += 1
-    run.retries = point.retries - again
+    run.retries = point.retries - again - sum(k for n, k in snap.free.items() if n not in fresh)
     for n, r in loaded.items():
         if r.attempts:
             x = run.tasks[n]

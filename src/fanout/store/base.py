@@ -78,6 +78,8 @@ class AttemptFailed:
     duration: float
     error: ErrorInfo
     spans: SpanBatch | None = None
+    #: it reached the provider yet cost no attempt nor retry budget (`m003_free_attempts`)
+    free: bool = False
 
 
 @dataclass(slots=True, frozen=True)
@@ -264,6 +266,8 @@ class RunSnapshot:
     segments: list[Segment]
     lease: Lease | None = None
     cancel_requested: str | None = None
+    #: n -> its attempts that reached the provider and cost nothing (`m003_free_attempts`)
+    free: dict[int, int] = field(default_factory=dict)
 
     def tries(self) -> dict[int, int]:
         """n -> attempts made so far (the highest attempt number)."""

@@ -169,10 +169,21 @@ def m002_spans(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE segments ADD COLUMN peak_rss_mb REAL")
 
 
+def m003_free_attempts(db: sqlite3.Connection) -> None:
+    """`free`: an attempt that cost the task no attempt and the run no retry budget though
+    it reached the provider (a 429 that named its wait while the provider admitted our other
+    calls: `engine/workers.py`), so that a resume counts it as the run did. Calls that never
+    reached the provider are told by their kind (`connection`) and are not marked. Few rows
+    have it: a partial index finds them without a pass over a run's attempts."""
+    db.execute("ALTER TABLE attempts ADD COLUMN free INTEGER NOT NULL DEFAULT 0")
+    db.execute("CREATE INDEX attempts_free ON attempts (rid, n) WHERE free = 1")
+
+
 #: every migration, in order; the name is what `_migrations` records
 MIGRATIONS: tuple[tuple[str, Migration], ...] = (
     ("m001_initial", m001_initial),
     ("m002_spans", m002_spans),
+    ("m003_free_attempts", m003_free_attempts),
 )
 
 

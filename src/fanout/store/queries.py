@@ -277,6 +277,11 @@ def snapshot_of(
         segments=segments,
         lease=None if row[6] is None else Lease(row[6], row[7], row[8], row[9]),
         cancel_requested=row[10],
+        free=dict(
+            db.execute(
+                "SELECT n, count(*) FROM attempts WHERE rid = ? AND free = 1 GROUP BY n", (rid,)
+            ).fetchall()
+        ),
     )
 
 

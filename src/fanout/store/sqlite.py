@@ -224,6 +224,7 @@ class SqliteStore:
         totals: dict[int, int] = {}
         starts: dict[tuple[int, int, int], float] = {}
         ends: list[tuple[Any, ...]] = []
+        frees: list[tuple[int, int, int]] = []
         results: list[tuple[Any, ...]] = []
         cache: list[tuple[Any, ...]] = []
         spans: list[tuple[Any, ...]] = []
@@ -259,6 +260,11 @@ class SqliteStore:
                 ]
                 db.executemany(queries.ATTEMPT_UPSERT, merged)
                 ends.clear()
+            if frees:  # (after the upsert that made their rows)
+                db.executemany(
+                    "UPDATE attempts SET free = 1 WHERE rid = ? AND n = ? AND attempt = ?", frees
+                )
+                frees.clear()
             if starts:
                 db.executemany(
                     "INSERT OR IGNORE INTO attempts (rid, n, attempt, started_at) VALUES (?,?,?,?)",
@@ -335,6 +341,8 @@ class SqliteStore:
                     ends.append(
                         (rid, op.n, op.attempt, op.duration, "error", e.error_class, e.kind, 0)
                     )
+                    if op.free:
+                        frees.append((rid, op.n, op.attempt))
                     if op.spans:
                         add_spans(rid, op.n, op.spans)
                 elif tp is AttemptInterrupted:
