@@ -10,7 +10,7 @@ import time
 import pytest
 
 from fanout.backends import ray_host
-from fanout.backends.ray_host import CpuHost, ProviderHost, Recipe
+from fanout.backends.ray_host import CpuHost, Outcome, ProviderHost, Recipe
 from fanout.providers.base import Request
 
 #: the calls under way at once in `work` (the CPU host must run one at a time)
@@ -154,3 +154,21 @@ def test_a_cancelled_cpu_call_keeps_its_cpu_until_its_thread_returns() -> None:
     assert [k for k, _ in done] == [1]  # the cancelled calls' outcomes never come back
     assert host.poll(0.2) == []
     assert host.running() == 0
+
+
+async def awork(request: Request) -> str:
+    await asyncio.sleep(0.01)
+    return f"异步：{request.prompt_text()}"
+
+
+def test_a_cpu_host_runs_an_async_function_on_a_loop_of_its_own() -> None:
+    """`cpu: true` on an async function still works: its thread gives the call a loop."""
+    host = cpu_host("awork")
+    host.submit([(0, "awork", ask("一")), (1, "awork", ask("二"))])
+    done: dict[int, Outcome] = {}
+    while len(done) < 2:
+        done.update(host.poll(10.0))
+    assert {k: c.text for k, (c, _) in done.items() if c is not None} == {
+        0: "异步：一",
+        1: "异步：二",
+    }
