@@ -12,6 +12,12 @@ temp dir of its own, its workers at nice 0 like this process rather than Ray's d
 15) and stops exactly the processes it started at the end.
 
     .venv/bin/python bench/ray_backend.py [--address HOST:PORT]
+    .venv/bin/python bench/ray_backend.py --cpu-split [--runs 3]
+
+`--cpu-split` runs only the CPU-bound calls on Ray (on a head of its own) and prints where
+the CPU went while they ran: the driver, each Ray worker, the raylet, the GCS, Ray's other
+daemons, in CPU seconds read from the kernel (utime + stime), so a busy shared machine
+changes little. A worker's CPU beyond the spins it ran (calls x CPU_S) is its overhead.
 
 The last line printed is one JSON object with the figures.
 """
@@ -23,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -105,10 +112,69 @@ def _pids(mark: str) -> set[int]:
     return mine
 
 
+def _cpu_s(pid: int) -> float:
+    """utime + stime of process `pid` (all its threads), in seconds; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _role(pid: int) -> str:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "gone"
+    text = b" ".join(cmd).decode(errors="replace")
+    if "ProviderHost" in text or "CpuHost" in text:
+        return "actor"
+    for name in ("gcs_server", "raylet", "default_worker", "dashboard", "runtime_env"):
+        if name in text:
+            return {"default_worker": "idle worker"}.get(name, name)
+    return "other"
+
+
+class CpuSplit:
+    """CPU seconds per process of the head started in `root`, and of this driver, between
+    `start()` and `stop()`: the processes alive at `stop()` (an actor's worker starts
+    before the run and is read before the engine kills it)."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self._before: dict[int, float] = {}
+        self._driver = 0.0
+        self.split: dict[str, float] = {}
+        self.actors: list[float] = []
+
+    @staticmethod
+    def _self_s() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    def start(self) -> None:
+        self._before = {pid: _cpu_s(pid) for pid in _pids(self.root)}
+        self._driver = self._self_s()
+
+    def stop(self) -> None:
+        driver = self._self_s() - self._driver
+        split: dict[str, float] = {"driver": driver}
+        actors = []
+        for pid in _pids(self.root):
+            used = _cpu_s(pid) - self._before.get(pid, 0.0)
+            role = _role(pid)
+            split[role] = split.get(role, 0.0) + used
+            if role == "actor":
+                actors.append(used)
+        self.split, self.actors = split, sorted(actors)
+
+
 @contextlib.contextmanager
-def local_head() -> Iterator[str]:
+def local_head(roots: list[str] | None = None) -> Iterator[str]:
     """A head of our own on loopback with 2 CPUs; its processes killed at the end."""
     root = tempfile.mkdtemp(prefix="fb", dir="/tmp")
+    if roots is not None:
+        roots.append(root)
     port = free_port()
     ray = str(Path(sys.executable).with_name("ray"))
     cmd = [ray, "start", "--head", "--port", str(port), "--num-cpus", "2"]
@@ -136,7 +202,11 @@ def local_head() -> Iterator[str]:
 
 
 async def timed(
-    provider: Provider, n: int, concurrency: int, backend: RayBackend | None
+    provider: Provider,
+    n: int,
+    concurrency: int,
+    backend: RayBackend | None,
+    split: CpuSplit | None = None,
 ) -> tuple[float, float]:
     """(seconds the engine took to start, seconds for the n calls)."""
     tasks = [Task(key=f"t{i}", prompt=f"第 {i} 个问题 question {i}") for i in range(n)]
@@ -145,8 +215,12 @@ async def timed(
         providers=provider, backend=backend, concurrency=concurrency, timeout=None
     ) as engine:
         t1 = time.perf_counter()
+        if split:
+            split.start()
         run = await engine.run(tasks)
         t2 = time.perf_counter()
+        if split:
+            split.stop()
         states = {r.state for r in await run.results()}
     assert states == {TaskState.DONE}, states
     return t1 - t0, t2 - t1
@@ -190,6 +264,27 @@ async def measure(address: str, calls: int, io_calls: int, cpu_calls: int) -> di
     return f
 
 
+async def cpu_split(address: str, root: str, calls: int, runs: int) -> list[dict[str, Any]]:
+    """The CPU-bound calls on Ray `runs` times, each with the CPU of every process."""
+    out = []
+    cpu = CallableProvider(burn, name="burn", cpu=True)
+    for _ in range(runs):
+        split = CpuSplit(root)
+        backend = RayBackend(address)
+        _, wall = await timed(cpu, calls, 8, backend, split)
+        spun = calls * CPU_S
+        actors = sum(split.actors)
+        f: dict[str, Any] = {"wall_s": round(wall, 2), "batches": backend.batches}
+        f["ray_calls"] = getattr(backend, "calls", None)  # None before it was counted
+        f |= {k: round(v, 2) for k, v in sorted(split.split.items())}
+        f["actors_each"] = [round(x, 2) for x in split.actors]
+        f["actors_over_spin_s"] = round(actors - spun, 3)
+        f["nonspin_ms_per_call"] = round((sum(split.split.values()) - spun) / calls * 1e3, 2)
+        f["loadavg"] = round(os.getloadavg()[0], 2)
+        out.append(f)
+    return out
+
+
 def _autogroup() -> bool | None:
     """Whether Linux shares the CPU between sessions rather than processes: then, with
     other sessions busy, this one's share is the same however many processes it runs."""
@@ -205,7 +300,22 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--io-calls", type=int, default=1000)
     ap.add_argument("--cpu-calls", type=int, default=200)
+    ap.add_argument("--cpu-split", action="store_true", help="only the CPU split (see above)")
+    ap.add_argument("--runs", type=int, default=3, help="runs of --cpu-split")
     a = ap.parse_args()
+    if a.cpu_split:
+        roots: list[str] = []
+        with local_head(roots) as address:
+            import ray
+
+            ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+            try:
+                rows = asyncio.run(cpu_split(address, roots[0], a.cpu_calls, a.runs))
+            finally:
+                ray.shutdown()
+        for row in rows:
+            print(json.dumps(row))
+        return
     load = os.getloadavg()
     with contextlib.ExitStack() as stack:
         address = a.address or stack.enter_context(local_head())

@@ -15,7 +15,11 @@ Calls travel in batches, not one Ray call per attempt: the attempts that start i
 tick of the driver's event loop go to each actor as one `submit`, and each actor keeps
 one `poll` outstanding that brings back every outcome finished since the last. The cost
 of a Ray call (an ObjectRef, a future, a hop from Ray's thread into asyncio) is paid per
-batch; on a busy run a batch holds many attempts.
+batch; on a busy run a batch holds many attempts. A CPU actor's poll, once answered,
+waits a moment for the engine to refill the places its outcomes freed and carries those
+attempts with it: on a run of CPU calls one Ray call per actor both brings the finished
+calls back and sends the next ones, as the Ray calls' CPU comes out of the cores the
+calls themselves need.
 
 Ray's own retries are off (`max_task_retries=0`): the engine is the one retry loop. The
 calls of an actor lost with its process or node come back as `ConnectionLost`
@@ -37,7 +41,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from fanout.backends.ray_host import Item, Outcome, ProviderHost, Recipe
+from fanout.backends.ray_host import CpuHost, Item, Outcome, ProviderHost, Recipe
 from fanout.errors import ConfigError, ConnectionLost, PermanentError
 from fanout.providers.base import CallableProvider, Completion, Provider, Request
 
@@ -51,6 +55,8 @@ CONNECT_TIMEOUT_S = 5.0
 ACTORS_TIMEOUT_S = 120.0
 #: the longest a poll waits on an idle actor before it answers with nothing
 POLL_WAIT_S = 10.0
+#: the longest a CPU actor's next poll waits for the attempts that refill its queue
+REFILL_WAIT_S = 0.005
 #: Ray calls an actor takes at once: a few submits and cancels, and its one poll (the
 #: attempts themselves run as tasks on its event loop, outside this bound)
 ACTOR_CALLS = 32
@@ -73,6 +79,9 @@ class _Actor:
     outbox: dict[int, tuple[str, Request]] = field(default_factory=dict)
     cancels: list[int] = field(default_factory=list)
     lost: bool = False  # lost a call: sent nothing until it answers again or is replaced
+    #: a CPU actor's next poll, waiting for `refill` attempts to carry (see `_refill`)
+    parked: asyncio.Future[None] | None = None
+    refill: int = 0
 
 
 class RayBackend:
@@ -115,6 +124,8 @@ class RayBackend:
         self._flushing = False
         #: Ray calls that carried attempts: far fewer than the attempts on a busy run
         self.batches = 0
+        #: Ray calls that carried or brought back attempts: submits, cancels and polls
+        self.calls = 0
         self._lost: tuple[type[BaseException], ...] = ()
         self._task_error: type[BaseException] = Exception
 
@@ -250,7 +261,7 @@ class RayBackend:
         env = self._key_env(recipes)
         if env:
             options["runtime_env"] = {"env_vars": env}
-        host = ray.remote(ProviderHost)
+        host = ray.remote(CpuHost if cpu else ProviderHost)
         self._options[cpu] = (host, options, recipes)
         # an I/O actor on each node in turn, a hard affinity (SPREAD and a soft affinity
         # both left actors piled on the head of a busy test cluster); CPU actors go where
@@ -346,7 +357,10 @@ class RayBackend:
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         a.futures[key] = future
         a.outbox[key] = (name, request)
-        self._schedule_flush()
+        if a.parked is None:
+            self._schedule_flush()
+        elif len(a.outbox) >= a.refill and not a.parked.done():
+            a.parked.set_result(None)  # the poll takes them
         try:
             completion, error = await future
         except asyncio.CancelledError:
@@ -372,7 +386,7 @@ class RayBackend:
             if a.cancels:
                 keys, a.cancels = a.cancels, []
                 self._send(a, a.handle.cancel, keys, [])
-            if a.outbox:
+            if a.outbox and a.parked is None:
                 items: list[Item] = [(k, n, r) for k, (n, r) in a.outbox.items()]
                 a.outbox = {}
                 self.batches += 1
@@ -380,6 +394,7 @@ class RayBackend:
 
     def _send(self, a: _Actor, method: Any, arg: Any, keys: list[int]) -> None:
         try:
+            self.calls += 1
             ref = method.remote(arg)
         except Exception as exc:  # the batch did not serialize
             self._fail(a, PermanentError(f"the call cannot be sent to Ray: {_line(exc)}"), keys)
@@ -402,19 +417,59 @@ class RayBackend:
                 future.set_result((None, error))
 
     async def _poll(self, a: _Actor) -> None:
-        """Bring back the actor's outcomes, a batch per round trip, for as long as it runs."""
+        """Bring back the actor's outcomes, a batch per round trip, for as long as it runs;
+        a CPU actor's poll also carries the attempts that refill its queue."""
+        items: list[Item] = []
         while True:
             try:
-                done: list[tuple[int, Outcome]] = await a.handle.poll.remote(POLL_WAIT_S)
+                self.calls += 1
+                if items:
+                    self.batches += 1
+                    ref = a.handle.poll.remote(POLL_WAIT_S, items)
+                else:
+                    ref = a.handle.poll.remote(POLL_WAIT_S)
+            except Exception as exc:  # the batch did not serialize
+                error = PermanentError(f"the call cannot be sent to Ray: {_line(exc)}")
+                self._fail(a, error, [k for k, _, _ in items])
+                items = []
+                continue
+            try:
+                done: list[tuple[int, Outcome]] = await ref
+            except self._task_error as exc:  # the worker could not take the batch
+                error = PermanentError(f"the Ray worker refused the call: {_line(exc)}")
+                self._fail(a, error, [k for k, _, _ in items])
+                items = []
+                continue
             except Exception as exc:  # lost with its process or node (or worse): set aside
                 a.lost = True
                 self._fail(a, ConnectionLost(f"the Ray worker was lost mid-call: {_line(exc)}"))
                 await self._revive(a)
+                items = []
                 continue
             for key, outcome in done:
                 future = a.futures.pop(key, None)
                 if future is not None and not future.done():
                     future.set_result(outcome)
+            items = await self._refill(a, len(done)) if a.cpu and done else []
+
+    async def _refill(self, a: _Actor, n: int) -> list[Item]:
+        """The attempts to send with a CPU actor's next poll: those the engine starts in
+        the places the `n` outcomes just delivered freed, waited for up to REFILL_WAIT_S
+        (what is still held then goes as it would have, in a submit of its own)."""
+        loop = asyncio.get_running_loop()
+        parked = a.parked = loop.create_future()
+        a.refill = n
+        if len(a.outbox) >= n:
+            parked.set_result(None)
+        timer = loop.call_later(REFILL_WAIT_S, _wake, parked)
+        try:
+            await parked
+        finally:
+            timer.cancel()
+            a.parked = None
+        items: list[Item] = [(k, name, r) for k, (name, r) in a.outbox.items()]
+        a.outbox = {}
+        return items
 
     async def _revive(self, a: _Actor) -> None:
         """Wait for a lost actor to answer again (Ray restarts its process on its node),
@@ -444,16 +499,27 @@ class RayBackend:
             return
 
 
+def _wake(parked: asyncio.Future[None]) -> None:
+    if not parked.done():
+        parked.set_result(None)
+
+
 def _pick(pool: list[_Actor]) -> _Actor:
     """The actor with the fewest calls in flight, among those not set aside (all of them
-    when every one is: their calls then fail fast, as transient)."""
+    when every one is: their calls then fail fast, as transient); of equals, one whose
+    next poll waits to carry the call (no Ray call of its own)."""
     best: _Actor | None = None
     for a in pool:
-        if not a.lost and (best is None or len(a.futures) < len(best.futures)):
+        if not a.lost and (best is None or _load(a) < _load(best)):
             best = a
     if best is None:
         best = min(pool, key=lambda a: len(a.futures))
     return best
+
+
+def _load(a: _Actor) -> float:
+    waiting = a.parked is not None and len(a.outbox) < a.refill
+    return len(a.futures) - (0.5 if waiting else 0.0)
 
 
 def _line(exc: BaseException) -> str:

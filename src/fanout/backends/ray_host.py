@@ -1,10 +1,13 @@
 """What runs on the Ray workers: the provider host actor.
 
-Nothing here imports Ray: the driver (`backends/ray.py`) wraps `ProviderHost` with
+Nothing here imports Ray: the driver (`backends/ray.py`) wraps `ProviderHost` (I/O calls,
+an async actor) and `CpuHost` (CPU-bound Python calls, a threaded actor) with
 `ray.remote`. The driver talks to a host in batches, not one Ray call per attempt:
 `submit` hands it every attempt that became ready in one tick of the driver's loop,
 `poll` (one always outstanding) brings back every outcome finished since the last poll,
-and `cancel` stops attempts by id (a Ray cancel cannot stop one item of a batch).
+and `cancel` stops attempts by id (a Ray cancel cannot stop one item of a batch). A CPU
+host's poll also carries the attempts that refill its queue, so one Ray call both brings
+outcomes back and sends the next calls.
 
 An attempt always comes back as a value, `(completion, None)` or `(None, error)`, never as
 an exception escaping the worker: Ray would wrap it, and the engine must see the provider's
@@ -20,6 +23,9 @@ import contextlib
 import importlib
 import os
 import pickle
+import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -69,39 +75,27 @@ class Recipe:
 
 
 class ProviderHost:
-    """One actor: the providers of the run, built once, their calls run concurrently on the
-    actor's event loop. A CPU host (`cpu=True`, one per CPU of the cluster, holding that
-    CPU) runs one call at a time in a thread, so its event loop stays free to take the
-    next batch and answer polls while a call burns the CPU."""
+    """One I/O actor: the providers of the run, built once, their calls run concurrently
+    on the actor's event loop."""
 
     def __init__(self, recipes: list[Recipe], cpu: bool = False) -> None:
+        assert not cpu, "CPU calls run on a CpuHost"
         self._recipes = {r.name: r for r in recipes}
         self._providers: dict[str, Provider] = {}
-        self._cpu = cpu
         self._running: dict[int, asyncio.Task[None]] = {}
         self._done: list[tuple[int, Outcome]] = []
         self._ready: asyncio.Event | None = None
-        self._gate: asyncio.Semaphore | None = None
 
     async def ping(self) -> list[str]:
         """Build every I/O provider now, before the first call (a client built inside a
         call would hold the calls queued behind it and send them in a burst); the problems,
         if any, as one line each. A CPU function that does not import is not a problem
         here: each of its calls fails as a bad request, as it would locally."""
-        problems = []
-        for name, recipe in self._recipes.items():
-            try:
-                self._providers[name] = recipe.build()
-            except ConfigError as exc:
-                if recipe.cpu is None:
-                    problems.append(f"provider {name!r} cannot be built on the Ray node: {exc}")
-        return problems
+        return _build(self._recipes, self._providers)
 
     async def node(self) -> str:
         """The id of the Ray node this actor runs on."""
-        import ray
-
-        return str(ray.get_runtime_context().get_node_id())
+        return _node()
 
     async def running(self) -> int:
         """How many attempts this actor has under way (sent, not finished, not cancelled)."""
@@ -122,24 +116,10 @@ class ProviderHost:
         self._event().set()  # fewer calls left: a held poll may answer now
 
     async def poll(self, wait_s: float) -> list[tuple[int, Outcome]]:
-        """Every outcome finished since the last poll; waits (up to `wait_s`) for one.
-
-        A CPU host holds its outcomes back a little while its own queue keeps its CPU busy:
-        until they are as many as the calls still to run here, bar the one running (or
-        `CPU_HOLD_S` passed). A Ray call costs a few ms of CPU in the driver and in this
-        worker, taken from the very cores the calls need; answered one by one, a 50 ms call
-        paid for a poll and a submit of its own. Held in pairs, the driver refills two
-        places with one submit while the two calls still queued here run."""
+        """Every outcome finished since the last poll; waits (up to `wait_s`) for one."""
         loop = asyncio.get_running_loop()
         end = loop.time() + wait_s
-        while not self._done or (
-            self._cpu and len(self._done) < len(self._running) - 1 and loop.time() < end
-        ):
-            if self._done:  # holding what is done: not for long
-                end = min(end, loop.time() + CPU_HOLD_S)
-            left = end - loop.time()
-            if left <= 0:
-                break
+        while not self._done and (left := end - loop.time()) > 0:
             ready = self._event()
             ready.clear()
             with contextlib.suppress(TimeoutError):
@@ -153,21 +133,7 @@ class ProviderHost:
         return self._ready
 
     async def _one(self, key: int, name: str, request: Request) -> None:
-        if self._cpu:
-            if self._gate is None:
-                self._gate = asyncio.Semaphore(1)
-            async with self._gate:  # one call at a time: this actor holds one CPU
-                call = asyncio.ensure_future(self.call(name, request))
-                try:
-                    outcome = await asyncio.shield(call)
-                except asyncio.CancelledError:
-                    # a thread cannot be stopped: cancelled (timed out in the driver), the
-                    # call still burns this CPU, so the next one waits for it to return
-                    # rather than run beside it on a CPU that is not free
-                    await asyncio.wait([call])
-                    raise
-        else:
-            outcome = await self.call(name, request)
+        outcome = await self.call(name, request)
         if self._running.pop(key, None) is not None:
             self._done.append((key, outcome))
             self._event().set()
@@ -183,6 +149,130 @@ class ProviderHost:
             return await provider.complete(request), None
         except Exception as exc:
             return None, sendable(exc)
+
+
+class CpuHost:
+    """One CPU actor (one per CPU of the cluster, holding that CPU): a threaded actor, no
+    event loop. Its calls run one at a time in a thread of its own, in the order they
+    came; `submit`, `poll` and `cancel` run in Ray's threads beside it and meet it under
+    one lock. A Ray call into a threaded actor costs its worker about half the CPU of one
+    into an async actor (no hop onto a loop), and a finished call wakes nothing unless a
+    poll is waiting for it."""
+
+    def __init__(self, recipes: list[Recipe], cpu: bool = True) -> None:
+        self._recipes = {r.name: r for r in recipes}
+        self._providers: dict[str, Provider] = {}
+        self._lock = threading.Condition()
+        self._queue: deque[Item] = deque()
+        #: ids sent and not finished nor cancelled: queued, and the one running
+        self._running: set[int] = set()
+        self._done: list[tuple[int, Outcome]] = []
+        self._thread: threading.Thread | None = None
+
+    def ping(self) -> list[str]:
+        """Build the providers now (a CPU function that does not import is no problem
+        here: each of its calls fails as a bad request, as it would locally)."""
+        return _build(self._recipes, self._providers)
+
+    def node(self) -> str:
+        return _node()
+
+    def running(self) -> int:
+        with self._lock:
+            return len(self._running)
+
+    def submit(self, items: list[Item]) -> None:
+        with self._lock:
+            self._queue.extend(items)
+            self._running.update(k for k, _, _ in items)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="fanout-cpu", daemon=True)
+                self._thread.start()
+            self._lock.notify_all()
+
+    def cancel(self, keys: list[int]) -> None:
+        """Stop these attempts: one still queued never runs; the one running cannot be
+        stopped (a thread), so it keeps this CPU until it returns, and its outcome is
+        dropped. No outcome comes back for either."""
+        with self._lock:
+            self._running.difference_update(keys)
+            self._lock.notify_all()  # fewer calls left: a held poll may answer now
+
+    def poll(self, wait_s: float, items: list[Item] | None = None) -> list[tuple[int, Outcome]]:
+        """Start `items` (as `submit` would), then every outcome finished since the last
+        poll; waits (up to `wait_s`) for one.
+
+        Outcomes are held back while this host's own queue keeps its CPU busy: until only
+        the call running now is left to run here (or `CPU_HOLD_S` passed). A Ray call costs
+        a few ms of CPU in the driver and in this worker, taken from the very cores the
+        calls need; answered one by one, a 50 ms call paid for a poll and a submit of its
+        own. Held until one call is left, the driver gets three outcomes of a queue of four
+        in one answer and sends their three successors with its next poll, while the call
+        left runs."""
+        if items:
+            self.submit(items)
+        with self._lock:
+            end = time.monotonic() + wait_s
+            while not self._done or len(self._running) > 1:
+                now = time.monotonic()
+                if self._done:  # holding what is done: not for long
+                    end = min(end, now + CPU_HOLD_S)
+                if now >= end:
+                    break
+                self._lock.wait(end - now)
+            done, self._done = self._done, []
+            return done
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queue:
+                    self._lock.wait()
+                key, name, request = self._queue.popleft()
+                if key not in self._running:
+                    continue  # cancelled while queued
+            outcome = self.call(name, request)
+            with self._lock:
+                if key in self._running:
+                    self._running.discard(key)
+                    self._done.append((key, outcome))
+                    # a waiting poll hears of the first outcome (to time its hold) and of
+                    # the one that ends the hold; of those between, nothing
+                    if len(self._done) == 1 or len(self._running) <= 1:
+                        self._lock.notify_all()
+
+    def call(self, name: str, request: Request) -> Outcome:
+        try:
+            provider = self._providers.get(name)
+            if provider is None:
+                provider = self._providers[name] = self._recipes[name].build()
+        except ConfigError as exc:
+            return None, BadRequest(f"provider {name!r}: {exc}")
+        try:
+            if isinstance(provider, CallableProvider):
+                return provider.complete_here(request), None
+            return asyncio.run(provider.complete(request)), None
+        except Exception as exc:
+            return None, sendable(exc)
+
+
+def _build(recipes: dict[str, Recipe], into: dict[str, Provider]) -> list[str]:
+    """Build every provider into `into`; the I/O ones that cannot be, one line each."""
+    problems = []
+    for name, recipe in recipes.items():
+        try:
+            into[name] = recipe.build()
+        except ConfigError as exc:
+            if recipe.cpu is None:
+                problems.append(f"provider {name!r} cannot be built on the Ray node: {exc}")
+    return problems
+
+
+def _node() -> str:
+    """The id of the Ray node this actor runs on."""
+    import ray
+
+    return str(ray.get_runtime_context().get_node_id())
 
 
 def load_callable(ref: str) -> Callable[[Request], Any]:

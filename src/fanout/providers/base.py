@@ -134,15 +134,28 @@ class CallableProvider:
             out = await asyncio.to_thread(self._fn, request)
         else:
             out = self._fn(request)
-        if isinstance(out, Completion):
-            return out
-        return Completion(text=str(out), model=request.model, latency_s=time.perf_counter() - t0)
+        return _completion(out, request, t0)
+
+    def complete_here(self, request: Request) -> Completion:
+        """The call in this thread, with no event loop of the caller's (an async function
+        gets a loop of its own): what a worker thread dedicated to CPU calls runs."""
+        import asyncio
+
+        t0 = time.perf_counter()
+        out = asyncio.run(self._fn(request)) if self._is_async else self._fn(request)
+        return _completion(out, request, t0)
 
     def stream(self, request: Request) -> AsyncIterator[Chunk | Completion]:
         raise NotImplementedError("CallableProvider does not stream")
 
     async def aclose(self) -> None:
         return None
+
+
+def _completion(out: Any, request: Request, t0: float) -> Completion:
+    if isinstance(out, Completion):
+        return out
+    return Completion(text=str(out), model=request.model, latency_s=time.perf_counter() - t0)
 
 
 def chat_body(request: Request) -> dict[str, Any]:
