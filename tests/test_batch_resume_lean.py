@@ -76,16 +76,7 @@ def test_a_resumed_stream_loads_only_what_is_left(tmp_path: Path, order: Order) 
         expected if order == "input" else sorted(expected)
     )
 
-    async def from_store() -> dict[str, Any]:
-        s = SqliteStore(store)
-        try:
-            snap = await s.snapshot(run_id)
-        finally:
-            await s.close()
-        assert snap is not None
-        return metrics_from_snapshot(snap)
-
-    figures = asyncio.run(from_store())
+    figures = figures_from_store(store, run_id)
     assert figures["attempts"] > summary["done"]  # some 500s were retried, in both halves
     assert {k: figures[k] for k in COMPARED} == {k: summary[k] for k in COMPARED}
 
@@ -353,7 +344,15 @@ def test_a_run_of_several_lanes_and_models_is_read_grouped_and_resumes_to_the_sa
 
     summary = asyncio.run(second())
 
-    async def from_store() -> dict[str, Any]:
+    figures = figures_from_store(store, run_id)
+    assert summary["done"] == LINES
+    assert {k: figures[k] for k in COMPARED} == {k: summary[k] for k in COMPARED}
+
+
+def figures_from_store(store: Path, run_id: str) -> dict[str, Any]:
+    """The run's figures as `fanout report` computes them, from the whole store."""
+
+    async def read() -> dict[str, Any]:
         s = SqliteStore(store)
         try:
             snap = await s.snapshot(run_id)
@@ -362,6 +361,4 @@ def test_a_run_of_several_lanes_and_models_is_read_grouped_and_resumes_to_the_sa
         assert snap is not None
         return metrics_from_snapshot(snap)
 
-    figures = asyncio.run(from_store())
-    assert summary["done"] == LINES
-    assert {k: figures[k] for k in COMPARED} == {k: summary[k] for k in COMPARED}
+    return asyncio.run(read())

@@ -140,9 +140,7 @@ class ProviderHost:
 
     async def call(self, name: str, request: Request) -> Outcome:
         try:
-            provider = self._providers.get(name)
-            if provider is None:
-                provider = self._providers[name] = self._recipes[name].build()
+            provider = built(self._providers, self._recipes, name)
         except ConfigError as exc:
             return None, BadRequest(f"provider {name!r}: {exc}")
         try:
@@ -243,9 +241,7 @@ class CpuHost:
 
     def call(self, name: str, request: Request) -> Outcome:
         try:
-            provider = self._providers.get(name)
-            if provider is None:
-                provider = self._providers[name] = self._recipes[name].build()
+            provider = built(self._providers, self._recipes, name)
         except ConfigError as exc:
             return None, BadRequest(f"provider {name!r}: {exc}")
         try:
@@ -266,6 +262,14 @@ def _build(recipes: dict[str, Recipe], into: dict[str, Provider]) -> list[str]:
             if recipe.cpu is None:
                 problems.append(f"provider {name!r} cannot be built on the Ray node: {exc}")
     return problems
+
+
+def built(providers: dict[str, Provider], recipes: dict[str, Recipe], name: str) -> Provider:
+    """The host's provider `name`, built from its recipe on first use (ConfigError if not)."""
+    provider = providers.get(name)
+    if provider is None:
+        provider = providers[name] = recipes[name].build()
+    return provider
 
 
 def _node() -> str:
