@@ -87,43 +87,55 @@ def lines_at(
 
 
 class IdTable:
-    """The ids of a file's good lines in about 16 bytes a line: each id's `hash` and line,
-    in buckets sorted by hash once the file is read (a `dict[str, int]` of a million ids
-    took 171 MB). Two lines whose ids share a hash are looked at again, by their text, in
-    `settle` (a second read of just those lines); every other answer is by hash alone."""
+    """The ids of a file's good lines in 8 bytes a line: one 64-bit word per line, 32 bits
+    of the id's `hash` above the line's number, in buckets by the hash's top bits, sorted
+    once the file is read (a `dict[str, int]` of a million ids took 171 MB; a hash and a
+    line in two words, 16 bytes a line, was the peak of a million-line batch). Lines whose
+    ids share a bucket and those 32 bits are looked at again, by their text, in `settle`
+    (a second read of just those lines); every other answer is by hash alone. With 42 bits
+    of hash in all, a million distinct ids make such a clash about one file in nine."""
 
     BITS = 10  # 1,024 buckets: sorting one at a time keeps the sort's own memory small
+    LINE_BITS = 32
+    LINE_MASK = (1 << LINE_BITS) - 1
 
     def __init__(self, hash_of: Callable[[str], int] = hash) -> None:
         self._hash = hash_of  # any 64-bit signed hash (tests pass a weak one)
-        n = 1 << self.BITS
-        self._hashes = [array("q") for _ in range(n)]
-        self._lines = [array("q") for _ in range(n)]
+        self._words = [array("Q") for _ in range(1 << self.BITS)]
         self._shift = 64 - self.BITS
-        self.clashes: dict[int, list[int]] = {}  # hash -> lines whose ids share it
+        #: (bucket << 32 | hash bits) -> lines whose ids share them
+        self.clashes: dict[int, list[int]] = {}
         self.exact: dict[str, int] = {}  # id -> first line, for the ids of `clashes`
 
-    def _bucket(self, h: int) -> int:
-        return (h + (1 << 63)) >> self._shift
+    def _place(self, cid: str) -> tuple[int, int]:
+        """(bucket, the 32 hash bits kept in the word) of an id."""
+        h = self._hash(cid)
+        return (h + (1 << 63)) >> self._shift, h & self.LINE_MASK
 
     def add(self, cid: str, line: int) -> None:
-        h = self._hash(cid)
-        b = self._bucket(h)
-        self._hashes[b].append(h)
-        self._lines[b].append(line)
+        if not 0 <= line <= self.LINE_MASK:
+            raise InputError(f"line {line}: a batch file has at most {self.LINE_MASK:,} lines")
+        b, tag = self._place(cid)
+        self._words[b].append(tag << self.LINE_BITS | line)
+
+    @property
+    def size(self) -> int:
+        """The 64-bit words held: one per id added (tests check it is not more)."""
+        return sum(len(ws) for ws in self._words)
 
     def seal(self) -> None:
-        """Sort each bucket by hash and note the hashes that more than one line has."""
-        for b, hs in enumerate(self._hashes):
-            if len(hs) < 2:
+        """Sort each bucket and note the hashes that more than one line has."""
+        bits, mask = self.LINE_BITS, self.LINE_MASK
+        for b, ws in enumerate(self._words):
+            if len(ws) < 2:
                 continue
-            ls = self._lines[b]
-            order = sorted(range(len(hs)), key=hs.__getitem__)
-            self._hashes[b] = hs = array("q", (hs[i] for i in order))
-            self._lines[b] = ls = array("q", (ls[i] for i in order))
-            for i in range(1, len(hs)):
-                if hs[i] == hs[i - 1]:
-                    self.clashes.setdefault(hs[i], [ls[i - 1]]).append(ls[i])
+            self._words[b] = ws = array("Q", sorted(ws))
+            for i in range(1, len(ws)):
+                tag = ws[i] >> bits
+                if tag == ws[i - 1] >> bits:
+                    self.clashes.setdefault(b << bits | tag, [ws[i - 1] & mask]).append(
+                        ws[i] & mask
+                    )
 
     def settle(
         self, ids_of: Callable[[set[int]], Iterator[tuple[int, str]]]
@@ -144,14 +156,14 @@ class IdTable:
 
     def line_of(self, cid: str) -> int | None:
         """The first line with id `cid`, or None when no good line has it."""
-        h = self._hash(cid)
-        if h in self.clashes:
+        b, tag = self._place(cid)
+        bits = self.LINE_BITS
+        if b << bits | tag in self.clashes:
             return self.exact.get(cid)
-        b = self._bucket(h)
-        hs = self._hashes[b]
-        i = bisect_left(hs, h)
-        if i < len(hs) and hs[i] == h:
-            return self._lines[b][i]
+        ws = self._words[b]
+        i = bisect_left(ws, tag << bits)
+        if i < len(ws) and ws[i] >> bits == tag:
+            return ws[i] & self.LINE_MASK
         return None
 
 
@@ -162,7 +174,7 @@ def scan_batch(
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> Scan:
     """The first pass: every line checked, the same way `parse_lines` checks them, in
-    memory that grows by about 16 bytes a line (the ids' hashes, for duplicates and
+    memory that grows by about 8 bytes a line (the ids' hashes, for duplicates and
     dependencies)."""
     errors: list[LineError] = []
     ids = IdTable()
