@@ -7,7 +7,11 @@ run through an `Engine` on the in-process simulator twice: once without faults, 
 rate limit. Reported: both walls, their ratio (target <= 1.6), how many tasks ended done,
 the lowest learned pace and concurrency limit the provider meter reached.
 
-    .venv/bin/python bench/faults.py --tasks 2000 --concurrency 32 --latency 0.3
+    .venv/bin/python bench/faults.py --tasks 2000 --concurrency 32 --latency 0.3 [--http]
+
+With `--http` both runs go over real HTTP through the OpenAI SDK (`OpenAIProvider`) to a
+sim-server process injecting the same faults (its 429s carry the same Retry-After, and a
+budget far above the run's, so every 429 is noise, as with the in-process simulator).
 
 The last line printed is one JSON object with the figures.
 """
@@ -16,12 +20,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from fanout import Engine, RetryPolicy, SimConfig, SimProvider, Task
 from fanout.engine.events import Event, TaskFinished
+from fanout.providers.base import Provider
+from fanout.providers.openai import OpenAIProvider
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ratelimit_http import sim_server
 
 DEFAULT_TASKS = 2000
 DEFAULT_CONCURRENCY = 32
@@ -30,15 +42,24 @@ DEFAULT_FAULTS = "429=0.1,500=0.05"
 DEFAULT_ATTEMPTS = 6
 
 
+#: the sim-server's request budget with `--http`: far above any run here, so no 429 is a rate
+HTTP_RPM = 1_000_000.0
+
+
 async def one_run(
-    n: int, c: int, latency: float, faults: dict[str, float], attempts: int
+    n: int, c: int, latency: float, faults: dict[str, float], attempts: int, url: str | None
 ) -> dict[str, Any]:
-    cfg = SimConfig(base_latency_s=latency, jitter=0.0, per_token_s=0.0, faults=faults, seed=7)
+    provider: Provider
+    if url is None:
+        cfg = SimConfig(base_latency_s=latency, jitter=0.0, per_token_s=0.0, faults=faults, seed=7)
+        provider = SimProvider(cfg)
+    else:
+        provider = OpenAIProvider(api_key="sk-bench-faults", base_url=url + "/v1", pool=c)
     low = {"pace": float("inf"), "limit": float("inf")}
     tasks = [Task(f"question {i}: explain the idea in one paragraph") for i in range(n)]
     t0 = time.perf_counter()
     async with Engine(
-        providers={"sim": SimProvider(cfg)},
+        providers={provider.name: provider},
         concurrency=c,
         retry=RetryPolicy(attempts=attempts),
         seed=7,
@@ -74,13 +95,24 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=DEFAULT_LATENCY_S, help="seconds per call")
     ap.add_argument("--faults", default=DEFAULT_FAULTS)
     ap.add_argument("--attempts", type=int, default=DEFAULT_ATTEMPTS)
+    ap.add_argument("--http", action="store_true", help="through the OpenAI SDK to a sim-server")
     args = ap.parse_args()
     faults = parse_faults(args.faults)
-    clean = asyncio.run(one_run(args.tasks, args.concurrency, args.latency, {}, args.attempts))
-    print(f"clean   {clean}")
-    faulty = asyncio.run(one_run(args.tasks, args.concurrency, args.latency, faults, args.attempts))
-    print(f"faulty  {faulty}")
+    walls = {}
+    for name, spec in (("clean", ""), ("faulty", args.faults)):
+        with contextlib.ExitStack() as stack:
+            url = None
+            if args.http:
+                extra = ["--faults", spec] if spec else []
+                url = stack.enter_context(sim_server(HTTP_RPM, args.latency, extra))
+            fs = faults if spec else {}
+            walls[name] = asyncio.run(
+                one_run(args.tasks, args.concurrency, args.latency, fs, args.attempts, url)
+            )
+        print(f"{name:7} {walls[name]}")
+    clean, faulty = walls["clean"], walls["faulty"]
     out = {
+        "http": args.http,
         "tasks": args.tasks,
         "concurrency": args.concurrency,
         "latency_s": args.latency,
