@@ -428,22 +428,26 @@ class RayBackend:
                     ref = a.handle.poll.remote(POLL_WAIT_S, items)
                 else:
                     ref = a.handle.poll.remote(POLL_WAIT_S)
-            except Exception as exc:  # the batch did not serialize
+            except Exception as exc:
+                if not items:  # a bare poll cannot be sent (the cluster's connection gone)
+                    await self._lose(a, f"the Ray worker cannot be reached: {_line(exc)}")
+                    continue
                 error = PermanentError(f"the call cannot be sent to Ray: {_line(exc)}")
-                self._fail(a, error, [k for k, _, _ in items])
+                self._fail(a, error, [k for k, _, _ in items])  # it did not serialize
                 items = []
                 continue
             try:
                 done: list[tuple[int, Outcome]] = await ref
-            except self._task_error as exc:  # the worker could not take the batch
+            except self._task_error as exc:
+                if not items:  # a bare poll refused: the actor does not answer as it should
+                    await self._lose(a, f"the Ray worker failed its poll: {_line(exc)}")
+                    continue
                 error = PermanentError(f"the Ray worker refused the call: {_line(exc)}")
-                self._fail(a, error, [k for k, _, _ in items])
+                self._fail(a, error, [k for k, _, _ in items])  # it could not take the batch
                 items = []
                 continue
             except Exception as exc:  # lost with its process or node (or worse): set aside
-                a.lost = True
-                self._fail(a, ConnectionLost(f"the Ray worker was lost mid-call: {_line(exc)}"))
-                await self._revive(a)
+                await self._lose(a, f"the Ray worker was lost mid-call: {_line(exc)}")
                 items = []
                 continue
             for key, outcome in done:
@@ -451,6 +455,13 @@ class RayBackend:
                 if future is not None and not future.done():
                     future.set_result(outcome)
             items = await self._refill(a, len(done)) if a.cpu and done else []
+
+    async def _lose(self, a: _Actor, why: str) -> None:
+        """Set the actor aside, fail its calls (the engine retries them elsewhere) and
+        revive it, which pauses between tries: a poll loop never spins on a dead actor."""
+        a.lost = True
+        self._fail(a, ConnectionLost(why))
+        await self._revive(a)
 
     async def _refill(self, a: _Actor, n: int) -> list[Item]:
         """The attempts to send with a CPU actor's next poll: those the engine starts in
