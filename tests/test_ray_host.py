@@ -53,6 +53,13 @@ def hold(request: Request) -> str:
     return f"答：{request.prompt_text()}"
 
 
+def exits(request: Request) -> str:
+    """An agent that calls sys.exit (a script turned into an agent, say) on "退出"."""
+    if request.prompt_text() == "退出":
+        raise SystemExit(3)
+    return work(request)
+
+
 def cpu_host(fn: str = "work") -> CpuHost:
     return CpuHost([Recipe(fn, 4, cpu=f"{__name__}:{fn}")])
 
@@ -172,3 +179,18 @@ def test_a_cpu_host_runs_an_async_function_on_a_loop_of_its_own() -> None:
         0: "异步：一",
         1: "异步：二",
     }
+
+
+def test_a_call_that_exits_fails_alone_and_the_cpu_host_runs_the_next_ones() -> None:
+    """A BaseException out of an agent (SystemExit here) used to end the host's only
+    thread: every call queued on that actor after it waited for ever."""
+    host = cpu_host("exits")
+    host.submit([(0, "exits", ask("退出")), (1, "exits", ask("一")), (2, "exits", ask("二"))])
+    got: dict[int, Outcome] = {}
+    while len(got) < 3:
+        done = host.poll(10.0)
+        assert done, "the host stopped answering"
+        got.update(done)
+    assert got[0][0] is None
+    assert "SystemExit" in str(got[0][1])
+    assert [got[k][0].text for k in (1, 2)] == ["答：一", "答：二"]  # type: ignore[union-attr]

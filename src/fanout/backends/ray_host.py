@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fanout.errors import BadRequest, ConfigError, ProviderError
+from fanout.errors import BadRequest, ConfigError, PermanentError, ProviderError
 from fanout.providers.base import CallableProvider, Completion, Provider, Request
 
 Outcome = tuple[Completion | None, BaseException | None]
@@ -250,6 +250,9 @@ class CpuHost:
             return asyncio.run(provider.complete(request)), None
         except Exception as exc:
             return None, sendable(exc)
+        except BaseException as exc:  # (SystemExit, CancelledError) the host's one thread,
+            # which runs every call queued here, must outlive the call
+            return None, PermanentError(f"the call raised {type(exc).__name__}: {exc}")
 
 
 def _build(recipes: dict[str, Recipe], into: dict[str, Provider]) -> list[str]:
