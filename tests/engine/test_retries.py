@@ -400,6 +400,31 @@ def test_a_429_naming_its_wait_costs_no_attempt_while_the_provider_admits_other_
     assert script.attempts("甲") == 9
 
 
+def test_a_429_that_never_ends_costs_attempts_after_its_free_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request the shared account never admits (larger than its token budget, say) while
+    the others get through: its 429s are free only up to `MAX_FREE_429S`, then count as
+    attempts, and it fails after its three instead of pausing the provider 200 times. (The
+    cap is made small and the progress window long, so the test counts, not times.)"""
+    from fanout.engine import workers
+
+    monkeypatch.setattr(workers, "MAX_FREE_429S", 5)
+    monkeypatch.setattr(workers, "RATE_PROGRESS_S", 1e9)
+    script = Script({"甲": [RateLimited("429", status=429, retry_after=0.001)] * 100})
+    account = SharedAccount(tmp_path / "accounts.db", account_id("openai", None, "sk-共享"))
+
+    async def main() -> None:
+        tasks = [Task("乙0", key="乙0", priority="urgent"), Task("甲", key="甲")]
+        limits = {"python": ProviderLimits(account=account)}
+        run = await run_script(script, tasks, concurrency=1, limits=limits)
+        assert result(run, "甲").state is TaskState.FAILED
+        assert result(run, "乙0").state is TaskState.DONE
+
+    arun(main)
+    assert script.attempts("甲") == 5 + 3
+
+
 def test_429s_cost_attempts_when_the_provider_admits_none_of_our_calls(tmp_path: Path) -> None:
     """No call of ours admitted lately (a key whose quota is gone answers 429 to all): a
     429 counts as an attempt as before, and the task fails after its three."""

@@ -65,6 +65,10 @@ MAX_FREE_TRIES = 200
 #: admitted another of our calls this recently: the budget is spent, by us or the account's
 #: other processes, and the task waits its turn (`_retry_delay`); else 429s are attempts
 RATE_PROGRESS_S = 10.0
+#: ...for so many of a task's free calls at most: a request the account can never admit
+#: (larger than its token budget) must fail after its attempts, not pause the provider 200
+#: times while the others get through
+MAX_FREE_429S = 30
 
 RUNNING = TaskState.RUNNING
 DONE = TaskState.DONE
@@ -372,6 +376,7 @@ class Workers:
             if (
                 isinstance(error, RateLimited)
                 and retry_after
+                and t.free_tries < MAX_FREE_429S
                 and pm.lease is not None
                 and now - pm.last_ok <= RATE_PROGRESS_S
             ):
