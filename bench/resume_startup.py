@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from scale import batch_cmd, durable, make_input, results_from
+from scale import batch_cmd, durable, kill_when_durable, make_input, results_from
 
 
 def build(n: int, work: Path, at: float) -> None:
@@ -41,12 +41,7 @@ def build(n: int, work: Path, at: float) -> None:
     env = {**os.environ, "FANOUT_HOME": str(home)}
     cmd = batch_cmd(src, work / "out.jsonl", 256, "input")
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    target = math.ceil(at * n)
-    while p.poll() is None:
-        time.sleep(0.2)
-        if results_from(db, target - 1) and durable(db)[1] >= target:
-            p.send_signal(signal.SIGKILL)
-            break
+    kill_when_durable(p, db, math.ceil(at * n))
     _, _, usage = os.wait4(p.pid, 0)
     print(f"killed at {durable(db)[1]:,} results, {usage.ru_utime + usage.ru_stime:.1f} CPU s")
 

@@ -108,6 +108,17 @@ def durable(db: Path) -> tuple[str | None, int]:
         con.close()
 
 
+def kill_when_durable(p: subprocess.Popen[bytes], db: Path, target: int) -> None:
+    """SIGKILL the batch `p` once `target` of its results are durable in `db`."""
+    while p.poll() is None:
+        time.sleep(0.2)
+        # tasks are numbered in line order and finish about in that order: count them all
+        # only once the results reach the target's number
+        if results_from(db, target - 1) and durable(db)[1] >= target:
+            p.send_signal(signal.SIGKILL)
+            break
+
+
 def results_from(db: Path, start: int) -> int:
     """How many results the newest run has for tasks numbered `start` and up: a look at
     the tail of the results' primary key, not a count of all of them (a poll that counts
@@ -157,14 +168,7 @@ def kill_and_resume(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    target = math.ceil(at * n)
-    while p.poll() is None:
-        time.sleep(0.2)
-        # tasks are numbered in line order and finish about in that order: count them all
-        # only once the results reach the target's number
-        if results_from(db, target - 1) and durable(db)[1] >= target:
-            p.send_signal(signal.SIGKILL)
-            break
+    kill_when_durable(p, db, math.ceil(at * n))
     p.wait()
     run_id, done = durable(db)
     assert run_id is not None, "the run never started"
