@@ -83,24 +83,32 @@ def test_a_process_with_nothing_to_send_leaves_its_share(tmp_path: Path) -> None
     assert a.tpm.interval == pytest.approx(60 / 60_000)
 
 
-def test_a_killed_process_releases_its_share_by_lease_expiry(tmp_path: Path) -> None:
-    """A real process takes a lease and is SIGKILLed: the survivor's share grows back once
-    the lease expires, and not before it is gone."""
-    path = tmp_path / "accounts.db"
+def lease_holder(path: Path, then: str) -> subprocess.Popen[str]:
+    """Another process holding a lease on the test account in `path`, running `then` (Python
+    with `lease` bound) after taking it; it prints "synced" once it has synced."""
     code = (
         "import sys, time\n"
         "from pathlib import Path\n"
         "from fanout.engine.shared import SharedAccount, account_id\n"
         "acc = SharedAccount(Path(sys.argv[1]), account_id('openai', 'http://127.0.0.1:1/v1', "
         "'sk-共享'))\n"
-        "lease = acc.lease('sim-1')\n"
+        "lease = acc.lease('sim-1')\n" + then
+    )
+    cmd = [sys.executable, "-c", code, str(path)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+def test_a_killed_process_releases_its_share_by_lease_expiry(tmp_path: Path) -> None:
+    """A real process takes a lease and is SIGKILLed: the survivor's share grows back once
+    the lease expires, and not before it is gone."""
+    path = tmp_path / "accounts.db"
+    renewing = (
         "while True:\n"
         "    lease.sync(demand=True, admitted=None)\n"
         "    print('synced', flush=True)\n"
         "    time.sleep(0.1)\n"
     )
-    cmd = [sys.executable, "-c", code, str(path)]
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT) as proc:
+    with lease_holder(path, renewing) as proc:
         try:
             assert proc.stdout is not None
             assert proc.stdout.readline() == "synced\n"
@@ -132,18 +140,10 @@ def test_a_live_process_that_stalls_keeps_its_share_until_it_dies(tmp_path: Path
     not see itself alone and send its whole concurrency into the account's budget (the
     four-process test's 429s came in such bursts). Killed, it is gone at once."""
     path = tmp_path / "accounts.db"
-    code = (
-        "import sys, time\n"
-        "from pathlib import Path\n"
-        "from fanout.engine.shared import SharedAccount, account_id\n"
-        "acc = SharedAccount(Path(sys.argv[1]), account_id('openai', 'http://127.0.0.1:1/v1', "
-        "'sk-共享'))\n"
-        "acc.lease('sim-1').sync(demand=True, admitted=None)\n"
-        "print('synced', flush=True)\n"
-        "time.sleep(600)\n"
+    stalled = (
+        "lease.sync(demand=True, admitted=None)\nprint('synced', flush=True)\ntime.sleep(600)\n"
     )
-    cmd = [sys.executable, "-c", code, str(path)]
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT) as proc:
+    with lease_holder(path, stalled) as proc:
         try:
             assert proc.stdout is not None
             assert proc.stdout.readline() == "synced\n"
