@@ -230,7 +230,8 @@ class Lease:
                     )
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:  # SQLite rolls back by itself on a full disk
+                    db.execute("ROLLBACK")
                 raise
         except (sqlite3.Error, OSError) as e:
             self.broken = f"{self.path}: {e}"

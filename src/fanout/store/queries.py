@@ -361,7 +361,8 @@ def claim(db: sqlite3.Connection, run_id: str, lease: Lease) -> None:
         )
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:  # SQLite rolls back by itself on a full disk
+            db.execute("ROLLBACK")
         raise
 
 
@@ -408,7 +409,8 @@ def request_cancel(db: sqlite3.Connection, run_id: str, reason: str) -> str:
             outcome = "cancelled"
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:  # SQLite rolls back by itself on a full disk
+            db.execute("ROLLBACK")
         raise
     return outcome
 
@@ -479,6 +481,7 @@ def cache_clear(db: sqlite3.Connection, older_than_s: float | None = None) -> in
             )
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:  # SQLite rolls back by itself on a full disk
+            db.execute("ROLLBACK")
         raise
     return cur.rowcount
