@@ -7,8 +7,10 @@ import contextlib
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from fanout import CallableProvider, Engine, MemoryStore, Request, Task
-from fanout.store import queries
+from fanout.store import migrations, queries
 from fanout.store.sqlite import SqliteStore
 from tests.engine.support import arun
 
@@ -81,6 +83,44 @@ def test_identical_requests_are_sent_once_and_a_second_run_sends_none(tmp_path: 
         assert stats["hits"] == 6
 
     arun(main)
+
+
+def test_answers_cached_before_the_m004_layout_are_kept_and_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store written by a fanout before m004 (the cache a WITHOUT ROWID table keyed by the
+    hash) keeps every cached answer when it moves to the rowid layout, and finds them."""
+    path = tmp_path / "缓存" / "s.db"
+    path.parent.mkdir()
+    upto = [name for name, _ in migrations.MIGRATIONS].index("m004_cache_in_arrival_order")
+
+    async def run(c: Counter) -> dict[str, object]:
+        async with c.engine(SqliteStore(path)) as e:
+            run = e.submit(tasks())
+            m = await run.wait()
+            assert [r.text for r in await run.results()][3] == "answer to other"
+            return m
+
+    with monkeypatch.context() as mp:
+        mp.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:upto])
+        arun(lambda: run(Counter()))
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        (old,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'cache'").fetchone()
+    assert "WITHOUT ROWID" in old
+    second = Counter()
+    m = arun(lambda: run(second))
+    assert second.calls == []
+    assert m["cached"] == 5
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        (new,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'cache'").fetchone()
+        assert "WITHOUT ROWID" not in new
+        # the key's look-up goes through the unique index, not a pass over the answers
+        plan = " ".join(
+            str(r[-1])
+            for r in db.execute("EXPLAIN QUERY PLAN SELECT text FROM cache WHERE key = ?", (b"k",))
+        )
+        assert "USING INDEX" in plan
+        assert queries.cache_stats(db)["entries"] == 4
 
 
 def test_without_the_cache_every_task_is_sent(tmp_path: Path) -> None:

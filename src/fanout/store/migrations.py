@@ -19,7 +19,8 @@ its few rows and no separate index):
 - `results`: (rid, n) -> terminal state, text, data, usage, latency, error, the cache key
   and the sha256 of the request body.
 - `acks`: (rid, sink) -> position.
-- `cache`: key (sha256) -> an answer and when it was stored.
+- `cache`: key (sha256) -> an answer and when it was stored; since m004 a rowid table (rows
+  in arrival order) with a unique index on the key.
 - `spans` (m002): (rid, n, seq) -> kind, t0, t1 (unix), attempt, detail: where each task's
   time went, from submitted to its final state (engine/spans.py names the kinds); an
   attempt's `run` span starts at its `attempts.started_at`, and `attempts.first_token_at`
@@ -179,11 +180,37 @@ def m003_free_attempts(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX attempts_free ON attempts (rid, n) WHERE free = 1")
 
 
+def m004_cache_in_arrival_order(db: sqlite3.Connection) -> None:
+    """The cache as a rowid table with a unique index on its key, in place of a WITHOUT
+    ROWID table keyed by it. A key is a sha256, so each new answer landed on a random leaf of
+    a tree that holds the answers themselves (about 1 KB a row): past the page cache, every
+    insert read and wrote a page of answers, and a 1,000,000-line run went 16 % slower per
+    line than a 100,000-line one. Rows now append in arrival order; only the index (about
+    45 bytes a key) takes random inserts (docs/benchmarks.md §20)."""
+    db.execute(
+        """CREATE TABLE cache_m004 (
+            key BLOB NOT NULL UNIQUE,
+            created_at REAL NOT NULL,
+            text TEXT,
+            data TEXT,
+            finish_reason TEXT,
+            model TEXT,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            latency REAL NOT NULL
+        )"""
+    )
+    db.execute("INSERT INTO cache_m004 SELECT * FROM cache ORDER BY created_at")
+    db.execute("DROP TABLE cache")
+    db.execute("ALTER TABLE cache_m004 RENAME TO cache")
+
+
 #: every migration, in order; the name is what `_migrations` records
 MIGRATIONS: tuple[tuple[str, Migration], ...] = (
     ("m001_initial", m001_initial),
     ("m002_spans", m002_spans),
     ("m003_free_attempts", m003_free_attempts),
+    ("m004_cache_in_arrival_order", m004_cache_in_arrival_order),
 )
 
 
@@ -204,7 +231,8 @@ def migrate(db: sqlite3.Connection) -> list[str]:
             db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite rolls back by itself on a full disk
+                db.execute("ROLLBACK")
             raise
         applied.append(name)
     return applied
