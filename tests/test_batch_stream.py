@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from fanout.batch import stream
 from fanout.batch.output import Order
 from fanout.batch.run import plan_batch, start_batch
 from fanout.batch.stream import Feed, IdTable, scan_batch
@@ -186,6 +187,26 @@ def test_ids_that_share_a_hash_are_told_apart_by_their_text() -> None:
     assert ids.line_of("xyz") == 5
     assert ids.line_of("问丙") is None  # its hash is taken, its text is not
     assert ids.line_of("abcd") is None
+
+
+def test_a_dependency_on_an_absent_id_that_matches_a_hash_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # with the id's length as its hash, "abc" matches "xyz": the line it names is read
+    # again, and the dependency is found missing, not pointed at line 1
+    monkeypatch.setattr(stream, "IdTable", lambda: IdTable(len))
+    src = tmp_path / "依赖.jsonl"
+    rows = [
+        {"id": "xyz", "prompt": "甲"},
+        {"id": "问乙", "prompt": "乙", "depends_on": ["abc"]},
+        {"id": "问丙", "prompt": "丙", "depends_on": ["xyz"]},
+    ]
+    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    scan = scan_batch(src)
+    assert [(e.line, e.reason) for e in scan.errors] == [
+        (2, "depends_on 'abc', which is not an id in this file")
+    ]
+    assert scan.referenced == frozenset({"xyz"})
 
 
 def test_the_first_pass_keeps_one_word_a_line() -> None:
