@@ -47,12 +47,22 @@ _GROUPS = {
 SOLO_GROUPS = ("rate-counts",)
 
 
+#: the longest single tests, longest first (a minute or so each, mostly waiting on paced servers and
+#: killed processes): sent to the workers first, so that the short ones fill in around them
+#: instead of one of these starting last and running alone at the end of the pass
+LONG_FIRST = (
+    "e2e/test_soak.py",
+    "e2e/test_batch_stream_kill.py",
+    "e2e/test_crash.py",
+    "e2e/test_outage.py",
+)
+
+
 def _group_of(path: Path, name: str = "") -> str | None:
     """The group of the test `name` (its node id after the file, "" for the file) in
     `path`."""
-    try:
-        rel = path.resolve().relative_to(TESTS).as_posix()
-    except ValueError:
+    rel = _rel(path)
+    if not rel:
         return None
     if name:
         rel = f"{rel}::{name}"
@@ -72,6 +82,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group(group))
         if group in SOLO_GROUPS:
             item.add_marker(pytest.mark.solo)
+    # stable: every worker collects the same order, as xdist requires
+    items.sort(key=lambda item: _rank(_rel(item.path)))
+
+
+def _rank(rel: str) -> int:
+    return next((i for i, p in enumerate(LONG_FIRST) if rel.startswith(p)), len(LONG_FIRST))
+
+
+def _rel(path: Path) -> str:
+    try:
+        return path.resolve().relative_to(TESTS).as_posix()
+    except ValueError:
+        return ""
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)
