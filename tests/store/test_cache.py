@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -86,7 +87,7 @@ def test_identical_requests_are_sent_once_and_a_second_run_sends_none(tmp_path: 
 
 
 def test_answers_cached_before_the_m004_layout_are_kept_and_found(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A store written by a fanout before m004 (the cache a WITHOUT ROWID table keyed by the
     hash) keeps every cached answer when it moves to the rowid layout, and finds them."""
@@ -107,8 +108,15 @@ def test_answers_cached_before_the_m004_layout_are_kept_and_found(
     with contextlib.closing(sqlite3.connect(path)) as db:
         (old,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'cache'").fetchone()
     assert "WITHOUT ROWID" in old
+    monkeypatch.setattr(migrations, "M004_SAY_ABOVE", 3)  # say it for these four answers
     second = Counter()
-    m = arun(lambda: run(second))
+    with caplog.at_level(logging.WARNING, logger="fanout.store.migrations"):
+        m = arun(lambda: run(second))
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [
+        f"fanout: moving the 4 answers cached in {path} to the cache's new layout, once after"
+        " an upgrade (about 25 s a million)"
+    ]
     assert second.calls == []
     assert m["cached"] == 5
     with contextlib.closing(sqlite3.connect(path)) as db:

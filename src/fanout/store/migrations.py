@@ -31,6 +31,7 @@ its few rows and no separate index):
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from collections.abc import Callable
 from fanout.errors import ConfigError
 
 Migration = Callable[[sqlite3.Connection], None]
+log = logging.getLogger(__name__)
 
 
 def m001_initial(db: sqlite3.Connection) -> None:
@@ -180,6 +182,10 @@ def m003_free_attempts(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX attempts_free ON attempts (rid, n) WHERE free = 1")
 
 
+#: how many cached answers m004 copies without a word (about a quarter of a second's work)
+M004_SAY_ABOVE = 10_000
+
+
 def m004_cache_in_arrival_order(db: sqlite3.Connection) -> None:
     """The cache as a rowid table with a unique index on its key, in place of a WITHOUT
     ROWID table keyed by it. A key is a sha256, so each new answer landed on a random leaf of
@@ -200,6 +206,15 @@ def m004_cache_in_arrival_order(db: sqlite3.Connection) -> None:
             latency REAL NOT NULL
         )"""
     )
+    (entries,) = db.execute("SELECT count(*) FROM cache").fetchone()
+    if entries > M004_SAY_ABOVE:  # a long silent pause looks like a hang: say why
+        path = _file_of(db)
+        log.warning(
+            "fanout: moving the %s answers cached in %s to the cache's new layout, once after"
+            " an upgrade (about 25 s a million)",
+            f"{entries:,}",
+            path,
+        )
     db.execute("INSERT INTO cache_m004 SELECT * FROM cache ORDER BY created_at")
     db.execute("DROP TABLE cache")
     db.execute("ALTER TABLE cache_m004 RENAME TO cache")
@@ -246,8 +261,13 @@ def _refuse_newer(db: sqlite3.Connection) -> None:
         name for (name,) in db.execute("SELECT name FROM _migrations") if name not in known
     )
     if unknown:
-        path = next((row[2] for row in db.execute("PRAGMA database_list") if row[1] == "main"), "")
+        path = _file_of(db)
         raise ConfigError(
             f"the run store {path} was written by a newer fanout (schema {', '.join(unknown)}"
             " unknown to this version): upgrade fanout, or set FANOUT_HOME to another folder"
         )
+
+
+def _file_of(db: sqlite3.Connection) -> str:
+    """The file of `db`'s main database, for messages."""
+    return next((row[2] for row in db.execute("PRAGMA database_list") if row[1] == "main"), "")
